@@ -1,0 +1,14 @@
+//! nook: a rootless container sandbox.
+//!
+//! The rooms of `DESIGN.md`, one module per concern. Data flows one way: a [`reference`] is
+//! resolved by the [`registry`] client into blobs kept by the [`store`], layers are unpacked by
+//! [`unpack`], and (later) a sandbox runs them. `unsafe` lives in [`sys`] only.
+
+pub mod cli;
+pub mod config;
+pub mod digest;
+pub mod reference;
+pub mod registry;
+pub mod store;
+pub mod sys;
+pub mod unpack;
