@@ -1,0 +1,79 @@
+//! Extended attributes through file descriptors (and one path-based probe).
+//!
+//! Unpacking sets xattrs only on descriptors it opened itself below the layer root, so no
+//! path is ever resolved twice.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Sets `name` to `value` on the open file `fd`.
+pub fn fset(fd: impl AsFd, name: &str, value: &[u8]) -> io::Result<()> {
+    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `name` is a NUL-terminated C string and `value` a valid slice for its length;
+    // the fd is borrowed for the duration of the call.
+    let rc = unsafe {
+        libc::fsetxattr(
+            fd.as_fd().as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Reads `name` from the open file `fd`; `Ok(None)` when it is not set.
+pub fn fget(fd: impl AsFd, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `name` is NUL-terminated.
+        let rc = unsafe {
+            libc::fgetxattr(fd.as_fd().as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        };
+        if rc >= 0 {
+            buf.truncate(rc as usize);
+            return Ok(Some(buf));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENODATA) => return Ok(None),
+            Some(libc::ERANGE) if buf.len() < 1 << 16 => buf.resize(buf.len() * 4, 0),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Whether the file at `path` (not following a final symlink) carries xattr `name`.
+pub fn path_has(name: &str, path: &Path) -> bool {
+    let (Ok(name), Ok(p)) = (CString::new(name), CString::new(path.as_os_str().as_bytes())) else {
+        return false;
+    };
+    // SAFETY: both are NUL-terminated; a NULL buffer with size 0 only asks for the length.
+    let rc = unsafe { libc::lgetxattr(p.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    rc > 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_and_get_user_xattr_or_enotsup() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::File::create(dir.path().join("f")).unwrap();
+        match fset(&f, "user.nook.test", b"v") {
+            Ok(()) => {
+                assert_eq!(fget(&f, "user.nook.test").unwrap().as_deref(), Some(&b"v"[..]));
+                assert_eq!(fget(&f, "user.nook.absent").unwrap(), None);
+                assert!(path_has("user.nook.test", &dir.path().join("f")));
+            }
+            // Some filesystems (old tmpfs) have no user xattrs; the error must be an errno.
+            Err(e) => assert!(e.raw_os_error().is_some()),
+        }
+    }
+}
