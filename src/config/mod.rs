@@ -1,1 +1,185 @@
+//! User configuration: where things live, registries and mirrors, and the docker/podman
+//! credential files (`auth`).
+//!
+//! nook's own file is `$XDG_CONFIG_HOME/nook/config.toml` (`~/.config/nook/config.toml`):
+//!
+//! ```toml
+//! insecure_registries = ["registry.internal:5000"]   # HTTPS without verification, or HTTP
+//! [mirrors]
+//! "docker.io" = ["mirror.example.org", "http://10.0.0.5:5000"]
+//! [storage]
+//! root = "/scratch/me/nook"                            # instead of ~/.local/share/nook
+//! ```
 
+pub mod auth;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("cannot write {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} belongs to uid {owner}, not to you (uid {me}): remove it or set XDG_RUNTIME_DIR")]
+    NotOwner { path: String, owner: u32, me: u32 },
+    #[error("credential helper docker-credential-{helper} failed: {message}")]
+    Helper { helper: String, message: String },
+    #[error("cannot find your home directory: set HOME")]
+    NoHome,
+}
+
+/// nook's own configuration file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
+    #[serde(default)]
+    pub mirrors: HashMap<String, Vec<String>>,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub root: Option<PathBuf>,
+}
+
+impl UserConfig {
+    /// Reads the config file if it exists.
+    pub fn load() -> Result<UserConfig, ConfigError> {
+        let Some(dir) = config_home() else { return Ok(UserConfig::default()) };
+        Self::load_from(&dir.join("nook").join("config.toml"))
+    }
+
+    pub fn load_from(path: &Path) -> Result<UserConfig, ConfigError> {
+        match fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.display().to_string(),
+                message: e.message().to_owned(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(UserConfig::default()),
+            Err(source) => Err(ConfigError::Read { path: path.display().to_string(), source }),
+        }
+    }
+}
+
+/// `$HOME`, else the passwd entry's home.
+pub fn home_dir() -> Option<PathBuf> {
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return Some(PathBuf::from(h));
+    }
+    nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.dir)
+}
+
+fn xdg(var: &str, fallback: &str) -> Option<PathBuf> {
+    match std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from) {
+        Some(p) if p.is_absolute() => Some(p),
+        _ => home_dir().map(|h| h.join(fallback)),
+    }
+}
+
+/// `$XDG_CONFIG_HOME`, else `~/.config`.
+pub fn config_home() -> Option<PathBuf> {
+    xdg("XDG_CONFIG_HOME", ".config")
+}
+
+/// The store root: `--root`/`$NOOK_ROOT` (given), else the config file's, else
+/// `$XDG_DATA_HOME/nook` (`~/.local/share/nook`).
+pub fn store_root(given: Option<&Path>, config: &UserConfig) -> Result<PathBuf, ConfigError> {
+    if let Some(p) = given.or(config.storage.root.as_deref()) {
+        return Ok(p.to_owned());
+    }
+    xdg("XDG_DATA_HOME", ".local/share").map(|d| d.join("nook")).ok_or(ConfigError::NoHome)
+}
+
+/// The runtime directory: `$XDG_RUNTIME_DIR/nook`, else `/tmp/nook-<uid>` (batch jobs under
+/// Slurm often have no XDG_RUNTIME_DIR). Created 0700; an existing one must be ours.
+pub fn runtime_dir() -> Result<PathBuf, ConfigError> {
+    let uid = nix::unistd::getuid().as_raw();
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()).map(PathBuf::from) {
+        Some(base) if base.is_absolute() && base.is_dir() => base.join("nook"),
+        _ => PathBuf::from(format!("/tmp/nook-{uid}")),
+    };
+    ensure_private_dir(&dir, uid)?;
+    Ok(dir)
+}
+
+/// Creates `dir` with mode 0700 or checks that the existing one belongs to `uid` and is no
+/// symlink (another user could have planted `/tmp/nook-<uid>`).
+pub fn ensure_private_dir(dir: &Path, uid: u32) -> Result<(), ConfigError> {
+    let err = |source| ConfigError::Write { path: dir.display().to_string(), source };
+    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(e)),
+    }
+    let meta = fs::symlink_metadata(dir).map_err(err)?;
+    if !meta.is_dir() || meta.uid() != uid {
+        return Err(ConfigError::NotOwner { path: dir.display().to_string(), owner: meta.uid(), me: uid });
+    }
+    if meta.mode() & 0o077 != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        fs::write(
+            &p,
+            "insecure_registries = [\"reg:5000\"]\n[mirrors]\n\"docker.io\" = [\"m.example\"]\n[storage]\nroot = \"/scratch/x\"\n",
+        )
+        .unwrap();
+        let c = UserConfig::load_from(&p).unwrap();
+        assert_eq!(c.insecure_registries, ["reg:5000"]);
+        assert_eq!(c.mirrors["docker.io"], ["m.example"]);
+        assert_eq!(store_root(None, &c).unwrap(), Path::new("/scratch/x"));
+        assert_eq!(store_root(Some(Path::new("/given")), &c).unwrap(), Path::new("/given"));
+        assert_eq!(UserConfig::load_from(&dir.path().join("none")).unwrap(), UserConfig::default());
+        fs::write(&p, "unknown_key = 1\n").unwrap();
+        let err = UserConfig::load_from(&p).unwrap_err();
+        assert!(err.to_string().contains("config.toml"), "{err}");
+    }
+
+    #[test]
+    fn private_dir_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = nix::unistd::getuid().as_raw();
+        let d = dir.path().join("rt");
+        ensure_private_dir(&d, me).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
+        let err = ensure_private_dir(&d, me + 1).unwrap_err();
+        assert!(matches!(err, ConfigError::NotOwner { .. }));
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&d, &link).unwrap();
+        assert!(ensure_private_dir(&link, me).is_err(), "a symlink must not pass");
+    }
+}
