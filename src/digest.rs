@@ -67,16 +67,23 @@ impl Digest {
             other => return Err(DigestError::Algorithm(other.to_owned())),
         };
         let want = algorithm.hex_len();
-        let valid = hex.len() == want && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let valid =
+            hex.len() == want && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if !valid {
             return Err(DigestError::Encoded(s.to_owned(), want));
         }
-        Ok(Digest { algorithm, hex: hex.to_owned() })
+        Ok(Digest {
+            algorithm,
+            hex: hex.to_owned(),
+        })
     }
 
     /// The sha256 digest of `bytes`.
     pub fn sha256_of(bytes: &[u8]) -> Self {
-        Digest { algorithm: Algorithm::Sha256, hex: hex::encode(Sha256::digest(bytes)) }
+        Digest {
+            algorithm: Algorithm::Sha256,
+            hex: hex::encode(Sha256::digest(bytes)),
+        }
     }
 
     /// The digest of `bytes` computed with this digest's algorithm.
@@ -157,12 +164,14 @@ impl Hasher {
 
     pub fn finish(self) -> Digest {
         match self {
-            Hasher::Sha256(h) => {
-                Digest { algorithm: Algorithm::Sha256, hex: hex::encode(h.finalize()) }
-            }
-            Hasher::Sha512(h) => {
-                Digest { algorithm: Algorithm::Sha512, hex: hex::encode(h.finalize()) }
-            }
+            Hasher::Sha256(h) => Digest {
+                algorithm: Algorithm::Sha256,
+                hex: hex::encode(h.finalize()),
+            },
+            Hasher::Sha512(h) => Digest {
+                algorithm: Algorithm::Sha512,
+                hex: hex::encode(h.finalize()),
+            },
         }
     }
 }
@@ -176,7 +185,11 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W, algorithm: Algorithm) -> Self {
-        HashingWriter { inner, hasher: Hasher::new(algorithm), len: 0 }
+        HashingWriter {
+            inner,
+            hasher: Hasher::new(algorithm),
+            len: 0,
+        }
     }
 
     /// The digest and length of what was written, and the inner writer.
@@ -207,7 +220,11 @@ pub struct HashingReader<R> {
 
 impl<R: io::Read> HashingReader<R> {
     pub fn new(inner: R, algorithm: Algorithm) -> Self {
-        HashingReader { inner, hasher: Hasher::new(algorithm), len: 0 }
+        HashingReader {
+            inner,
+            hasher: Hasher::new(algorithm),
+            len: 0,
+        }
     }
 
     pub fn len(&self) -> u64 {

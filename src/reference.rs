@@ -60,7 +60,11 @@ impl Reference {
         if input.is_empty() {
             return Err(ReferenceError::Empty);
         }
-        if input.len() == 64 && input.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if input.len() == 64
+            && input
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(ReferenceError::HexName(input.to_owned()));
         }
         let (name_tag, digest) = match input.split_once('@') {
@@ -94,7 +98,12 @@ impl Reference {
         if domain.len() + 1 + path.len() > NAME_MAX {
             return Err(ReferenceError::TooLong(format!("{domain}/{path}")));
         }
-        Ok(Reference { domain, path, tag: tag.map(str::to_owned), digest })
+        Ok(Reference {
+            domain,
+            path,
+            tag: tag.map(str::to_owned),
+            digest,
+        })
     }
 
     /// The registry domain as written in references (`docker.io`, `ghcr.io`, `localhost:5000`).
@@ -117,7 +126,11 @@ impl Reference {
 
     /// The host that answers the registry API for this reference.
     pub fn api_host(&self) -> &str {
-        if self.domain == DOCKER_HUB { DOCKER_HUB_API } else { &self.domain }
+        if self.domain == DOCKER_HUB {
+            DOCKER_HUB_API
+        } else {
+            &self.domain
+        }
     }
 
     /// `docker.io/library/busybox`.
@@ -128,7 +141,10 @@ impl Reference {
     /// The short form docker shows: `busybox`, `user/app`, `ghcr.io/org/app`.
     pub fn familiar_repository(&self) -> String {
         if self.domain == DOCKER_HUB {
-            self.path.strip_prefix("library/").unwrap_or(&self.path).to_owned()
+            self.path
+                .strip_prefix("library/")
+                .unwrap_or(&self.path)
+                .to_owned()
         } else {
             self.repository()
         }
@@ -159,7 +175,11 @@ impl Reference {
 
     /// A copy naming `digest` instead of any tag.
     pub fn with_digest(&self, digest: Digest) -> Reference {
-        Reference { digest: Some(digest), tag: None, ..self.clone() }
+        Reference {
+            digest: Some(digest),
+            tag: None,
+            ..self.clone()
+        }
     }
 }
 
@@ -194,7 +214,11 @@ fn split_domain(name: &str) -> (String, String) {
         }
         _ => (DOCKER_HUB, name),
     };
-    let domain = if domain == "index.docker.io" { DOCKER_HUB } else { domain };
+    let domain = if domain == "index.docker.io" {
+        DOCKER_HUB
+    } else {
+        domain
+    };
     let path = if domain == DOCKER_HUB && !rest.contains('/') {
         format!("library/{rest}")
     } else {
@@ -276,7 +300,11 @@ fn validate_tag(tag: &str) -> Result<(), ReferenceError> {
         && b.len() <= TAG_MAX
         && word(b[0])
         && b.iter().all(|&x| word(x) || x == b'.' || x == b'-');
-    if ok { Ok(()) } else { Err(ReferenceError::Tag(tag.to_owned())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ReferenceError::Tag(tag.to_owned()))
+    }
 }
 
 #[cfg(test)]
@@ -297,7 +325,10 @@ mod tests {
             ("library/busybox:1.36", "docker.io/library/busybox:1.36"),
             ("docker.io/library/busybox", "docker.io/library/busybox"),
             ("docker.io/busybox", "docker.io/library/busybox"),
-            ("index.docker.io/library/busybox", "docker.io/library/busybox"),
+            (
+                "index.docker.io/library/busybox",
+                "docker.io/library/busybox",
+            ),
             ("index.docker.io/busybox", "docker.io/library/busybox"),
             ("user/app", "docker.io/user/app"),
             ("localhost/app", "localhost/app"),
@@ -352,26 +383,68 @@ mod tests {
     #[test]
     fn errors_name_the_rule() {
         assert!(matches!(Reference::parse(""), Err(ReferenceError::Empty)));
-        assert!(matches!(Reference::parse("Busybox"), Err(ReferenceError::Uppercase(_))));
-        assert!(matches!(Reference::parse("user/App"), Err(ReferenceError::Uppercase(_))));
-        assert!(matches!(Reference::parse("a..b"), Err(ReferenceError::PathComponent { .. })));
-        assert!(matches!(Reference::parse("a___b"), Err(ReferenceError::PathComponent { .. })));
-        assert!(matches!(Reference::parse("-ab"), Err(ReferenceError::PathComponent { .. })));
-        assert!(matches!(Reference::parse("ab/"), Err(ReferenceError::PathComponent { .. })));
-        assert!(matches!(Reference::parse("x:-tag"), Err(ReferenceError::Tag(_))));
-        assert!(matches!(Reference::parse("x:"), Err(ReferenceError::Tag(_))));
-        assert!(matches!(Reference::parse("x@sha256:abc"), Err(ReferenceError::Digest(_))));
-        assert!(matches!(Reference::parse("x@sha256:../../x"), Err(ReferenceError::Digest(_))));
-        assert!(matches!(Reference::parse("ex-.com/x"), Err(ReferenceError::Domain(_))));
-        assert!(matches!(Reference::parse("host:port/x"), Err(ReferenceError::Domain(_))));
+        assert!(matches!(
+            Reference::parse("Busybox"),
+            Err(ReferenceError::Uppercase(_))
+        ));
+        assert!(matches!(
+            Reference::parse("user/App"),
+            Err(ReferenceError::Uppercase(_))
+        ));
+        assert!(matches!(
+            Reference::parse("a..b"),
+            Err(ReferenceError::PathComponent { .. })
+        ));
+        assert!(matches!(
+            Reference::parse("a___b"),
+            Err(ReferenceError::PathComponent { .. })
+        ));
+        assert!(matches!(
+            Reference::parse("-ab"),
+            Err(ReferenceError::PathComponent { .. })
+        ));
+        assert!(matches!(
+            Reference::parse("ab/"),
+            Err(ReferenceError::PathComponent { .. })
+        ));
+        assert!(matches!(
+            Reference::parse("x:-tag"),
+            Err(ReferenceError::Tag(_))
+        ));
+        assert!(matches!(
+            Reference::parse("x:"),
+            Err(ReferenceError::Tag(_))
+        ));
+        assert!(matches!(
+            Reference::parse("x@sha256:abc"),
+            Err(ReferenceError::Digest(_))
+        ));
+        assert!(matches!(
+            Reference::parse("x@sha256:../../x"),
+            Err(ReferenceError::Digest(_))
+        ));
+        assert!(matches!(
+            Reference::parse("ex-.com/x"),
+            Err(ReferenceError::Domain(_))
+        ));
+        assert!(matches!(
+            Reference::parse("host:port/x"),
+            Err(ReferenceError::Domain(_))
+        ));
         assert!(matches!(
             Reference::parse(&"a".repeat(64).replace('a', "b")),
             Err(ReferenceError::HexName(_))
         ));
         let long = format!("x/{}", "a".repeat(260));
-        assert!(matches!(Reference::parse(&long), Err(ReferenceError::TooLong(_))));
+        assert!(matches!(
+            Reference::parse(&long),
+            Err(ReferenceError::TooLong(_))
+        ));
         let long_tag = format!("x:{}", "a".repeat(129));
-        assert!(matches!(Reference::parse(&long_tag), Err(ReferenceError::Tag(_))));
+        assert!(matches!(
+            Reference::parse(&long_tag),
+            Err(ReferenceError::Tag(_))
+        ));
     }
 
     #[test]

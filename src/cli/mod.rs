@@ -1,1 +1,214 @@
+//! The command line: clap definitions, one file per command group, and the session every
+//! command starts from (configuration, store, id mapping, registry client).
+//!
+//! Commands return an exit status; errors travel up as `anyhow` chains and are printed once,
+//! on one line, by [`main`], with docker's status 125 for nook's own failures.
 
+mod format;
+mod image;
+mod logging;
+mod login;
+mod progress;
+pub mod pull;
+mod system;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, UserConfig};
+use crate::registry::auth::Credential;
+use crate::registry::proxy::ProxyEnv;
+use crate::registry::transport::TransportOptions;
+use crate::registry::{Registry, RegistryOptions};
+use crate::store::Store;
+use crate::sys::idmap::Mapping;
+use crate::unpack::Owners;
+
+/// Exit status for nook's own errors (docker's).
+pub const EXIT_NOOK: i32 = 125;
+
+/// nook: rootless containers, docker's verbs.
+#[derive(Debug, Parser)]
+#[command(name = "nook", version, about, disable_help_subcommand = true)]
+pub struct Cli {
+    /// Store directory (default $XDG_DATA_HOME/nook, ~/.local/share/nook).
+    #[arg(long, global = true, env = "NOOK_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Diagnostic log level: error, warn, info, debug, trace.
+    #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download an image from a registry.
+    Pull(image::PullArgs),
+    /// List images.
+    Images(image::ImagesArgs),
+    /// Show an image's details as JSON.
+    Inspect(image::InspectArgs),
+    /// Remove images.
+    Rmi(image::RmiArgs),
+    /// Give an image another name.
+    Tag(image::TagArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Save credentials for a registry.
+    Login(login::LoginArgs),
+    /// Remove saved credentials for a registry.
+    Logout(login::LogoutArgs),
+    /// Manage nook itself.
+    #[command(subcommand)]
+    System(system::SystemCommand),
+}
+
+/// What every command starts from.
+pub struct Session {
+    pub config: UserConfig,
+    pub root: PathBuf,
+    pub mapping: Mapping,
+    entered: bool,
+}
+
+impl Session {
+    fn new(cli: &Cli) -> Result<Session> {
+        let config = UserConfig::load()?;
+        let root = config::store_root(cli.root.as_deref(), &config)?;
+        Ok(Session {
+            config,
+            root,
+            mapping: Mapping::detect(),
+            entered: false,
+        })
+    }
+
+    /// Opens the store for writing. With a subordinate range this first moves the process
+    /// into a user namespace mapping it (so files can carry the image's owners); it must
+    /// therefore run before any thread is started.
+    pub fn writable_store(&mut self) -> Result<(Store, Owners)> {
+        if let Mapping::Range {
+            helpers,
+            uids,
+            gids,
+        } = &self.mapping
+        {
+            if !self.entered {
+                crate::sys::userns::enter(uids, gids, Some(helpers))
+                    .context("cannot enter the user namespace that owns the store")?;
+                self.entered = true;
+            }
+        }
+        let store = Store::open(&self.root, &self.mapping.describe())?;
+        let owners = match self.mapping {
+            Mapping::Single { .. } => Owners::Record,
+            _ => Owners::Keep {
+                max_id: self.mapping.max_id(),
+            },
+        };
+        Ok((store, owners))
+    }
+
+    /// Opens the store for reading, if there is one.
+    pub fn readable_store(&self) -> Result<Option<Store>> {
+        Ok(Store::open_existing(&self.root)?)
+    }
+
+    /// A registry client with the user's mirrors, insecure list and credentials.
+    pub fn registry(&self, tls_verify: bool) -> Registry {
+        Registry::new(RegistryOptions {
+            transport: TransportOptions {
+                proxy: ProxyEnv::from_env(),
+                certs_dirs: certs_dirs(),
+                retry_base: std::time::Duration::ZERO,
+            },
+            tls_verify,
+            insecure: self.config.insecure_registries.clone(),
+            mirrors: self.config.mirrors.clone(),
+            credentials: Arc::new(|host: &str| lookup_credential(host)),
+        })
+    }
+}
+
+/// Credentials from docker's and podman's files, as the registry client wants them.
+fn lookup_credential(host: &str) -> Option<Credential> {
+    match config::auth::lookup(host) {
+        Ok(Some(config::auth::Secret::Basic { username, password })) => {
+            Some(Credential::Basic { username, password })
+        }
+        Ok(Some(config::auth::Secret::IdentityToken(t))) => Some(Credential::IdentityToken(t)),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!("{e}");
+            None
+        }
+    }
+}
+
+/// Per-registry CA folders, as docker and podman keep them.
+fn certs_dirs() -> Vec<PathBuf> {
+    let mut out = vec![
+        PathBuf::from("/etc/docker/certs.d"),
+        PathBuf::from("/etc/containers/certs.d"),
+    ];
+    if let Some(c) = config::config_home() {
+        out.push(c.join("containers/certs.d"));
+    }
+    if let Some(h) = config::home_dir() {
+        out.push(h.join(".docker/certs.d"));
+    }
+    out
+}
+
+/// Runs nook with the process arguments; returns the exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_NOOK } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    logging::init(&cli.log_level);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {}", error_line(&e));
+            EXIT_NOOK
+        }
+    }
+}
+
+/// The whole error chain on one line, skipping links that only repeat the next one.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if parts.last().is_some_and(|p| p.contains(&s)) {
+            continue;
+        }
+        parts.push(s);
+    }
+    parts.join(": ")
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let mut session = Session::new(&cli)?;
+    match cli.command {
+        Command::Pull(a) => image::pull(&mut session, a),
+        Command::Images(a) => image::images(&session, a),
+        Command::Inspect(a) => image::inspect(&session, a),
+        Command::Rmi(a) => image::rmi(&mut session, a),
+        Command::Tag(a) => image::tag(&mut session, a),
+        Command::Image(c) => image::dispatch(&mut session, c),
+        Command::Login(a) => login::login(&session, a),
+        Command::Logout(a) => login::logout(a),
+        Command::System(c) => system::dispatch(&mut session, c),
+    }
+}

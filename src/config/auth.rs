@@ -15,11 +15,16 @@ use std::process::{Command, Stdio};
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use super::{config_home, home_dir, ConfigError};
+use super::{ConfigError, config_home, home_dir};
 
 /// Docker Hub's key in docker's `auths`, and what its helpers are asked for.
 pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
-const HUB_ALIASES: &[&str] = &["docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"];
+const HUB_ALIASES: &[&str] = &[
+    "docker.io",
+    "index.docker.io",
+    "registry-1.docker.io",
+    "registry.hub.docker.com",
+];
 
 /// Credentials as stored.
 #[derive(Clone, PartialEq, Eq)]
@@ -39,9 +44,16 @@ impl std::fmt::Debug for Secret {
 
 /// `host` as docker's files key it: `docker.io` for every Hub alias, no scheme or path.
 pub fn normalize_key(key: &str) -> String {
-    let k = key.trim().trim_start_matches("https://").trim_start_matches("http://");
+    let k = key
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
     let k = k.split('/').next().unwrap_or(k).to_ascii_lowercase();
-    if HUB_ALIASES.contains(&k.as_str()) { "docker.io".to_owned() } else { k }
+    if HUB_ALIASES.contains(&k.as_str()) {
+        "docker.io".to_owned()
+    } else {
+        k
+    }
 }
 
 /// The files to read, in order.
@@ -64,7 +76,9 @@ pub fn auth_files() -> Vec<PathBuf> {
 pub fn docker_config_path() -> PathBuf {
     match std::env::var_os("DOCKER_CONFIG").filter(|v| !v.is_empty()) {
         Some(d) => PathBuf::from(d).join("config.json"),
-        None => home_dir().unwrap_or_else(|| PathBuf::from("/")).join(".docker/config.json"),
+        None => home_dir()
+            .unwrap_or_else(|| PathBuf::from("/"))
+            .join(".docker/config.json"),
     }
 }
 
@@ -72,36 +86,73 @@ fn read_json(path: &Path) -> Result<Option<Map<String, Value>>, ConfigError> {
     match std::fs::read(path) {
         Ok(b) => match serde_json::from_slice::<Value>(&b) {
             Ok(Value::Object(m)) => Ok(Some(m)),
-            Ok(_) => Err(ConfigError::Parse { path: path.display().to_string(), message: "not a JSON object".into() }),
-            Err(e) => Err(ConfigError::Parse { path: path.display().to_string(), message: e.to_string() }),
+            Ok(_) => Err(ConfigError::Parse {
+                path: path.display().to_string(),
+                message: "not a JSON object".into(),
+            }),
+            Err(e) => Err(ConfigError::Parse {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ConfigError::Read { path: path.display().to_string(), source }),
+        Err(source) => Err(ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        }),
     }
 }
 
 /// The helper configured for `host` in a parsed file, if any.
 fn helper_for(file: &Map<String, Value>, host: &str) -> Option<String> {
-    let per_host = file.get("credHelpers").and_then(Value::as_object).and_then(|h| {
-        h.iter().find(|(k, _)| normalize_key(k) == host).and_then(|(_, v)| v.as_str()).map(str::to_owned)
-    });
-    per_host.or_else(|| file.get("credsStore").and_then(Value::as_str).map(str::to_owned)).filter(|h| !h.is_empty())
+    let per_host = file
+        .get("credHelpers")
+        .and_then(Value::as_object)
+        .and_then(|h| {
+            h.iter()
+                .find(|(k, _)| normalize_key(k) == host)
+                .and_then(|(_, v)| v.as_str())
+                .map(str::to_owned)
+        });
+    per_host
+        .or_else(|| {
+            file.get("credsStore")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .filter(|h| !h.is_empty())
 }
 
 /// Decodes one `auths` entry.
 pub fn decode_entry(entry: &Value) -> Option<Secret> {
-    if let Some(t) = entry.get("identitytoken").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+    if let Some(t) = entry
+        .get("identitytoken")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
         return Some(Secret::IdentityToken(t.to_owned()));
     }
-    if let Some(a) = entry.get("auth").and_then(Value::as_str).filter(|a| !a.is_empty()) {
-        let raw = base64::engine::general_purpose::STANDARD.decode(a.trim()).ok()?;
+    if let Some(a) = entry
+        .get("auth")
+        .and_then(Value::as_str)
+        .filter(|a| !a.is_empty())
+    {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(a.trim())
+            .ok()?;
         let text = String::from_utf8(raw).ok()?;
         let (u, p) = text.split_once(':')?;
-        return Some(Secret::Basic { username: u.to_owned(), password: p.to_owned() });
+        return Some(Secret::Basic {
+            username: u.to_owned(),
+            password: p.to_owned(),
+        });
     }
     let u = entry.get("username").and_then(Value::as_str)?;
     let p = entry.get("password").and_then(Value::as_str)?;
-    Some(Secret::Basic { username: u.to_owned(), password: p.to_owned() })
+    Some(Secret::Basic {
+        username: u.to_owned(),
+        password: p.to_owned(),
+    })
 }
 
 /// Finds credentials for `host` in one parsed file.
@@ -115,13 +166,17 @@ pub fn lookup_in(file: &Map<String, Value>, host: &str) -> Result<Option<Secret>
         }
     }
     let auths = file.get("auths").and_then(Value::as_object);
-    Ok(auths.and_then(|a| a.iter().find(|(k, _)| normalize_key(k) == host)).and_then(|(_, v)| decode_entry(v)))
+    Ok(auths
+        .and_then(|a| a.iter().find(|(k, _)| normalize_key(k) == host))
+        .and_then(|(_, v)| decode_entry(v)))
 }
 
 /// Credentials for `host` from the first file that has them.
 pub fn lookup(host: &str) -> Result<Option<Secret>, ConfigError> {
     for path in auth_files() {
-        let Some(file) = read_json(&path)? else { continue };
+        let Some(file) = read_json(&path)? else {
+            continue;
+        };
         if let Some(s) = lookup_in(&file, host)? {
             return Ok(Some(s));
         }
@@ -130,12 +185,23 @@ pub fn lookup(host: &str) -> Result<Option<Secret>, ConfigError> {
 }
 
 fn server_url(host: &str) -> String {
-    if host == "docker.io" { DOCKER_HUB_KEY.to_owned() } else { host.to_owned() }
+    if host == "docker.io" {
+        DOCKER_HUB_KEY.to_owned()
+    } else {
+        host.to_owned()
+    }
 }
 
-fn run_helper(helper: &str, verb: &str, input: &str) -> Result<(bool, String, String), ConfigError> {
+fn run_helper(
+    helper: &str,
+    verb: &str,
+    input: &str,
+) -> Result<(bool, String, String), ConfigError> {
     let name = format!("docker-credential-{helper}");
-    let fail = |message: String| ConfigError::Helper { helper: helper.to_owned(), message };
+    let fail = |message: String| ConfigError::Helper {
+        helper: helper.to_owned(),
+        message,
+    };
     let mut child = Command::new(&name)
         .arg(verb)
         .stdin(Stdio::piped())
@@ -144,7 +210,9 @@ fn run_helper(helper: &str, verb: &str, input: &str) -> Result<(bool, String, St
         .spawn()
         .map_err(|e| fail(format!("cannot run {name}: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input.as_bytes()).map_err(|e| fail(e.to_string()))?;
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(|e| fail(e.to_string()))?;
     }
     let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
     Ok((
@@ -161,11 +229,19 @@ fn helper_get(helper: &str, host: &str) -> Result<Option<Secret>, ConfigError> {
         if stdout.contains("credentials not found") || stderr.contains("credentials not found") {
             return Ok(None);
         }
-        return Err(ConfigError::Helper { helper: helper.to_owned(), message: format!("{} {}", stdout.trim(), stderr) });
+        return Err(ConfigError::Helper {
+            helper: helper.to_owned(),
+            message: format!("{} {}", stdout.trim(), stderr),
+        });
     }
-    let v: Value = serde_json::from_str(&stdout)
-        .map_err(|e| ConfigError::Helper { helper: helper.to_owned(), message: format!("bad answer: {e}") })?;
-    let user = v.get("Username").and_then(Value::as_str).unwrap_or_default();
+    let v: Value = serde_json::from_str(&stdout).map_err(|e| ConfigError::Helper {
+        helper: helper.to_owned(),
+        message: format!("bad answer: {e}"),
+    })?;
+    let user = v
+        .get("Username")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let secret = v.get("Secret").and_then(Value::as_str).unwrap_or_default();
     if secret.is_empty() {
         return Ok(None);
@@ -173,7 +249,10 @@ fn helper_get(helper: &str, host: &str) -> Result<Option<Secret>, ConfigError> {
     Ok(Some(if user == "<token>" {
         Secret::IdentityToken(secret.to_owned())
     } else {
-        Secret::Basic { username: user.to_owned(), password: secret.to_owned() }
+        Secret::Basic {
+            username: user.to_owned(),
+            password: secret.to_owned(),
+        }
     }))
 }
 
@@ -186,12 +265,25 @@ pub fn login_file() -> PathBuf {
 }
 
 fn write_json(path: &Path, file: &Map<String, Value>) -> Result<(), ConfigError> {
-    let err = |source| ConfigError::Write { path: path.display().to_string(), source };
+    let err = |source| ConfigError::Write {
+        path: path.display().to_string(),
+        source,
+    };
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
     }
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
     let text = serde_json::to_vec_pretty(&Value::Object(file.clone())).unwrap_or_default();
     f.write_all(&text).map_err(err)?;
     f.write_all(b"\n").map_err(err)?;
@@ -207,17 +299,23 @@ pub fn save(host: &str, username: &str, password: &str) -> Result<String, Config
         let input = serde_json::json!({"ServerURL": server_url(&host), "Username": username, "Secret": password});
         let (ok, stdout, stderr) = run_helper(&helper, "store", &input.to_string())?;
         if !ok {
-            return Err(ConfigError::Helper { helper, message: format!("{} {}", stdout.trim(), stderr) });
+            return Err(ConfigError::Helper {
+                helper,
+                message: format!("{} {}", stdout.trim(), stderr),
+            });
         }
         return Ok(format!("docker-credential-{helper}"));
     }
-    let auths = file.entry("auths").or_insert_with(|| Value::Object(Map::new()));
+    let auths = file
+        .entry("auths")
+        .or_insert_with(|| Value::Object(Map::new()));
     if !auths.is_object() {
         *auths = Value::Object(Map::new());
     }
     if let Some(a) = auths.as_object_mut() {
         a.retain(|k, _| normalize_key(k) != host);
-        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
         a.insert(server_url(&host), serde_json::json!({ "auth": encoded }));
     }
     write_json(&path, &file)?;
@@ -228,7 +326,9 @@ pub fn save(host: &str, username: &str, password: &str) -> Result<String, Config
 pub fn erase(host: &str) -> Result<bool, ConfigError> {
     let host = normalize_key(host);
     let path = login_file();
-    let Some(mut file) = read_json(&path)? else { return Ok(false) };
+    let Some(mut file) = read_json(&path)? else {
+        return Ok(false);
+    };
     let mut removed = false;
     if let Some(helper) = helper_for(&file, &host) {
         let (ok, _, _) = run_helper(&helper, "erase", &server_url(&host))?;
@@ -274,13 +374,25 @@ mod tests {
         );
         assert_eq!(
             lookup_in(&f, "docker.io").unwrap(),
-            Some(Secret::Basic { username: "user".into(), password: "pa:ss".into() })
+            Some(Secret::Basic {
+                username: "user".into(),
+                password: "pa:ss".into()
+            })
         );
-        assert_eq!(lookup_in(&f, "registry-1.docker.io").unwrap(), lookup_in(&f, "docker.io").unwrap());
-        assert_eq!(lookup_in(&f, "ghcr.io").unwrap(), Some(Secret::IdentityToken("tok".into())));
+        assert_eq!(
+            lookup_in(&f, "registry-1.docker.io").unwrap(),
+            lookup_in(&f, "docker.io").unwrap()
+        );
+        assert_eq!(
+            lookup_in(&f, "ghcr.io").unwrap(),
+            Some(Secret::IdentityToken("tok".into()))
+        );
         assert_eq!(
             lookup_in(&f, "localhost:5000").unwrap(),
-            Some(Secret::Basic { username: "u".into(), password: "p".into() })
+            Some(Secret::Basic {
+                username: "u".into(),
+                password: "p".into()
+            })
         );
         assert_eq!(lookup_in(&f, "quay.io").unwrap(), None);
     }
@@ -294,7 +406,13 @@ mod tests {
     #[test]
     fn missing_helper_falls_back_to_auths() {
         let f = parse(r#"{"credsStore":"nook-test-absent","auths":{"x.io":{"auth":"dTpw"}}}"#);
-        assert_eq!(lookup_in(&f, "x.io").unwrap(), Some(Secret::Basic { username: "u".into(), password: "p".into() }));
+        assert_eq!(
+            lookup_in(&f, "x.io").unwrap(),
+            Some(Secret::Basic {
+                username: "u".into(),
+                password: "p".into()
+            })
+        );
     }
 
     #[test]

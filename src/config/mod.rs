@@ -38,7 +38,9 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
-    #[error("{path} belongs to uid {owner}, not to you (uid {me}): remove it or set XDG_RUNTIME_DIR")]
+    #[error(
+        "{path} belongs to uid {owner}, not to you (uid {me}): remove it or set XDG_RUNTIME_DIR"
+    )]
     NotOwner { path: String, owner: u32, me: u32 },
     #[error("credential helper docker-credential-{helper} failed: {message}")]
     Helper { helper: String, message: String },
@@ -67,7 +69,9 @@ pub struct StorageConfig {
 impl UserConfig {
     /// Reads the config file if it exists.
     pub fn load() -> Result<UserConfig, ConfigError> {
-        let Some(dir) = config_home() else { return Ok(UserConfig::default()) };
+        let Some(dir) = config_home() else {
+            return Ok(UserConfig::default());
+        };
         Self::load_from(&dir.join("nook").join("config.toml"))
     }
 
@@ -78,7 +82,10 @@ impl UserConfig {
                 message: e.message().to_owned(),
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(UserConfig::default()),
-            Err(source) => Err(ConfigError::Read { path: path.display().to_string(), source }),
+            Err(source) => Err(ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
         }
     }
 }
@@ -88,11 +95,17 @@ pub fn home_dir() -> Option<PathBuf> {
     if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         return Some(PathBuf::from(h));
     }
-    nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.dir)
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
 }
 
 fn xdg(var: &str, fallback: &str) -> Option<PathBuf> {
-    match std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from) {
+    match std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+    {
         Some(p) if p.is_absolute() => Some(p),
         _ => home_dir().map(|h| h.join(fallback)),
     }
@@ -109,14 +122,19 @@ pub fn store_root(given: Option<&Path>, config: &UserConfig) -> Result<PathBuf, 
     if let Some(p) = given.or(config.storage.root.as_deref()) {
         return Ok(p.to_owned());
     }
-    xdg("XDG_DATA_HOME", ".local/share").map(|d| d.join("nook")).ok_or(ConfigError::NoHome)
+    xdg("XDG_DATA_HOME", ".local/share")
+        .map(|d| d.join("nook"))
+        .ok_or(ConfigError::NoHome)
 }
 
 /// The runtime directory: `$XDG_RUNTIME_DIR/nook`, else `/tmp/nook-<uid>` (batch jobs under
 /// Slurm often have no XDG_RUNTIME_DIR). Created 0700; an existing one must be ours.
 pub fn runtime_dir() -> Result<PathBuf, ConfigError> {
     let uid = nix::unistd::getuid().as_raw();
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()).map(PathBuf::from) {
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+    {
         Some(base) if base.is_absolute() && base.is_dir() => base.join("nook"),
         _ => PathBuf::from(format!("/tmp/nook-{uid}")),
     };
@@ -127,15 +145,26 @@ pub fn runtime_dir() -> Result<PathBuf, ConfigError> {
 /// Creates `dir` with mode 0700 or checks that the existing one belongs to `uid` and is no
 /// symlink (another user could have planted `/tmp/nook-<uid>`).
 pub fn ensure_private_dir(dir: &Path, uid: u32) -> Result<(), ConfigError> {
-    let err = |source| ConfigError::Write { path: dir.display().to_string(), source };
-    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    let err = |source| ConfigError::Write {
+        path: dir.display().to_string(),
+        source,
+    };
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(err(e)),
     }
     let meta = fs::symlink_metadata(dir).map_err(err)?;
     if !meta.is_dir() || meta.uid() != uid {
-        return Err(ConfigError::NotOwner { path: dir.display().to_string(), owner: meta.uid(), me: uid });
+        return Err(ConfigError::NotOwner {
+            path: dir.display().to_string(),
+            owner: meta.uid(),
+            me: uid,
+        });
     }
     if meta.mode() & 0o077 != 0 {
         use std::os::unix::fs::PermissionsExt;
@@ -161,8 +190,14 @@ mod tests {
         assert_eq!(c.insecure_registries, ["reg:5000"]);
         assert_eq!(c.mirrors["docker.io"], ["m.example"]);
         assert_eq!(store_root(None, &c).unwrap(), Path::new("/scratch/x"));
-        assert_eq!(store_root(Some(Path::new("/given")), &c).unwrap(), Path::new("/given"));
-        assert_eq!(UserConfig::load_from(&dir.path().join("none")).unwrap(), UserConfig::default());
+        assert_eq!(
+            store_root(Some(Path::new("/given")), &c).unwrap(),
+            Path::new("/given")
+        );
+        assert_eq!(
+            UserConfig::load_from(&dir.path().join("none")).unwrap(),
+            UserConfig::default()
+        );
         fs::write(&p, "unknown_key = 1\n").unwrap();
         let err = UserConfig::load_from(&p).unwrap_err();
         assert!(err.to_string().contains("config.toml"), "{err}");
@@ -175,11 +210,17 @@ mod tests {
         let d = dir.path().join("rt");
         ensure_private_dir(&d, me).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         let err = ensure_private_dir(&d, me + 1).unwrap_err();
         assert!(matches!(err, ConfigError::NotOwner { .. }));
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&d, &link).unwrap();
-        assert!(ensure_private_dir(&link, me).is_err(), "a symlink must not pass");
+        assert!(
+            ensure_private_dir(&link, me).is_err(),
+            "a symlink must not pass"
+        );
     }
 }

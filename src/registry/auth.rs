@@ -15,7 +15,10 @@ use serde::Deserialize;
 /// Credentials for one registry, as found in docker's or podman's configuration.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// An OAuth2 refresh token (docker's `identitytoken`).
     IdentityToken(String),
 }
@@ -32,7 +35,10 @@ impl std::fmt::Debug for Credential {
 impl Credential {
     pub fn basic_header(username: &str, password: &str) -> String {
         let raw = format!("{username}:{password}");
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
     }
 }
 
@@ -54,7 +60,10 @@ impl Challenge {
 /// values as tokens or quoted strings with backslash escapes, several challenges in one header).
 pub fn parse_challenges(header: &str) -> Vec<Challenge> {
     let mut out: Vec<Challenge> = Vec::new();
-    let mut p = Parser { s: header.as_bytes(), i: 0 };
+    let mut p = Parser {
+        s: header.as_bytes(),
+        i: 0,
+    };
     loop {
         p.skip_ws_commas();
         let Some(word) = p.token() else { break };
@@ -63,12 +72,19 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
             // `word=` starts a parameter of the current challenge.
             p.i += 1;
             p.skip_ws();
-            let value = if p.peek() == Some(b'"') { p.quoted() } else { p.token().unwrap_or_default() };
+            let value = if p.peek() == Some(b'"') {
+                p.quoted()
+            } else {
+                p.token().unwrap_or_default()
+            };
             if let Some(c) = out.last_mut() {
                 c.params.insert(word.to_ascii_lowercase(), value);
             }
         } else {
-            out.push(Challenge { scheme: word.to_ascii_lowercase(), params: HashMap::new() });
+            out.push(Challenge {
+                scheme: word.to_ascii_lowercase(),
+                params: HashMap::new(),
+            });
         }
     }
     out
@@ -141,7 +157,10 @@ pub struct TokenResponse {
 
 impl TokenResponse {
     pub fn bearer(&self) -> Option<&str> {
-        self.token.as_deref().or(self.access_token.as_deref()).filter(|t| !t.is_empty())
+        self.token
+            .as_deref()
+            .or(self.access_token.as_deref())
+            .filter(|t| !t.is_empty())
     }
 
     /// How long the token may be reused; the spec's default is 60 s. A margin keeps nook from
@@ -172,7 +191,10 @@ impl AuthCache {
     /// A still-valid token for `key`.
     pub fn token(&self, key: &TokenKey) -> Option<String> {
         let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        tokens.get(key).filter(|(_, until)| Instant::now() < *until).map(|(t, _)| t.clone())
+        tokens
+            .get(key)
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(t, _)| t.clone())
     }
 
     pub fn store_token(&self, key: TokenKey, token: String, lifetime: Duration) {
@@ -246,7 +268,15 @@ mod tests {
 
     #[test]
     fn junk_does_not_panic() {
-        for h in ["", "=", "\"", "Bearer realm=\"unterminated", ",,,", "Bearer =x", "Bearer realm"] {
+        for h in [
+            "",
+            "=",
+            "\"",
+            "Bearer realm=\"unterminated",
+            ",,,",
+            "Bearer =x",
+            "Bearer realm",
+        ] {
             let _ = parse_challenges(h);
         }
     }
@@ -260,7 +290,11 @@ mod tests {
         assert_eq!(t.bearer(), Some("x"));
         assert_eq!(t.lifetime(), Duration::from_secs(50));
         let cache = AuthCache::default();
-        let key = TokenKey { realm: "r".into(), service: "s".into(), scope: "x".into() };
+        let key = TokenKey {
+            realm: "r".into(),
+            service: "s".into(),
+            scope: "x".into(),
+        };
         cache.store_token(key.clone(), "tok".into(), Duration::from_secs(10));
         assert_eq!(cache.token(&key).as_deref(), Some("tok"));
         cache.store_token(key.clone(), "old".into(), Duration::ZERO);
@@ -269,12 +303,18 @@ mod tests {
 
     #[test]
     fn escaping() {
-        assert_eq!(query_escape("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
+        assert_eq!(
+            query_escape("repository:a/b:pull"),
+            "repository%3Aa%2Fb%3Apull"
+        );
     }
 
     #[test]
     fn credential_debug_hides_secrets() {
-        let c = Credential::Basic { username: "u".into(), password: "secret".into() };
+        let c = Credential::Basic {
+            username: "u".into(),
+            password: "secret".into(),
+        };
         assert!(!format!("{c:?}").contains("secret"));
     }
 }

@@ -66,7 +66,8 @@ impl<'a> BlobStream<'a> {
             return Ok(());
         }
         let (resp, start) =
-            self.registry.open_blob(&self.endpoint, &self.repository, &self.digest, self.pos)?;
+            self.registry
+                .open_blob(&self.endpoint, &self.repository, &self.digest, self.pos)?;
         self.skip = self.pos - start;
         self.body = Some(resp.body.into_reader());
         Ok(())
@@ -102,15 +103,22 @@ impl Read for BlobStream<'_> {
                     return Err(err);
                 }
             }
-            let Some(body) = self.body.as_mut() else { continue };
+            let Some(body) = self.body.as_mut() else {
+                continue;
+            };
             let want = if self.skip > 0 {
-                buf.len().min(usize::try_from(self.skip).unwrap_or(usize::MAX))
+                buf.len()
+                    .min(usize::try_from(self.skip).unwrap_or(usize::MAX))
             } else {
-                buf.len().min(usize::try_from(self.size - self.pos).unwrap_or(usize::MAX))
+                buf.len()
+                    .min(usize::try_from(self.size - self.pos).unwrap_or(usize::MAX))
             };
             match body.read(&mut buf[..want]) {
                 Ok(0) => {
-                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before the blob ended");
+                    let e = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed before the blob ended",
+                    );
                     self.fail(e)?;
                 }
                 Ok(n) if self.skip > 0 => {

@@ -41,11 +41,19 @@ pub enum ManifestError {
     )]
     Schema1(String),
     #[error("{what}: Content-Type says {header:?} but the manifest says {body:?}")]
-    MediaTypeMismatch { what: String, header: String, body: String },
+    MediaTypeMismatch {
+        what: String,
+        header: String,
+        body: String,
+    },
     #[error("{what}: unsupported manifest media type {media_type:?}")]
     Unsupported { what: String, media_type: String },
     #[error("{what}: media type {media_type} does not fit the document's fields ({why})")]
-    Shape { what: String, media_type: String, why: &'static str },
+    Shape {
+        what: String,
+        media_type: String,
+        why: &'static str,
+    },
     #[error("{what}: malformed manifest")]
     Json {
         what: String,
@@ -74,7 +82,8 @@ impl Descriptor {
     pub fn is_attestation(&self) -> bool {
         self.platform.as_ref().is_some_and(Platform::is_unknown)
             || self.annotations.as_ref().is_some_and(|a| {
-                a.get("vnd.docker.reference.type").map(String::as_str) == Some("attestation-manifest")
+                a.get("vnd.docker.reference.type").map(String::as_str)
+                    == Some("attestation-manifest")
             })
     }
 }
@@ -95,7 +104,10 @@ struct RawDocument {
 /// A classified manifest document.
 #[derive(Debug, Clone)]
 pub enum Document {
-    Index { media_type: String, manifests: Vec<Descriptor> },
+    Index {
+        media_type: String,
+        manifests: Vec<Descriptor>,
+    },
     Image(ImageManifest),
 }
 
@@ -117,7 +129,9 @@ pub enum Compression {
 
 /// The compression a layer media type declares.
 pub fn layer_compression(media_type: &str) -> Option<Compression> {
-    let base = media_type.replace(".nondistributable", "").replace(".foreign", "");
+    let base = media_type
+        .replace(".nondistributable", "")
+        .replace(".foreign", "");
     match base.as_str() {
         DOCKER_LAYER_GZIP | OCI_LAYER_GZIP => Some(Compression::Gzip),
         OCI_LAYER_ZSTD => Some(Compression::Zstd),
@@ -136,13 +150,19 @@ fn bare_type(content_type: Option<&str>) -> Option<String> {
 }
 
 /// Classifies and checks a manifest document. `what` names it in errors (the reference).
-pub fn parse(what: &str, content_type: Option<&str>, body: &[u8]) -> Result<Document, ManifestError> {
+pub fn parse(
+    what: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Document, ManifestError> {
     let header = bare_type(content_type);
     if header.as_deref().is_some_and(|h| SCHEMA1.contains(&h)) {
         return Err(ManifestError::Schema1(what.to_owned()));
     }
-    let raw: RawDocument = serde_json::from_slice(body)
-        .map_err(|source| ManifestError::Json { what: what.to_owned(), source })?;
+    let raw: RawDocument = serde_json::from_slice(body).map_err(|source| ManifestError::Json {
+        what: what.to_owned(),
+        source,
+    })?;
     if raw.schema_version == Some(1) || raw.fs_layers.is_some() {
         return Err(ManifestError::Schema1(what.to_owned()));
     }
@@ -156,23 +176,40 @@ pub fn parse(what: &str, content_type: Option<&str>, body: &[u8]) -> Result<Docu
         }
     }
     let media_type = header.or(raw.media_type.clone()).unwrap_or_else(|| {
-        if raw.manifests.is_some() { OCI_INDEX.to_owned() } else { OCI_MANIFEST.to_owned() }
+        if raw.manifests.is_some() {
+            OCI_INDEX.to_owned()
+        } else {
+            OCI_MANIFEST.to_owned()
+        }
     });
-    let shape = |why| ManifestError::Shape { what: what.to_owned(), media_type: media_type.clone(), why };
+    let shape = |why| ManifestError::Shape {
+        what: what.to_owned(),
+        media_type: media_type.clone(),
+        why,
+    };
     match media_type.as_str() {
         OCI_INDEX | DOCKER_LIST => {
             if raw.layers.is_some() || raw.config.is_some() {
                 return Err(shape("an index has no config or layers"));
             }
-            let manifests = raw.manifests.ok_or_else(|| shape("an index needs manifests"))?;
-            Ok(Document::Index { media_type, manifests })
+            let manifests = raw
+                .manifests
+                .ok_or_else(|| shape("an index needs manifests"))?;
+            Ok(Document::Index {
+                media_type,
+                manifests,
+            })
         }
         OCI_MANIFEST | DOCKER_MANIFEST => {
             if raw.manifests.is_some() {
                 return Err(shape("an image manifest has no manifests list"));
             }
-            let config = raw.config.ok_or_else(|| shape("an image manifest needs a config"))?;
-            let layers = raw.layers.ok_or_else(|| shape("an image manifest needs layers"))?;
+            let config = raw
+                .config
+                .ok_or_else(|| shape("an image manifest needs a config"))?;
+            let layers = raw
+                .layers
+                .ok_or_else(|| shape("an image manifest needs layers"))?;
             for l in &layers {
                 if layer_compression(&l.media_type).is_none() {
                     return Err(ManifestError::LayerType {
@@ -181,15 +218,25 @@ pub fn parse(what: &str, content_type: Option<&str>, body: &[u8]) -> Result<Docu
                     });
                 }
             }
-            Ok(Document::Image(ImageManifest { media_type, config, layers }))
+            Ok(Document::Image(ImageManifest {
+                media_type,
+                config,
+                layers,
+            }))
         }
-        _ => Err(ManifestError::Unsupported { what: what.to_owned(), media_type }),
+        _ => Err(ManifestError::Unsupported {
+            what: what.to_owned(),
+            media_type,
+        }),
     }
 }
 
 /// Picks the index entry that best fits `want`, skipping attestations; on failure, the list of
 /// platforms the index offers.
-pub fn choose<'a>(manifests: &'a [Descriptor], want: &Platform) -> Result<&'a Descriptor, Vec<String>> {
+pub fn choose<'a>(
+    manifests: &'a [Descriptor],
+    want: &Platform,
+) -> Result<&'a Descriptor, Vec<String>> {
     let best = manifests
         .iter()
         .filter(|d| !d.is_attestation())
@@ -214,7 +261,9 @@ mod tests {
     const D3: &str = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
 
     fn image_json(media_type: Option<&str>) -> String {
-        let mt = media_type.map(|m| format!(r#""mediaType":"{m}","#)).unwrap_or_default();
+        let mt = media_type
+            .map(|m| format!(r#""mediaType":"{m}","#))
+            .unwrap_or_default();
         format!(
             r#"{{"schemaVersion":2,{mt}"config":{{"mediaType":"{DOCKER_CONFIG}","digest":"{D1}","size":10}},"layers":[{{"mediaType":"{DOCKER_LAYER_GZIP}","digest":"{D2}","size":20}}]}}"#
         )
@@ -232,8 +281,15 @@ mod tests {
 
     #[test]
     fn docker_schema2_by_header() {
-        let doc = parse("x", Some(DOCKER_MANIFEST), image_json(Some(DOCKER_MANIFEST)).as_bytes()).unwrap();
-        let Document::Image(m) = doc else { panic!("not an image") };
+        let doc = parse(
+            "x",
+            Some(DOCKER_MANIFEST),
+            image_json(Some(DOCKER_MANIFEST)).as_bytes(),
+        )
+        .unwrap();
+        let Document::Image(m) = doc else {
+            panic!("not an image")
+        };
         assert_eq!(m.layers.len(), 1);
         assert_eq!(m.config.digest.to_string(), D1);
     }
@@ -242,14 +298,27 @@ mod tests {
     fn oci_manifest_without_media_type_field() {
         let doc = parse("x", Some(OCI_MANIFEST), image_json(None).as_bytes()).unwrap();
         assert!(matches!(doc, Document::Image(_)));
-        let doc = parse("x", Some("application/json; charset=utf-8"), image_json(None).as_bytes()).unwrap();
+        let doc = parse(
+            "x",
+            Some("application/json; charset=utf-8"),
+            image_json(None).as_bytes(),
+        )
+        .unwrap();
         assert!(matches!(doc, Document::Image(m) if m.media_type == OCI_MANIFEST));
     }
 
     #[test]
     fn contradicting_media_types_are_rejected() {
-        let err = parse("x", Some(OCI_INDEX), image_json(Some(DOCKER_MANIFEST)).as_bytes()).unwrap_err();
-        assert!(matches!(err, ManifestError::MediaTypeMismatch { .. }), "{err}");
+        let err = parse(
+            "x",
+            Some(OCI_INDEX),
+            image_json(Some(DOCKER_MANIFEST)).as_bytes(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ManifestError::MediaTypeMismatch { .. }),
+            "{err}"
+        );
         let err = parse("x", Some(OCI_INDEX), image_json(None).as_bytes()).unwrap_err();
         assert!(matches!(err, ManifestError::Shape { .. }), "{err}");
     }
@@ -266,7 +335,10 @@ mod tests {
     #[test]
     fn hostile_digests_fail_to_parse() {
         let body = image_json(None).replace(D2, "sha256:../../x");
-        assert!(matches!(parse("x", Some(OCI_MANIFEST), body.as_bytes()), Err(ManifestError::Json { .. })));
+        assert!(matches!(
+            parse("x", Some(OCI_MANIFEST), body.as_bytes()),
+            Err(ManifestError::Json { .. })
+        ));
     }
 
     #[test]
@@ -278,7 +350,8 @@ mod tests {
 
     #[test]
     fn index_choice_skips_attestations() {
-        let Document::Index { manifests, .. } = parse("x", None, index_json().as_bytes()).unwrap() else {
+        let Document::Index { manifests, .. } = parse("x", None, index_json().as_bytes()).unwrap()
+        else {
             panic!("not an index")
         };
         let amd = choose(&manifests, &Platform::parse("linux/amd64").unwrap()).unwrap();
@@ -291,7 +364,10 @@ mod tests {
 
     #[test]
     fn compression_by_media_type() {
-        assert_eq!(layer_compression(DOCKER_LAYER_GZIP), Some(Compression::Gzip));
+        assert_eq!(
+            layer_compression(DOCKER_LAYER_GZIP),
+            Some(Compression::Gzip)
+        );
         assert_eq!(layer_compression(OCI_LAYER_ZSTD), Some(Compression::Zstd));
         assert_eq!(layer_compression(OCI_LAYER_TAR), Some(Compression::None));
         assert_eq!(

@@ -43,17 +43,35 @@ pub enum RegistryError {
     #[error("{what}: not found in the registry (check the name and tag)")]
     NotFound { what: String },
     #[error("{url} answered HTTP {status}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
-    Status { url: String, status: u16, message: Option<String> },
-    #[error("{what}: content digest is {actual}, expected {expected}: the registry sent corrupt or altered data")]
-    DigestMismatch { what: String, expected: Digest, actual: Digest },
+    Status {
+        url: String,
+        status: u16,
+        message: Option<String>,
+    },
+    #[error(
+        "{what}: content digest is {actual}, expected {expected}: the registry sent corrupt or altered data"
+    )]
+    DigestMismatch {
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
     #[error("{what}: {actual} bytes received, {expected} expected")]
-    SizeMismatch { what: String, expected: u64, actual: u64 },
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("{what}: the registry sent an invalid Docker-Content-Digest header {value:?}")]
     BadDigestHeader { what: String, value: String },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error("{reference}: no image for {want} (the index offers: {})", if available.is_empty() { "nothing runnable".to_owned() } else { available.join(", ") })]
-    NoPlatform { reference: String, want: String, available: Vec<String> },
+    NoPlatform {
+        reference: String,
+        want: String,
+        available: Vec<String>,
+    },
     #[error("token server {realm} answered HTTP {status}")]
     Token { realm: String, status: u16 },
     #[error("token server {realm} sent no usable token")]
@@ -125,11 +143,17 @@ pub fn is_loopback_host(host_port: &str) -> bool {
     let host = match host_port.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(""),
         None => host_port.rsplit_once(':').map_or(host_port, |(h, p)| {
-            if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host_port }
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host_port
+            }
         }),
     };
     host == "localhost"
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Registry {
@@ -156,6 +180,20 @@ impl Registry {
         out
     }
 
+    /// The endpoint `nook login HOST` checks (`docker.io` means Docker Hub's API host).
+    pub fn login_endpoint(&self, host: &str) -> Endpoint {
+        let api = if host == reference::DOCKER_HUB {
+            reference::DOCKER_HUB_API
+        } else {
+            host
+        };
+        self.endpoint(api, false)
+    }
+
+    pub fn options(&self) -> &RegistryOptions {
+        &self.options
+    }
+
     fn endpoint(&self, spec: &str, mirror: bool) -> Endpoint {
         let (scheme, host) = match spec.split_once("://") {
             Some((s, h)) => (Some(s), h.trim_end_matches('/')),
@@ -168,8 +206,19 @@ impl Registry {
             None if is_loopback_host(host) => (format!("http://{host}"), false, false),
             None => (format!("https://{host}"), !insecure, insecure),
         };
-        let login_host = if host == reference::DOCKER_HUB_API { reference::DOCKER_HUB } else { host };
-        Endpoint { base, host: host.to_owned(), login_host: login_host.to_owned(), tls_verify, http_fallback, mirror }
+        let login_host = if host == reference::DOCKER_HUB_API {
+            reference::DOCKER_HUB
+        } else {
+            host
+        };
+        Endpoint {
+            base,
+            host: host.to_owned(),
+            login_host: login_host.to_owned(),
+            tls_verify,
+            http_fallback,
+            mirror,
+        }
     }
 
     /// The endpoint's base URL, after any HTTPS → HTTP downgrade found earlier.
@@ -208,7 +257,9 @@ impl Registry {
             req.url = format!("{}/v2/{path}", self.base_of(ep));
             req.authorization = self.authorization_for(ep, &scope)?;
             let resp = match self.transport.send(&req) {
-                Err(TransportError::Request { .. }) if ep.http_fallback && req.url.starts_with("https:") => {
+                Err(TransportError::Request { .. })
+                    if ep.http_fallback && req.url.starts_with("https:") =>
+                {
                     let mut d = self.downgraded.lock().unwrap_or_else(|p| p.into_inner());
                     d.insert(ep.host.clone(), true);
                     continue;
@@ -218,10 +269,14 @@ impl Registry {
             if resp.status != 401 && resp.status != 403 {
                 return Ok(resp);
             }
-            let challenges = resp.header("www-authenticate").map(auth::parse_challenges).unwrap_or_default();
+            let challenges = resp
+                .header("www-authenticate")
+                .map(auth::parse_challenges)
+                .unwrap_or_default();
             let bearer = challenges.iter().find(|c| c.scheme == "bearer");
             let basic = challenges.iter().any(|c| c.scheme == "basic");
-            let insufficient = bearer.is_some_and(|c| c.param("error") == Some("insufficient_scope"));
+            let insufficient =
+                bearer.is_some_and(|c| c.param("error") == Some("insufficient_scope"));
             let denied = || RegistryError::Unauthorized {
                 repository: format!("{}/{}", ep.login_host, repository),
                 host: ep.login_host.clone(),
@@ -238,7 +293,10 @@ impl Registry {
                     let key = auth::TokenKey {
                         realm: c.param("realm").unwrap_or_default().to_owned(),
                         service: c.param("service").unwrap_or_default().to_owned(),
-                        scope: c.param("scope").map(str::to_owned).unwrap_or_else(|| scope.clone()),
+                        scope: c
+                            .param("scope")
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| scope.clone()),
                     };
                     self.auth.forget_token(&key);
                     self.auth.remember_scheme(&ep.host, &scope, Some(key));
@@ -254,7 +312,11 @@ impl Registry {
 
     /// The Authorization header for a request to `ep` under `scope`, fetching a token if the
     /// host asked for Bearer and none is cached.
-    fn authorization_for(&self, ep: &Endpoint, scope: &str) -> Result<Option<String>, RegistryError> {
+    fn authorization_for(
+        &self,
+        ep: &Endpoint,
+        scope: &str,
+    ) -> Result<Option<String>, RegistryError> {
         match self.auth.scheme_for(&ep.host, scope) {
             None => Ok(None),
             Some(None) => Ok(self.credential(&ep.login_host).and_then(|c| match c {
@@ -284,10 +346,15 @@ impl Registry {
     ) -> Result<FetchedManifest, RegistryError> {
         let repo = reference.path();
         let req = Request::get("").header("accept", manifest::ACCEPT);
-        let resp = self.send_authorized(ep, repo, "pull", req, &format!("{repo}/manifests/{by}"))?;
+        let resp =
+            self.send_authorized(ep, repo, "pull", req, &format!("{repo}/manifests/{by}"))?;
         match resp.status {
             200 => {}
-            404 => return Err(RegistryError::NotFound { what: what.to_owned() }),
+            404 => {
+                return Err(RegistryError::NotFound {
+                    what: what.to_owned(),
+                });
+            }
             s => return Err(status_error(resp, s)),
         }
         let content_type = resp.header("content-type").map(str::to_owned);
@@ -303,19 +370,33 @@ impl Registry {
         };
         if let Some(expected) = expected {
             if digest != expected {
-                return Err(RegistryError::DigestMismatch { what: what.to_owned(), expected, actual: digest });
+                return Err(RegistryError::DigestMismatch {
+                    what: what.to_owned(),
+                    expected,
+                    actual: digest,
+                });
             }
         }
         if let Some(h) = header_digest {
-            let claimed = Digest::parse(&h)
-                .map_err(|_| RegistryError::BadDigestHeader { what: what.to_owned(), value: h.clone() })?;
+            let claimed = Digest::parse(&h).map_err(|_| RegistryError::BadDigestHeader {
+                what: what.to_owned(),
+                value: h.clone(),
+            })?;
             let actual = claimed.same_algorithm_of(&bytes);
             if claimed != actual {
-                return Err(RegistryError::DigestMismatch { what: what.to_owned(), expected: claimed, actual });
+                return Err(RegistryError::DigestMismatch {
+                    what: what.to_owned(),
+                    expected: claimed,
+                    actual,
+                });
             }
         }
         let document = manifest::parse(what, content_type.as_deref(), &bytes)?;
-        Ok(FetchedManifest { bytes, digest, document })
+        Ok(FetchedManifest {
+            bytes,
+            digest,
+            document,
+        })
     }
 
     /// Resolves `reference` to an image manifest for `platform`, following one index.
@@ -332,10 +413,12 @@ impl Registry {
             Document::Image(_) => return Ok((top, None)),
             Document::Index { manifests, .. } => manifests.clone(),
         };
-        let chosen = manifest::choose(&manifests, platform).map_err(|available| RegistryError::NoPlatform {
-            reference: what.clone(),
-            want: platform.to_string(),
-            available,
+        let chosen = manifest::choose(&manifests, platform).map_err(|available| {
+            RegistryError::NoPlatform {
+                reference: what.clone(),
+                want: platform.to_string(),
+                available,
+            }
         })?;
         let child_what = format!("{what} ({platform})");
         let child = self.fetch_manifest(ep, reference, &child_what, &chosen.digest.to_string())?;
@@ -358,11 +441,19 @@ impl Registry {
         let resp = self.open_blob(ep, repository, digest, 0)?.0;
         let bytes = resp.read_limited(limit.min(size.saturating_add(1)))?;
         if bytes.len() as u64 != size {
-            return Err(RegistryError::SizeMismatch { what, expected: size, actual: bytes.len() as u64 });
+            return Err(RegistryError::SizeMismatch {
+                what,
+                expected: size,
+                actual: bytes.len() as u64,
+            });
         }
         let actual = digest.same_algorithm_of(&bytes);
         if &actual != digest {
-            return Err(RegistryError::DigestMismatch { what, expected: digest.clone(), actual });
+            return Err(RegistryError::DigestMismatch {
+                what,
+                expected: digest.clone(),
+                actual,
+            });
         }
         Ok(bytes)
     }
@@ -380,7 +471,13 @@ impl Registry {
         if offset > 0 {
             req = req.header("range", format!("bytes={offset}-"));
         }
-        let resp = self.send_authorized(ep, repository, "pull", req, &format!("{repository}/blobs/{digest}"))?;
+        let resp = self.send_authorized(
+            ep,
+            repository,
+            "pull",
+            req,
+            &format!("{repository}/blobs/{digest}"),
+        )?;
         match resp.status {
             200 => Ok((resp, 0)),
             206 => {
@@ -398,9 +495,48 @@ impl Registry {
                     }),
                 }
             }
-            404 => Err(RegistryError::NotFound { what: format!("{}/{repository}@{digest}", ep.host) }),
+            404 => Err(RegistryError::NotFound {
+                what: format!("{}/{repository}@{digest}", ep.host),
+            }),
             s => Err(status_error(resp, s)),
         }
+    }
+
+    /// Lists a repository's tags, following `Link` pagination.
+    pub fn list_tags(&self, ep: &Endpoint, repository: &str) -> Result<Vec<String>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let mut out = Vec::new();
+        let mut path = format!("{repository}/tags/list?n=1000");
+        for _ in 0..1000 {
+            let resp = self.send_authorized(ep, repository, "pull", Request::get(""), &path)?;
+            match resp.status {
+                200 => {}
+                404 => {
+                    return Err(RegistryError::NotFound {
+                        what: format!("{}/{repository}", ep.login_host),
+                    });
+                }
+                s => return Err(status_error(resp, s)),
+            }
+            let next = resp.header("link").and_then(next_link);
+            let body = resp.read_limited(manifest::MANIFEST_LIMIT)?;
+            let list: TagList =
+                serde_json::from_slice(&body).map_err(|_| RegistryError::Status {
+                    url: format!("{}/v2/{path}", ep.base),
+                    status: 200,
+                    message: Some("the tag list is not valid JSON".into()),
+                })?;
+            out.extend(list.tags.unwrap_or_default());
+            match next {
+                Some(n) => path = n,
+                None => break,
+            }
+        }
+        Ok(out)
     }
 
     /// Checks that `ep` answers the registry API with the current credentials (`nook login`).
@@ -415,11 +551,34 @@ impl Registry {
     }
 }
 
+/// The path below `/v2/` of a `Link: </v2/...>; rel="next"` header.
+fn next_link(link: &str) -> Option<String> {
+    link.split(',')
+        .find(|l| l.contains("rel=\"next\""))
+        .and_then(|l| {
+            let start = l.find('<')? + 1;
+            let end = l.find('>')?;
+            let url = l.get(start..end)?;
+            let path = match url.find("/v2/") {
+                Some(i) => &url[i + 4..],
+                None => return None,
+            };
+            Some(path.to_owned())
+        })
+}
+
 /// An error for an unexpected status, with the registry's own message when it sent one.
 fn status_error(resp: Response, status: u16) -> RegistryError {
     let url = resp.url.clone();
-    let message = resp.read_limited(64 << 10).ok().and_then(|b| registry_message(&b));
-    RegistryError::Status { url, status, message }
+    let message = resp
+        .read_limited(64 << 10)
+        .ok()
+        .and_then(|b| registry_message(&b));
+    RegistryError::Status {
+        url,
+        status,
+        message,
+    }
 }
 
 /// The first message of a registry error body (`{"errors":[{"code":..,"message":..}]}`).
@@ -437,7 +596,9 @@ pub fn registry_message(body: &[u8]) -> Option<String> {
     }
     let e: Errors = serde_json::from_slice(body).ok()?;
     let first = e.errors.first()?;
-    let mut msg = format!("{} {}", first.code, first.message).trim().to_owned();
+    let mut msg = format!("{} {}", first.code, first.message)
+        .trim()
+        .to_owned();
     msg.truncate(300);
     Some(msg)
 }
@@ -448,10 +609,22 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for h in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.1.1.1", "[::1]:5000", "[::1]"] {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.1.1",
+            "[::1]:5000",
+            "[::1]",
+        ] {
             assert!(is_loopback_host(h), "{h}");
         }
-        for h in ["example.com", "10.0.0.1:5000", "localhostx:1", "[fe80::1]:5000"] {
+        for h in [
+            "example.com",
+            "10.0.0.1:5000",
+            "localhostx:1",
+            "[fe80::1]:5000",
+        ] {
             assert!(!is_loopback_host(h), "{h}");
         }
     }
@@ -460,7 +633,10 @@ mod tests {
     fn endpoint_schemes() {
         let r = Registry::new(RegistryOptions {
             insecure: vec!["reg.internal:5000".into()],
-            mirrors: HashMap::from([("docker.io".into(), vec!["http://10.1.1.1:5000".into(), "mirror.example".into()])]),
+            mirrors: HashMap::from([(
+                "docker.io".into(),
+                vec!["http://10.1.1.1:5000".into(), "mirror.example".into()],
+            )]),
             ..RegistryOptions::default()
         });
         let hub = r.endpoints(&Reference::parse("busybox").unwrap());
@@ -482,15 +658,35 @@ mod tests {
     }
 
     #[test]
+    fn link_pagination() {
+        assert_eq!(
+            next_link(r#"</v2/x/tags/list?last=b&n=2>; rel="next""#).as_deref(),
+            Some("x/tags/list?last=b&n=2")
+        );
+        assert_eq!(
+            next_link(r#"<https://r/v2/a/b/tags/list?n=1>; rel="next""#).as_deref(),
+            Some("a/b/tags/list?n=1")
+        );
+        assert_eq!(next_link("garbage"), None);
+    }
+
+    #[test]
     fn registry_error_messages() {
-        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
-        assert_eq!(registry_message(body).unwrap(), "MANIFEST_UNKNOWN manifest unknown");
+        let body =
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
+        assert_eq!(
+            registry_message(body).unwrap(),
+            "MANIFEST_UNKNOWN manifest unknown"
+        );
         assert_eq!(registry_message(b"<html>"), None);
     }
 
     #[test]
     fn unauthorized_message_says_what_to_do() {
-        let e = RegistryError::Unauthorized { repository: "docker.io/library/x".into(), host: "docker.io".into() };
+        let e = RegistryError::Unauthorized {
+            repository: "docker.io/library/x".into(),
+            host: "docker.io".into(),
+        };
         assert!(e.to_string().contains("nook login docker.io"));
     }
 }

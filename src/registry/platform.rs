@@ -48,7 +48,9 @@ impl Platform {
     pub fn parse(s: &str) -> Result<Platform, PlatformError> {
         let parts: Vec<&str> = s.split('/').collect();
         let ok_part = |p: &str| {
-            !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         };
         if !(2..=3).contains(&parts.len()) || !parts.iter().all(|p| ok_part(p)) {
             return Err(PlatformError(s.to_owned()));
@@ -96,7 +98,11 @@ impl Platform {
             }
             a => a.to_owned(),
         };
-        Platform { os, architecture: arch, variant }
+        Platform {
+            os,
+            architecture: arch,
+            variant,
+        }
     }
 
     /// Index entries that carry no runnable image (BuildKit's attestations).
@@ -112,7 +118,10 @@ impl Platform {
         if img.os != host.os || img.architecture != host.architecture {
             return None;
         }
-        match (variant_level(img.variant.as_deref()), variant_level(host.variant.as_deref())) {
+        match (
+            variant_level(img.variant.as_deref()),
+            variant_level(host.variant.as_deref()),
+        ) {
             (None, None) => Some(0),
             (Some(i), Some(h)) if i == h => Some(0),
             (Some(i), Some(h)) if i < h => Some(h - i),
@@ -164,9 +173,16 @@ mod tests {
     #[test]
     fn arm64_matches_v8_and_no_variant() {
         let host = p("linux/arm64");
-        let entry = Platform { os: "linux".into(), architecture: "arm64".into(), variant: None };
+        let entry = Platform {
+            os: "linux".into(),
+            architecture: "arm64".into(),
+            variant: None,
+        };
         assert_eq!(entry.fitness_on(&host), Some(0));
-        let v8 = Platform { variant: Some("v8".into()), ..entry.clone() };
+        let v8 = Platform {
+            variant: Some("v8".into()),
+            ..entry.clone()
+        };
         assert_eq!(v8.fitness_on(&host), Some(0));
         assert_eq!(p("linux/amd64").fitness_on(&host), None);
     }
@@ -185,7 +201,14 @@ mod tests {
     #[test]
     fn os_must_match_and_unknown_is_flagged() {
         assert_eq!(p("windows/amd64").fitness_on(&p("linux/amd64")), None);
-        assert!(Platform { os: "unknown".into(), architecture: "unknown".into(), variant: None }.is_unknown());
+        assert!(
+            Platform {
+                os: "unknown".into(),
+                architecture: "unknown".into(),
+                variant: None
+            }
+            .is_unknown()
+        );
     }
 
     #[test]
@@ -193,7 +216,10 @@ mod tests {
         let host = p("linux/amd64");
         assert_eq!(p("linux/amd64").fitness_on(&host), Some(0));
         assert_eq!(p("linux/amd64/v3").fitness_on(&host), None);
-        assert_eq!(p("linux/amd64/v2").fitness_on(&p("linux/amd64/v3")), Some(1));
+        assert_eq!(
+            p("linux/amd64/v2").fitness_on(&p("linux/amd64/v3")),
+            Some(1)
+        );
     }
 
     #[test]

@@ -23,7 +23,9 @@ impl ProxyEnv {
     /// Reads variables through `get` (testable without touching the process environment).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
         let pick = |lower: &str, upper: &str| {
-            get(lower).or_else(|| get(upper)).filter(|v| !v.trim().is_empty())
+            get(lower)
+                .or_else(|| get(upper))
+                .filter(|v| !v.trim().is_empty())
         };
         let all = pick("all_proxy", "ALL_PROXY");
         let no_proxy = pick("no_proxy", "NO_PROXY")
@@ -43,17 +45,30 @@ impl ProxyEnv {
 
     /// The proxy URL to use for a request to `host:port`, if any.
     pub fn proxy_for(&self, https: bool, host: &str, port: u16) -> Option<String> {
-        let proxy = if https { self.https.as_ref() } else { self.http.as_ref() }?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let proxy = if https {
+            self.https.as_ref()
+        } else {
+            self.http.as_ref()
+        }?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         if is_loopback(&host) || self.bypassed(&host, port) {
             return None;
         }
-        let proxy = if proxy.contains("://") { proxy.clone() } else { format!("http://{proxy}") };
+        let proxy = if proxy.contains("://") {
+            proxy.clone()
+        } else {
+            format!("http://{proxy}")
+        };
         Some(proxy)
     }
 
     fn bypassed(&self, host: &str, port: u16) -> bool {
-        self.no_proxy.iter().any(|entry| no_proxy_matches(entry, host, port))
+        self.no_proxy
+            .iter()
+            .any(|entry| no_proxy_matches(entry, host, port))
     }
 }
 
@@ -75,7 +90,10 @@ fn no_proxy_matches(entry: &str, host: &str, port: u16) -> bool {
         return false;
     }
     let name = name.trim_start_matches("*.").trim_start_matches('.');
-    host == name || host.strip_suffix(name).is_some_and(|pre| pre.ends_with('.'))
+    host == name
+        || host
+            .strip_suffix(name)
+            .is_some_and(|pre| pre.ends_with('.'))
 }
 
 fn split_entry_port(entry: &str) -> (&str, Option<u16>) {
@@ -94,17 +112,28 @@ fn split_entry_port(entry: &str) -> (&str, Option<u16>) {
 }
 
 fn cidr_contains(net: &str, bits: &str, host: &str) -> bool {
-    let (Ok(net), Ok(bits), Ok(ip)) = (net.parse::<IpAddr>(), bits.parse::<u32>(), host.parse::<IpAddr>())
-    else {
+    let (Ok(net), Ok(bits), Ok(ip)) = (
+        net.parse::<IpAddr>(),
+        bits.parse::<u32>(),
+        host.parse::<IpAddr>(),
+    ) else {
         return false;
     };
     match (net, ip) {
         (IpAddr::V4(n), IpAddr::V4(i)) if bits <= 32 => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
             u32::from(n) & mask == u32::from(i) & mask
         }
         (IpAddr::V6(n), IpAddr::V6(i)) if bits <= 128 => {
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
             u128::from(n) & mask == u128::from(i) & mask
         }
         _ => false,
@@ -117,22 +146,38 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> ProxyEnv {
-        let m: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         ProxyEnv::from_lookup(|k| m.get(k).cloned())
     }
 
     #[test]
     fn scheme_specific_and_lowercase_wins() {
-        let e = env(&[("HTTP_PROXY", "http://up:1"), ("http_proxy", "low:2"), ("HTTPS_PROXY", "s:3")]);
-        assert_eq!(e.proxy_for(false, "reg.example", 80).unwrap(), "http://low:2");
+        let e = env(&[
+            ("HTTP_PROXY", "http://up:1"),
+            ("http_proxy", "low:2"),
+            ("HTTPS_PROXY", "s:3"),
+        ]);
+        assert_eq!(
+            e.proxy_for(false, "reg.example", 80).unwrap(),
+            "http://low:2"
+        );
         assert_eq!(e.proxy_for(true, "reg.example", 443).unwrap(), "http://s:3");
     }
 
     #[test]
     fn loopback_is_never_proxied() {
         let e = env(&[("HTTP_PROXY", "p:1"), ("HTTPS_PROXY", "p:1")]);
-        for h in ["localhost", "127.0.0.1", "127.1.2.3", "::1", "[::1]", "a.localhost"] {
+        for h in [
+            "localhost",
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "a.localhost",
+        ] {
             assert_eq!(e.proxy_for(false, h, 5000), None, "{h}");
         }
     }
@@ -141,7 +186,10 @@ mod tests {
     fn no_proxy_forms() {
         let e = env(&[
             ("HTTPS_PROXY", "p:1"),
-            ("NO_PROXY", "internal.example, .corp.example,reg.example:5000,10.0.0.0/8,192.168.1.5"),
+            (
+                "NO_PROXY",
+                "internal.example, .corp.example,reg.example:5000,10.0.0.0/8,192.168.1.5",
+            ),
         ]);
         let p = |h: &str, port| e.proxy_for(true, h, port).is_some();
         assert!(!p("internal.example", 443));

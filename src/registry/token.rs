@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use super::auth::{query_escape, Credential, TokenKey, TokenResponse};
+use super::auth::{Credential, TokenKey, TokenResponse, query_escape};
 use super::transport::{Method, Request};
-use super::{is_loopback_host, Endpoint, Registry, RegistryError};
+use super::{Endpoint, Registry, RegistryError, is_loopback_host};
 
 const TOKEN_LIMIT: u64 = 1 << 20;
 
@@ -23,12 +23,21 @@ impl Registry {
             .strip_prefix("https://")
             .or_else(|| realm.strip_prefix("http://"))
             .map(|r| r.split(['/', '?']).next().unwrap_or(""))
-            .ok_or_else(|| RegistryError::TokenBody { realm: realm.clone() })?;
+            .ok_or_else(|| RegistryError::TokenBody {
+                realm: realm.clone(),
+            })?;
         let plain = realm.starts_with("http://");
         let credential = self.credential(&ep.login_host);
         let same_host = realm_host.eq_ignore_ascii_case(&ep.host);
-        if credential.is_some() && plain && !is_loopback_host(realm_host) && !(same_host && ep.base.starts_with("http://")) {
-            return Err(RegistryError::InsecureRealm { host: ep.login_host.clone(), realm: realm.clone() });
+        if credential.is_some()
+            && plain
+            && !is_loopback_host(realm_host)
+            && !(same_host && ep.base.starts_with("http://"))
+        {
+            return Err(RegistryError::InsecureRealm {
+                host: ep.login_host.clone(),
+                realm: realm.clone(),
+            });
         }
         let mut params = Vec::new();
         if !key.service.is_empty() {
@@ -50,7 +59,11 @@ impl Registry {
             }
             other => {
                 let sep = if realm.contains('?') { '&' } else { '?' };
-                let url = if params.is_empty() { realm.clone() } else { format!("{realm}{sep}{}", params.join("&")) };
+                let url = if params.is_empty() {
+                    realm.clone()
+                } else {
+                    format!("{realm}{sep}{}", params.join("&"))
+                };
                 let mut r = Request::get(url);
                 if let Some(Credential::Basic { username, password }) = other {
                     r.authorization = Some(Credential::basic_header(username, password));
@@ -58,19 +71,34 @@ impl Registry {
                 r
             }
         };
-        req.tls_verify = if same_host { ep.tls_verify } else { self.options.tls_verify };
+        req.tls_verify = if same_host {
+            ep.tls_verify
+        } else {
+            self.options.tls_verify
+        };
         let resp = self.transport.send(&req)?;
         match resp.status {
             200 => {}
             401 | 403 if credential.is_some() => {
-                return Err(RegistryError::BadCredentials { host: ep.login_host.clone() });
+                return Err(RegistryError::BadCredentials {
+                    host: ep.login_host.clone(),
+                });
             }
-            status => return Err(RegistryError::Token { realm: realm.clone(), status }),
+            status => {
+                return Err(RegistryError::Token {
+                    realm: realm.clone(),
+                    status,
+                });
+            }
         }
         let body = resp.read_limited(TOKEN_LIMIT)?;
-        let parsed: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|_| RegistryError::TokenBody { realm: realm.clone() })?;
-        let token = parsed.bearer().ok_or_else(|| RegistryError::TokenBody { realm: realm.clone() })?;
+        let parsed: TokenResponse =
+            serde_json::from_slice(&body).map_err(|_| RegistryError::TokenBody {
+                realm: realm.clone(),
+            })?;
+        let token = parsed.bearer().ok_or_else(|| RegistryError::TokenBody {
+            realm: realm.clone(),
+        })?;
         Ok((token.to_owned(), parsed.lifetime()))
     }
 }

@@ -142,7 +142,10 @@ pub struct Transport {
 
 impl Transport {
     pub fn new(options: TransportOptions) -> Self {
-        Transport { options, agents: Mutex::new(HashMap::new()) }
+        Transport {
+            options,
+            agents: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Sends `req`, following redirects and retrying transient failures.
@@ -171,9 +174,10 @@ impl Transport {
 
     fn retry_wait(&self, resp: &Response, attempt: u32) -> Result<Duration, TransportError> {
         match resp.header("retry-after").and_then(parse_retry_after) {
-            Some(wait) if wait > MAX_RETRY_AFTER => {
-                Err(TransportError::RateLimited { url: resp.url.clone(), wait })
-            }
+            Some(wait) if wait > MAX_RETRY_AFTER => Err(TransportError::RateLimited {
+                url: resp.url.clone(),
+                wait,
+            }),
             Some(wait) => Ok(wait),
             None => Ok(self.backoff(attempt)),
         }
@@ -197,12 +201,17 @@ impl Transport {
             if !matches!(resp.status, 301 | 302 | 303 | 307 | 308) {
                 return Ok(resp);
             }
-            let location = resp.header("location").ok_or_else(|| TransportError::BadRedirect {
-                url: url.clone(),
-                status: resp.status,
-            })?;
-            let next = join_location(&url, location)
-                .ok_or_else(|| TransportError::BadRedirect { url: url.clone(), status: resp.status })?;
+            let location = resp
+                .header("location")
+                .ok_or_else(|| TransportError::BadRedirect {
+                    url: url.clone(),
+                    status: resp.status,
+                })?;
+            let next =
+                join_location(&url, location).ok_or_else(|| TransportError::BadRedirect {
+                    url: url.clone(),
+                    status: resp.status,
+                })?;
             // Credentials belong to the origin: a CDN or any other host never sees them.
             if authority_of(&next)? != origin {
                 auth = None;
@@ -210,7 +219,9 @@ impl Transport {
             tracing::debug!(from = %url, to = %next, "redirect");
             url = next;
         }
-        Err(TransportError::TooManyRedirects { url: req.url.clone() })
+        Err(TransportError::TooManyRedirects {
+            url: req.url.clone(),
+        })
     }
 
     fn send_once(
@@ -220,15 +231,20 @@ impl Transport {
         auth: Option<&str>,
     ) -> Result<Response, TransportError> {
         let agent = self.agent_for(url, req.tls_verify)?;
-        let err = |source| TransportError::Request { url: url.to_owned(), source };
-        let mut builder = ureq::http::Request::builder().uri(url).method(match req.method {
-            Method::Get => "GET",
-            Method::Head => "HEAD",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Patch => "PATCH",
-            Method::Delete => "DELETE",
-        });
+        let err = |source| TransportError::Request {
+            url: url.to_owned(),
+            source,
+        };
+        let mut builder = ureq::http::Request::builder()
+            .uri(url)
+            .method(match req.method {
+                Method::Get => "GET",
+                Method::Head => "HEAD",
+                Method::Post => "POST",
+                Method::Put => "PUT",
+                Method::Patch => "PATCH",
+                Method::Delete => "DELETE",
+            });
         for (k, v) in &req.headers {
             builder = builder.header(k.as_str(), v.as_str());
         }
@@ -239,21 +255,42 @@ impl Transport {
         let http_req = builder.body(body).map_err(|e| err(ureq::Error::Http(e)))?;
         let resp = agent.run(http_req).map_err(err)?;
         let (parts, body) = resp.into_parts();
-        Ok(Response { status: parts.status.as_u16(), url: url.to_owned(), headers: parts.headers, body })
+        Ok(Response {
+            status: parts.status.as_u16(),
+            url: url.to_owned(),
+            headers: parts.headers,
+            body,
+        })
     }
 
     fn agent_for(&self, url: &str, tls_verify: bool) -> Result<Agent, TransportError> {
-        let uri: Uri = url.parse().map_err(|_| TransportError::Url(url.to_owned()))?;
-        let host = uri.host().ok_or_else(|| TransportError::Url(url.to_owned()))?;
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| TransportError::Url(url.to_owned()))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| TransportError::Url(url.to_owned()))?;
         let https = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let proxy = self.options.proxy.proxy_for(https, host, port);
-        let authority = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
         let certs_host = (https && tls_verify)
-            .then(|| self.options.certs_dirs.iter().any(|d| d.join(&authority).is_dir()))
+            .then(|| {
+                self.options
+                    .certs_dirs
+                    .iter()
+                    .any(|d| d.join(&authority).is_dir())
+            })
             .filter(|has| *has)
             .map(|_| authority.clone());
-        let key = AgentKey { proxy: proxy.clone(), tls_verify, certs_host };
+        let key = AgentKey {
+            proxy: proxy.clone(),
+            tls_verify,
+            certs_host,
+        };
         let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(a) = agents.get(&key) {
             return Ok(a.clone());
@@ -274,15 +311,19 @@ impl Transport {
             if roots.is_empty() {
                 return Err(TransportError::NoRoots);
             }
-            TlsConfig::builder().root_certs(RootCerts::Specific(Arc::new(roots))).build()
+            TlsConfig::builder()
+                .root_certs(RootCerts::Specific(Arc::new(roots)))
+                .build()
         } else {
             TlsConfig::builder().disable_verification(true).build()
         };
         let proxy = match &key.proxy {
-            Some(p) => Some(ureq::Proxy::new(p).map_err(|source| TransportError::Request {
-                url: p.clone(),
-                source,
-            })?),
+            Some(p) => Some(
+                ureq::Proxy::new(p).map_err(|source| TransportError::Request {
+                    url: p.clone(),
+                    source,
+                })?,
+            ),
             None => None,
         };
         let config = Agent::config_builder()
@@ -307,7 +348,10 @@ fn is_transient(status: u16) -> bool {
 fn retryable_error(e: &ureq::Error) -> bool {
     matches!(
         e,
-        ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::Protocol(_)
+        ureq::Error::Io(_)
+            | ureq::Error::Timeout(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::Protocol(_)
     )
 }
 
@@ -318,7 +362,10 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate_to_system_time(v)?;
-    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Parses the IMF-fixdate form (`Sun, 06 Nov 1994 08:49:37 GMT`), the one servers must send.
@@ -365,11 +412,24 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 /// `scheme://host:port` of a URL, with the default port made explicit.
 fn authority_of(url: &str) -> Result<String, TransportError> {
-    let uri: Uri = url.parse().map_err(|_| TransportError::Url(url.to_owned()))?;
-    let scheme = uri.scheme_str().ok_or_else(|| TransportError::Url(url.to_owned()))?;
-    let host = uri.host().ok_or_else(|| TransportError::Url(url.to_owned()))?;
-    let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
-    Ok(format!("{}://{}:{}", scheme, host.to_ascii_lowercase(), port))
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| TransportError::Url(url.to_owned()))?;
+    let scheme = uri
+        .scheme_str()
+        .ok_or_else(|| TransportError::Url(url.to_owned()))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| TransportError::Url(url.to_owned()))?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    Ok(format!(
+        "{}://{}:{}",
+        scheme,
+        host.to_ascii_lowercase(),
+        port
+    ))
 }
 
 /// Resolves a `Location` header against the URL that sent it.
@@ -402,7 +462,10 @@ const SYSTEM_BUNDLES: &[&str] = &[
 /// The system CA bundle plus `SSL_CERT_FILE` and `SSL_CERT_DIR` (sites with their own CAs).
 fn system_roots() -> Vec<Certificate<'static>> {
     let mut roots = Vec::new();
-    if let Some(bundle) = SYSTEM_BUNDLES.iter().find(|p| std::path::Path::new(p).is_file()) {
+    if let Some(bundle) = SYSTEM_BUNDLES
+        .iter()
+        .find(|p| std::path::Path::new(p).is_file())
+    {
         load_pem_file(std::path::Path::new(bundle), &mut roots);
     }
     if let Some(f) = std::env::var_os("SSL_CERT_FILE") {
@@ -417,7 +480,9 @@ fn system_roots() -> Vec<Certificate<'static>> {
 }
 
 fn load_pem_dir(dir: &std::path::Path, out: &mut Vec<Certificate<'static>>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         let name = e.file_name();
@@ -430,7 +495,9 @@ fn load_pem_dir(dir: &std::path::Path, out: &mut Vec<Certificate<'static>>) {
 }
 
 fn load_pem_file(path: &std::path::Path, out: &mut Vec<Certificate<'static>>) {
-    let Ok(bytes) = std::fs::read(path) else { return };
+    let Ok(bytes) = std::fs::read(path) else {
+        return;
+    };
     for item in ureq::tls::parse_pem(&bytes).flatten() {
         if let ureq::tls::PemItem::Certificate(c) = item {
             out.push(c);
@@ -445,26 +512,47 @@ mod tests {
     #[test]
     fn retry_after_seconds_and_dates() {
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
         assert!(parse_retry_after("soon").is_none());
         let t = httpdate_to_system_time("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
-        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 784111777);
+        assert_eq!(
+            t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            784111777
+        );
     }
 
     #[test]
     fn location_joining() {
         let b = "http://127.0.0.1:5000/v2/x/blobs/sha256:aa";
-        assert_eq!(join_location(b, "http://cdn:80/x").unwrap(), "http://cdn:80/x");
-        assert_eq!(join_location(b, "/other").unwrap(), "http://127.0.0.1:5000/other");
+        assert_eq!(
+            join_location(b, "http://cdn:80/x").unwrap(),
+            "http://cdn:80/x"
+        );
+        assert_eq!(
+            join_location(b, "/other").unwrap(),
+            "http://127.0.0.1:5000/other"
+        );
         assert_eq!(join_location(b, "//cdn/y").unwrap(), "http://cdn/y");
-        assert_eq!(join_location(b, "rel").unwrap(), "http://127.0.0.1:5000/v2/x/blobs/rel");
+        assert_eq!(
+            join_location(b, "rel").unwrap(),
+            "http://127.0.0.1:5000/v2/x/blobs/rel"
+        );
     }
 
     #[test]
     fn authority_normalises_default_ports() {
-        assert_eq!(authority_of("https://Example.com/x").unwrap(), "https://example.com:443");
+        assert_eq!(
+            authority_of("https://Example.com/x").unwrap(),
+            "https://example.com:443"
+        );
         assert_eq!(authority_of("http://a:5000/").unwrap(), "http://a:5000");
-        assert_ne!(authority_of("http://a:5000/").unwrap(), authority_of("http://a:5001/").unwrap());
+        assert_ne!(
+            authority_of("http://a:5000/").unwrap(),
+            authority_of("http://a:5001/").unwrap()
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::fs;
 use std::io;
 use std::time::{Duration, SystemTime};
 
-use super::{io_err, Store, StoreError};
+use super::{Store, StoreError, io_err};
 use crate::digest::Digest;
 use crate::reference::Reference;
 use crate::sys::confined::remove_tree;
@@ -44,9 +44,12 @@ impl Store {
             Err(e) => return Err(io_err(&dir)(e)),
         };
         for entry in entries.flatten() {
-            let Ok(text) = fs::read_to_string(entry.path().join("image")) else { continue };
+            let Ok(text) = fs::read_to_string(entry.path().join("image")) else {
+                continue;
+            };
             if let Ok(id) = Digest::parse(text.trim()) {
-                out.entry(id).or_insert_with(|| entry.file_name().to_string_lossy().into_owned());
+                out.entry(id)
+                    .or_insert_with(|| entry.file_name().to_string_lossy().into_owned());
             }
         }
         Ok(out)
@@ -60,14 +63,24 @@ impl Store {
         let in_use = self.images_in_use()?;
         let _lock = self.lock("store", true)?;
         let mut tags = self.read_tags()?;
-        let mine: Vec<String> = tags.iter().filter(|(_, v)| **v == rec.id).map(|(k, _)| k.clone()).collect();
-        let by_tag = Reference::parse(query).ok().and_then(|r| r.tagged()).filter(|t| mine.contains(t));
+        let mine: Vec<String> = tags
+            .iter()
+            .filter(|(_, v)| **v == rec.id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let by_tag = Reference::parse(query)
+            .ok()
+            .and_then(|r| r.tagged())
+            .filter(|t| mine.contains(t));
         let mut out = Vec::new();
         let untag: Vec<String> = match &by_tag {
             Some(t) => vec![t.clone()],
             None => {
                 if mine.len() > 1 && !force {
-                    return Err(StoreError::ManyTags { id: rec.id.short().to_owned(), tags: mine });
+                    return Err(StoreError::ManyTags {
+                        id: rec.id.short().to_owned(),
+                        tags: mine,
+                    });
                 }
                 mine.clone()
             }
@@ -81,7 +94,10 @@ impl Store {
             if let Some(container) = in_use.get(&rec.id) {
                 if !force {
                     // Nothing is written yet: the tags stay.
-                    return Err(StoreError::InUse { image: query.to_owned(), container: container.clone() });
+                    return Err(StoreError::InUse {
+                        image: query.to_owned(),
+                        container: container.clone(),
+                    });
                 }
             }
             self.remove_record(&rec.id)?;
@@ -165,7 +181,11 @@ impl Store {
             let name = e.file_name().to_string_lossy().into_owned();
             let Ok(meta) = e.metadata() else { continue };
             if name.starts_with("partial-") {
-                let age = meta.modified().ok().and_then(|m| now.duration_since(m).ok()).unwrap_or_default();
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or_default();
                 if age < KEEP_PARTIAL {
                     continue;
                 }
@@ -182,8 +202,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::images::tests::record;
     use super::super::LayerRef;
+    use super::super::images::tests::record;
     use super::*;
 
     #[test]
@@ -195,21 +215,45 @@ mod tests {
         let diff = Digest::sha256_of(b"diff");
         fs::create_dir_all(s.layer_root(&diff)).unwrap();
         let mut a = record(b"a", 1);
-        a.layers.push(LayerRef { digest: layer_blob.clone(), diff_id: diff.clone(), size: 5, media_type: String::new() });
-        s.add_image(a.clone(), &["docker.io/library/a:1".into(), "docker.io/library/a:2".into()]).unwrap();
+        a.layers.push(LayerRef {
+            digest: layer_blob.clone(),
+            diff_id: diff.clone(),
+            size: 5,
+            media_type: String::new(),
+        });
+        s.add_image(
+            a.clone(),
+            &[
+                "docker.io/library/a:1".into(),
+                "docker.io/library/a:2".into(),
+            ],
+        )
+        .unwrap();
         let orphan = Digest::sha256_of(b"orphan");
         s.put_blob(&orphan, b"orphan").unwrap();
         fs::write(s.tmp_path("write"), b"stale").unwrap();
 
-        assert!(matches!(s.remove_image(&a.id.to_string(), false), Err(StoreError::ManyTags { .. })));
-        assert_eq!(s.remove_image("a:1", false).unwrap(), vec![Removal::Untagged("docker.io/library/a:1".into())]);
+        assert!(matches!(
+            s.remove_image(&a.id.to_string(), false),
+            Err(StoreError::ManyTags { .. })
+        ));
+        assert_eq!(
+            s.remove_image("a:1", false).unwrap(),
+            vec![Removal::Untagged("docker.io/library/a:1".into())]
+        );
         let g = s.gc().unwrap();
         assert_eq!((g.blobs, g.layers), (1, 0), "only the orphan blob goes");
         assert!(s.has_blob(&layer_blob));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
 
         let out = s.remove_image("a:2", false).unwrap();
-        assert_eq!(out, vec![Removal::Untagged("docker.io/library/a:2".into()), Removal::Deleted(a.id.clone())]);
+        assert_eq!(
+            out,
+            vec![
+                Removal::Untagged("docker.io/library/a:2".into()),
+                Removal::Deleted(a.id.clone())
+            ]
+        );
         let g = s.gc().unwrap();
         assert_eq!((g.blobs, g.layers), (1, 1));
         assert!(!s.layer_dir(&diff).exists());
@@ -220,12 +264,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path(), "single").unwrap();
         let a = record(b"a", 1);
-        s.add_image(a.clone(), &["docker.io/library/a:1".into()]).unwrap();
+        s.add_image(a.clone(), &["docker.io/library/a:1".into()])
+            .unwrap();
         let c = dir.path().join("containers").join("c1");
         fs::create_dir_all(&c).unwrap();
         fs::write(c.join("image"), a.id.to_string()).unwrap();
-        assert!(matches!(s.remove_image("a:1", false), Err(StoreError::InUse { .. })));
-        assert!(s.find_image("a:1").is_ok(), "a refused rmi must leave the tag");
+        assert!(matches!(
+            s.remove_image("a:1", false),
+            Err(StoreError::InUse { .. })
+        ));
+        assert!(
+            s.find_image("a:1").is_ok(),
+            "a refused rmi must leave the tag"
+        );
         assert!(s.prune(true).unwrap().is_empty());
         fs::remove_dir_all(&c).unwrap();
         assert_eq!(s.prune(true).unwrap().len(), 2);
@@ -235,7 +286,8 @@ mod tests {
     fn prune_takes_only_dangling_without_all() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path(), "single").unwrap();
-        s.add_image(record(b"a", 1), &["docker.io/library/a:1".into()]).unwrap();
+        s.add_image(record(b"a", 1), &["docker.io/library/a:1".into()])
+            .unwrap();
         let b = record(b"b", 2);
         s.add_image(b.clone(), &[]).unwrap();
         assert_eq!(s.prune(false).unwrap(), vec![Removal::Deleted(b.id)]);

@@ -10,7 +10,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-use super::{io_err, json_bytes, Store, StoreError};
+use super::{Store, StoreError, io_err, json_bytes};
 use crate::digest::Digest;
 use crate::reference::Reference;
 use crate::registry::platform::Platform;
@@ -66,7 +66,10 @@ impl Store {
     pub(super) fn read_tags(&self) -> Result<Tags, StoreError> {
         let p = self.tags_path();
         match fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|source| StoreError::Corrupt { path: p.display().to_string(), source }),
+            Ok(b) => serde_json::from_slice(&b).map_err(|source| StoreError::Corrupt {
+                path: p.display().to_string(),
+                source,
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Tags::new()),
             Err(e) => Err(io_err(&p)(e)),
         }
@@ -79,9 +82,16 @@ impl Store {
     pub fn image(&self, id: &Digest) -> Result<ImageRecord, StoreError> {
         let p = self.record_path(id);
         let b = fs::read(&p).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound { StoreError::NoSuchImage(id.to_string()) } else { io_err(&p)(e) }
+            if e.kind() == io::ErrorKind::NotFound {
+                StoreError::NoSuchImage(id.to_string())
+            } else {
+                io_err(&p)(e)
+            }
         })?;
-        serde_json::from_slice(&b).map_err(|source| StoreError::Corrupt { path: p.display().to_string(), source })
+        serde_json::from_slice(&b).map_err(|source| StoreError::Corrupt {
+            path: p.display().to_string(),
+            source,
+        })
     }
 
     pub(super) fn remove_record(&self, id: &Digest) -> Result<(), StoreError> {
@@ -118,14 +128,22 @@ impl Store {
         for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
             let entry = entry.map_err(io_err(&dir))?;
             let name = entry.file_name();
-            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
-            let Ok(id) = Digest::parse(&format!("sha256:{hex}")) else { continue };
+            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            let Ok(id) = Digest::parse(&format!("sha256:{hex}")) else {
+                continue;
+            };
             let rec = match self.image(&id) {
                 Ok(r) => r,
                 Err(StoreError::NoSuchImage(_)) => continue,
                 Err(e) => return Err(e),
             };
-            let mine: Vec<String> = tags.iter().filter(|(_, v)| **v == id).map(|(k, _)| k.clone()).collect();
+            let mine: Vec<String> = tags
+                .iter()
+                .filter(|(_, v)| **v == id)
+                .map(|(k, _)| k.clone())
+                .collect();
             out.push((rec, mine));
         }
         out.sort_by(|a, b| b.0.pulled_at.cmp(&a.0.pulled_at).then(a.0.id.cmp(&b.0.id)));
@@ -151,17 +169,29 @@ impl Store {
             }
         }
         let hex = query.strip_prefix("sha256:").unwrap_or(query);
-        if !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            let matches: Vec<ImageRecord> =
-                self.images()?.into_iter().map(|(r, _)| r).filter(|r| r.id.hex().starts_with(hex)).collect();
+        if !hex.is_empty()
+            && hex.len() <= 64
+            && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            let matches: Vec<ImageRecord> = self
+                .images()?
+                .into_iter()
+                .map(|(r, _)| r)
+                .filter(|r| r.id.hex().starts_with(hex))
+                .collect();
             match matches.len() {
                 0 => {}
-                1 => return Ok(matches.into_iter().next().ok_or_else(|| StoreError::NoSuchImage(query.into()))?),
+                1 => {
+                    return Ok(matches
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| StoreError::NoSuchImage(query.into()))?);
+                }
                 _ => {
                     return Err(StoreError::Ambiguous {
                         query: query.to_owned(),
                         matches: matches.iter().map(|r| r.id.short().to_owned()).collect(),
-                    })
+                    });
                 }
             }
         }
@@ -171,19 +201,13 @@ impl Store {
     /// `nook tag SRC DST`.
     pub fn tag(&self, source: &str, target: &Reference) -> Result<(), StoreError> {
         let rec = self.find_image(source)?;
-        let tag = target.tagged().ok_or_else(|| StoreError::BadTag(target.to_string()))?;
+        let tag = target
+            .tagged()
+            .ok_or_else(|| StoreError::BadTag(target.to_string()))?;
         let _lock = self.lock("store", true)?;
         let mut all = self.read_tags()?;
         all.insert(tag, rec.id);
         self.write_tags(&all)
-    }
-}
-
-/// `docker.io/library/busybox:latest` → (`busybox`, `latest`) as docker's listing shows it.
-pub fn split_tag_for_display(tag: &str) -> (String, String) {
-    match Reference::parse(tag) {
-        Ok(r) => (r.familiar_repository(), r.tag_or_latest().to_owned()),
-        Err(_) => (tag.to_owned(), String::new()),
     }
 }
 
@@ -213,20 +237,37 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path(), "single").unwrap();
         let mut a = record(b"a", 1);
-        a.repo_digests.push(format!("docker.io/library/busybox@{}", a.manifest_digest));
-        s.add_image(a.clone(), &["docker.io/library/busybox:latest".into()]).unwrap();
+        a.repo_digests
+            .push(format!("docker.io/library/busybox@{}", a.manifest_digest));
+        s.add_image(a.clone(), &["docker.io/library/busybox:latest".into()])
+            .unwrap();
         let b = record(b"b", 2);
-        s.add_image(b.clone(), &["localhost:5000/x:1".into()]).unwrap();
+        s.add_image(b.clone(), &["localhost:5000/x:1".into()])
+            .unwrap();
         assert_eq!(s.find_image("busybox").unwrap().id, a.id);
-        assert_eq!(s.find_image("docker.io/library/busybox:latest").unwrap().id, a.id);
-        assert_eq!(s.find_image(&format!("busybox@{}", a.manifest_digest)).unwrap().id, a.id);
+        assert_eq!(
+            s.find_image("docker.io/library/busybox:latest").unwrap().id,
+            a.id
+        );
+        assert_eq!(
+            s.find_image(&format!("busybox@{}", a.manifest_digest))
+                .unwrap()
+                .id,
+            a.id
+        );
         assert_eq!(s.find_image(&a.id.hex()[..6]).unwrap().id, a.id);
         assert_eq!(s.find_image(&a.id.to_string()).unwrap().id, a.id);
         assert_eq!(s.find_image("localhost:5000/x:1").unwrap().id, b.id);
-        assert!(matches!(s.find_image("nothere"), Err(StoreError::NoSuchImage(_))));
+        assert!(matches!(
+            s.find_image("nothere"),
+            Err(StoreError::NoSuchImage(_))
+        ));
         let listed = s.images().unwrap();
         assert_eq!(listed[0].0.id, b.id, "newest first");
-        assert_eq!(listed[1].1, vec!["docker.io/library/busybox:latest".to_string()]);
+        assert_eq!(
+            listed[1].1,
+            vec!["docker.io/library/busybox:latest".to_string()]
+        );
     }
 
     #[test]
@@ -235,16 +276,12 @@ pub(crate) mod tests {
         let s = Store::open(dir.path(), "single").unwrap();
         let a = record(b"a", 1);
         let b = record(b"b", 2);
-        s.add_image(a.clone(), &["docker.io/library/x:1".into()]).unwrap();
-        s.add_image(b.clone(), &["docker.io/library/x:1".into()]).unwrap();
+        s.add_image(a.clone(), &["docker.io/library/x:1".into()])
+            .unwrap();
+        s.add_image(b.clone(), &["docker.io/library/x:1".into()])
+            .unwrap();
         assert_eq!(s.find_image("x:1").unwrap().id, b.id);
         s.tag("x:1", &Reference::parse("y:2").unwrap()).unwrap();
         assert_eq!(s.find_image("y:2").unwrap().id, b.id);
-    }
-
-    #[test]
-    fn display_split() {
-        assert_eq!(split_tag_for_display("docker.io/library/busybox:latest"), ("busybox".into(), "latest".into()));
-        assert_eq!(split_tag_for_display("localhost:5000/a/b:1"), ("localhost:5000/a/b".into(), "1".into()));
     }
 }

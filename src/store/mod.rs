@@ -46,8 +46,14 @@ pub enum StoreError {
     #[error(
         "the store at {path} was written with id mapping '{stored}' but this host now gives '{now}': run 'nook system reset' to start afresh"
     )]
-    IdMapChanged { path: String, stored: String, now: String },
-    #[error("the store at {path} has format version {found}; this nook reads version {STORAGE_VERSION}")]
+    IdMapChanged {
+        path: String,
+        stored: String,
+        now: String,
+    },
+    #[error(
+        "the store at {path} has format version {found}; this nook reads version {STORAGE_VERSION}"
+    )]
     Version { path: String, found: u32 },
     #[error("blob {digest} does not match its content (got {actual})")]
     DigestMismatch { digest: Digest, actual: Digest },
@@ -57,14 +63,19 @@ pub enum StoreError {
     Ambiguous { query: String, matches: Vec<String> },
     #[error("image {id} has several tags ({}): name one, or use -f to remove them all", tags.join(", "))]
     ManyTags { id: String, tags: Vec<String> },
-    #[error("image {image} is used by container {container}: remove the container first, or use -f")]
+    #[error(
+        "image {image} is used by container {container}: remove the container first, or use -f"
+    )]
     InUse { image: String, container: String },
     #[error("invalid tag {0:?}")]
     BadTag(String),
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.display().to_string(), source }
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// The id mapping the store's files were written with.
@@ -94,14 +105,23 @@ impl Store {
     pub fn open(root: &Path, idmap: &str) -> Result<Store, StoreError> {
         let mut b = fs::DirBuilder::new();
         b.recursive(true).mode(0o700);
-        for sub in ["blobs/sha256", "images", "layers", "containers", "tmp", "locks"] {
+        for sub in [
+            "blobs/sha256",
+            "images",
+            "layers",
+            "containers",
+            "tmp",
+            "locks",
+        ] {
             let p = root.join(sub);
             b.create(&p).map_err(io_err(&p))?;
         }
         // The store may hold setuid files of the user or the range: nobody else gets in.
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(io_err(root))?;
-        let store = Store { root: root.to_owned() };
+        let store = Store {
+            root: root.to_owned(),
+        };
         store.check_info(idmap)?;
         Ok(store)
     }
@@ -111,7 +131,9 @@ impl Store {
         if !root.join("storage.json").exists() {
             return Ok(None);
         }
-        Ok(Some(Store { root: root.to_owned() }))
+        Ok(Some(Store {
+            root: root.to_owned(),
+        }))
     }
 
     fn check_info(&self, idmap: &str) -> Result<(), StoreError> {
@@ -119,10 +141,16 @@ impl Store {
         let _lock = self.lock("store", true)?;
         match fs::read(&path) {
             Ok(bytes) => {
-                let info: StorageInfo = serde_json::from_slice(&bytes)
-                    .map_err(|source| StoreError::Corrupt { path: path.display().to_string(), source })?;
+                let info: StorageInfo =
+                    serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
                 if info.version != STORAGE_VERSION {
-                    return Err(StoreError::Version { path: self.root.display().to_string(), found: info.version });
+                    return Err(StoreError::Version {
+                        path: self.root.display().to_string(),
+                        found: info.version,
+                    });
                 }
                 if info.idmap != idmap {
                     return Err(StoreError::IdMapChanged {
@@ -134,7 +162,10 @@ impl Store {
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let info = StorageInfo { version: STORAGE_VERSION, idmap: idmap.to_owned() };
+                let info = StorageInfo {
+                    version: STORAGE_VERSION,
+                    idmap: idmap.to_owned(),
+                };
                 self.write_atomic(&path, &json_bytes(&info))
             }
             Err(e) => Err(io_err(&path)(e)),
@@ -145,7 +176,10 @@ impl Store {
     pub fn info(&self) -> Result<StorageInfo, StoreError> {
         let path = self.root.join("storage.json");
         let bytes = fs::read(&path).map_err(io_err(&path))?;
-        serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { path: path.display().to_string(), source })
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -153,7 +187,10 @@ impl Store {
     }
 
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.root.join("blobs").join(d.algorithm().name()).join(d.hex())
+        self.root
+            .join("blobs")
+            .join(d.algorithm().name())
+            .join(d.hex())
     }
 
     pub fn has_blob(&self, d: &Digest) -> bool {
@@ -162,19 +199,28 @@ impl Store {
 
     /// Where a download of `d` accumulates until verified (kept across crashes for resume).
     pub fn partial_path(&self, d: &Digest) -> PathBuf {
-        self.root.join("tmp").join(format!("partial-{}-{}", d.algorithm().name(), d.hex()))
+        self.root
+            .join("tmp")
+            .join(format!("partial-{}-{}", d.algorithm().name(), d.hex()))
     }
 
     /// A fresh temporary path below `tmp/`.
     pub fn tmp_path(&self, what: &str) -> PathBuf {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        self.root.join("tmp").join(format!("{what}-{}-{n}", std::process::id()))
+        self.root
+            .join("tmp")
+            .join(format!("{what}-{}-{n}", std::process::id()))
     }
 
     /// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
     pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let tmp = self.tmp_path("write");
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io_err(&tmp))?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
         f.write_all(bytes).map_err(io_err(&tmp))?;
         f.sync_data().map_err(io_err(&tmp))?;
         fs::rename(&tmp, path).map_err(|e| {
@@ -187,7 +233,10 @@ impl Store {
     pub fn put_blob(&self, d: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
         let actual = d.same_algorithm_of(bytes);
         if &actual != d {
-            return Err(StoreError::DigestMismatch { digest: d.clone(), actual });
+            return Err(StoreError::DigestMismatch {
+                digest: d.clone(),
+                actual,
+            });
         }
         if self.has_blob(d) {
             return Ok(());
@@ -206,12 +255,18 @@ impl Store {
         let p = self.blob_path(d);
         let len = fs::metadata(&p).map_err(io_err(&p))?.len();
         if len > limit {
-            return Err(io_err(&p)(io::Error::new(io::ErrorKind::InvalidData, "blob larger than expected")));
+            return Err(io_err(&p)(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "blob larger than expected",
+            )));
         }
         let bytes = fs::read(&p).map_err(io_err(&p))?;
         let actual = d.same_algorithm_of(&bytes);
         if &actual != d {
-            return Err(StoreError::DigestMismatch { digest: d.clone(), actual });
+            return Err(StoreError::DigestMismatch {
+                digest: d.clone(),
+                actual,
+            });
         }
         Ok(bytes)
     }
@@ -231,11 +286,18 @@ impl Store {
 
     /// The staging directory a layer is unpacked into (under its layer lock).
     pub fn unpack_dir(&self, diff_id: &Digest) -> PathBuf {
-        self.root.join("tmp").join(format!("unpack-{}", diff_id.hex()))
+        self.root
+            .join("tmp")
+            .join(format!("unpack-{}", diff_id.hex()))
     }
 
     /// Moves a finished staging directory into `layers/`, with its record.
-    pub fn commit_layer(&self, diff_id: &Digest, staging: &Path, record: &LayerRecord) -> Result<(), StoreError> {
+    pub fn commit_layer(
+        &self,
+        diff_id: &Digest,
+        staging: &Path,
+        record: &LayerRecord,
+    ) -> Result<(), StoreError> {
         let rec = staging.join("layer.json");
         fs::write(&rec, json_bytes(record)).map_err(io_err(&rec))?;
         let to = self.layer_dir(diff_id);
@@ -245,14 +307,27 @@ impl Store {
     pub fn layer_record(&self, diff_id: &Digest) -> Result<LayerRecord, StoreError> {
         let p = self.layer_dir(diff_id).join("layer.json");
         let bytes = fs::read(&p).map_err(io_err(&p))?;
-        serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { path: p.display().to_string(), source })
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+            path: p.display().to_string(),
+            source,
+        })
     }
 
     /// Takes the named lock, waiting for it; `exclusive` or shared.
     pub fn lock(&self, name: &str, exclusive: bool) -> Result<Lock, StoreError> {
         let p = self.root.join("locks").join(format!("{name}.lock"));
-        let f = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&p).map_err(io_err(&p))?;
-        let arg = if exclusive { FlockArg::LockExclusive } else { FlockArg::LockShared };
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&p)
+            .map_err(io_err(&p))?;
+        let arg = if exclusive {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockShared
+        };
         let flock = Flock::lock(f, arg).map_err(|(_, e)| io_err(&p)(e.into()))?;
         Ok(Lock { _flock: flock })
     }
@@ -260,7 +335,13 @@ impl Store {
     /// Takes the named lock only if it is free now.
     pub fn try_lock(&self, name: &str) -> Result<Option<Lock>, StoreError> {
         let p = self.root.join("locks").join(format!("{name}.lock"));
-        let f = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&p).map_err(io_err(&p))?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&p)
+            .map_err(io_err(&p))?;
         match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
             Ok(flock) => Ok(Some(Lock { _flock: flock })),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
@@ -305,7 +386,10 @@ mod tests {
         assert!(matches!(err, StoreError::IdMapChanged { .. }));
         assert!(err.to_string().contains("nook system reset"));
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&root).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&root).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
     }
 
     #[test]
@@ -316,10 +400,16 @@ mod tests {
         s.put_blob(&d, b"hello").unwrap();
         assert_eq!(s.read_blob(&d, 100).unwrap(), b"hello");
         let other = Digest::sha256_of(b"x");
-        assert!(matches!(s.put_blob(&other, b"hello"), Err(StoreError::DigestMismatch { .. })));
+        assert!(matches!(
+            s.put_blob(&other, b"hello"),
+            Err(StoreError::DigestMismatch { .. })
+        ));
         assert!(!s.has_blob(&other));
         fs::write(s.blob_path(&d), b"HELLO").unwrap();
-        assert!(matches!(s.read_blob(&d, 100), Err(StoreError::DigestMismatch { .. })));
+        assert!(matches!(
+            s.read_blob(&d, 100),
+            Err(StoreError::DigestMismatch { .. })
+        ));
         assert!(s.read_blob(&d, 2).is_err());
     }
 

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{mkdirat, Mode};
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::sys::stat::{Mode, mkdirat};
 
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
@@ -35,7 +35,10 @@ impl RootDir {
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(RootDir { fd, path: path.to_owned() })
+        Ok(RootDir {
+            fd,
+            path: path.to_owned(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -71,9 +74,18 @@ impl RootDir {
         let mut cur: Option<OwnedFd> = None;
         for (i, c) in comps.iter().enumerate() {
             let last = i + 1 == comps.len();
-            let f = if last { flags } else { OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC };
+            let f = if last {
+                flags
+            } else {
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC
+            };
             let dir = cur.as_ref().map_or(self.fd.as_fd(), |d| d.as_fd());
-            cur = Some(openat(dir, c.as_os_str(), f | OFlag::O_NOFOLLOW, Mode::empty())?);
+            cur = Some(openat(
+                dir,
+                c.as_os_str(),
+                f | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            )?);
         }
         cur.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
@@ -108,8 +120,8 @@ impl RootDir {
 /// 0555) are opened up first, since the caller owns them.
 pub fn remove_tree_at(parent: BorrowedFd<'_>, name: &std::ffi::OsStr) -> io::Result<()> {
     use nix::fcntl::AtFlags;
-    use nix::sys::stat::{fchmod, fstatat, SFlag};
-    use nix::unistd::{unlinkat, UnlinkatFlags};
+    use nix::sys::stat::{SFlag, fchmod, fstatat};
+    use nix::unistd::{UnlinkatFlags, unlinkat};
     let st = match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => st,
         Err(Errno::ENOENT) => return Ok(()),
@@ -118,18 +130,36 @@ pub fn remove_tree_at(parent: BorrowedFd<'_>, name: &std::ffi::OsStr) -> io::Res
     if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFDIR {
         return Ok(unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)?);
     }
-    let dirfd = match openat(parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+    let dirfd = match openat(
+        parent,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(fd) => fd,
         Err(Errno::EACCES) => {
             // Unreadable (mode 0000, 0311): fstatat just saw a directory that we own, in a
             // tree only we write to, so fixing its mode by name is safe.
-            nix::sys::stat::fchmodat(parent, name, Mode::from_bits_truncate(0o700), nix::sys::stat::FchmodatFlags::FollowSymlink)?;
-            openat(parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?
+            nix::sys::stat::fchmodat(
+                parent,
+                name,
+                Mode::from_bits_truncate(0o700),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )?;
+            openat(
+                parent,
+                name,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?
         }
         Err(e) => return Err(e.into()),
     };
     if st.st_mode & 0o300 != 0o300 {
-        fchmod(&dirfd, Mode::from_bits_truncate((st.st_mode & 0o7777) | 0o700))?;
+        fchmod(
+            &dirfd,
+            Mode::from_bits_truncate((st.st_mode & 0o7777) | 0o700),
+        )?;
     }
     let names: Vec<OsString> = {
         let dup = dirfd.try_clone()?;
@@ -151,7 +181,11 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     };
-    let parent = nix::fcntl::open(parent, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    let parent = nix::fcntl::open(
+        parent,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     remove_tree_at(parent.as_fd(), name)
 }
 
@@ -161,7 +195,10 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     fn comps(p: &str) -> Vec<OsString> {
-        p.split('/').filter(|c| !c.is_empty()).map(OsString::from).collect()
+        p.split('/')
+            .filter(|c| !c.is_empty())
+            .map(OsString::from)
+            .collect()
     }
 
     #[test]
@@ -202,7 +239,13 @@ mod tests {
         std::fs::create_dir(root.path().join("real")).unwrap();
         symlink("real", root.path().join("link")).unwrap();
         let r = RootDir::open(root.path()).unwrap();
-        assert!(r.walk(&comps("real"), OFlag::O_PATH | OFlag::O_DIRECTORY).is_ok());
-        assert!(r.walk(&comps("link"), OFlag::O_PATH | OFlag::O_DIRECTORY).is_err());
+        assert!(
+            r.walk(&comps("real"), OFlag::O_PATH | OFlag::O_DIRECTORY)
+                .is_ok()
+        );
+        assert!(
+            r.walk(&comps("link"), OFlag::O_PATH | OFlag::O_DIRECTORY)
+                .is_err()
+        );
     }
 }

@@ -31,11 +31,21 @@ pub struct IdMap {
 impl IdMap {
     /// Container 0 → `own`; container 1.. → the ranges in order.
     pub fn with_ranges(own: u32, ranges: &[SubRange]) -> IdMap {
-        let mut lines = vec![MapLine { inside: 0, outside: own, count: 1 }];
+        let mut lines = vec![MapLine {
+            inside: 0,
+            outside: own,
+            count: 1,
+        }];
         let mut next: u32 = 1;
         for r in ranges.iter().filter(|r| r.count > 0) {
-            let Some(end) = next.checked_add(r.count) else { break };
-            lines.push(MapLine { inside: next, outside: r.start, count: r.count });
+            let Some(end) = next.checked_add(r.count) else {
+                break;
+            };
+            lines.push(MapLine {
+                inside: next,
+                outside: r.start,
+                count: r.count,
+            });
             next = end;
         }
         IdMap { lines }
@@ -43,7 +53,13 @@ impl IdMap {
 
     /// Container 0 → `own`, nothing else.
     pub fn single(own: u32) -> IdMap {
-        IdMap { lines: vec![MapLine { inside: 0, outside: own, count: 1 }] }
+        IdMap {
+            lines: vec![MapLine {
+                inside: 0,
+                outside: own,
+                count: 1,
+            }],
+        }
     }
 
     /// The host id of container id `inside`, if mapped.
@@ -64,19 +80,32 @@ impl IdMap {
 
     /// The highest container id that is mapped.
     pub fn max_inside(&self) -> u32 {
-        self.lines.iter().map(|l| l.inside + (l.count - 1)).max().unwrap_or(0)
+        self.lines
+            .iter()
+            .map(|l| l.inside + (l.count - 1))
+            .max()
+            .unwrap_or(0)
     }
 
     /// The text written to `/proc/PID/uid_map`.
     pub fn proc_text(&self) -> String {
-        self.lines.iter().map(|l| format!("{} {} {}\n", l.inside, l.outside, l.count)).collect()
+        self.lines
+            .iter()
+            .map(|l| format!("{} {} {}\n", l.inside, l.outside, l.count))
+            .collect()
     }
 
     /// The arguments newuidmap/newgidmap take after the pid.
     pub fn helper_args(&self) -> Vec<String> {
         self.lines
             .iter()
-            .flat_map(|l| [l.inside.to_string(), l.outside.to_string(), l.count.to_string()])
+            .flat_map(|l| {
+                [
+                    l.inside.to_string(),
+                    l.outside.to_string(),
+                    l.count.to_string(),
+                ]
+            })
             .collect()
     }
 }
@@ -115,7 +144,12 @@ pub struct Helpers {
 /// privileges (setuid root or file capabilities); returns why not otherwise.
 pub fn find_helpers() -> Result<Helpers, String> {
     let find = |name: &str| -> Result<PathBuf, String> {
-        let mut dirs: Vec<PathBuf> = vec!["/usr/bin".into(), "/usr/sbin".into(), "/bin".into(), "/sbin".into()];
+        let mut dirs: Vec<PathBuf> = vec![
+            "/usr/bin".into(),
+            "/usr/sbin".into(),
+            "/bin".into(),
+            "/sbin".into(),
+        ];
         if let Some(p) = std::env::var_os("PATH") {
             dirs.extend(std::env::split_paths(&p));
         }
@@ -123,21 +157,112 @@ pub fn find_helpers() -> Result<Helpers, String> {
             .iter()
             .map(|d| d.join(name))
             .find(|p| p.is_file())
-            .ok_or_else(|| format!("{name} is not installed (apt-get install uidmap / dnf install shadow-utils)"))?;
+            .ok_or_else(|| {
+                format!(
+                    "{name} is not installed (apt-get install uidmap / dnf install shadow-utils)"
+                )
+            })?;
         if privileged_helper(&path) {
             Ok(path)
         } else {
-            Err(format!("{} is neither setuid root nor has file capabilities", path.display()))
+            Err(format!(
+                "{} is neither setuid root nor has file capabilities",
+                path.display()
+            ))
         }
     };
-    Ok(Helpers { newuidmap: find("newuidmap")?, newgidmap: find("newgidmap")? })
+    Ok(Helpers {
+        newuidmap: find("newuidmap")?,
+        newgidmap: find("newgidmap")?,
+    })
 }
 
 fn privileged_helper(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::metadata(path) else { return false };
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
     let setuid_root = meta.mode() & 0o4000 != 0 && meta.uid() == 0;
     setuid_root || super::xattr::path_has("security.capability", path)
+}
+
+/// How this user's ids map into containers and the store, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mapping {
+    /// nook runs as real root: no user namespace is needed for the store.
+    Root,
+    /// A subordinate range, written with the setuid helpers.
+    Range {
+        helpers: Helpers,
+        uids: IdMap,
+        gids: IdMap,
+    },
+    /// Only the user's own id; `why` says what is missing for a range.
+    Single { uid: u32, gid: u32, why: String },
+}
+
+impl Mapping {
+    /// Finds the mapping for the calling user from /etc/subuid, /etc/subgid and the helpers.
+    pub fn detect() -> Mapping {
+        Self::detect_from(Path::new("/etc/subuid"), Path::new("/etc/subgid"))
+    }
+
+    pub fn detect_from(subuid: &Path, subgid: &Path) -> Mapping {
+        let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
+        if uid == 0 {
+            return Mapping::Root;
+        }
+        let single = |why: String| Mapping::Single { uid, gid, why };
+        let name = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_default();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        let uranges = parse_subid(&read(subuid), &name, uid);
+        let granges = parse_subid(&read(subgid), &name, uid);
+        if uranges.is_empty() || granges.is_empty() {
+            let which = if uranges.is_empty() { subuid } else { subgid };
+            return single(format!(
+                "no entry for {name} (uid {uid}) in {}",
+                which.display()
+            ));
+        }
+        match find_helpers() {
+            Ok(helpers) => Mapping::Range {
+                helpers,
+                uids: IdMap::with_ranges(uid, &uranges),
+                gids: IdMap::with_ranges(gid, &granges),
+            },
+            Err(why) => single(why),
+        }
+    }
+
+    /// A stable one-line description, recorded in the store (`single`, `root`,
+    /// `range:START:COUNT,...`).
+    pub fn describe(&self) -> String {
+        match self {
+            Mapping::Root => "root".into(),
+            Mapping::Single { .. } => "single".into(),
+            Mapping::Range { uids, .. } => {
+                let parts: Vec<String> = uids.lines[1..]
+                    .iter()
+                    .map(|l| format!("{}:{}", l.outside, l.count))
+                    .collect();
+                format!("range:{}", parts.join(","))
+            }
+        }
+    }
+
+    /// The highest container id that files may be owned by.
+    pub fn max_id(&self) -> u32 {
+        match self {
+            Mapping::Root => u32::MAX - 1,
+            Mapping::Range { uids, gids, .. } => uids.max_inside().min(gids.max_inside()),
+            Mapping::Single { .. } => 0,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -149,17 +274,44 @@ mod tests {
         let text = "# comment\nalice:100000:65536\nbob:165536:65536\n1001:300000:10\nbad line\nalice:500000:5\nalice:x:1\n";
         assert_eq!(
             parse_subid(text, "alice", 1000),
-            vec![SubRange { start: 100000, count: 65536 }, SubRange { start: 500000, count: 5 }]
+            vec![
+                SubRange {
+                    start: 100000,
+                    count: 65536
+                },
+                SubRange {
+                    start: 500000,
+                    count: 5
+                }
+            ]
         );
-        assert_eq!(parse_subid(text, "carol", 1001), vec![SubRange { start: 300000, count: 10 }]);
+        assert_eq!(
+            parse_subid(text, "carol", 1001),
+            vec![SubRange {
+                start: 300000,
+                count: 10
+            }]
+        );
         assert!(parse_subid(text, "nobody", 4242).is_empty());
-        assert!(parse_subid("x:4294967295:2\n", "x", 1).is_empty(), "overflowing range accepted");
-        assert!(parse_subid("x:1:0\n", "x", 1).is_empty(), "empty range accepted");
+        assert!(
+            parse_subid("x:4294967295:2\n", "x", 1).is_empty(),
+            "overflowing range accepted"
+        );
+        assert!(
+            parse_subid("x:1:0\n", "x", 1).is_empty(),
+            "empty range accepted"
+        );
     }
 
     #[test]
     fn range_map_edges() {
-        let m = IdMap::with_ranges(1000, &[SubRange { start: 100000, count: 65536 }]);
+        let m = IdMap::with_ranges(
+            1000,
+            &[SubRange {
+                start: 100000,
+                count: 65536,
+            }],
+        );
         assert_eq!(m.to_host(0), Some(1000));
         assert_eq!(m.to_host(1), Some(100000));
         assert_eq!(m.to_host(65536), Some(165535));
@@ -176,9 +328,32 @@ mod tests {
 
     #[test]
     fn several_ranges_are_concatenated() {
-        let m = IdMap::with_ranges(1000, &[SubRange { start: 100, count: 2 }, SubRange { start: 500, count: 3 }]);
+        let m = IdMap::with_ranges(
+            1000,
+            &[
+                SubRange {
+                    start: 100,
+                    count: 2,
+                },
+                SubRange {
+                    start: 500,
+                    count: 3,
+                },
+            ],
+        );
         let host: Vec<_> = (0..7).map(|i| m.to_host(i)).collect();
-        assert_eq!(host, [Some(1000), Some(100), Some(101), Some(500), Some(501), Some(502), None]);
+        assert_eq!(
+            host,
+            [
+                Some(1000),
+                Some(100),
+                Some(101),
+                Some(500),
+                Some(501),
+                Some(502),
+                None
+            ]
+        );
         for inside in 0..6 {
             assert_eq!(m.to_container(m.to_host(inside).unwrap()), Some(inside));
         }
@@ -188,7 +363,12 @@ mod tests {
     fn map_roundtrip_property() {
         // Every mapped id maps back to itself, across many shapes of ranges.
         for n in 1..6u32 {
-            let ranges: Vec<_> = (0..n).map(|i| SubRange { start: 10_000 * (i + 1), count: i * 3 + 1 }).collect();
+            let ranges: Vec<_> = (0..n)
+                .map(|i| SubRange {
+                    start: 10_000 * (i + 1),
+                    count: i * 3 + 1,
+                })
+                .collect();
             let m = IdMap::with_ranges(7, &ranges);
             let total: u32 = 1 + ranges.iter().map(|r| r.count).sum::<u32>();
             assert_eq!(m.max_inside(), total - 1);

@@ -11,9 +11,9 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::process::Command;
 
-use nix::sched::{unshare, CloneFlags};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, getpid, pipe, ForkResult};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, fork, getpid, pipe};
 
 use super::idmap::{Helpers, IdMap};
 
@@ -52,7 +52,8 @@ pub fn enter(uids: &IdMap, gids: &IdMap, helpers: Option<&Helpers>) -> Result<()
 /// id mapped is our own, after setgroups is denied).
 fn write_own_maps(uids: &IdMap, gids: &IdMap) -> Result<(), UserNsError> {
     let write = |file: &'static str, text: &str| {
-        fs::write(format!("/proc/self/{file}"), text).map_err(|source| UserNsError::WriteMap { file, source })
+        fs::write(format!("/proc/self/{file}"), text)
+            .map_err(|source| UserNsError::WriteMap { file, source })
     };
     write("setgroups", "deny")?;
     write("uid_map", &uids.proc_text())?;
@@ -87,11 +88,18 @@ fn enter_with_helpers(uids: &IdMap, gids: &IdMap, helpers: &Helpers) -> Result<(
             unshared.map_err(UserNsError::Unshare)?;
             match status {
                 Ok(WaitStatus::Exited(_, 0)) => Ok(()),
-                Ok(WaitStatus::Exited(_, 2)) => {
-                    Err(UserNsError::Helper { tool: "newgidmap", status: "see its message above".into() })
-                }
-                Ok(other) => Err(UserNsError::Helper { tool: "newuidmap", status: format!("{other:?}") }),
-                Err(e) => Err(UserNsError::Helper { tool: "newuidmap", status: e.to_string() }),
+                Ok(WaitStatus::Exited(_, 2)) => Err(UserNsError::Helper {
+                    tool: "newgidmap",
+                    status: "see its message above".into(),
+                }),
+                Ok(other) => Err(UserNsError::Helper {
+                    tool: "newuidmap",
+                    status: format!("{other:?}"),
+                }),
+                Err(e) => Err(UserNsError::Helper {
+                    tool: "newuidmap",
+                    status: e.to_string(),
+                }),
             }
         }
     }
@@ -99,13 +107,23 @@ fn enter_with_helpers(uids: &IdMap, gids: &IdMap, helpers: &Helpers) -> Result<(
 
 /// The helper: wait for the parent to unshare, then map it. Exit 0 on success, 1 if newuidmap
 /// failed, 2 if newgidmap failed, 3 if the parent gave up.
-fn helper_child(go: OwnedFd, parent: i32, helpers: &Helpers, uid_args: &[String], gid_args: &[String]) -> i32 {
+fn helper_child(
+    go: OwnedFd,
+    parent: i32,
+    helpers: &Helpers,
+    uid_args: &[String],
+    gid_args: &[String],
+) -> i32 {
     let mut byte = [0u8; 1];
     if !matches!(fs::File::from(go).read(&mut byte), Ok(1)) {
         return 3;
     }
     let run = |tool: &std::path::Path, args: &[String]| {
-        Command::new(tool).arg(parent.to_string()).args(args).status().is_ok_and(|s| s.success())
+        Command::new(tool)
+            .arg(parent.to_string())
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
     };
     if !run(&helpers.newuidmap, uid_args) {
         return 1;

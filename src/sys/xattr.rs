@@ -23,7 +23,11 @@ pub fn fset(fd: impl AsFd, name: &str, value: &[u8]) -> io::Result<()> {
             0,
         )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Reads `name` from the open file `fd`; `Ok(None)` when it is not set.
@@ -33,7 +37,12 @@ pub fn fget(fd: impl AsFd, name: &str) -> io::Result<Option<Vec<u8>>> {
     loop {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `name` is NUL-terminated.
         let rc = unsafe {
-            libc::fgetxattr(fd.as_fd().as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            libc::fgetxattr(
+                fd.as_fd().as_raw_fd(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
         };
         if rc >= 0 {
             buf.truncate(rc as usize);
@@ -50,7 +59,10 @@ pub fn fget(fd: impl AsFd, name: &str) -> io::Result<Option<Vec<u8>>> {
 
 /// Whether the file at `path` (not following a final symlink) carries xattr `name`.
 pub fn path_has(name: &str, path: &Path) -> bool {
-    let (Ok(name), Ok(p)) = (CString::new(name), CString::new(path.as_os_str().as_bytes())) else {
+    let (Ok(name), Ok(p)) = (
+        CString::new(name),
+        CString::new(path.as_os_str().as_bytes()),
+    ) else {
         return false;
     };
     // SAFETY: both are NUL-terminated; a NULL buffer with size 0 only asks for the length.
@@ -68,7 +80,10 @@ mod tests {
         let f = std::fs::File::create(dir.path().join("f")).unwrap();
         match fset(&f, "user.nook.test", b"v") {
             Ok(()) => {
-                assert_eq!(fget(&f, "user.nook.test").unwrap().as_deref(), Some(&b"v"[..]));
+                assert_eq!(
+                    fget(&f, "user.nook.test").unwrap().as_deref(),
+                    Some(&b"v"[..])
+                );
                 assert_eq!(fget(&f, "user.nook.absent").unwrap(), None);
                 assert!(path_has("user.nook.test", &dir.path().join("f")));
             }

@@ -18,13 +18,13 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, AtFlags, OFlag};
-use nix::sys::stat::{fchmod, fstatat, futimens, mknodat, utimensat, Mode, SFlag, UtimensatFlags};
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags, fchmod, fstatat, futimens, mknodat, utimensat};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
 
 use super::plan::{EntryKind, Meta, Op, RelPath};
-use crate::sys::confined::{remove_tree_at, RootDir};
+use crate::sys::confined::{RootDir, remove_tree_at};
 use crate::sys::xattr;
 
 /// The xattr that records an owner and mode the disk cannot hold.
@@ -74,7 +74,14 @@ type ApplyResult = Result<(), (String, io::Error)>;
 
 impl LayerWriter {
     pub fn new(root: RootDir, owners: Owners) -> Self {
-        LayerWriter { root, owners, cache: None, deferred: Vec::new(), buf: vec![0; 256 << 10], stats: UnpackStats::default() }
+        LayerWriter {
+            root,
+            owners,
+            cache: None,
+            deferred: Vec::new(),
+            buf: vec![0; 256 << 10],
+            stats: UnpackStats::default(),
+        }
     }
 
     /// The parent directory of an entry, created if the archive did not list it.
@@ -101,26 +108,40 @@ impl LayerWriter {
         self.stats.entries += 1;
         match op {
             Op::Root(meta) => {
-                let fd = self.root.open_dir(&[], OFlag::O_RDONLY).map_err(|e| ("/".to_owned(), e))?;
-                let mode = self.owner_and_xattrs(&fd, &meta, "dir").map_err(|e| ("/".to_owned(), e))?;
+                let fd = self
+                    .root
+                    .open_dir(&[], OFlag::O_RDONLY)
+                    .map_err(|e| ("/".to_owned(), e))?;
+                let mode = self
+                    .owner_and_xattrs(&fd, &meta, "dir")
+                    .map_err(|e| ("/".to_owned(), e))?;
                 self.deferred.push((Vec::new(), mode, meta.mtime));
                 Ok(())
             }
             Op::Dir(path, meta) => self.dir(&path, &meta).map_err(|e| at(&path, e)),
             Op::File(path, meta) => self.file(&path, &meta, data).map_err(|e| at(&path, e)),
-            Op::Symlink(path, target, meta) => self.symlink(&path, &target, &meta).map_err(|e| at(&path, e)),
+            Op::Symlink(path, target, meta) => self
+                .symlink(&path, &target, &meta)
+                .map_err(|e| at(&path, e)),
             Op::Hardlink(path, target) => self.hardlink(&path, &target).map_err(|e| at(&path, e)),
             Op::Fifo(path, meta) => self.fifo(&path, &meta).map_err(|e| at(&path, e)),
             Op::Whiteout(path) => self.whiteout(&path).map_err(|e| at(&path, e)),
             Op::Opaque(dir) => {
-                let comps = dir.as_ref().map(|d| d.components().to_vec()).unwrap_or_default();
+                let comps = dir
+                    .as_ref()
+                    .map(|d| d.components().to_vec())
+                    .unwrap_or_default();
                 let shown = dir.as_ref().map_or("/".to_owned(), |d| d.to_string());
                 self.opaque(&comps).map_err(|e| (shown, e))
             }
             Op::Device(path, kind) => {
                 self.stats.devices_skipped += 1;
                 if self.stats.device_examples.len() < 3 {
-                    let k = if kind == EntryKind::BlockDevice { "block" } else { "char" };
+                    let k = if kind == EntryKind::BlockDevice {
+                        "block"
+                    } else {
+                        "char"
+                    };
                     self.stats.device_examples.push(format!("{path} ({k})"));
                 }
                 Ok(())
@@ -196,7 +217,8 @@ impl LayerWriter {
             Mode::empty(),
         )?;
         let mode = self.owner_and_xattrs(&fd, meta, "dir")?;
-        self.deferred.push((path.components().to_vec(), mode, meta.mtime));
+        self.deferred
+            .push((path.components().to_vec(), mode, meta.mtime));
         Ok(())
     }
 
@@ -208,14 +230,27 @@ impl LayerWriter {
         Self::clear(parent, name, false)?;
         symlinkat(target, parent, name.as_os_str())?;
         let lost = match Self::chown_target(owners, meta) {
+            Some((0, 0)) => false,
             Some((u, g)) => {
-                fchownat(parent, name.as_os_str(), Some(Uid::from_raw(u)), Some(Gid::from_raw(g)), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+                fchownat(
+                    parent,
+                    name.as_os_str(),
+                    Some(Uid::from_raw(u)),
+                    Some(Gid::from_raw(g)),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )?;
                 false
             }
             None => meta.uid != 0 || meta.gid != 0,
         };
         let t = TimeSpec::new(meta.mtime as i64, 0);
-        utimensat(parent, name.as_os_str(), &t, &t, UtimensatFlags::NoFollowSymlink)?;
+        utimensat(
+            parent,
+            name.as_os_str(),
+            &t,
+            &t,
+            UtimensatFlags::NoFollowSymlink,
+        )?;
         self.stats.owners_lost += u64::from(lost);
         Ok(())
     }
@@ -230,7 +265,13 @@ impl LayerWriter {
         let (pc, name) = path.split_last();
         let parent = self.parent(pc)?;
         Self::clear(parent, name, false)?;
-        linkat(&tparent, tname.as_os_str(), parent, name.as_os_str(), AtFlags::empty())?;
+        linkat(
+            &tparent,
+            tname.as_os_str(),
+            parent,
+            name.as_os_str(),
+            AtFlags::empty(),
+        )?;
         Ok(())
     }
 
@@ -239,7 +280,13 @@ impl LayerWriter {
         let (pc, name) = path.split_last();
         let parent = self.parent(pc)?;
         Self::clear(parent, name, false)?;
-        mknodat(parent, name.as_os_str(), SFlag::S_IFIFO, Mode::from_bits_truncate(0o600), 0)?;
+        mknodat(
+            parent,
+            name.as_os_str(),
+            SFlag::S_IFIFO,
+            Mode::from_bits_truncate(0o600),
+            0,
+        )?;
         // O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
         let fd = openat(
             parent,
@@ -275,7 +322,9 @@ impl LayerWriter {
 
     fn opaque(&mut self, comps: &[OsString]) -> io::Result<()> {
         self.root.make_dirs(comps, 0o755)?;
-        let fd = self.root.open_dir(comps, OFlag::O_RDONLY | OFlag::O_NOFOLLOW)?;
+        let fd = self
+            .root
+            .open_dir(comps, OFlag::O_RDONLY | OFlag::O_NOFOLLOW)?;
         xattr::fset(&fd, OPAQUE_XATTR, b"y")
     }
 
@@ -324,14 +373,27 @@ impl LayerWriter {
         while let Some((comps, mode, mtime)) = self.deferred.pop() {
             has_root |= comps.is_empty();
             // A later entry may have replaced the directory; then its mode no longer applies.
-            let Ok(fd) = self.root.open_dir(&comps, OFlag::O_RDONLY | OFlag::O_NOFOLLOW) else { continue };
-            let shown = || comps.iter().map(|c| format!("/{}", c.to_string_lossy())).collect::<String>();
+            let Ok(fd) = self
+                .root
+                .open_dir(&comps, OFlag::O_RDONLY | OFlag::O_NOFOLLOW)
+            else {
+                continue;
+            };
+            let shown = || {
+                comps
+                    .iter()
+                    .map(|c| format!("/{}", c.to_string_lossy()))
+                    .collect::<String>()
+            };
             fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(|e| (shown(), e.into()))?;
             let t = TimeSpec::new(mtime as i64, 0);
             futimens(&fd, &t, &t).map_err(|e| (shown(), e.into()))?;
         }
         if !has_root {
-            let fd = self.root.open_dir(&[], OFlag::O_RDONLY).map_err(|e| ("/".to_owned(), e))?;
+            let fd = self
+                .root
+                .open_dir(&[], OFlag::O_RDONLY)
+                .map_err(|e| ("/".to_owned(), e))?;
             fchmod(&fd, Mode::from_bits_truncate(0o755)).map_err(|e| ("/".to_owned(), e.into()))?;
         }
         Ok(self.stats)

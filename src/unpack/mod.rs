@@ -11,7 +11,7 @@ pub mod plan;
 use std::io::{self, Read};
 use std::path::Path;
 
-pub use apply::{Owners, UnpackStats, OPAQUE_XATTR, OVERRIDE_XATTR};
+pub use apply::{OPAQUE_XATTR, OVERRIDE_XATTR, Owners, UnpackStats};
 use plan::{EntryHeader, EntryKind};
 
 use crate::sys::confined::RootDir;
@@ -42,9 +42,13 @@ pub fn unpack(input: impl Read, dest: &Path, owners: Owners) -> Result<UnpackSta
         let mut entry = entry.map_err(UnpackError::Archive)?;
         let header = read_header(&mut entry).map_err(UnpackError::Archive)?;
         let op = plan::plan(&header)?;
-        writer.apply(op, &mut entry).map_err(|(path, source)| UnpackError::Apply { path, source })?;
+        writer
+            .apply(op, &mut entry)
+            .map_err(|(path, source)| UnpackError::Apply { path, source })?;
     }
-    writer.finish().map_err(|(path, source)| UnpackError::Apply { path, source })
+    writer
+        .finish()
+        .map_err(|(path, source)| UnpackError::Apply { path, source })
 }
 
 /// Decodes an entry's header, with PAX records overriding the ustar fields they extend.
@@ -74,7 +78,11 @@ fn read_header<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<EntryHeader
         for ext in pax {
             let ext = ext?;
             let Ok(key) = ext.key() else { continue };
-            let num = || ext.value().ok().and_then(|v| v.split('.').next()?.parse::<u64>().ok());
+            let num = || {
+                ext.value()
+                    .ok()
+                    .and_then(|v| v.split('.').next()?.parse::<u64>().ok())
+            };
             match key {
                 "uid" => uid = num().unwrap_or(uid),
                 "gid" => gid = num().unwrap_or(gid),

@@ -26,7 +26,10 @@ impl RelPath {
 
     /// The parent's components (empty for an entry directly below the root) and the name.
     pub fn split_last(&self) -> (&[OsString], &OsString) {
-        let (last, parent) = self.0.split_last().unwrap_or_else(|| unreachable!("RelPath is never empty"));
+        let (last, parent) = self
+            .0
+            .split_last()
+            .unwrap_or_else(|| unreachable!("RelPath is never empty"));
         (parent, last)
     }
 
@@ -145,7 +148,9 @@ fn normalize(raw: &[u8]) -> Result<Vec<OsString>, PlanError> {
                     return Err(PlanError::Escape(String::from_utf8_lossy(raw).into_owned()));
                 }
             }
-            c if c.contains(&0) => return Err(PlanError::Escape(String::from_utf8_lossy(raw).into_owned())),
+            c if c.contains(&0) => {
+                return Err(PlanError::Escape(String::from_utf8_lossy(raw).into_owned()));
+            }
             c => out.push(OsString::from_vec(c.to_vec())),
         }
     }
@@ -155,8 +160,14 @@ fn normalize(raw: &[u8]) -> Result<Vec<OsString>, PlanError> {
 /// Whether an image may set this xattr. `user.*` passes except the overlay's, containers/
 /// storage's and nook's own namespaces; `security.capability` passes (file capabilities).
 pub fn xattr_allowed(name: &str) -> bool {
-    const RESERVED: &[&str] = &["user.overlay.", "user.containers.", "user.fuseoverlayfs.", "user.nook."];
-    (name.starts_with("user.") && !RESERVED.iter().any(|r| name.starts_with(r))) || name == "security.capability"
+    const RESERVED: &[&str] = &[
+        "user.overlay.",
+        "user.containers.",
+        "user.fuseoverlayfs.",
+        "user.nook.",
+    ];
+    (name.starts_with("user.") && !RESERVED.iter().any(|r| name.starts_with(r)))
+        || name == "security.capability"
 }
 
 /// Decides what `h` asks for.
@@ -168,7 +179,12 @@ pub fn plan(h: &EntryHeader) -> Result<Op, PlanError> {
         gid: h.gid,
         mode: h.mode & 0o7777,
         mtime: h.mtime,
-        xattrs: h.xattrs.iter().filter(|(k, _)| xattr_allowed(k)).cloned().collect(),
+        xattrs: h
+            .xattrs
+            .iter()
+            .filter(|(k, _)| xattr_allowed(k))
+            .cloned()
+            .collect(),
     };
     let Some(name) = comps.last() else {
         return match h.kind {
@@ -176,7 +192,10 @@ pub fn plan(h: &EntryHeader) -> Result<Op, PlanError> {
             _ => Err(PlanError::ReplacesRoot(shown())),
         };
     };
-    if comps.iter().any(|c| c.as_bytes() != OPAQUE && c.as_bytes().starts_with(AUFS_META)) {
+    if comps
+        .iter()
+        .any(|c| c.as_bytes() != OPAQUE && c.as_bytes().starts_with(AUFS_META))
+    {
         return Ok(Op::Skip("aufs metadata"));
     }
     let name = name.as_bytes();
@@ -198,15 +217,26 @@ pub fn plan(h: &EntryHeader) -> Result<Op, PlanError> {
         EntryKind::Dir => Op::Dir(path, meta),
         EntryKind::Fifo => Op::Fifo(path, meta),
         EntryKind::Symlink => {
-            let target = h.link.as_ref().filter(|l| !l.is_empty()).ok_or_else(|| PlanError::MissingLink(shown()))?;
+            let target = h
+                .link
+                .as_ref()
+                .filter(|l| !l.is_empty())
+                .ok_or_else(|| PlanError::MissingLink(shown()))?;
             if target.contains(&0) || target.len() > PATH_MAX {
                 return Err(PlanError::MissingLink(shown()));
             }
             Op::Symlink(path, OsString::from_vec(target.clone()), meta)
         }
         EntryKind::Hardlink => {
-            let raw = h.link.as_ref().filter(|l| !l.is_empty()).ok_or_else(|| PlanError::MissingLink(shown()))?;
-            let escape = || PlanError::LinkEscape { path: shown(), target: String::from_utf8_lossy(raw).into_owned() };
+            let raw = h
+                .link
+                .as_ref()
+                .filter(|l| !l.is_empty())
+                .ok_or_else(|| PlanError::MissingLink(shown()))?;
+            let escape = || PlanError::LinkEscape {
+                path: shown(),
+                target: String::from_utf8_lossy(raw).into_owned(),
+            };
             let target = normalize(raw).map_err(|_| escape())?;
             if target.is_empty() {
                 return Err(escape());
@@ -250,17 +280,31 @@ mod tests {
 
     #[test]
     fn normal_paths() {
-        assert!(matches!(plan(&header("./etc/passwd", EntryKind::File)).unwrap(), Op::File(p, _) if p == rel("etc/passwd")));
-        assert!(matches!(plan(&header("/abs/x", EntryKind::File)).unwrap(), Op::File(p, _) if p == rel("abs/x")));
-        assert!(matches!(plan(&header("a//b/./c/", EntryKind::Dir)).unwrap(), Op::Dir(p, _) if p == rel("a/b/c")));
-        assert!(matches!(plan(&header("a/b/../c", EntryKind::File)).unwrap(), Op::File(p, _) if p == rel("a/c")));
-        assert!(matches!(plan(&header("./", EntryKind::Dir)).unwrap(), Op::Root(_)));
+        assert!(
+            matches!(plan(&header("./etc/passwd", EntryKind::File)).unwrap(), Op::File(p, _) if p == rel("etc/passwd"))
+        );
+        assert!(
+            matches!(plan(&header("/abs/x", EntryKind::File)).unwrap(), Op::File(p, _) if p == rel("abs/x"))
+        );
+        assert!(
+            matches!(plan(&header("a//b/./c/", EntryKind::Dir)).unwrap(), Op::Dir(p, _) if p == rel("a/b/c"))
+        );
+        assert!(
+            matches!(plan(&header("a/b/../c", EntryKind::File)).unwrap(), Op::File(p, _) if p == rel("a/c"))
+        );
+        assert!(matches!(
+            plan(&header("./", EntryKind::Dir)).unwrap(),
+            Op::Root(_)
+        ));
     }
 
     #[test]
     fn escapes_are_refused() {
         for p in ["../x", "a/../../x", "/../../etc/passwd", "./../x", ".."] {
-            assert!(matches!(plan(&header(p, EntryKind::File)), Err(PlanError::Escape(_))), "{p}");
+            assert!(
+                matches!(plan(&header(p, EntryKind::File)), Err(PlanError::Escape(_))),
+                "{p}"
+            );
         }
     }
 
@@ -270,7 +314,13 @@ mod tests {
             let mut h = header(p, EntryKind::Symlink);
             h.link = Some(b"/".to_vec());
             assert!(matches!(plan(&h), Err(PlanError::ReplacesRoot(_))), "{p}");
-            assert!(matches!(plan(&header(p, EntryKind::File)), Err(PlanError::ReplacesRoot(_))), "{p}");
+            assert!(
+                matches!(
+                    plan(&header(p, EntryKind::File)),
+                    Err(PlanError::ReplacesRoot(_))
+                ),
+                "{p}"
+            );
         }
     }
 
@@ -281,7 +331,10 @@ mod tests {
         assert!(matches!(plan(&h).unwrap(), Op::Hardlink(_, t) if t == rel("bin/sh")));
         for bad in ["../../etc/shadow", "a/../../x", "/", "."] {
             h.link = Some(bad.as_bytes().to_vec());
-            assert!(matches!(plan(&h), Err(PlanError::LinkEscape { .. })), "{bad}");
+            assert!(
+                matches!(plan(&h), Err(PlanError::LinkEscape { .. })),
+                "{bad}"
+            );
         }
         h.link = None;
         assert!(matches!(plan(&h), Err(PlanError::MissingLink(_))));
@@ -289,26 +342,56 @@ mod tests {
 
     #[test]
     fn whiteouts() {
-        assert!(matches!(plan(&header("etc/.wh.motd", EntryKind::File)).unwrap(), Op::Whiteout(p) if p == rel("etc/motd")));
-        assert!(matches!(plan(&header(".wh.root", EntryKind::File)).unwrap(), Op::Whiteout(p) if p == rel("root")));
-        assert!(matches!(plan(&header("usr/.wh..wh..opq", EntryKind::File)).unwrap(), Op::Opaque(Some(p)) if p == rel("usr")));
-        assert!(matches!(plan(&header(".wh..wh..opq", EntryKind::File)).unwrap(), Op::Opaque(None)));
+        assert!(
+            matches!(plan(&header("etc/.wh.motd", EntryKind::File)).unwrap(), Op::Whiteout(p) if p == rel("etc/motd"))
+        );
+        assert!(
+            matches!(plan(&header(".wh.root", EntryKind::File)).unwrap(), Op::Whiteout(p) if p == rel("root"))
+        );
+        assert!(
+            matches!(plan(&header("usr/.wh..wh..opq", EntryKind::File)).unwrap(), Op::Opaque(Some(p)) if p == rel("usr"))
+        );
+        assert!(matches!(
+            plan(&header(".wh..wh..opq", EntryKind::File)).unwrap(),
+            Op::Opaque(None)
+        ));
         for bad in ["etc/.wh.", "etc/.wh..", ".wh...", "a/.wh.."] {
-            assert!(matches!(plan(&header(bad, EntryKind::File)), Err(PlanError::BadWhiteout(_))), "{bad}");
+            assert!(
+                matches!(
+                    plan(&header(bad, EntryKind::File)),
+                    Err(PlanError::BadWhiteout(_))
+                ),
+                "{bad}"
+            );
         }
-        assert!(matches!(plan(&header("../.wh.x", EntryKind::File)), Err(PlanError::Escape(_))));
-        assert!(matches!(plan(&header(".wh..wh.plnk/123", EntryKind::File)).unwrap(), Op::Skip(_)));
-        assert!(matches!(plan(&header("a/.wh..wh.aufs", EntryKind::File)).unwrap(), Op::Skip(_)));
+        assert!(matches!(
+            plan(&header("../.wh.x", EntryKind::File)),
+            Err(PlanError::Escape(_))
+        ));
+        assert!(matches!(
+            plan(&header(".wh..wh.plnk/123", EntryKind::File)).unwrap(),
+            Op::Skip(_)
+        ));
+        assert!(matches!(
+            plan(&header("a/.wh..wh.aufs", EntryKind::File)).unwrap(),
+            Op::Skip(_)
+        ));
     }
 
     #[test]
     fn devices_and_overlay_whiteouts() {
         let mut h = header("dev/null", EntryKind::CharDevice);
         h.device = (1, 3);
-        assert!(matches!(plan(&h).unwrap(), Op::Device(_, EntryKind::CharDevice)));
+        assert!(matches!(
+            plan(&h).unwrap(),
+            Op::Device(_, EntryKind::CharDevice)
+        ));
         h.device = (0, 0);
         assert!(matches!(plan(&h).unwrap(), Op::Whiteout(_)));
-        assert!(matches!(plan(&header("dev/sda", EntryKind::BlockDevice)).unwrap(), Op::Device(_, _)));
+        assert!(matches!(
+            plan(&header("dev/sda", EntryKind::BlockDevice)).unwrap(),
+            Op::Device(_, _)
+        ));
     }
 
     #[test]
@@ -317,14 +400,19 @@ mod tests {
         h.xattrs = vec![
             ("user.overlay.opaque".into(), b"y".to_vec()),
             ("user.overlay.redirect".into(), b"/x".to_vec()),
-            ("user.containers.override_stat".into(), b"0:0:04755".to_vec()),
+            (
+                "user.containers.override_stat".into(),
+                b"0:0:04755".to_vec(),
+            ),
             ("user.nook.x".into(), b"".to_vec()),
             ("trusted.overlay.opaque".into(), b"y".to_vec()),
             ("security.selinux".into(), b"x".to_vec()),
             ("security.capability".into(), b"caps".to_vec()),
             ("user.mime_type".into(), b"text/plain".to_vec()),
         ];
-        let Op::File(_, meta) = plan(&h).unwrap() else { panic!() };
+        let Op::File(_, meta) = plan(&h).unwrap() else {
+            panic!()
+        };
         let names: Vec<_> = meta.xattrs.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, ["security.capability", "user.mime_type"]);
     }
@@ -341,7 +429,10 @@ mod tests {
     #[test]
     fn overlong_and_nul_paths() {
         let long = "a/".repeat(3000);
-        assert!(matches!(plan(&header(&long, EntryKind::File)), Err(PlanError::TooLong)));
+        assert!(matches!(
+            plan(&header(&long, EntryKind::File)),
+            Err(PlanError::TooLong)
+        ));
         let mut h = header("x", EntryKind::File);
         h.path = b"a\0b".to_vec();
         assert!(plan(&h).is_err());

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Prepares a fresh Debian/Ubuntu machine for nook: system packages, the release build and, as
+# root, what distributions normally ship (/dev/fuse and /dev/net/tun mode 0666) plus the test
+# users: nooktest (with /etc/subuid and /etc/subgid ranges) and nooksingle (without).
+# Idempotent: run it again at any time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  uidmap fuse3 fuse-overlayfs slirp4netns passt docker-registry busybox-static
+  podman skopeo bubblewrap attr hyperfine pigz zstd ca-certificates iproute2 procps
+  util-linux coreutils
+)
+
+add_subids() { # user file
+  local user=$1 file=$2
+  grep -q "^${user}:" "$file" 2>/dev/null && return 0
+  local next
+  next=$(awk -F: 'BEGIN{m=100000} NF==3 && $2+$3>m {m=$2+$3} END{print m}' "$file" 2>/dev/null || echo 100000)
+  echo "${user}:${next}:65536" >>"$file"
+}
+
+if [ "$(id -u)" = 0 ]; then
+  missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+
+  # Distributions ship these world-accessible; some VMs and containers do not.
+  [ -e /dev/fuse ] && chmod 0666 /dev/fuse
+  if [ ! -e /dev/net/tun ]; then mkdir -p /dev/net && mknod -m 0666 /dev/net/tun c 10 200; fi
+  chmod 0666 /dev/net/tun
+
+  id nooktest >/dev/null 2>&1 || useradd -m -s /bin/sh nooktest
+  add_subids nooktest /etc/subuid
+  add_subids nooktest /etc/subgid
+
+  # A user without subordinate ids (LDAP users on HPC machines look like this). Debian's
+  # useradd gives every new user a range, so its lines are removed again.
+  id nooksingle >/dev/null 2>&1 || useradd -m -s /bin/sh nooksingle
+  sed -i '/^nooksingle:/d' /etc/subuid /etc/subgid
+else
+  echo "setup: not root: skipping system packages, device modes and test users"
+  for t in docker-registry busybox newuidmap; do
+    command -v "$t" >/dev/null || echo "setup: warning: $t is missing (run this script as root)"
+  done
+fi
+
+cargo build --release --locked
+echo "setup: done; nook is at target/release/nook"

@@ -1,0 +1,268 @@
+//! Running nook as an ordinary user.
+//!
+//! When the suite runs as root, nook runs as the test users that scripts/setup.sh creates:
+//! `nooktest` (with /etc/subuid and /etc/subgid ranges) and `nooksingle` (without). The
+//! binary is copied where they can execute it. Run as an ordinary user, the suite uses that
+//! user for whichever mode the host gives it.
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use super::skip;
+
+pub const RANGE_USER: &str = "nooktest";
+pub const SINGLE_USER: &str = "nooksingle";
+
+/// Which id mapping a test wants nook to run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Range,
+    Single,
+}
+
+/// A user nook runs as, with a private work directory (HOME, store) owned by them.
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Whether the suite switches to this user (it runs as root).
+    switch: bool,
+    pub work: tempfile::TempDir,
+    pub bin: PathBuf,
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A copy of the nook binary in a directory every user can read and execute.
+fn shared_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let src = PathBuf::from(env!("CARGO_BIN_EXE_nook"));
+        if !is_root() {
+            return src;
+        }
+        let dir = PathBuf::from(format!("/tmp/nook-it-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dst = dir.join("nook");
+        std::fs::copy(&src, &dst).unwrap();
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dst
+    })
+    .clone()
+}
+
+fn has_subid(name: &str, uid: u32) -> bool {
+    let text = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    text.lines().any(|l| {
+        let who = l.split(':').next().unwrap_or("");
+        who == name || who == uid.to_string()
+    })
+}
+
+impl User {
+    /// The user for `mode`, or `None` (after a printed skip) when this host cannot give it.
+    pub fn new(mode: Mode) -> Option<User> {
+        let (name, uid, gid, switch) = if is_root() {
+            let name = if mode == Mode::Range {
+                RANGE_USER
+            } else {
+                SINGLE_USER
+            };
+            let Some(u) = nix::unistd::User::from_name(name).ok().flatten() else {
+                skip(&format!(
+                    "test user {name} does not exist: run scripts/setup.sh as root"
+                ));
+                return None;
+            };
+            let ranged = has_subid(name, u.uid.as_raw());
+            if ranged != (mode == Mode::Range) {
+                skip(&format!(
+                    "test user {name} has the wrong /etc/subuid setup: run scripts/setup.sh"
+                ));
+                return None;
+            }
+            (name.to_owned(), u.uid.as_raw(), u.gid.as_raw(), true)
+        } else {
+            let uid = nix::unistd::getuid().as_raw();
+            let u = nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .expect("passwd entry");
+            if has_subid(&u.name, uid) != (mode == Mode::Range) {
+                skip(&format!(
+                    "needs a user {} /etc/subuid entries; run the suite as root",
+                    if mode == Mode::Range {
+                        "with"
+                    } else {
+                        "without"
+                    }
+                ));
+                return None;
+            }
+            (u.name, uid, u.gid.as_raw(), false)
+        };
+        let work = tempfile::Builder::new()
+            .prefix("nook-it-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        if switch {
+            nix::unistd::chown(
+                work.path(),
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .unwrap();
+        }
+        let user = User {
+            name,
+            uid,
+            gid,
+            switch,
+            work,
+            bin: shared_bin(),
+        };
+        std::fs::create_dir_all(user.home()).unwrap();
+        user.give(&user.home());
+        Some(user)
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.work.path().join("home")
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.work.path().join("store")
+    }
+
+    /// Hands `path` to the user (when the suite switches users).
+    pub fn give(&self, path: &Path) {
+        if self.switch {
+            nix::unistd::chown(
+                path,
+                Some(nix::unistd::Uid::from_raw(self.uid)),
+                Some(nix::unistd::Gid::from_raw(self.gid)),
+            )
+            .unwrap();
+        }
+    }
+
+    /// A nook command as this user, with a clean environment of its own.
+    pub fn nook(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(args)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", self.home())
+            .env("USER", &self.name)
+            .env("NOOK_ROOT", self.store())
+            .env("XDG_RUNTIME_DIR", self.work.path())
+            .current_dir(self.work.path())
+            .stdin(Stdio::null());
+        if self.switch {
+            c.uid(self.uid).gid(self.gid);
+        }
+        c
+    }
+
+    /// Runs nook and returns its output.
+    pub fn run(&self, args: &[&str]) -> Out {
+        Out::from(self.nook(args).output().expect("run nook"))
+    }
+
+    /// Runs nook with extra environment variables.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut c = self.nook(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        Out::from(c.output().expect("run nook"))
+    }
+
+    /// The user's subordinate uid range start (range mode).
+    pub fn subuid_start(&self) -> u32 {
+        let text = std::fs::read_to_string("/etc/subuid").unwrap();
+        text.lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() == 3 && (f[0] == self.name || f[0] == self.uid.to_string()))
+                    .then(|| f[1].parse().unwrap())
+            })
+            .expect("subuid entry")
+    }
+}
+
+/// A finished nook run.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Self {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Out {
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        assert_eq!(
+            self.code, 0,
+            "nook failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn fails_with(&self, code: i32, needle: &str) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "unexpected status:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Kills and reaps a child process on drop unless disarmed (crun's guard).
+pub struct ChildGuard(pub Option<std::process::Child>);
+
+impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// OS string helper for env values.
+pub fn os(s: &str) -> OsString {
+    OsString::from(s)
+}

@@ -1,0 +1,19 @@
+//! Test support: unprivileged users, the nook binary, a real registry, fixture images built
+//! from the host's busybox, and scripted mock registries.
+//!
+//! Outcomes are pass, fail or skip-with-reason: [`skip`] prints why a test cannot run here and
+//! panics instead when `CI=true` (a missing prerequisite in CI is a failure).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod env;
+pub mod image;
+pub mod mock;
+pub mod registry;
+
+/// Reports a missing prerequisite: a failure under CI, a printed skip elsewhere.
+pub fn skip(reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("prerequisite missing under CI=true: {reason}");
+    }
+    eprintln!("SKIP: {reason}");
+}
