@@ -165,7 +165,9 @@ impl User {
             .env("NOOK_ROOT", self.store())
             .env("XDG_RUNTIME_DIR", self.work.path())
             .current_dir(self.work.path())
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         if self.switch {
             c.uid(self.uid).gid(self.gid);
         }
