@@ -188,6 +188,35 @@ impl User {
         Out::from(c.output().expect("run nook"))
     }
 
+    /// Runs nook with extra environment variables and `input` on standard input.
+    pub fn run_input(&self, args: &[&str], env: &[(&str, &str)], input: &[u8]) -> Out {
+        use std::io::Write;
+        let mut c = self.nook(args);
+        c.stdin(Stdio::piped());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("run nook");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        Out::from(child.wait_with_output().unwrap())
+    }
+
+    /// Writes a file in the user's home (creating directories), owned by the user.
+    pub fn write_home(&self, rel: &str, data: &[u8]) -> PathBuf {
+        let p = self.home().join(rel);
+        let mut dir = self.home();
+        for c in Path::new(rel).parent().unwrap().components() {
+            dir = dir.join(c);
+            if !dir.exists() {
+                std::fs::create_dir(&dir).unwrap();
+                self.give(&dir);
+            }
+        }
+        std::fs::write(&p, data).unwrap();
+        self.give(&p);
+        p
+    }
+
     /// The user's subordinate uid range start (range mode).
     pub fn subuid_start(&self) -> u32 {
         let text = std::fs::read_to_string("/etc/subuid").unwrap();
