@@ -284,10 +284,10 @@ fn validate_domain(domain: &str) -> Result<(), ReferenceError> {
             return Err(bad());
         }
     }
-    if let Some(port) = port {
-        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5 {
-            return Err(bad());
-        }
+    if let Some(port) = port
+        && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5)
+    {
+        return Err(bad());
     }
     Ok(())
 }

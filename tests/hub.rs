@@ -11,14 +11,17 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::json;
 use support::env::{Mode, User};
-use support::image::{self, busybox_base, Comp, ImageOpts, LayerTar};
-use support::mock::{ranged, Content, Mock, Req, Resp};
+use support::image::{self, Comp, ImageOpts, LayerTar, busybox_base};
+use support::mock::{Content, Mock, Req, Resp, ranged};
 
 const REPO: &str = "lib/x";
 
 fn small_image() -> image::Built {
     let l2 = LayerTar::new().file("hello", b"world", 0o644).finish();
-    image::build(&[(busybox_base().finish(), Comp::Gzip), (l2, Comp::Gzip)], &ImageOpts::default())
+    image::build(
+        &[(busybox_base().finish(), Comp::Gzip), (l2, Comp::Gzip)],
+        &ImageOpts::default(),
+    )
 }
 
 fn challenge(req: &Req, extra: &str) -> Resp {
@@ -63,39 +66,75 @@ fn bearer_is(req: &Req, t: &str) -> bool {
 }
 
 fn registry_requests(m: &Mock) -> Vec<Req> {
-    m.requests().into_iter().filter(|r| r.path.starts_with("/v2/")).collect()
+    m.requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/v2/"))
+        .collect()
 }
 
 #[test]
 fn anonymous_bearer_token_is_fetched_once_and_reused() {
-    let Some(user) = User::new(Mode::Range) else { return };
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
     let b = small_image();
     let m = hub(
         Content::from_built("latest", &b),
         |r| {
             assert!(query_has(r, "service=mock.registry"), "{}", r.path);
-            assert!(query_has(r, "scope=repository%3Alib%2Fx%3Apull"), "{}", r.path);
-            assert!(r.header("authorization").is_none(), "anonymous token request carried credentials");
+            assert!(
+                query_has(r, "scope=repository%3Alib%2Fx%3Apull"),
+                "{}",
+                r.path
+            );
+            assert!(
+                r.header("authorization").is_none(),
+                "anonymous token request carried credentials"
+            );
             Some("anon-token".into())
         },
-        |r| if bearer_is(r, "anon-token") { Ok(()) } else { Err(challenge(r, "")) },
+        |r| {
+            if bearer_is(r, "anon-token") {
+                Ok(())
+            } else {
+                Err(challenge(r, ""))
+            }
+        },
     );
     user.run(&["pull", &format!("{}/{REPO}", m.host())]).ok();
-    let tokens = m.requests().iter().filter(|r| r.path.starts_with("/token")).count();
+    let tokens = m
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/token"))
+        .count();
     assert_eq!(tokens, 1, "the token must be reused until it expires");
     let reqs = registry_requests(&m);
     assert!(reqs.len() >= 5, "manifest, config and two layers expected");
-    assert!(reqs[1..].iter().all(|r| bearer_is(r, "anon-token")), "later requests must carry the token");
+    assert!(
+        reqs[1..].iter().all(|r| bearer_is(r, "anon-token")),
+        "later requests must carry the token"
+    );
 }
 
 #[test]
 fn basic_credentials_from_docker_config_go_to_the_token_server() {
-    let Some(user) = User::new(Mode::Range) else { return };
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
     let b = small_image();
     let m = hub(
         Content::from_built("latest", &b),
-        |r| (r.header("authorization") == Some(&format!("Basic {}", b64("alice:s3cret")))).then(|| "alice-token".into()),
-        |r| if bearer_is(r, "alice-token") { Ok(()) } else { Err(challenge(r, "")) },
+        |r| {
+            (r.header("authorization") == Some(&format!("Basic {}", b64("alice:s3cret"))))
+                .then(|| "alice-token".into())
+        },
+        |r| {
+            if bearer_is(r, "alice-token") {
+                Ok(())
+            } else {
+                Err(challenge(r, ""))
+            }
+        },
     );
     let cfg = json!({"auths": {m.host(): {"auth": b64("alice:s3cret")}}});
     user.write_home(".docker/config.json", cfg.to_string().as_bytes());
@@ -104,29 +143,60 @@ fn basic_credentials_from_docker_config_go_to_the_token_server() {
 
 #[test]
 fn identity_token_uses_the_oauth2_form() {
-    let Some(user) = User::new(Mode::Range) else { return };
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
     let b = small_image();
     let m = hub(
         Content::from_built("latest", &b),
         |r| {
             let body = String::from_utf8_lossy(&r.body).into_owned();
-            (r.method == "POST" && body.contains("grant_type=refresh_token") && body.contains("refresh_token=refresh-xyz"))
-                .then(|| "oauth-token".into())
+            (r.method == "POST"
+                && body.contains("grant_type=refresh_token")
+                && body.contains("refresh_token=refresh-xyz"))
+            .then(|| "oauth-token".into())
         },
-        |r| if bearer_is(r, "oauth-token") { Ok(()) } else { Err(challenge(r, "")) },
+        |r| {
+            if bearer_is(r, "oauth-token") {
+                Ok(())
+            } else {
+                Err(challenge(r, ""))
+            }
+        },
     );
-    let auth_file = user.write_home("auth.json", json!({"auths": {m.host(): {"identitytoken": "refresh-xyz"}}}).to_string().as_bytes());
-    user.run_env(&["pull", &format!("{}/{REPO}", m.host())], &[("REGISTRY_AUTH_FILE", auth_file.to_str().unwrap())]).ok();
+    let auth_file = user.write_home(
+        "auth.json",
+        json!({"auths": {m.host(): {"identitytoken": "refresh-xyz"}}})
+            .to_string()
+            .as_bytes(),
+    );
+    user.run_env(
+        &["pull", &format!("{}/{REPO}", m.host())],
+        &[("REGISTRY_AUTH_FILE", auth_file.to_str().unwrap())],
+    )
+    .ok();
 }
 
 #[test]
 fn credential_helper_is_asked() {
-    let Some(user) = User::new(Mode::Range) else { return };
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
     let b = small_image();
     let m = hub(
         Content::from_built("latest", &b),
-        |r| (r.header("authorization") == Some(&format!("Basic {}", b64("helper-user:helper-pass")))).then(|| "h".into()),
-        |r| if bearer_is(r, "h") { Ok(()) } else { Err(challenge(r, "")) },
+        |r| {
+            (r.header("authorization")
+                == Some(&format!("Basic {}", b64("helper-user:helper-pass"))))
+            .then(|| "h".into())
+        },
+        |r| {
+            if bearer_is(r, "h") {
+                Ok(())
+            } else {
+                Err(challenge(r, ""))
+            }
+        },
     );
     let script = "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\necho \"{\\\"ServerURL\\\":\\\"$server\\\",\\\"Username\\\":\\\"helper-user\\\",\\\"Secret\\\":\\\"helper-pass\\\"}\"\n";
     let helper = user.write_home("bin/docker-credential-nookmock", script.as_bytes());
@@ -134,12 +204,18 @@ fn credential_helper_is_asked() {
     std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
     user.write_home(".docker/config.json", br#"{"credsStore":"nookmock"}"#);
     let path = format!("{}:/usr/bin:/bin", helper.parent().unwrap().display());
-    user.run_env(&["pull", &format!("{}/{REPO}", m.host())], &[("PATH", &path)]).ok();
+    user.run_env(
+        &["pull", &format!("{}/{REPO}", m.host())],
+        &[("PATH", &path)],
+    )
+    .ok();
 }
 
 #[test]
 fn insufficient_scope_gets_one_fresh_token() {
-    let Some(user) = User::new(Mode::Range) else { return };
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
     let b = small_image();
     let issued = Arc::new(AtomicUsize::new(0));
     let i2 = issued.clone();
@@ -162,18 +238,35 @@ fn insufficient_scope_gets_one_fresh_token() {
 
 #[test]
 fn denied_pull_says_to_log_in() {
-    let Some(user) = User::new(Mode::Range) else { return };
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
     let b = small_image();
-    let m = hub(Content::from_built("latest", &b), |_| Some("useless".into()), |r| Err(challenge(r, "")));
+    let m = hub(
+        Content::from_built("latest", &b),
+        |_| Some("useless".into()),
+        |r| Err(challenge(r, "")),
+    );
     let out = user.run(&["pull", &format!("{}/{REPO}", m.host())]);
     out.fails_with(125, &format!("pull access denied for {}/{REPO}", m.host()));
-    assert!(out.stderr.contains(&format!("nook login {}", m.host())), "{}", out.stderr);
-    assert_eq!(out.stderr.lines().count(), 2, "one progress line and one error line: {}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("nook login {}", m.host())),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr.lines().count(),
+        2,
+        "one progress line and one error line: {}",
+        out.stderr
+    );
 }
 
 #[test]
 fn blob_redirect_to_another_host_drops_authorization() {
-    let Some(user) = User::new(Mode::Range) else { return };
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
     let b = small_image();
     let blobs: std::collections::HashMap<String, Vec<u8>> = b.blobs.iter().cloned().collect();
     let leaked = Arc::new(AtomicBool::new(false));
@@ -183,7 +276,13 @@ fn blob_redirect_to_another_host_drops_authorization() {
             l2.store(true, Ordering::SeqCst);
             return Resp::new(400);
         }
-        let d = req.path.trim_start_matches("/cdn/").split('?').next().unwrap().to_owned();
+        let d = req
+            .path
+            .trim_start_matches("/cdn/")
+            .split('?')
+            .next()
+            .unwrap()
+            .to_owned();
         match blobs.get(&d) {
             Some(data) => ranged(req, data),
             None => Resp::new(404),
@@ -192,7 +291,10 @@ fn blob_redirect_to_another_host_drops_authorization() {
     let cdn_url = cdn.url.clone();
     let content = Content::from_built("latest", &b);
     let m = hub(
-        Content { manifests: content.manifests.clone(), blobs: Default::default() },
+        Content {
+            manifests: content.manifests.clone(),
+            blobs: Default::default(),
+        },
         |_| Some("tok".into()),
         move |r| {
             if !bearer_is(r, "tok") {
@@ -206,13 +308,21 @@ fn blob_redirect_to_another_host_drops_authorization() {
         },
     );
     user.run(&["pull", &format!("{}/{REPO}", m.host())]).ok();
-    assert!(!leaked.load(Ordering::SeqCst), "the CDN received the registry's Authorization header");
-    assert!(cdn.requests().len() >= 3, "config and layers come from the CDN");
+    assert!(
+        !leaked.load(Ordering::SeqCst),
+        "the CDN received the registry's Authorization header"
+    );
+    assert!(
+        cdn.requests().len() >= 3,
+        "config and layers come from the CDN"
+    );
 }
 
 #[test]
 fn rate_limit_429_waits_for_retry_after() {
-    let Some(user) = User::new(Mode::Range) else { return };
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
     let b = small_image();
     let content = Content::from_built("latest", &b);
     let limited = Arc::new(AtomicUsize::new(0));
@@ -225,13 +335,18 @@ fn rate_limit_429_waits_for_retry_after() {
     });
     let t = Instant::now();
     user.run(&["pull", &format!("{}/{REPO}", m.host())]).ok();
-    assert!(t.elapsed() >= Duration::from_secs(1), "Retry-After was not honoured");
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "Retry-After was not honoured"
+    );
     assert!(limited.load(Ordering::SeqCst) >= 2);
 }
 
 #[test]
 fn server_errors_are_retried() {
-    let Some(user) = User::new(Mode::Range) else { return };
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
     let b = small_image();
     let content = Content::from_built("latest", &b);
     let n = Arc::new(AtomicUsize::new(0));
@@ -247,10 +362,17 @@ fn server_errors_are_retried() {
 
 #[test]
 fn cut_connection_resumes_with_range() {
-    let Some(user) = User::new(Mode::Range) else { return };
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
     let l2 = LayerTar::new().file("big", &big, 0o644).finish();
-    let b = image::build(&[(busybox_base().finish(), Comp::Gzip), (l2, Comp::Gzip)], &ImageOpts::default());
+    let b = image::build(
+        &[(busybox_base().finish(), Comp::Gzip), (l2, Comp::Gzip)],
+        &ImageOpts::default(),
+    );
     let big_blob = b.layer_digests[1].clone();
     let content = Content::from_built("latest", &b);
     let m = Mock::start(move |req| {
@@ -261,17 +383,31 @@ fn cut_connection_resumes_with_range() {
         r
     });
     user.run(&["pull", &format!("{}/{REPO}", m.host())]).ok();
-    let ranges: Vec<String> = m.requests().iter().filter_map(|r| r.header("range").map(str::to_owned)).collect();
+    let ranges: Vec<String> = m
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("range").map(str::to_owned))
+        .collect();
     assert_eq!(ranges.len(), 1, "one resumed request expected: {ranges:?}");
-    let start: u64 = ranges[0].trim_start_matches("bytes=").trim_end_matches('-').parse().unwrap();
+    let start: u64 = ranges[0]
+        .trim_start_matches("bytes=")
+        .trim_end_matches('-')
+        .parse()
+        .unwrap();
     assert!(start > 0);
-    let f = user.store().join("layers").join(&b.diff_ids[1][7..]).join("root/big");
+    let f = user
+        .store()
+        .join("layers")
+        .join(&b.diff_ids[1][7..])
+        .join("root/big");
     assert_eq!(std::fs::read(f).unwrap(), big);
 }
 
 #[test]
 fn wrong_blob_digest_is_refused_and_nothing_is_kept() {
-    let Some(user) = User::new(Mode::Range) else { return };
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
     let b = small_image();
     let mut content = Content::from_built("latest", &b);
     let bad = b.layer_digests[1].clone();
@@ -283,56 +419,101 @@ fn wrong_blob_digest_is_refused_and_nothing_is_kept() {
     let out = user.run(&["pull", &format!("{}/{REPO}", m.host())]);
     out.fails_with(125, "content digest is");
     assert!(!user.store().join("blobs/sha256").join(&bad[7..]).exists());
-    assert!(!user.store().join("layers").join(&b.diff_ids[1][7..]).exists());
+    assert!(
+        !user
+            .store()
+            .join("layers")
+            .join(&b.diff_ids[1][7..])
+            .exists()
+    );
     assert_eq!(user.run(&["images", "-q"]).stdout, "");
 }
 
 #[test]
 fn traversal_digest_in_a_manifest_is_refused() {
-    let Some(user) = User::new(Mode::Range) else { return };
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
     let b = small_image();
-    let evil = String::from_utf8(b.manifest.clone()).unwrap().replace(&b.layer_digests[1], "sha256:../../../../tmp/nook-evil");
+    let evil = String::from_utf8(b.manifest.clone())
+        .unwrap()
+        .replace(&b.layer_digests[1], "sha256:../../../../tmp/nook-evil");
     let mut content = Content::from_built("latest", &b);
-    content.manifests.insert("latest".into(), (evil.into_bytes(), b.media_type.clone()));
+    content
+        .manifests
+        .insert("latest".into(), (evil.into_bytes(), b.media_type.clone()));
     let m = Mock::start(move |req| content.answer(req));
-    user.run(&["pull", &format!("{}/{REPO}", m.host())]).fails_with(125, "invalid digest");
+    user.run(&["pull", &format!("{}/{REPO}", m.host())])
+        .fails_with(125, "invalid digest");
     assert!(!std::path::Path::new("/tmp/nook-evil").exists());
-    assert!(m.requests().iter().all(|r| !r.path.contains("..")), "a request was built from the bad digest");
+    assert!(
+        m.requests().iter().all(|r| !r.path.contains("..")),
+        "a request was built from the bad digest"
+    );
 }
 
 #[test]
 fn schema1_and_mismatched_manifests_are_refused() {
-    let Some(user) = User::new(Mode::Range) else { return };
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
     let b = small_image();
     let mut content = Content::from_built("latest", &b);
     content.manifests.insert(
         "old".into(),
-        (br#"{"schemaVersion":1,"name":"lib/x","tag":"old","fsLayers":[]}"#.to_vec(), "application/vnd.docker.distribution.manifest.v1+prettyjws".into()),
+        (
+            br#"{"schemaVersion":1,"name":"lib/x","tag":"old","fsLayers":[]}"#.to_vec(),
+            "application/vnd.docker.distribution.manifest.v1+prettyjws".into(),
+        ),
     );
-    content.manifests.insert("liar".into(), (b.manifest.clone(), "application/vnd.oci.image.index.v1+json".into()));
-    let good = content.answer(&Req { method: "GET".into(), path: format!("/v2/{REPO}/manifests/latest"), headers: Default::default(), body: vec![] });
+    content.manifests.insert(
+        "liar".into(),
+        (
+            b.manifest.clone(),
+            "application/vnd.oci.image.index.v1+json".into(),
+        ),
+    );
+    let good = content.answer(&Req {
+        method: "GET".into(),
+        path: format!("/v2/{REPO}/manifests/latest"),
+        headers: Default::default(),
+        body: vec![],
+    });
     let body = good.body.clone();
     let m = Mock::start(move |req| {
         if req.path.ends_with("/manifests/baddigest") {
             return Resp::new(200)
                 .header("content-type", image::DOCKER_MANIFEST)
-                .header("docker-content-digest", format!("sha256:{}", "1".repeat(64)))
+                .header(
+                    "docker-content-digest",
+                    format!("sha256:{}", "1".repeat(64)),
+                )
                 .body(body.clone());
         }
         content.answer(req)
     });
     let h = m.host();
-    user.run(&["pull", &format!("{h}/{REPO}:old")]).fails_with(125, "schema1");
-    user.run(&["pull", &format!("{h}/{REPO}:liar")]).fails_with(125, "Content-Type says");
-    user.run(&["pull", &format!("{h}/{REPO}:baddigest")]).fails_with(125, "content digest");
+    user.run(&["pull", &format!("{h}/{REPO}:old")])
+        .fails_with(125, "schema1");
+    user.run(&["pull", &format!("{h}/{REPO}:liar")])
+        .fails_with(125, "Content-Type says");
+    user.run(&["pull", &format!("{h}/{REPO}:baddigest")])
+        .fails_with(125, "content digest");
 }
 
 #[test]
 fn killed_pull_resumes_and_completes() {
-    let Some(user) = User::new(Mode::Range) else { return };
-    let big: Vec<u8> = (0..6_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 9) as u8).collect();
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
+    let big: Vec<u8> = (0..6_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 9) as u8)
+        .collect();
     let l2 = LayerTar::new().file("big", &big, 0o644).finish();
-    let b = image::build(&[(busybox_base().finish(), Comp::Gzip), (l2, Comp::None)], &ImageOpts::default());
+    let b = image::build(
+        &[(busybox_base().finish(), Comp::Gzip), (l2, Comp::None)],
+        &ImageOpts::default(),
+    );
     let big_blob = b.layer_digests[1].clone();
     let content = Content::from_built("latest", &b);
     let slow = Arc::new(AtomicBool::new(true));
@@ -346,8 +527,12 @@ fn killed_pull_resumes_and_completes() {
         r
     });
     let reference = format!("{}/{REPO}", m.host());
-    let mut child = support::env::ChildGuard(Some(user.nook(&["pull", &reference]).spawn().unwrap()));
-    let partial = user.store().join("tmp").join(format!("partial-sha256-{}", &big_blob[7..]));
+    let mut child =
+        support::env::ChildGuard(Some(user.nook(&["pull", &reference]).spawn().unwrap()));
+    let partial = user
+        .store()
+        .join("tmp")
+        .join(format!("partial-sha256-{}", &big_blob[7..]));
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < 300_000 {
         assert!(Instant::now() < deadline, "the download never got going");
@@ -366,21 +551,42 @@ fn killed_pull_resumes_and_completes() {
         .requests()
         .iter()
         .filter(|r| r.path.ends_with(&big_blob))
-        .filter_map(|r| r.header("range")?.trim_start_matches("bytes=").trim_end_matches('-').parse().ok())
+        .filter_map(|r| {
+            r.header("range")?
+                .trim_start_matches("bytes=")
+                .trim_end_matches('-')
+                .parse()
+                .ok()
+        })
         .collect();
-    assert!(resumed.iter().any(|s| *s >= kept), "no Range resume from {kept}: {resumed:?}");
-    let f = user.store().join("layers").join(&b.diff_ids[1][7..]).join("root/big");
+    assert!(
+        resumed.iter().any(|s| *s >= kept),
+        "no Range resume from {kept}: {resumed:?}"
+    );
+    let f = user
+        .store()
+        .join("layers")
+        .join(&b.diff_ids[1][7..])
+        .join("root/big");
     assert_eq!(std::fs::read(f).unwrap(), big);
-    assert_eq!(std::fs::read_dir(user.store().join("tmp")).unwrap().count(), 0, "stale files left");
+    assert_eq!(
+        std::fs::read_dir(user.store().join("tmp")).unwrap().count(),
+        0,
+        "stale files left"
+    );
 }
 
 #[test]
 fn login_checks_and_saves_then_logout_removes() {
-    let Some(user) = User::new(Mode::Range) else { return };
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s2 = seen.clone();
     let m = Mock::start(move |req| {
-        s2.lock().unwrap().push(req.header("authorization").map(str::to_owned));
+        s2.lock()
+            .unwrap()
+            .push(req.header("authorization").map(str::to_owned));
         if req.header("authorization") == Some(&format!("Basic {}", b64("bob:pw"))) {
             Resp::new(200).json(&json!({}))
         } else {
@@ -388,17 +594,28 @@ fn login_checks_and_saves_then_logout_removes() {
         }
     });
     let h = m.host();
-    let bad = user.run_input(&["login", "-u", "bob", "--password-stdin", &h], &[], b"wrong\n");
+    let bad = user.run_input(
+        &["login", "-u", "bob", "--password-stdin", &h],
+        &[],
+        b"wrong\n",
+    );
     bad.fails_with(125, "incorrect username or password");
     let cfg = user.home().join(".docker/config.json");
     assert!(!cfg.exists(), "failed login must not save anything");
-    let out = user.run_input(&["login", "-u", "bob", "--password-stdin", &h], &[], b"pw\n");
+    let out = user.run_input(
+        &["login", "-u", "bob", "--password-stdin", &h],
+        &[],
+        b"pw\n",
+    );
     out.ok();
     assert!(out.stdout.contains("Login Succeeded"));
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
     assert_eq!(saved["auths"][&h]["auth"], b64("bob:pw"));
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let out = user.run(&["logout", &h]);
     out.ok();
     assert!(out.stdout.contains("Removing login credentials"));
@@ -409,18 +626,40 @@ fn login_checks_and_saves_then_logout_removes() {
 
 #[test]
 fn docker_hub_mirror_from_config() {
-    let Some(user) = User::new(Mode::Range) else { return };
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
     let b = small_image();
     let content = Content::from_built("latest", &b);
     let m = Mock::start(move |req| {
-        assert!(req.path.starts_with("/v2/library/busybox") || req.path == "/v2/", "{}", req.path);
-        content.answer(&Req { path: req.path.replace("/v2/library/busybox/", &format!("/v2/{REPO}/")), ..req.clone() })
+        assert!(
+            req.path.starts_with("/v2/library/busybox") || req.path == "/v2/",
+            "{}",
+            req.path
+        );
+        content.answer(&Req {
+            path: req
+                .path
+                .replace("/v2/library/busybox/", &format!("/v2/{REPO}/")),
+            ..req.clone()
+        })
     });
-    user.write_home(".config/nook/config.toml", format!("[mirrors]\n\"docker.io\" = [\"{}\"]\n", m.host()).as_bytes());
+    user.write_home(
+        ".config/nook/config.toml",
+        format!("[mirrors]\n\"docker.io\" = [\"{}\"]\n", m.host()).as_bytes(),
+    );
     // Should the mirror fail, Hub would be next: a dead loopback proxy keeps that from leaving.
-    let out = user.run_env(&["pull", "busybox"], &[("HTTPS_PROXY", "http://127.0.0.1:9")]);
+    let out = user.run_env(
+        &["pull", "busybox"],
+        &[("HTTPS_PROXY", "http://127.0.0.1:9")],
+    );
     out.ok();
-    assert!(out.stdout.contains("docker.io/library/busybox"), "{}", out.stdout);
-    let v: serde_json::Value = serde_json::from_str(&user.run(&["inspect", "busybox"]).stdout).unwrap();
+    assert!(
+        out.stdout.contains("docker.io/library/busybox"),
+        "{}",
+        out.stdout
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&user.run(&["inspect", "busybox"]).stdout).unwrap();
     assert_eq!(v[0]["Id"], b.config_digest);
 }

@@ -97,12 +97,11 @@ impl Session {
             uids,
             gids,
         } = &self.mapping
+            && !self.entered
         {
-            if !self.entered {
-                crate::sys::userns::enter(uids, gids, Some(helpers))
-                    .context("cannot enter the user namespace that owns the store")?;
-                self.entered = true;
-            }
+            crate::sys::userns::enter(uids, gids, Some(helpers))
+                .context("cannot enter the user namespace that owns the store")?;
+            self.entered = true;
         }
         let store = Store::open(&self.root, &self.mapping.describe())?;
         let owners = match self.mapping {

@@ -375,6 +375,10 @@ impl Puller<'_> {
             });
             (fetched, unpacked)
         });
+        if fetched.is_err() || unpacked.is_err() {
+            // A refused or broken layer leaves nothing behind but a resumable download.
+            let _ = remove_tree(&staging);
+        }
         fetched?;
         let stats = unpacked?;
         if !stored {

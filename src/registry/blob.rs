@@ -91,17 +91,17 @@ impl Read for BlobStream<'_> {
             if self.pos >= self.size || buf.is_empty() {
                 return Ok(0);
             }
-            if self.body.is_none() {
-                if let Err(e) = self.connect() {
-                    // A registry that says no (401, 404) will not say yes on retry.
-                    let transient = matches!(&e, RegistryError::Transport(_));
-                    let err = io::Error::other(e);
-                    if transient {
-                        self.fail(err)?;
-                        continue;
-                    }
-                    return Err(err);
+            if self.body.is_none()
+                && let Err(e) = self.connect()
+            {
+                // A registry that says no (401, 404) will not say yes on retry.
+                let transient = matches!(&e, RegistryError::Transport(_));
+                let err = io::Error::other(e);
+                if transient {
+                    self.fail(err)?;
+                    continue;
                 }
+                return Err(err);
             }
             let Some(body) = self.body.as_mut() else {
                 continue;

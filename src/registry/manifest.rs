@@ -166,14 +166,14 @@ pub fn parse(
     if raw.schema_version == Some(1) || raw.fs_layers.is_some() {
         return Err(ManifestError::Schema1(what.to_owned()));
     }
-    if let (Some(h), Some(b)) = (&header, &raw.media_type) {
-        if h != b {
-            return Err(ManifestError::MediaTypeMismatch {
-                what: what.to_owned(),
-                header: h.clone(),
-                body: b.clone(),
-            });
-        }
+    if let (Some(h), Some(b)) = (&header, &raw.media_type)
+        && h != b
+    {
+        return Err(ManifestError::MediaTypeMismatch {
+            what: what.to_owned(),
+            header: h.clone(),
+            body: b.clone(),
+        });
     }
     let media_type = header.or(raw.media_type.clone()).unwrap_or_else(|| {
         if raw.manifests.is_some() {

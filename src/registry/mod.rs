@@ -360,22 +360,19 @@ impl Registry {
         let content_type = resp.header("content-type").map(str::to_owned);
         let header_digest = resp.header("docker-content-digest").map(str::to_owned);
         let bytes = resp.read_limited(manifest::MANIFEST_LIMIT)?;
-        let expected = match Digest::parse(by) {
-            Ok(d) => Some(d),
-            Err(_) => None,
-        };
+        let expected = Digest::parse(by).ok();
         let digest = match &expected {
             Some(d) => d.same_algorithm_of(&bytes),
             None => Digest::sha256_of(&bytes),
         };
-        if let Some(expected) = expected {
-            if digest != expected {
-                return Err(RegistryError::DigestMismatch {
-                    what: what.to_owned(),
-                    expected,
-                    actual: digest,
-                });
-            }
+        if let Some(expected) = expected
+            && digest != expected
+        {
+            return Err(RegistryError::DigestMismatch {
+                what: what.to_owned(),
+                expected,
+                actual: digest,
+            });
         }
         if let Some(h) = header_digest {
             let claimed = Digest::parse(&h).map_err(|_| RegistryError::BadDigestHeader {

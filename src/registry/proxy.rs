@@ -100,10 +100,10 @@ fn split_entry_port(entry: &str) -> (&str, Option<u16>) {
     if entry.parse::<IpAddr>().is_ok() {
         return (entry, None);
     }
-    if let Some(rest) = entry.strip_prefix('[') {
-        if let Some((ip, after)) = rest.split_once(']') {
-            return (ip, after.strip_prefix(':').and_then(|p| p.parse().ok()));
-        }
+    if let Some(rest) = entry.strip_prefix('[')
+        && let Some((ip, after)) = rest.split_once(']')
+    {
+        return (ip, after.strip_prefix(':').and_then(|p| p.parse().ok()));
     }
     match entry.rsplit_once(':') {
         Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse().ok()),

@@ -91,14 +91,14 @@ impl Store {
         }
         let remaining = mine.len() - untag.len();
         if remaining == 0 {
-            if let Some(container) = in_use.get(&rec.id) {
-                if !force {
-                    // Nothing is written yet: the tags stay.
-                    return Err(StoreError::InUse {
-                        image: query.to_owned(),
-                        container: container.clone(),
-                    });
-                }
+            if let Some(container) = in_use.get(&rec.id)
+                && !force
+            {
+                // Nothing is written yet: the tags stay.
+                return Err(StoreError::InUse {
+                    image: query.to_owned(),
+                    container: container.clone(),
+                });
             }
             self.remove_record(&rec.id)?;
             out.push(Removal::Deleted(rec.id.clone()));

@@ -182,10 +182,10 @@ impl Store {
             match matches.len() {
                 0 => {}
                 1 => {
-                    return Ok(matches
+                    return matches
                         .into_iter()
                         .next()
-                        .ok_or_else(|| StoreError::NoSuchImage(query.into()))?);
+                        .ok_or_else(|| StoreError::NoSuchImage(query.into()));
                 }
                 _ => {
                     return Err(StoreError::Ambiguous {

@@ -251,15 +251,14 @@ pub fn ranged(req: &Req, b: &[u8]) -> Resp {
         .header("range")
         .and_then(|r| r.strip_prefix("bytes="))
         .and_then(|r| r.trim_end_matches('-').parse::<usize>().ok())
+        && start < b.len()
     {
-        if start < b.len() {
-            return Resp::new(206)
-                .header(
-                    "content-range",
-                    format!("bytes {start}-{}/{}", b.len() - 1, b.len()),
-                )
-                .body(b[start..].to_vec());
-        }
+        return Resp::new(206)
+            .header(
+                "content-range",
+                format!("bytes {start}-{}/{}", b.len() - 1, b.len()),
+            )
+            .body(b[start..].to_vec());
     }
     Resp::new(200)
         .header("content-type", "application/octet-stream")
