@@ -156,7 +156,10 @@ pub fn pull(session: &mut Session, a: PullArgs) -> Result<i32> {
         } else {
             progress.say(&format!("Status: Image is up to date for {name}"));
         }
-        println!("{r}");
+        match r.digest() {
+            Some(d) => println!("{}@{d}", r.repository()),
+            None => println!("{}:{}", r.repository(), r.tag_or_latest()),
+        }
     }
     Ok(0)
 }

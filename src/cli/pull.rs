@@ -363,17 +363,25 @@ impl Puller<'_> {
         } else {
             "Downloading"
         });
+        // Three stages, so that inflating runs beside hashing and writing files.
         let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(16);
+        let (tar_tx, tar_rx) = sync_channel::<io::Result<Vec<u8>>>(16);
         let (fetched, unpacked) = thread::scope(|s| {
             let fetcher = s.spawn(|| self.fetch_blob(ep, repo, l, source, have, tx, bar));
-            let unpacked = self.unpack_stream(rx, l, &root);
-            let fetched = fetcher.join().unwrap_or_else(|_| {
-                Err(PullError::Stream {
+            let inflater = s.spawn(|| decompress(rx, tar_tx));
+            let unpacked = self.unpack_tar(tar_rx, l, &root);
+            let panicked = || PullError::Stream {
+                digest: l.digest.to_string(),
+                source: io::Error::other("a pull thread panicked"),
+            };
+            let fetched = fetcher.join().unwrap_or_else(|_| Err(panicked()));
+            let inflated = inflater.join().map_err(|_| panicked()).and_then(|r| {
+                r.map_err(|source| PullError::Stream {
                     digest: l.digest.to_string(),
-                    source: io::Error::other("fetch thread panicked"),
+                    source,
                 })
             });
-            (fetched, unpacked)
+            (fetched.and(inflated), unpacked)
         });
         if fetched.is_err() || unpacked.is_err() {
             // A refused or broken layer leaves nothing behind but a resumable download.
@@ -490,42 +498,30 @@ impl Puller<'_> {
         Ok(())
     }
 
-    /// The unpack stage: decompress, hash the tar stream, unpack.
-    fn unpack_stream(
+    /// The unpack stage: hash the tar stream (the diff_id) and unpack it.
+    fn unpack_tar(
         &self,
         rx: Receiver<io::Result<Vec<u8>>>,
         l: &LayerRef,
         root: &Path,
     ) -> Result<unpack::UnpackStats, PullError> {
         let digest = l.digest.to_string();
-        let stream = |source| PullError::Stream {
-            digest: digest.clone(),
-            source,
+        let input = ChannelReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
         };
-        let mut input = BufReader::with_capacity(
-            CHUNK,
-            ChannelReader {
-                rx,
-                chunk: Vec::new(),
-                pos: 0,
-            },
-        );
-        let head = input.fill_buf().map_err(stream)?;
-        let decoder: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
-            Box::new(flate2::bufread::MultiGzDecoder::new(input))
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(stream)?)
-        } else {
-            Box::new(input)
-        };
-        let mut tar = HashingReader::new(decoder, l.diff_id.algorithm());
+        let mut tar = HashingReader::new(input, l.diff_id.algorithm());
         let stats =
             unpack::unpack(&mut tar, root, self.owners).map_err(|source| PullError::Unpack {
                 digest: digest.clone(),
                 source,
             })?;
         // The diff_id covers the whole stream, padding after the end-of-archive included.
-        io::copy(&mut tar, &mut io::sink()).map_err(stream)?;
+        io::copy(&mut tar, &mut io::sink()).map_err(|source| PullError::Stream {
+            digest: digest.clone(),
+            source,
+        })?;
         let (actual, _) = tar.finish();
         if actual != l.diff_id {
             return Err(PullError::DiffId {
@@ -535,6 +531,54 @@ impl Puller<'_> {
             });
         }
         Ok(stats)
+    }
+}
+
+/// The inflate stage: gzip, zstd or plain tar (sniffed, as docker does), passed on in chunks.
+fn decompress(
+    rx: Receiver<io::Result<Vec<u8>>>,
+    tx: SyncSender<io::Result<Vec<u8>>>,
+) -> io::Result<()> {
+    let fail = |tx: &SyncSender<io::Result<Vec<u8>>>, e: io::Error| {
+        let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+        Err(e)
+    };
+    let mut input = BufReader::with_capacity(
+        CHUNK,
+        ChannelReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+        },
+    );
+    let head = match input.fill_buf() {
+        Ok(h) => h,
+        Err(e) => return fail(&tx, e),
+    };
+    let mut decoder: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(input))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        match zstd::stream::read::Decoder::with_buffer(input) {
+            Ok(d) => Box::new(d),
+            Err(e) => return fail(&tx, e),
+        }
+    } else {
+        Box::new(input)
+    };
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let n = match read_full(&mut decoder, &mut buf) {
+            Ok(n) => n,
+            Err(e) => return fail(&tx, e),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        buf.truncate(n);
+        if tx.send(Ok(buf)).is_err() {
+            // The unpack stage stopped; its error is the one to report.
+            return Ok(());
+        }
     }
 }
 

@@ -91,25 +91,25 @@ impl RootDir {
     }
 
     /// Like [`open_dir`](Self::open_dir) with `O_PATH`, creating missing directories with
-    /// `mode` on the way.
+    /// `mode` on the way. The deepest existing ancestor is found with confined lookups; below
+    /// it, each new directory is made and opened by one component without following symlinks.
     pub fn make_dirs(&self, comps: &[OsString], mode: u32) -> io::Result<OwnedFd> {
-        match self.open_dir(comps, OFlag::O_PATH) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            other => return other,
-        }
-        let mut cur = self.open_dir(&[], OFlag::O_PATH)?;
-        for i in 0..comps.len() {
-            cur = match self.open_dir(&comps[..=i], OFlag::O_PATH) {
-                Ok(fd) => fd,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    match mkdirat(&cur, comps[i].as_os_str(), Mode::from_bits_truncate(mode)) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    self.open_dir(&comps[..=i], OFlag::O_PATH)?
-                }
+        let missing = |e: &io::Error| e.raw_os_error() == Some(libc::ENOENT);
+        let mut have = comps.len();
+        let mut cur = loop {
+            match self.open_dir(&comps[..have], OFlag::O_PATH) {
+                Ok(fd) => break fd,
+                Err(e) if missing(&e) && have > 0 => have -= 1,
                 Err(e) => return Err(e),
-            };
+            }
+        };
+        for c in &comps[have..] {
+            match mkdirat(&cur, c.as_os_str(), Mode::from_bits_truncate(mode)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            cur = openat(&cur, c.as_os_str(), flags, Mode::empty())?;
         }
         Ok(cur)
     }

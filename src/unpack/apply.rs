@@ -63,6 +63,8 @@ pub struct LayerWriter {
     cache: Option<(Vec<OsString>, OwnedFd)>,
     deferred: Vec<(Vec<OsString>, u32, u64)>,
     buf: Vec<u8>,
+    /// The process umask, which creation modes pass through.
+    umask: u32,
     pub stats: UnpackStats,
 }
 
@@ -74,12 +76,16 @@ type ApplyResult = Result<(), (String, io::Error)>;
 
 impl LayerWriter {
     pub fn new(root: RootDir, owners: Owners) -> Self {
+        // umask() can only be read by setting it; put the old value straight back.
+        let old = nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
+        nix::sys::stat::umask(old);
         LayerWriter {
             root,
             owners,
             cache: None,
             deferred: Vec::new(),
             buf: vec![0; 256 << 10],
+            umask: old.bits(),
             stats: UnpackStats::default(),
         }
     }
@@ -174,17 +180,27 @@ impl LayerWriter {
         }
     }
 
+    /// Root-owned, no special bits, no xattrs: the common entry, created with its final mode.
+    fn plain(meta: &Meta) -> bool {
+        meta.uid == 0 && meta.gid == 0 && meta.mode & 0o7000 == 0 && meta.xattrs.is_empty()
+    }
+
     fn file(&mut self, path: &RelPath, meta: &Meta, data: &mut dyn Read) -> io::Result<()> {
         self.invalidate(path);
+        let plain = Self::plain(meta);
+        let create = Mode::from_bits_truncate(if plain { meta.mode & 0o777 } else { 0o600 });
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let (pc, name) = path.split_last();
         let parent = self.parent(pc)?;
-        Self::clear(parent, name, false)?;
-        let fd = openat(
-            parent,
-            name.as_os_str(),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )?;
+        // Most entries are new: try first, clear the way only when something is there.
+        let fd = match openat(parent, name.as_os_str(), flags, create) {
+            Err(Errno::EEXIST) => {
+                Self::clear(parent, name, false)?;
+                openat(parent, name.as_os_str(), flags, create)?
+            }
+            other => other?,
+        };
         let mut f = File::from(fd);
         loop {
             let n = match data.read(&mut self.buf) {
@@ -196,8 +212,12 @@ impl LayerWriter {
             f.write_all(&self.buf[..n])?;
             self.stats.bytes += n as u64;
         }
-        let mode = self.owner_and_xattrs(&f, meta, "file")?;
-        fchmod(&f, Mode::from_bits_truncate(mode))?;
+        if !plain {
+            let mode = self.owner_and_xattrs(&f, meta, "file")?;
+            fchmod(&f, Mode::from_bits_truncate(mode))?;
+        } else if meta.mode & self.umask != 0 {
+            fchmod(&f, Mode::from_bits_truncate(meta.mode))?;
+        }
         let t = TimeSpec::new(meta.mtime as i64, 0);
         futimens(&f, &t, &t)?;
         Ok(())
@@ -207,16 +227,27 @@ impl LayerWriter {
         self.invalidate(path);
         let (pc, name) = path.split_last();
         let parent = self.parent(pc)?;
-        if !Self::clear(parent, name, true)? {
-            nix::sys::stat::mkdirat(parent, name.as_os_str(), Mode::from_bits_truncate(0o700))?;
+        let private = Mode::from_bits_truncate(0o700);
+        match nix::sys::stat::mkdirat(parent, name.as_os_str(), private) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => {
+                if !Self::clear(parent, name, true)? {
+                    nix::sys::stat::mkdirat(parent, name.as_os_str(), private)?;
+                }
+            }
+            Err(e) => return Err(e.into()),
         }
-        let fd = openat(
-            parent,
-            name.as_os_str(),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
-        let mode = self.owner_and_xattrs(&fd, meta, "dir")?;
+        let mode = if Self::plain(meta) {
+            meta.mode
+        } else {
+            let fd = openat(
+                parent,
+                name.as_os_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            self.owner_and_xattrs(&fd, meta, "dir")?
+        };
         self.deferred
             .push((path.components().to_vec(), mode, meta.mtime));
         Ok(())
