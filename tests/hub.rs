@@ -663,3 +663,16 @@ fn docker_hub_mirror_from_config() {
         serde_json::from_str(&user.run(&["inspect", "busybox"]).stdout).unwrap();
     assert_eq!(v[0]["Id"], b.config_digest);
 }
+
+#[test]
+fn https_proxy_is_used_for_remote_registries() {
+    let Some(user) = User::new(Mode::Range) else { return };
+    // The proxy refuses every tunnel, so nothing goes further than loopback; what matters is
+    // that nook asked it for one (CONNECT host:443, name resolution left to the proxy).
+    let proxy = Mock::start(|_| Resp::new(403));
+    let out = user.run_env(&["pull", "registry.example.test/team/app:1"], &[("HTTPS_PROXY", &proxy.url)]);
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    let reqs = proxy.requests();
+    assert!(!reqs.is_empty(), "the proxy was not used");
+    assert!(reqs.iter().all(|r| r.method == "CONNECT" && r.path == "registry.example.test:443"), "{reqs:?}");
+}

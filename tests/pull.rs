@@ -200,3 +200,35 @@ fn quiet_pull_prints_the_image_id() {
     assert_eq!(out.stdout.trim(), built.config_digest);
     assert!(out.stderr.is_empty(), "-q must be quiet: {}", out.stderr);
 }
+
+#[test]
+fn progress_bars_on_a_terminal() {
+    let Some(user) = User::new(Mode::Range) else { return };
+    let Some(reg) = TestRegistry::start() else { return };
+    if !Path::new("/usr/bin/script").exists() {
+        support::skip("script(1) from util-linux is needed to give nook a terminal");
+        return;
+    }
+    let built = image::build(&fixture_layers(Comp::Gzip, Comp::Gzip, Comp::Gzip), &ImageOpts::default());
+    image::push(&reg.url, "tty/app", "v1", &built);
+    // script(1) runs the command on a new pseudo-terminal and copies what it printed.
+    let cmd = format!("{} pull {}/tty/app:v1", user.bin.display(), reg.host);
+    let mut c = std::process::Command::new("/usr/bin/script");
+    c.args(["-qec", &cmd, "/dev/null"]).env_clear();
+    for (k, v) in user.nook(&[]).get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::process::CommandExt;
+        c.uid(user.uid).gid(user.gid);
+    }
+    c.current_dir(user.work.path()).env("TERM", "xterm");
+    let out = support::env::Out::from(c.output().unwrap());
+    out.ok();
+    let text = out.stdout;
+    assert!(text.contains("Pull complete"), "{text}");
+    assert!(text.contains("MiB") || text.contains("KiB"), "no byte counts in the bars: {text}");
+    assert!(text.contains("/s"), "no speed in the bars: {text}");
+}

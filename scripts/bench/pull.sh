@@ -36,82 +36,13 @@ if [ "$(id -u)" = 0 ]; then
 fi
 USER_ENV=(env -i PATH=/usr/bin:/bin:/usr/sbin:/sbin HOME="$WORK" XDG_RUNTIME_DIR="$WORK")
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$WORK/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry
-http:
-  addr: 127.0.0.1:$PORT
-EOF
-env -i /usr/bin/docker-registry serve "$WORK/registry.yml" >/dev/null 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+# shellcheck source=../lib/registry.sh
+. scripts/lib/registry.sh
+start_registry
 
 echo "bench: building images from host files (gzip -6, as docker does)"
-python3 - "$WORK" <<'EOF'
-import gzip, hashlib, io, json, os, sys, tarfile
-work = sys.argv[1]
-
-def files(roots, limit):
-    out, total = [], 0
-    for root in roots:
-        for d, dirs, names in os.walk(root):
-            dirs.sort()
-            for n in sorted(names):
-                p = os.path.join(d, n)
-                if os.path.islink(p) or not os.path.isfile(p):
-                    continue
-                s = os.path.getsize(p)
-                if s == 0 or s > 8 << 20:
-                    continue
-                out.append(p)
-                total += s
-                if total >= limit:
-                    return out
-    return out
-
-def layout(name, groups):
-    root = f"{work}/{name}"
-    os.makedirs(f"{root}/blobs/sha256", exist_ok=True)
-    def put(b):
-        h = hashlib.sha256(b).hexdigest()
-        with open(f"{root}/blobs/sha256/{h}", "wb") as f:
-            f.write(b)
-        return "sha256:" + h
-    layers, diffs = [], []
-    for i, g in enumerate(groups):
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-            for p in g:
-                t.add(p, arcname=p.lstrip("/"))
-        raw = buf.getvalue()
-        gz = gzip.compress(raw, 6)
-        with open(f"{work}/{name}-layer{i}.tar.gz", "wb") as f:
-            f.write(gz)
-        diffs.append("sha256:" + hashlib.sha256(raw).hexdigest())
-        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(gz), "size": len(gz)})
-    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
-                      "rootfs": {"type": "layers", "diff_ids": diffs}}).encode()
-    m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(cfg), "size": len(cfg)},
-                    "layers": layers}).encode()
-    md = put(m)
-    json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md,
-               "size": len(m), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}, open(f"{root}/index.json", "w"))
-    open(f"{root}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
-    print(f"  {name}: {len(groups)} layer(s), {sum(l['size'] for l in layers) / 1e6:.1f} MB compressed")
-
-big = files(["/usr/lib/x86_64-linux-gnu", "/usr/lib", "/usr/share"], 100 << 20)
-layout("single", [big])
-many = files(["/usr/share", "/usr/lib"], 100 << 20)
-layout("eight", [many[i::8] for i in range(8)])
-EOF
+python3 scripts/lib/mkimage.py "$WORK/single" --files /usr/lib/x86_64-linux-gnu:/usr/lib:/usr/share --mb 100 --layers 1
+python3 scripts/lib/mkimage.py "$WORK/eight" --files /usr/share:/usr/lib --mb 100 --layers 8
 for img in single eight; do
   skopeo copy -q --dest-tls-verify=false "oci:$WORK/$img:latest" "docker://127.0.0.1:$PORT/bench/$img:latest"
 done
