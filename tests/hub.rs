@@ -666,13 +666,22 @@ fn docker_hub_mirror_from_config() {
 
 #[test]
 fn https_proxy_is_used_for_remote_registries() {
-    let Some(user) = User::new(Mode::Range) else { return };
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
     // The proxy refuses every tunnel, so nothing goes further than loopback; what matters is
     // that nook asked it for one (CONNECT host:443, name resolution left to the proxy).
     let proxy = Mock::start(|_| Resp::new(403));
-    let out = user.run_env(&["pull", "registry.example.test/team/app:1"], &[("HTTPS_PROXY", &proxy.url)]);
+    let out = user.run_env(
+        &["pull", "registry.example.test/team/app:1"],
+        &[("HTTPS_PROXY", &proxy.url)],
+    );
     assert_eq!(out.code, 125, "{}", out.stderr);
     let reqs = proxy.requests();
     assert!(!reqs.is_empty(), "the proxy was not used");
-    assert!(reqs.iter().all(|r| r.method == "CONNECT" && r.path == "registry.example.test:443"), "{reqs:?}");
+    assert!(
+        reqs.iter()
+            .all(|r| r.method == "CONNECT" && r.path == "registry.example.test:443"),
+        "{reqs:?}"
+    );
 }

@@ -281,3 +281,61 @@ fn concurrent_pulls_of_the_same_image() {
     );
     assert_eq!(user.run(&["images", "-q"]).stdout.lines().count(), 1);
 }
+
+#[test]
+fn different_images_at_once_share_their_base() {
+    let Some((user, reg)) = setup() else { return };
+    let images: Vec<_> = (0..3)
+        .map(|i| {
+            let top = LayerTar::new()
+                .file("which", format!("{i}").as_bytes(), 0o644)
+                .finish();
+            let b = image::build(
+                &[(busybox_base().finish(), Comp::Gzip), (top, Comp::Gzip)],
+                &ImageOpts::default(),
+            );
+            image::push(&reg.url, &format!("shared/{i}"), "latest", &b);
+            b
+        })
+        .collect();
+    let kids: Vec<_> = (0..3)
+        .map(|i| {
+            user.nook(&["pull", &format!("{}/shared/{i}", reg.host)])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for k in kids {
+        support::env::Out::from(k.wait_with_output().unwrap()).ok();
+    }
+    assert_eq!(
+        std::fs::read_dir(user.store().join("layers"))
+            .unwrap()
+            .count(),
+        4,
+        "one base and three tops"
+    );
+    for b in &images {
+        let v = inspect(&user, &b.config_digest);
+        assert_eq!(v["Id"], b.config_digest);
+    }
+}
+
+#[test]
+fn system_reset_removes_everything_including_range_owned_files() {
+    let Some((user, reg)) = setup() else { return };
+    let top = LayerTar::new()
+        .file_owned("owned", b"x", 0o600, 4000, 4000)
+        .dir_owned("d", 0o500, 4000, 4000)
+        .finish();
+    let b = image::build(
+        &[(busybox_base().finish(), Comp::Gzip), (top, Comp::Gzip)],
+        &ImageOpts::default(),
+    );
+    image::push(&reg.url, "reset", "latest", &b);
+    user.run(&["pull", &format!("{}/reset", reg.host)]).ok();
+    user.run(&["system", "reset"]).fails_with(125, "add -f");
+    assert!(user.store().exists());
+    user.run(&["system", "reset", "-f"]).ok();
+    assert!(!user.store().exists());
+}

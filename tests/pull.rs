@@ -36,6 +36,8 @@ fn fixture_layers(c1: Comp, c2: Comp, c3: Comp) -> Vec<(Vec<u8>, Comp)> {
     let third = LayerTar::new()
         .whiteout("etc", "old")
         .file("etc/third", b"3", 0o644)
+        .dir("dev", 0o755)
+        .device("dev/null", tar::EntryType::Char, 1, 3)
         .finish();
     vec![(base, c1), (second, c2), (third, c3)]
 }
@@ -142,6 +144,17 @@ fn pull_fixture(mode: Mode, oci: bool, comps: (Comp, Comp, Comp)) {
     out.ok();
     assert!(out.stdout.contains(&reference), "{}", out.stdout);
     assert!(out.stderr.contains("Pull complete"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("skipped 1 device node(s) such as /dev/null (char)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !layer_root(&user, &built.diff_ids[2])
+            .join("dev/null")
+            .exists()
+    );
     check_fixture(&user, &built, mode);
     // Blobs are kept by digest.
     for d in &built.layer_digests {
@@ -203,13 +216,20 @@ fn quiet_pull_prints_the_image_id() {
 
 #[test]
 fn progress_bars_on_a_terminal() {
-    let Some(user) = User::new(Mode::Range) else { return };
-    let Some(reg) = TestRegistry::start() else { return };
+    let Some(user) = User::new(Mode::Range) else {
+        return;
+    };
+    let Some(reg) = TestRegistry::start() else {
+        return;
+    };
     if !Path::new("/usr/bin/script").exists() {
         support::skip("script(1) from util-linux is needed to give nook a terminal");
         return;
     }
-    let built = image::build(&fixture_layers(Comp::Gzip, Comp::Gzip, Comp::Gzip), &ImageOpts::default());
+    let built = image::build(
+        &fixture_layers(Comp::Gzip, Comp::Gzip, Comp::Gzip),
+        &ImageOpts::default(),
+    );
     image::push(&reg.url, "tty/app", "v1", &built);
     // script(1) runs the command on a new pseudo-terminal and copies what it printed.
     let cmd = format!("{} pull {}/tty/app:v1", user.bin.display(), reg.host);
@@ -229,6 +249,9 @@ fn progress_bars_on_a_terminal() {
     out.ok();
     let text = out.stdout;
     assert!(text.contains("Pull complete"), "{text}");
-    assert!(text.contains("MiB") || text.contains("KiB"), "no byte counts in the bars: {text}");
+    assert!(
+        text.contains("MiB") || text.contains("KiB"),
+        "no byte counts in the bars: {text}"
+    );
     assert!(text.contains("/s"), "no speed in the bars: {text}");
 }

@@ -399,6 +399,14 @@ impl Puller<'_> {
             size: stats.bytes,
             stats,
         };
+        if record.stats.devices_skipped > 0 {
+            tracing::warn!(
+                "layer {}: skipped {} device node(s) such as {}: unprivileged users cannot create them (the container gets its own /dev)",
+                l.digest.short(),
+                record.stats.devices_skipped,
+                record.stats.device_examples.join(", ")
+            );
+        }
         self.store.commit_layer(&l.diff_id, &staging, &record)?;
         bar.done("Pull complete");
         Ok(true)

@@ -158,6 +158,19 @@ impl LayerTar {
         )
     }
 
+    /// A character or block device node.
+    pub fn device(mut self, path: &str, kind: tar::EntryType, major: u32, minor: u32) -> Self {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(0);
+        h.set_mode(0o666);
+        h.set_mtime(1_700_000_000);
+        h.set_device_major(major).unwrap();
+        h.set_device_minor(minor).unwrap();
+        self.b.append_data(&mut h, path, &b""[..]).unwrap();
+        self
+    }
+
     /// Deletes `name` of lower layers (`dir/.wh.name`).
     pub fn whiteout(self, dir: &str, name: &str) -> Self {
         let p = if dir.is_empty() {
