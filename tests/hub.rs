@@ -365,14 +365,7 @@ fn cut_connection_resumes_with_range() {
     let Some(user) = User::new(Mode::Range) else {
         return;
     };
-    let big: Vec<u8> = (0..3_000_000u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
-        .collect();
-    let l2 = LayerTar::new().file("big", &big, 0o644).finish();
-    let b = image::build(
-        &[(busybox_base().finish(), Comp::Gzip), (l2, Comp::Gzip)],
-        &ImageOpts::default(),
-    );
+    let (big, b) = image::with_big_file(3_000_000, 11, Comp::Gzip);
     let big_blob = b.layer_digests[1].clone();
     let content = Content::from_built("latest", &b);
     let m = Mock::start(move |req| {
@@ -506,14 +499,7 @@ fn killed_pull_resumes_and_completes() {
     let Some(user) = User::new(Mode::Range) else {
         return;
     };
-    let big: Vec<u8> = (0..6_000_000u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 9) as u8)
-        .collect();
-    let l2 = LayerTar::new().file("big", &big, 0o644).finish();
-    let b = image::build(
-        &[(busybox_base().finish(), Comp::Gzip), (l2, Comp::None)],
-        &ImageOpts::default(),
-    );
+    let (big, b) = image::with_big_file(6_000_000, 9, Comp::None);
     let big_blob = b.layer_digests[1].clone();
     let content = Content::from_built("latest", &b);
     let slow = Arc::new(AtomicBool::new(true));

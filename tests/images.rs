@@ -246,14 +246,7 @@ fn reference_and_not_found_errors() {
 #[test]
 fn concurrent_pulls_of_the_same_image() {
     let Some((user, reg)) = setup() else { return };
-    let big: Vec<u8> = (0..8_000_000u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    let l2 = LayerTar::new().file("big", &big, 0o644).finish();
-    let b = image::build(
-        &[(busybox_base().finish(), Comp::Gzip), (l2, Comp::Gzip)],
-        &ImageOpts::default(),
-    );
+    let (big, b) = image::with_big_file(8_000_000, 13, Comp::Gzip);
     image::push(&reg.url, "conc", "latest", &b);
     let r = format!("{}/conc", reg.host);
     let kids: Vec<_> = (0..3)

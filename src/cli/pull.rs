@@ -432,58 +432,33 @@ impl Puller<'_> {
         };
         let mut hasher = Hasher::new(l.digest.algorithm());
         let mut total = 0u64;
-        if let Err(e) = source.rewind() {
-            return fail(&tx, PullError::Download { digest, source: e });
+        let mut pumped = |reader: &mut dyn Read, copy_to: Option<&mut File>| {
+            pump(reader, copy_to, &mut hasher, &mut total, bar, &tx)
+        };
+        let replayed = source
+            .rewind()
+            .and_then(|()| pumped(&mut (&mut source).take(have), None));
+        match replayed {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => return fail(&tx, PullError::Download { digest, source: e }),
         }
-        let mut replay = (&mut source).take(have);
-        loop {
-            let mut buf = vec![0u8; CHUNK];
-            let n = match read_full(&mut replay, &mut buf) {
-                Ok(n) => n,
-                Err(e) => return fail(&tx, PullError::Download { digest, source: e }),
-            };
-            if n == 0 {
-                break;
-            }
-            buf.truncate(n);
-            hasher.update(&buf);
-            total += n as u64;
-            bar.advance(n as u64);
-            if tx.send(Ok(buf)).is_err() {
-                return Ok(());
-            }
-        }
-        if total < l.size {
+        if have < l.size {
             let mut stream = BlobStream::new(
                 self.registry,
                 ep.clone(),
                 repo,
                 l.digest.clone(),
                 l.size,
-                total,
+                have,
             );
             if let Err(e) = stream.connect() {
                 return fail(&tx, PullError::Registry(e));
             }
-            loop {
-                let mut buf = vec![0u8; CHUNK];
-                let n = match read_full(&mut stream, &mut buf) {
-                    Ok(n) => n,
-                    Err(e) => return fail(&tx, PullError::Download { digest, source: e }),
-                };
-                if n == 0 {
-                    break;
-                }
-                buf.truncate(n);
-                if let Err(e) = source.write_all(&buf) {
-                    return fail(&tx, PullError::Download { digest, source: e });
-                }
-                hasher.update(&buf);
-                total += n as u64;
-                bar.advance(n as u64);
-                if tx.send(Ok(buf)).is_err() {
-                    return Ok(());
-                }
+            match pumped(&mut stream, Some(&mut source)) {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => return fail(&tx, PullError::Download { digest, source: e }),
             }
         }
         if total != l.size {
@@ -590,8 +565,37 @@ fn decompress(
     }
 }
 
+/// Moves everything `reader` has into the pipeline, hashing and counting it and appending it
+/// to `copy_to`; `Ok(false)` when the next stage has gone away (its error is the one to report).
+fn pump(
+    reader: &mut dyn Read,
+    mut copy_to: Option<&mut File>,
+    hasher: &mut Hasher,
+    total: &mut u64,
+    bar: &LayerProgress<'_>,
+    tx: &SyncSender<io::Result<Vec<u8>>>,
+) -> io::Result<bool> {
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let n = read_full(reader, &mut buf)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        buf.truncate(n);
+        if let Some(f) = copy_to.as_mut() {
+            f.write_all(&buf)?;
+        }
+        hasher.update(&buf);
+        *total += n as u64;
+        bar.advance(n as u64);
+        if tx.send(Ok(buf)).is_err() {
+            return Ok(false);
+        }
+    }
+}
+
 /// Fills `buf` as far as the reader allows (fewer bytes only at the end).
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {

@@ -313,8 +313,7 @@ impl Store {
         })
     }
 
-    /// Takes the named lock, waiting for it; `exclusive` or shared.
-    pub fn lock(&self, name: &str, exclusive: bool) -> Result<Lock, StoreError> {
+    fn lock_file(&self, name: &str) -> Result<(PathBuf, File), StoreError> {
         let p = self.root.join("locks").join(format!("{name}.lock"));
         let f = OpenOptions::new()
             .create(true)
@@ -323,6 +322,12 @@ impl Store {
             .mode(0o600)
             .open(&p)
             .map_err(io_err(&p))?;
+        Ok((p, f))
+    }
+
+    /// Takes the named lock, waiting for it; `exclusive` or shared.
+    pub fn lock(&self, name: &str, exclusive: bool) -> Result<Lock, StoreError> {
+        let (p, f) = self.lock_file(name)?;
         let arg = if exclusive {
             FlockArg::LockExclusive
         } else {
@@ -334,14 +339,7 @@ impl Store {
 
     /// Takes the named lock only if it is free now.
     pub fn try_lock(&self, name: &str) -> Result<Option<Lock>, StoreError> {
-        let p = self.root.join("locks").join(format!("{name}.lock"));
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&p)
-            .map_err(io_err(&p))?;
+        let (p, f) = self.lock_file(name)?;
         match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
             Ok(flock) => Ok(Some(Lock { _flock: flock })),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),

@@ -435,3 +435,17 @@ pub fn push_index(url: &str, repo: &str, tag: &str, images: &[&Built], oci: bool
     push_manifest(url, repo, tag, &bytes, &mt);
     d
 }
+
+/// Busybox plus a layer holding `/big`: `len` bytes of noise that compresses as `shift`
+/// makes it (higher shifts repeat more). Returns the file's bytes and the image.
+pub fn with_big_file(len: u32, shift: u32, c: Comp) -> (Vec<u8>, Built) {
+    let big: Vec<u8> = (0..len)
+        .map(|i| (i.wrapping_mul(2654435761) >> shift) as u8)
+        .collect();
+    let top = LayerTar::new().file("big", &big, 0o644).finish();
+    let b = build(
+        &[(busybox_base().finish(), Comp::Gzip), (top, c)],
+        &ImageOpts::default(),
+    );
+    (big, b)
+}
