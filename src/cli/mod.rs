@@ -10,6 +10,7 @@ mod logging;
 mod login;
 mod progress;
 pub mod pull;
+mod stream;
 mod system;
 
 use std::path::PathBuf;

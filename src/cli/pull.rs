@@ -8,7 +8,7 @@
 //! run at once. Used by `nook pull` and, for missing images, `nook run`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, Write};
+use std::io::{self, Read, Seek};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
@@ -17,6 +17,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread;
 
 use super::progress::{LayerProgress, Progress};
+use super::stream::{ChannelReader, Chunk, decompress, pump};
 use crate::digest::{Digest, Hasher, HashingReader};
 use crate::reference::Reference;
 use crate::registry::manifest::Document;
@@ -26,7 +27,6 @@ use crate::store::{ImageRecord, LayerRecord, LayerRef, Store, StoreError};
 use crate::sys::confined::remove_tree;
 use crate::unpack::{self, Owners, UnpackError};
 
-const CHUNK: usize = 256 << 10;
 const CONFIG_LIMIT: u64 = 8 << 20;
 const PARALLEL_LAYERS: usize = 4;
 
@@ -364,8 +364,8 @@ impl Puller<'_> {
             "Downloading"
         });
         // Three stages, so that inflating runs beside hashing and writing files.
-        let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(16);
-        let (tar_tx, tar_rx) = sync_channel::<io::Result<Vec<u8>>>(16);
+        let (tx, rx) = sync_channel::<Chunk>(16);
+        let (tar_tx, tar_rx) = sync_channel::<Chunk>(16);
         let (fetched, unpacked) = thread::scope(|s| {
             let fetcher = s.spawn(|| self.fetch_blob(ep, repo, l, source, have, tx, bar));
             let inflater = s.spawn(|| decompress(rx, tar_tx));
@@ -422,11 +422,11 @@ impl Puller<'_> {
         l: &LayerRef,
         mut source: File,
         have: u64,
-        tx: SyncSender<io::Result<Vec<u8>>>,
+        tx: SyncSender<Chunk>,
         bar: &LayerProgress<'_>,
     ) -> Result<(), PullError> {
         let digest = l.digest.to_string();
-        let fail = |tx: &SyncSender<io::Result<Vec<u8>>>, e: PullError| {
+        let fail = |tx: &SyncSender<Chunk>, e: PullError| {
             let _ = tx.send(Err(io::Error::other("the download stopped")));
             Err(e)
         };
@@ -484,16 +484,12 @@ impl Puller<'_> {
     /// The unpack stage: hash the tar stream (the diff_id) and unpack it.
     fn unpack_tar(
         &self,
-        rx: Receiver<io::Result<Vec<u8>>>,
+        rx: Receiver<Chunk>,
         l: &LayerRef,
         root: &Path,
     ) -> Result<unpack::UnpackStats, PullError> {
         let digest = l.digest.to_string();
-        let input = ChannelReader {
-            rx,
-            chunk: Vec::new(),
-            pos: 0,
-        };
+        let input = ChannelReader::new(rx);
         let mut tar = HashingReader::new(input, l.diff_id.algorithm());
         let stats =
             unpack::unpack(&mut tar, root, self.owners).map_err(|source| PullError::Unpack {
@@ -514,122 +510,5 @@ impl Puller<'_> {
             });
         }
         Ok(stats)
-    }
-}
-
-/// The inflate stage: gzip, zstd or plain tar (sniffed, as docker does), passed on in chunks.
-fn decompress(
-    rx: Receiver<io::Result<Vec<u8>>>,
-    tx: SyncSender<io::Result<Vec<u8>>>,
-) -> io::Result<()> {
-    let fail = |tx: &SyncSender<io::Result<Vec<u8>>>, e: io::Error| {
-        let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
-        Err(e)
-    };
-    let mut input = BufReader::with_capacity(
-        CHUNK,
-        ChannelReader {
-            rx,
-            chunk: Vec::new(),
-            pos: 0,
-        },
-    );
-    let head = match input.fill_buf() {
-        Ok(h) => h,
-        Err(e) => return fail(&tx, e),
-    };
-    let mut decoder: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::bufread::MultiGzDecoder::new(input))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        match zstd::stream::read::Decoder::with_buffer(input) {
-            Ok(d) => Box::new(d),
-            Err(e) => return fail(&tx, e),
-        }
-    } else {
-        Box::new(input)
-    };
-    loop {
-        let mut buf = vec![0u8; CHUNK];
-        let n = match read_full(&mut decoder, &mut buf) {
-            Ok(n) => n,
-            Err(e) => return fail(&tx, e),
-        };
-        if n == 0 {
-            return Ok(());
-        }
-        buf.truncate(n);
-        if tx.send(Ok(buf)).is_err() {
-            // The unpack stage stopped; its error is the one to report.
-            return Ok(());
-        }
-    }
-}
-
-/// Moves everything `reader` has into the pipeline, hashing and counting it and appending it
-/// to `copy_to`; `Ok(false)` when the next stage has gone away (its error is the one to report).
-fn pump(
-    reader: &mut dyn Read,
-    mut copy_to: Option<&mut File>,
-    hasher: &mut Hasher,
-    total: &mut u64,
-    bar: &LayerProgress<'_>,
-    tx: &SyncSender<io::Result<Vec<u8>>>,
-) -> io::Result<bool> {
-    loop {
-        let mut buf = vec![0u8; CHUNK];
-        let n = read_full(reader, &mut buf)?;
-        if n == 0 {
-            return Ok(true);
-        }
-        buf.truncate(n);
-        if let Some(f) = copy_to.as_mut() {
-            f.write_all(&buf)?;
-        }
-        hasher.update(&buf);
-        *total += n as u64;
-        bar.advance(n as u64);
-        if tx.send(Ok(buf)).is_err() {
-            return Ok(false);
-        }
-    }
-}
-
-/// Fills `buf` as far as the reader allows (fewer bytes only at the end).
-fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-/// Reads the chunks the fetch stage sends.
-struct ChannelReader {
-    rx: Receiver<io::Result<Vec<u8>>>,
-    chunk: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos >= self.chunk.len() {
-            match self.rx.recv() {
-                Ok(Ok(c)) => {
-                    self.chunk = c;
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.pos);
-        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }

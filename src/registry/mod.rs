@@ -8,11 +8,12 @@
 //! `insecure_registries` says otherwise (then HTTPS without verification, falling back to HTTP).
 
 pub mod auth;
+mod authorize;
 pub mod blob;
+mod fetch;
 pub mod manifest;
 pub mod platform;
 pub mod proxy;
-pub mod token;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -23,8 +24,7 @@ use crate::reference::{self, Reference};
 use auth::{AuthCache, Credential};
 pub use blob::BlobStream;
 use manifest::{Document, ManifestError};
-use platform::Platform;
-use transport::{Method, Request, Response, Transport, TransportError, TransportOptions};
+use transport::{Response, Transport, TransportError, TransportOptions};
 
 /// Looks up credentials by registry host (`docker.io`, `ghcr.io`, `localhost:5000`).
 pub type CredentialLookup = Arc<dyn Fn(&str) -> Option<Credential> + Send + Sync>;
@@ -234,338 +234,10 @@ impl Registry {
     fn credential(&self, host: &str) -> Option<Credential> {
         (self.options.credentials)(host)
     }
-
-    /// Sends a request to `path` (below `/v2/`) of `ep` for `repository`, answering
-    /// authentication challenges. `actions` is the scope asked for (`pull`, `pull,push`).
-    pub fn send_authorized(
-        &self,
-        ep: &Endpoint,
-        repository: &str,
-        actions: &str,
-        mut req: Request,
-        path: &str,
-    ) -> Result<Response, RegistryError> {
-        req.tls_verify = ep.tls_verify;
-        let scope = if repository.is_empty() {
-            String::new()
-        } else {
-            format!("repository:{repository}:{actions}")
-        };
-        let mut tried_fresh = false;
-        let mut tried_scope_retry = false;
-        loop {
-            req.url = format!("{}/v2/{path}", self.base_of(ep));
-            req.authorization = self.authorization_for(ep, &scope)?;
-            let resp = match self.transport.send(&req) {
-                Err(TransportError::Request { .. })
-                    if ep.http_fallback && req.url.starts_with("https:") =>
-                {
-                    let mut d = self.downgraded.lock().unwrap_or_else(|p| p.into_inner());
-                    d.insert(ep.host.clone(), true);
-                    continue;
-                }
-                other => other?,
-            };
-            if resp.status != 401 && resp.status != 403 {
-                return Ok(resp);
-            }
-            let challenges = resp
-                .header("www-authenticate")
-                .map(auth::parse_challenges)
-                .unwrap_or_default();
-            let bearer = challenges.iter().find(|c| c.scheme == "bearer");
-            let basic = challenges.iter().any(|c| c.scheme == "basic");
-            let insufficient =
-                bearer.is_some_and(|c| c.param("error") == Some("insufficient_scope"));
-            let denied = || RegistryError::Unauthorized {
-                repository: format!("{}/{}", ep.login_host, repository),
-                host: ep.login_host.clone(),
-            };
-            if resp.status == 403 && !insufficient {
-                return Err(denied());
-            }
-            match bearer {
-                Some(c) if !tried_fresh || (insufficient && !tried_scope_retry) => {
-                    if tried_fresh {
-                        tried_scope_retry = true;
-                    }
-                    tried_fresh = true;
-                    let key = auth::TokenKey {
-                        realm: c.param("realm").unwrap_or_default().to_owned(),
-                        service: c.param("service").unwrap_or_default().to_owned(),
-                        scope: c
-                            .param("scope")
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| scope.clone()),
-                    };
-                    self.auth.forget_token(&key);
-                    self.auth.remember_scheme(&ep.host, &scope, Some(key));
-                }
-                None if basic && !tried_fresh && self.credential(&ep.login_host).is_some() => {
-                    tried_fresh = true;
-                    self.auth.remember_scheme(&ep.host, &scope, None);
-                }
-                _ => return Err(denied()),
-            }
-        }
-    }
-
-    /// The Authorization header for a request to `ep` under `scope`, fetching a token if the
-    /// host asked for Bearer and none is cached.
-    fn authorization_for(
-        &self,
-        ep: &Endpoint,
-        scope: &str,
-    ) -> Result<Option<String>, RegistryError> {
-        match self.auth.scheme_for(&ep.host, scope) {
-            None => Ok(None),
-            Some(None) => Ok(self.credential(&ep.login_host).and_then(|c| match c {
-                Credential::Basic { username, password } => {
-                    Some(Credential::basic_header(&username, &password))
-                }
-                Credential::IdentityToken(_) => None,
-            })),
-            Some(Some(key)) => {
-                if let Some(t) = self.auth.token(&key) {
-                    return Ok(Some(format!("Bearer {t}")));
-                }
-                let (token, lifetime) = self.fetch_token(ep, &key)?;
-                self.auth.store_token(key, token.clone(), lifetime);
-                Ok(Some(format!("Bearer {token}")))
-            }
-        }
-    }
-
-    /// Fetches a manifest by tag or digest, checking every digest that can be checked.
-    pub fn fetch_manifest(
-        &self,
-        ep: &Endpoint,
-        reference: &Reference,
-        what: &str,
-        by: &str,
-    ) -> Result<FetchedManifest, RegistryError> {
-        let repo = reference.path();
-        let req = Request::get("").header("accept", manifest::ACCEPT);
-        let resp =
-            self.send_authorized(ep, repo, "pull", req, &format!("{repo}/manifests/{by}"))?;
-        match resp.status {
-            200 => {}
-            404 => {
-                return Err(RegistryError::NotFound {
-                    what: what.to_owned(),
-                });
-            }
-            s => return Err(status_error(resp, s)),
-        }
-        let content_type = resp.header("content-type").map(str::to_owned);
-        let header_digest = resp.header("docker-content-digest").map(str::to_owned);
-        let bytes = resp.read_limited(manifest::MANIFEST_LIMIT)?;
-        let expected = Digest::parse(by).ok();
-        let digest = match &expected {
-            Some(d) => d.same_algorithm_of(&bytes),
-            None => Digest::sha256_of(&bytes),
-        };
-        if let Some(expected) = expected
-            && digest != expected
-        {
-            return Err(RegistryError::DigestMismatch {
-                what: what.to_owned(),
-                expected,
-                actual: digest,
-            });
-        }
-        if let Some(h) = header_digest {
-            let claimed = Digest::parse(&h).map_err(|_| RegistryError::BadDigestHeader {
-                what: what.to_owned(),
-                value: h.clone(),
-            })?;
-            let actual = claimed.same_algorithm_of(&bytes);
-            if claimed != actual {
-                return Err(RegistryError::DigestMismatch {
-                    what: what.to_owned(),
-                    expected: claimed,
-                    actual,
-                });
-            }
-        }
-        let document = manifest::parse(what, content_type.as_deref(), &bytes)?;
-        Ok(FetchedManifest {
-            bytes,
-            digest,
-            document,
-        })
-    }
-
-    /// Resolves `reference` to an image manifest for `platform`, following one index.
-    /// Returns the image manifest and, when there was one, the index it came from.
-    pub fn resolve(
-        &self,
-        ep: &Endpoint,
-        reference: &Reference,
-        platform: &Platform,
-    ) -> Result<(FetchedManifest, Option<FetchedManifest>), RegistryError> {
-        let what = reference.to_string();
-        let top = self.fetch_manifest(ep, reference, &what, &reference.manifest_reference())?;
-        let manifests = match &top.document {
-            Document::Image(_) => return Ok((top, None)),
-            Document::Index { manifests, .. } => manifests.clone(),
-        };
-        let chosen = manifest::choose(&manifests, platform).map_err(|available| {
-            RegistryError::NoPlatform {
-                reference: what.clone(),
-                want: platform.to_string(),
-                available,
-            }
-        })?;
-        let child_what = format!("{what} ({platform})");
-        let child = self.fetch_manifest(ep, reference, &child_what, &chosen.digest.to_string())?;
-        if matches!(child.document, Document::Index { .. }) {
-            return Err(RegistryError::NestedIndex { url: child_what });
-        }
-        Ok((child, Some(top)))
-    }
-
-    /// Fetches a small blob (an image config) whole, verifying size and digest.
-    pub fn fetch_small_blob(
-        &self,
-        ep: &Endpoint,
-        repository: &str,
-        digest: &Digest,
-        size: u64,
-        limit: u64,
-    ) -> Result<Vec<u8>, RegistryError> {
-        let what = format!("{}/{repository}@{digest}", ep.host);
-        let resp = self.open_blob(ep, repository, digest, 0)?.0;
-        let bytes = resp.read_limited(limit.min(size.saturating_add(1)))?;
-        if bytes.len() as u64 != size {
-            return Err(RegistryError::SizeMismatch {
-                what,
-                expected: size,
-                actual: bytes.len() as u64,
-            });
-        }
-        let actual = digest.same_algorithm_of(&bytes);
-        if &actual != digest {
-            return Err(RegistryError::DigestMismatch {
-                what,
-                expected: digest.clone(),
-                actual,
-            });
-        }
-        Ok(bytes)
-    }
-
-    /// Starts a blob download at `offset`. Returns the response and the offset its body
-    /// starts at (0 when the registry ignored the Range request).
-    pub fn open_blob(
-        &self,
-        ep: &Endpoint,
-        repository: &str,
-        digest: &Digest,
-        offset: u64,
-    ) -> Result<(Response, u64), RegistryError> {
-        let mut req = Request::get("");
-        if offset > 0 {
-            req = req.header("range", format!("bytes={offset}-"));
-        }
-        let resp = self.send_authorized(
-            ep,
-            repository,
-            "pull",
-            req,
-            &format!("{repository}/blobs/{digest}"),
-        )?;
-        match resp.status {
-            200 => Ok((resp, 0)),
-            206 => {
-                let start = resp
-                    .header("content-range")
-                    .and_then(|v| v.strip_prefix("bytes "))
-                    .and_then(|v| v.split('-').next())
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                match start {
-                    Some(s) if s == offset => Ok((resp, offset)),
-                    _ => Err(RegistryError::Status {
-                        url: resp.url.clone(),
-                        status: 206,
-                        message: Some("Content-Range does not match the requested range".into()),
-                    }),
-                }
-            }
-            404 => Err(RegistryError::NotFound {
-                what: format!("{}/{repository}@{digest}", ep.host),
-            }),
-            s => Err(status_error(resp, s)),
-        }
-    }
-
-    /// Lists a repository's tags, following `Link` pagination.
-    pub fn list_tags(&self, ep: &Endpoint, repository: &str) -> Result<Vec<String>, RegistryError> {
-        #[derive(serde::Deserialize)]
-        struct TagList {
-            #[serde(default)]
-            tags: Option<Vec<String>>,
-        }
-        let mut out = Vec::new();
-        let mut path = format!("{repository}/tags/list?n=1000");
-        for _ in 0..1000 {
-            let resp = self.send_authorized(ep, repository, "pull", Request::get(""), &path)?;
-            match resp.status {
-                200 => {}
-                404 => {
-                    return Err(RegistryError::NotFound {
-                        what: format!("{}/{repository}", ep.login_host),
-                    });
-                }
-                s => return Err(status_error(resp, s)),
-            }
-            let next = resp.header("link").and_then(next_link);
-            let body = resp.read_limited(manifest::MANIFEST_LIMIT)?;
-            let list: TagList =
-                serde_json::from_slice(&body).map_err(|_| RegistryError::Status {
-                    url: format!("{}/v2/{path}", ep.base),
-                    status: 200,
-                    message: Some("the tag list is not valid JSON".into()),
-                })?;
-            out.extend(list.tags.unwrap_or_default());
-            match next {
-                Some(n) => path = n,
-                None => break,
-            }
-        }
-        Ok(out)
-    }
-
-    /// Checks that `ep` answers the registry API with the current credentials (`nook login`).
-    pub fn ping(&self, ep: &Endpoint) -> Result<(), RegistryError> {
-        let mut req = Request::get("");
-        req.method = Method::Get;
-        let resp = self.send_authorized(ep, "", "", req, "")?;
-        match resp.status {
-            200 => Ok(()),
-            s => Err(status_error(resp, s)),
-        }
-    }
-}
-
-/// The path below `/v2/` of a `Link: </v2/...>; rel="next"` header.
-fn next_link(link: &str) -> Option<String> {
-    link.split(',')
-        .find(|l| l.contains("rel=\"next\""))
-        .and_then(|l| {
-            let start = l.find('<')? + 1;
-            let end = l.find('>')?;
-            let url = l.get(start..end)?;
-            let path = match url.find("/v2/") {
-                Some(i) => &url[i + 4..],
-                None => return None,
-            };
-            Some(path.to_owned())
-        })
 }
 
 /// An error for an unexpected status, with the registry's own message when it sent one.
-fn status_error(resp: Response, status: u16) -> RegistryError {
+pub(crate) fn status_error(resp: Response, status: u16) -> RegistryError {
     let url = resp.url.clone();
     let message = resp
         .read_limited(64 << 10)
@@ -652,19 +324,6 @@ mod tests {
         assert!(insecure[0].http_fallback);
         let other = r.endpoints(&Reference::parse("ghcr.io/x/y").unwrap());
         assert!(other[0].tls_verify && !other[0].http_fallback);
-    }
-
-    #[test]
-    fn link_pagination() {
-        assert_eq!(
-            next_link(r#"</v2/x/tags/list?last=b&n=2>; rel="next""#).as_deref(),
-            Some("x/tags/list?last=b&n=2")
-        );
-        assert_eq!(
-            next_link(r#"<https://r/v2/a/b/tags/list?n=1>; rel="next""#).as_deref(),
-            Some("a/b/tags/list?n=1")
-        );
-        assert_eq!(next_link("garbage"), None);
     }
 
     #[test]

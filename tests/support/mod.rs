@@ -6,6 +6,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod env;
+pub mod hub;
 pub mod image;
 pub mod mock;
 pub mod registry;
