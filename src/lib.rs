@@ -9,6 +9,8 @@ pub mod config;
 pub mod digest;
 pub mod reference;
 pub mod registry;
+pub mod rootfs;
+pub mod sandbox;
 pub mod store;
 pub mod sys;
 pub mod unpack;

@@ -90,6 +90,32 @@ impl RootDir {
         cur.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
 
+    /// Opens the file at `comps` below the root with `flags` (`O_CLOEXEC` added), resolving
+    /// symlinks inside the root; on kernels without openat2, symlinks are refused instead.
+    pub fn open_file(&self, comps: &[OsString], flags: OFlag) -> io::Result<OwnedFd> {
+        let Some((name, parent)) = comps.split_last() else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
+        let flags = flags | OFlag::O_CLOEXEC;
+        if !NO_OPENAT2.load(Ordering::Relaxed) {
+            let rel: PathBuf = comps.iter().collect();
+            let how = OpenHow::new()
+                .flags(flags)
+                .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+            match openat2(&self.fd, &rel, how) {
+                Err(Errno::ENOSYS) => NO_OPENAT2.store(true, Ordering::Relaxed),
+                other => return Ok(other?),
+            }
+        }
+        let dir = self.open_dir(parent, OFlag::O_PATH)?;
+        Ok(openat(
+            &dir,
+            name.as_os_str(),
+            flags | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )?)
+    }
+
     /// Like [`open_dir`](Self::open_dir) with `O_PATH`, creating missing directories with
     /// `mode` on the way. The deepest existing ancestor is found with confined lookups; below
     /// it, each new directory is made and opened by one component without following symlinks.
@@ -248,4 +274,20 @@ mod tests {
                 .is_err()
         );
     }
+}
+
+/// The components of an absolute container path (`/etc/passwd` → [`etc`, `passwd`]); `..`
+/// and `.` are dropped lexically, which cannot climb above the root.
+pub fn components(path: &str) -> Vec<OsString> {
+    let mut out: Vec<OsString> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(OsString::from(c)),
+        }
+    }
+    out
 }

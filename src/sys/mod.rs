@@ -7,5 +7,7 @@
 
 pub mod confined;
 pub mod idmap;
+pub mod mount;
+pub mod process;
 pub mod userns;
 pub mod xattr;

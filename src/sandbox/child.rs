@@ -1,0 +1,353 @@
+//! The container's init: runs in the child that `clone` made in the new namespaces, executes
+//! the [`Plan`], and becomes the container's process.
+//!
+//! Order: wait for the id maps; make every mount private; mount the root; apply the mount
+//! plan through [`RealSys`]; resolve the user in the container's own files; pivot_root and
+//! detach the old root; terminal, limits, capabilities, user; chdir and check the working
+//! directory is inside the root (CVE-2024-21626); mark every descriptor close-on-exec; exec.
+//! Any failure is reported to nook as a [`ToParent::Failed`] with the exit status to use.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::fcntl::OFlag;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Uid, chdir, pivot_root};
+
+use super::message::{self, Stage, ToChild, ToParent};
+use super::plan::{Plan, RootfsPlan};
+use super::seam::{RealSys, apply};
+use super::user::{User, read_confined, resolve};
+use crate::sys::confined::{RootDir, components};
+use crate::sys::process::{
+    WinSize, cloexec_from, exit_now, reset_signals, set_controlling_tty, set_window_size,
+};
+
+struct Failure {
+    stage: Stage,
+    message: String,
+    exit: i32,
+}
+
+fn fail<E: std::fmt::Display>(stage: Stage, what: &str) -> impl FnOnce(E) -> Failure + '_ {
+    move |e| Failure {
+        stage,
+        message: format!("{what}: {e}"),
+        exit: 125,
+    }
+}
+
+/// Runs the init in the cloned child; never returns.
+pub fn init(plan: &Plan, sock: OwnedFd, tty_size: Option<WinSize>) -> ! {
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    let Err(f) = setup_and_exec(plan, sock.as_fd(), tty_size);
+    let _ = message::send(
+        sock.as_fd(),
+        &ToParent::Failed {
+            stage: f.stage,
+            message: f.message,
+            exit: f.exit,
+        },
+        None,
+    );
+    exit_now(f.exit)
+}
+
+fn setup_and_exec(
+    plan: &Plan,
+    sock: BorrowedFd<'_>,
+    tty_size: Option<WinSize>,
+) -> Result<Infallible, Failure> {
+    match message::recv::<ToChild>(sock) {
+        Ok(Some((ToChild::MapsWritten, _))) => {}
+        _ => {
+            return Err(Failure {
+                stage: Stage::Process,
+                message: "nook went away before writing the id maps".into(),
+                exit: 125,
+            });
+        }
+    }
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(fail(Stage::Rootfs, "cannot make the mounts private"))?;
+    let driver = mount_root(plan)?;
+    let _ = message::send(
+        sock,
+        &ToParent::Mounted {
+            driver: driver.into(),
+        },
+        None,
+    );
+    let root =
+        RootDir::open(&plan.mountpoint).map_err(fail(Stage::Rootfs, "cannot open the root"))?;
+    apply(&mut RealSys { root: &root }, &plan.mounts).map_err(|e| Failure {
+        stage: Stage::Mounts,
+        message: format!("{e}: {}", e.source),
+        exit: 125,
+    })?;
+    let p = &plan.process;
+    let user = resolve(
+        &p.user,
+        &p.group_add,
+        &read_confined(&root, "/etc/passwd"),
+        &read_confined(&root, "/etc/group"),
+    )
+    .map_err(fail(Stage::User, "cannot start the container"))?;
+    root.make_dirs(&components(&p.cwd), 0o755)
+        .map_err(fail(Stage::Process, "cannot create the working directory"))?;
+    if plan.read_only {
+        let top = root
+            .open_dir(&[], OFlag::O_PATH)
+            .map_err(fail(Stage::Rootfs, "cannot open the root"))?;
+        crate::sys::mount::remount_bind(&top, MsFlags::MS_RDONLY)
+            .map_err(fail(Stage::Rootfs, "cannot make the root read-only"))?;
+    }
+    drop(root);
+    nix::unistd::sethostname(&plan.hostname)
+        .map_err(fail(Stage::Process, "cannot set the hostname"))?;
+    enter_root(&plan.mountpoint)?;
+    stdio(sock, p.tty, p.stdin, tty_size)?;
+    for r in &p.rlimits {
+        nix::sys::resource::setrlimit(r.resource, r.soft, r.hard)
+            .map_err(fail(Stage::Process, "cannot set a --ulimit"))?;
+    }
+    become_user(plan, &user)?;
+    chdir(p.cwd.as_str()).map_err(fail(
+        Stage::Process,
+        &format!("cannot change to the working directory {}", p.cwd),
+    ))?;
+    // The working directory must lie inside the new root (CVE-2024-21626: a leaked
+    // descriptor as cwd would show as "(unreachable)").
+    match nix::unistd::getcwd() {
+        Ok(c) if c.starts_with("/") => {}
+        _ => {
+            return Err(Failure {
+                stage: Stage::Process,
+                message: "the working directory is outside the container".into(),
+                exit: 125,
+            });
+        }
+    }
+    let program = find_program(&p.args[0], &p.env)?;
+    cloexec_from(3).map_err(fail(Stage::Process, "cannot close nook's descriptors"))?;
+    let args: Vec<CString> = p
+        .args
+        .iter()
+        .map(|a| cstring(a))
+        .collect::<Result<_, _>>()?;
+    let env: Vec<CString> = p
+        .env
+        .iter()
+        .map(|(k, v)| cstring(&format!("{k}={v}")))
+        .collect::<Result<_, _>>()?;
+    if p.init {
+        super::reaper::run(sock, &program, &args, &env)
+    }
+    reset_signals();
+    let e = nix::unistd::execve(&program, &args, &env).unwrap_err();
+    Err(exec_failure(&p.args[0], e))
+}
+
+fn cstring(s: &str) -> Result<CString, Failure> {
+    CString::new(s).map_err(|_| Failure {
+        stage: Stage::Process,
+        message: format!("{s:?} contains a NUL byte"),
+        exit: 125,
+    })
+}
+
+/// Mounts the container's root on the plan's mount point.
+fn mount_root(plan: &Plan) -> Result<&'static str, Failure> {
+    match &plan.rootfs {
+        RootfsPlan::Overlay {
+            layers_dir,
+            lowers,
+            upper,
+            work,
+        } => {
+            crate::rootfs::mount_overlay(layers_dir, lowers, upper, work, &plan.mountpoint)
+                .map_err(|e| Failure {
+                    stage: Stage::Overlay,
+                    message: format!("the kernel refused overlayfs: {e}"),
+                    exit: 125,
+                })?;
+            Ok("overlay")
+        }
+        RootfsPlan::Copy { layers, dest } => {
+            crate::rootfs::copy_layers(layers, dest)
+                .map_err(fail(Stage::Rootfs, "cannot copy the image's layers"))?;
+            // pivot_root needs a mount point.
+            mount(
+                Some(dest.as_path()),
+                &plan.mountpoint,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(fail(Stage::Rootfs, "cannot bind the copied root"))?;
+            Ok("copy")
+        }
+    }
+}
+
+/// pivot_root into `root` and detach the old root, leaving nothing of the host reachable.
+fn enter_root(root: &Path) -> Result<(), Failure> {
+    chdir(root).map_err(fail(Stage::Rootfs, "cannot enter the root"))?;
+    pivot_root(".", ".").map_err(fail(Stage::Rootfs, "pivot_root failed"))?;
+    umount2(".", MntFlags::MNT_DETACH)
+        .map_err(fail(Stage::Rootfs, "cannot detach the old root"))?;
+    chdir("/").map_err(fail(Stage::Rootfs, "cannot enter the root"))?;
+    Ok(())
+}
+
+/// A new session; with `tty`, a terminal from the container's own devpts whose master goes to
+/// nook; without `stdin`, /dev/null as standard input.
+fn stdio(
+    sock: BorrowedFd<'_>,
+    tty: bool,
+    stdin: bool,
+    size: Option<WinSize>,
+) -> Result<(), Failure> {
+    nix::unistd::setsid().map_err(fail(Stage::Process, "setsid failed"))?;
+    if tty {
+        let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+            .map_err(fail(Stage::Process, "cannot open /dev/ptmx"))?;
+        nix::pty::grantpt(&master).map_err(fail(Stage::Process, "grantpt failed"))?;
+        nix::pty::unlockpt(&master).map_err(fail(Stage::Process, "unlockpt failed"))?;
+        let name = nix::pty::ptsname_r(&master).map_err(fail(Stage::Process, "ptsname failed"))?;
+        let slave = nix::fcntl::open(
+            name.as_str(),
+            OFlag::O_RDWR | OFlag::O_NOCTTY,
+            Mode::empty(),
+        )
+        .map_err(fail(Stage::Process, "cannot open the terminal"))?;
+        if let Some(s) = size {
+            let _ = set_window_size(slave.as_fd(), s);
+        }
+        message::send(sock, &ToParent::Pty, Some(master.as_raw_fd()))
+            .map_err(fail(Stage::Process, "cannot hand the terminal to nook"))?;
+        drop(master);
+        set_controlling_tty(slave.as_fd())
+            .map_err(fail(Stage::Process, "cannot take the terminal"))?;
+        for dup in [
+            nix::unistd::dup2_stdin,
+            nix::unistd::dup2_stdout,
+            nix::unistd::dup2_stderr,
+        ] {
+            dup(&slave).map_err(fail(Stage::Process, "cannot attach the terminal"))?;
+        }
+    } else if !stdin {
+        let null = nix::fcntl::open("/dev/null", OFlag::O_RDONLY, Mode::empty())
+            .map_err(fail(Stage::Process, "cannot open /dev/null"))?;
+        nix::unistd::dup2_stdin(&null)
+            .map_err(fail(Stage::Process, "cannot set up standard input"))?;
+    }
+    Ok(())
+}
+
+/// Capabilities, groups and ids, in the order that keeps the capabilities needed to set them.
+fn become_user(plan: &Plan, user: &User) -> Result<(), Failure> {
+    use caps::CapSet;
+    let keep: caps::CapsHashSet = plan.process.caps.iter().copied().collect();
+    for c in caps::all() {
+        if !keep.contains(&c) {
+            let _ = caps::drop(None, CapSet::Bounding, c);
+        }
+    }
+    caps::clear(None, CapSet::Inheritable).map_err(fail(
+        Stage::Process,
+        "cannot clear inheritable capabilities",
+    ))?;
+    let _ = caps::clear(None, CapSet::Ambient);
+    let unmapped = |what: &str, id: u32| Failure {
+        stage: Stage::User,
+        message: format!(
+            "{what} {id} is not mapped in this container: users other than root need a subordinate id range (/etc/subuid), or use --userns keep-id"
+        ),
+        exit: 125,
+    };
+    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    if let Err(e) = nix::unistd::setgroups(&groups) {
+        // With a single mapping setgroups is denied: the process keeps no extra groups.
+        if plan.gid_map.lines.len() > 1 || e != nix::errno::Errno::EPERM {
+            return Err(fail(Stage::User, "cannot set supplementary groups")(e));
+        }
+    }
+    let (g, u) = (Gid::from_raw(user.gid), Uid::from_raw(user.uid));
+    nix::unistd::setresgid(g, g, g).map_err(|_| unmapped("group", user.gid))?;
+    nix::unistd::setresuid(u, u, u).map_err(|_| unmapped("user", user.uid))?;
+    if user.uid == 0 {
+        caps::set(None, CapSet::Effective, &keep)
+            .map_err(fail(Stage::Process, "cannot set capabilities"))?;
+        caps::set(None, CapSet::Permitted, &keep)
+            .map_err(fail(Stage::Process, "cannot set capabilities"))?;
+    }
+    if plan.process.no_new_privs {
+        nix::sys::prctl::set_no_new_privs()
+            .map_err(fail(Stage::Process, "cannot set no_new_privs"))?;
+    }
+    Ok(())
+}
+
+/// The program to exec: a path as given, else the first executable match in `PATH`.
+fn find_program(arg0: &str, env: &[(String, String)]) -> Result<CString, Failure> {
+    let not_found = |msg: String| Failure {
+        stage: Stage::Exec,
+        message: msg,
+        exit: 127,
+    };
+    if arg0.contains('/') {
+        return cstring(arg0);
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or(super::spec::DEFAULT_PATH, |(_, v)| v.as_str());
+    let mut denied = None;
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(arg0);
+        match std::fs::metadata(&candidate) {
+            Ok(m) if m.is_file() => {
+                let c = CString::new(candidate.as_os_str().as_bytes())
+                    .map_err(|_| not_found(String::new()))?;
+                if nix::unistd::access(c.as_c_str(), nix::unistd::AccessFlags::X_OK).is_ok() {
+                    return Ok(c);
+                }
+                denied.get_or_insert(c);
+            }
+            _ => {}
+        }
+    }
+    match denied {
+        Some(c) => Ok(c),
+        None => Err(not_found(format!(
+            "exec: {arg0:?}: executable file not found in $PATH"
+        ))),
+    }
+}
+
+/// The exit status and message docker gives for a failed exec.
+fn exec_failure(arg0: &str, e: nix::errno::Errno) -> Failure {
+    use nix::errno::Errno;
+    let (exit, why) = match e {
+        Errno::ENOENT => (127, "no such file or directory"),
+        Errno::EACCES | Errno::EPERM => (126, "permission denied"),
+        Errno::ENOEXEC => (126, "exec format error"),
+        _ => (126, e.desc()),
+    };
+    Failure {
+        stage: Stage::Exec,
+        message: format!("exec {arg0:?}: {why}"),
+        exit,
+    }
+}

@@ -1,0 +1,77 @@
+//! The typed messages between nook and the container's init, over a SOCK_SEQPACKET pair.
+//!
+//! One JSON datagram per message; a terminal's master side travels as SCM_RIGHTS with
+//! [`ToParent::Pty`]. The init's end is close-on-exec, so end-of-file after `Mounted` means
+//! the command was executed.
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use serde::{Deserialize, Serialize};
+
+/// nook → init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToChild {
+    /// The id maps are written: the init may go on.
+    MapsWritten,
+}
+
+/// init → nook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToParent {
+    /// The root is mounted with this driver (`overlay`, `copy`).
+    Mounted { driver: String },
+    /// The master side of the container's terminal is attached.
+    Pty,
+    /// `--init` forked the command (without `--init`, end-of-file says the same).
+    Started,
+    /// Setup failed; `exit` is the status nook should end with (125, 126 or 127).
+    Failed {
+        stage: Stage,
+        message: String,
+        exit: i32,
+    },
+}
+
+/// Where setup failed (the overlay stage lets nook fall back to the next rung).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stage {
+    Overlay,
+    Rootfs,
+    Mounts,
+    User,
+    Process,
+    Exec,
+}
+
+const MAX: usize = 64 << 10;
+
+/// Sends `msg`, with `fd` attached when given.
+pub fn send<T: Serialize>(sock: BorrowedFd<'_>, msg: &T, fd: Option<RawFd>) -> nix::Result<()> {
+    let bytes = serde_json::to_vec(msg).map_err(|_| nix::errno::Errno::EINVAL)?;
+    let iov = [IoSlice::new(&bytes)];
+    let fds;
+    let cmsgs: Vec<ControlMessage<'_>> = match fd {
+        Some(f) => {
+            fds = [f];
+            vec![ControlMessage::ScmRights(&fds)]
+        }
+        None => vec![],
+    };
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::empty(), None)?;
+    Ok(())
+}
+
+/// Receives one message and any descriptor with it; `Ok(None)` at end-of-file.
+pub fn recv<T: for<'de> Deserialize<'de>>(
+    sock: BorrowedFd<'_>,
+) -> nix::Result<Option<(T, Option<OwnedFd>)>> {
+    let mut buf = vec![0u8; MAX];
+    let (len, fd) = crate::sys::process::recv_with_fd(sock, &mut buf)?;
+    if len == 0 {
+        return Ok(None);
+    }
+    let msg = serde_json::from_slice(&buf[..len]).map_err(|_| nix::errno::Errno::EBADMSG)?;
+    Ok(Some((msg, fd)))
+}

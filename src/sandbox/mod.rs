@@ -1,0 +1,16 @@
+//! The sandbox: image config + run options → a [`plan::Plan`] (namespaces, id maps, mount
+//! operations, the process), and the child side that executes it.
+//!
+//! Everything that decides is pure and tested without privileges (`plan`, `spec`, `volume`,
+//! `user`, `caps`, and the mount order through the `seam`); `child` and `reaper` run inside
+//! the new namespaces.
+
+pub mod caps;
+pub mod child;
+pub mod message;
+pub mod plan;
+mod reaper;
+pub mod seam;
+pub mod spec;
+pub mod user;
+pub mod volume;

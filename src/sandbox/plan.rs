@@ -1,0 +1,420 @@
+//! The sandbox plan: image config + run options → namespaces, id maps, mount operations and
+//! the process to start (bubblewrap's list of setup operations). The plan is printable and
+//! tested without privileges; the child executes exactly it.
+
+use std::path::PathBuf;
+
+use nix::mount::MsFlags;
+
+use super::caps::Capability;
+use super::volume::Volume;
+use crate::sys::idmap::IdMap;
+
+/// Which namespaces the container gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Namespaces {
+    pub net: bool,
+    pub cgroup: bool,
+}
+
+/// How the container's root is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootfsPlan {
+    /// Kernel overlayfs (`userxattr`), lower layers top first, relative to `layers_dir`.
+    Overlay {
+        layers_dir: PathBuf,
+        lowers: Vec<String>,
+        upper: PathBuf,
+        work: PathBuf,
+    },
+    /// The layers copied into a private directory (the last rung of the ladder).
+    Copy { layers: Vec<PathBuf>, dest: PathBuf },
+}
+
+/// A path inside the container and what should be there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub path: String,
+    pub dir: bool,
+}
+
+impl Target {
+    pub fn dir(path: &str) -> Target {
+        Target {
+            path: path.to_owned(),
+            dir: true,
+        }
+    }
+    pub fn file(path: &str) -> Target {
+        Target {
+            path: path.to_owned(),
+            dir: false,
+        }
+    }
+}
+
+/// One mount operation, applied in order below the new root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountOp {
+    /// A fresh filesystem (proc, tmpfs, devpts, mqueue, sysfs).
+    Fs {
+        fstype: &'static str,
+        target: Target,
+        flags: MsFlags,
+        data: String,
+    },
+    /// A host path bound in; `flags` (MS_RDONLY, ...) are applied by a remount after.
+    Bind {
+        source: PathBuf,
+        target: Target,
+        recursive: bool,
+        flags: MsFlags,
+    },
+    /// `/dev/NAME` from the host onto the new /dev.
+    Device {
+        name: &'static str,
+    },
+    Symlink {
+        path: String,
+        points_to: String,
+    },
+    /// Hidden: a file gets /dev/null, a directory an empty read-only tmpfs. Absent: skipped.
+    Mask {
+        path: String,
+    },
+    /// Made read-only by a bind remount. Absent: skipped.
+    ReadOnly {
+        path: String,
+    },
+}
+
+/// Resource limits (`--ulimit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    pub resource: nix::sys::resource::Resource,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The process to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    /// `-u` or the image's User, resolved in the container's /etc/passwd by the child.
+    pub user: String,
+    pub group_add: Vec<String>,
+    pub caps: Vec<Capability>,
+    pub no_new_privs: bool,
+    pub rlimits: Vec<Rlimit>,
+    pub tty: bool,
+    pub stdin: bool,
+    pub init: bool,
+}
+
+/// Everything the child does, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub namespaces: Namespaces,
+    pub uid_map: IdMap,
+    pub gid_map: IdMap,
+    pub hostname: String,
+    pub rootfs: RootfsPlan,
+    /// The directory the root is assembled on (private to the container's mount namespace).
+    pub mountpoint: PathBuf,
+    pub read_only: bool,
+    pub mounts: Vec<MountOp>,
+    pub process: Process,
+}
+
+/// Docker's masked paths.
+pub const MASKED: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's read-only paths.
+pub const READ_ONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Devices every container gets, bound from the host.
+pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Files nook writes per container and binds over the image's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcFiles {
+    pub hosts: PathBuf,
+    pub hostname: PathBuf,
+    pub resolv: PathBuf,
+}
+
+/// The standard mounts (docker's defaults) followed by the user's volumes.
+pub fn standard_mounts(
+    ns: Namespaces,
+    tty_gid_mapped: bool,
+    etc: &EtcFiles,
+    volumes: &[Volume],
+) -> Vec<MountOp> {
+    let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    let mut m = vec![
+        MountOp::Fs {
+            fstype: "proc",
+            target: Target::dir("/proc"),
+            flags: nosuid_noexec_nodev,
+            data: String::new(),
+        },
+        MountOp::Fs {
+            fstype: "tmpfs",
+            target: Target::dir("/dev"),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+            data: "mode=755,size=65536k".into(),
+        },
+        MountOp::Fs {
+            fstype: "devpts",
+            target: Target::dir("/dev/pts"),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            // gid=5 (tty) only where the map has it: the kernel refuses an unmapped gid.
+            data: if tty_gid_mapped {
+                "newinstance,ptmxmode=0666,mode=0620,gid=5"
+            } else {
+                "newinstance,ptmxmode=0666,mode=0620"
+            }
+            .into(),
+        },
+        MountOp::Fs {
+            fstype: "tmpfs",
+            target: Target::dir("/dev/shm"),
+            flags: nosuid_noexec_nodev,
+            data: "mode=1777,size=65536k".into(),
+        },
+        MountOp::Fs {
+            fstype: "mqueue",
+            target: Target::dir("/dev/mqueue"),
+            flags: nosuid_noexec_nodev,
+            data: String::new(),
+        },
+    ];
+    if ns.net {
+        // sysfs can only be mounted by the owner of the network namespace.
+        m.push(MountOp::Fs {
+            fstype: "sysfs",
+            target: Target::dir("/sys"),
+            flags: nosuid_noexec_nodev | MsFlags::MS_RDONLY,
+            data: String::new(),
+        });
+    } else {
+        m.push(MountOp::Bind {
+            source: "/sys".into(),
+            target: Target::dir("/sys"),
+            recursive: true,
+            flags: nosuid_noexec_nodev | MsFlags::MS_RDONLY,
+        });
+    }
+    m.extend(DEVICES.iter().map(|d| MountOp::Device { name: d }));
+    for (path, to) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+        ("/dev/ptmx", "pts/ptmx"),
+        ("/dev/core", "/proc/kcore"),
+    ] {
+        m.push(MountOp::Symlink {
+            path: path.into(),
+            points_to: to.into(),
+        });
+    }
+    for (src, dst) in [
+        (&etc.hosts, "/etc/hosts"),
+        (&etc.hostname, "/etc/hostname"),
+        (&etc.resolv, "/etc/resolv.conf"),
+    ] {
+        m.push(MountOp::Bind {
+            source: src.clone(),
+            target: Target::file(dst),
+            recursive: false,
+            flags: MsFlags::empty(),
+        });
+    }
+    for v in volumes {
+        m.push(v.mount_op());
+    }
+    m.extend(MASKED.iter().map(|p| MountOp::Mask { path: (*p).into() }));
+    m.extend(
+        READ_ONLY
+            .iter()
+            .map(|p| MountOp::ReadOnly { path: (*p).into() }),
+    );
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn etc() -> EtcFiles {
+        EtcFiles {
+            hosts: "/c/hosts".into(),
+            hostname: "/c/hostname".into(),
+            resolv: "/c/resolv.conf".into(),
+        }
+    }
+
+    #[test]
+    fn proc_first_masks_and_read_only_last() {
+        let m = standard_mounts(
+            Namespaces {
+                net: true,
+                cgroup: true,
+            },
+            true,
+            &etc(),
+            &[],
+        );
+        assert!(matches!(&m[0], MountOp::Fs { fstype: "proc", .. }));
+        let first_mask = m
+            .iter()
+            .position(|o| matches!(o, MountOp::Mask { .. }))
+            .unwrap();
+        let first_ro = m
+            .iter()
+            .position(|o| matches!(o, MountOp::ReadOnly { .. }))
+            .unwrap();
+        assert!(first_mask < first_ro);
+        assert!(
+            m[first_mask..]
+                .iter()
+                .all(|o| matches!(o, MountOp::Mask { .. } | MountOp::ReadOnly { .. }))
+        );
+        let masked: Vec<_> = m
+            .iter()
+            .filter_map(|o| {
+                if let MountOp::Mask { path } = o {
+                    Some(path.as_str())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for p in [
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/timer_list",
+            "/proc/sched_debug",
+            "/proc/acpi",
+            "/proc/scsi",
+            "/proc/interrupts",
+            "/sys/firmware",
+        ] {
+            assert!(masked.contains(&p), "{p} not masked");
+        }
+    }
+
+    #[test]
+    fn sysfs_needs_a_network_namespace() {
+        let own = standard_mounts(
+            Namespaces {
+                net: true,
+                cgroup: true,
+            },
+            true,
+            &etc(),
+            &[],
+        );
+        assert!(own.iter().any(|o| matches!(o, MountOp::Fs { fstype: "sysfs", flags, .. } if flags.contains(MsFlags::MS_RDONLY))));
+        let host = standard_mounts(
+            Namespaces {
+                net: false,
+                cgroup: true,
+            },
+            true,
+            &etc(),
+            &[],
+        );
+        assert!(host.iter().any(
+            |o| matches!(o, MountOp::Bind { target, recursive: true, flags, .. }
+            if target.path == "/sys" && flags.contains(MsFlags::MS_RDONLY))
+        ));
+    }
+
+    #[test]
+    fn devpts_gid_only_when_mapped() {
+        let data = |mapped| {
+            standard_mounts(
+                Namespaces {
+                    net: true,
+                    cgroup: true,
+                },
+                mapped,
+                &etc(),
+                &[],
+            )
+            .into_iter()
+            .find_map(|o| match o {
+                MountOp::Fs {
+                    fstype: "devpts",
+                    data,
+                    ..
+                } => Some(data),
+                _ => None,
+            })
+            .unwrap()
+        };
+        assert!(data(true).contains("gid=5"));
+        assert!(!data(false).contains("gid="));
+        assert!(data(false).contains("newinstance") && data(false).contains("ptmxmode=0666"));
+    }
+
+    #[test]
+    fn nosuid_nodev_where_docker_sets_them() {
+        let m = standard_mounts(
+            Namespaces {
+                net: true,
+                cgroup: true,
+            },
+            true,
+            &etc(),
+            &[],
+        );
+        for o in &m {
+            if let MountOp::Fs {
+                fstype,
+                flags,
+                target,
+                ..
+            } = o
+            {
+                assert!(
+                    flags.contains(MsFlags::MS_NOSUID),
+                    "{fstype} on {} lacks nosuid",
+                    target.path
+                );
+                if *fstype != "tmpfs" || target.path == "/dev/shm" {
+                    if *fstype != "devpts" {
+                        assert!(
+                            flags.contains(MsFlags::MS_NODEV),
+                            "{fstype} on {} lacks nodev",
+                            target.path
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! `--init`: a small reaper as the container's pid 1. It forks the command, forwards every
+//! signal it receives to it, reaps orphans, and exits with the command's status.
+//!
+//! The reaper is nook's own code, so it makes itself non-dumpable: its `/proc/1/exe` (nook's
+//! binary) is then out of reach of the container (CVE-2019-5736); `--init` is refused with
+//! CAP_SYS_PTRACE, which would lift that.
+
+use std::ffi::CString;
+use std::os::fd::BorrowedFd;
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::message::{self, ToParent};
+use crate::sys::process::{clone_fork, exit_now, reset_signals};
+
+/// Becomes the reaper; never returns.
+pub fn run(sock: BorrowedFd<'_>, program: &CString, args: &[CString], env: &[CString]) -> ! {
+    let _ = nix::sys::prctl::set_dumpable(false);
+    let all = SigSet::all();
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&all), None);
+    let child = match clone_fork(nix::sched::CloneFlags::empty()) {
+        Ok(Some(pid)) => pid,
+        Ok(None) => {
+            reset_signals();
+            let e = nix::unistd::execve(program, args, env).unwrap_err();
+            eprintln!("nook: exec {:?}: {}", program, e.desc());
+            let code = if e == nix::errno::Errno::ENOENT {
+                127
+            } else {
+                126
+            };
+            exit_now(code)
+        }
+        Err(e) => {
+            eprintln!("nook: cannot start the command: {e}");
+            exit_now(125)
+        }
+    };
+    let _ = message::send(sock, &ToParent::Started, None);
+    loop {
+        let Ok(sig) = all.wait() else { continue };
+        if sig != Signal::SIGCHLD {
+            let _ = kill(child, sig);
+            continue;
+        }
+        if let Some(code) = reap(child) {
+            exit_now(code);
+        }
+    }
+}
+
+/// Reaps every exited child; returns the command's exit status once it has ended.
+fn reap(child: Pid) -> Option<i32> {
+    let mut result = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == child => result = Some(code),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
+                result = Some(128 + sig as i32)
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return result,
+            Ok(_) => {}
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Users and groups as the container's /etc/passwd and /etc/group define them.
+//!
+//! The files come from the image, so they are hostile: they are read through the container's
+//! root (never following a link out), only if they are regular files, and only up to a size
+//! limit, so that a `/etc/passwd` linked to `/dev/zero` or a FIFO neither hangs nor leaks.
+
+use std::io::Read;
+
+use nix::fcntl::OFlag;
+
+use crate::sys::confined::{RootDir, components};
+
+/// The largest passwd or group file nook reads.
+const LIMIT: u64 = 4 << 20;
+
+/// A resolved user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups: the user's memberships in /etc/group plus `--group-add`.
+    pub groups: Vec<u32>,
+    pub home: String,
+}
+
+/// Why a user or group could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    NoUser(String),
+    #[error("unable to find group {0}: no matching entries in group file")]
+    NoGroup(String),
+    #[error("invalid user {0:?}: expected USER[:GROUP] with names or numeric ids")]
+    Invalid(String),
+}
+
+struct PasswdEntry<'a> {
+    name: &'a str,
+    uid: u32,
+    gid: u32,
+    home: &'a str,
+}
+
+fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+    text.lines().filter_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() < 7 || l.starts_with('#') {
+            return None;
+        }
+        Some(PasswdEntry {
+            name: f[0],
+            uid: f[2].parse().ok()?,
+            gid: f[3].parse().ok()?,
+            home: f[5],
+        })
+    })
+}
+
+fn group_entries(text: &str) -> impl Iterator<Item = (&str, u32, Vec<&str>)> {
+    text.lines().filter_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() < 4 || l.starts_with('#') {
+            return None;
+        }
+        Some((
+            f[0],
+            f[2].parse().ok()?,
+            f[3].split(',').filter(|m| !m.is_empty()).collect(),
+        ))
+    })
+}
+
+fn group_id(spec: &str, group: &str) -> Result<u32, UserError> {
+    if let Ok(n) = spec.parse::<u32>() {
+        return Ok(n);
+    }
+    group_entries(group)
+        .find(|(n, _, _)| *n == spec)
+        .map(|(_, g, _)| g)
+        .ok_or_else(|| UserError::NoGroup(spec.to_owned()))
+}
+
+/// Resolves `spec` (`""`, `name`, `uid`, `name:group`, `uid:gid`, ...) and `--group-add`
+/// against the texts of /etc/passwd and /etc/group, as docker does: a numeric uid missing
+/// from passwd is allowed (gid 0, home /), a name must exist.
+pub fn resolve(
+    spec: &str,
+    group_add: &[String],
+    passwd: &str,
+    group: &str,
+) -> Result<User, UserError> {
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if u.is_empty() && g.is_some() || g == Some("") || spec.matches(':').count() > 1 {
+        return Err(UserError::Invalid(spec.to_owned()));
+    }
+    let u = if u.is_empty() { "0" } else { u };
+    let entry = match u.parse::<u32>() {
+        Ok(uid) => passwd_entries(passwd)
+            .find(|e| e.uid == uid)
+            .map(|e| (e.name, uid, e.gid, e.home))
+            .or(Some(("", uid, 0, "/"))),
+        Err(_) => passwd_entries(passwd)
+            .find(|e| e.name == u)
+            .map(|e| (e.name, e.uid, e.gid, e.home)),
+    };
+    let (name, uid, default_gid, home) = entry.ok_or_else(|| UserError::NoUser(u.to_owned()))?;
+    let gid = match g {
+        Some(g) => group_id(g, group)?,
+        None => default_gid,
+    };
+    let mut groups: Vec<u32> = Vec::new();
+    if g.is_none() && !name.is_empty() {
+        groups.extend(
+            group_entries(group)
+                .filter(|(_, _, m)| m.contains(&name))
+                .map(|(_, id, _)| id),
+        );
+    }
+    for extra in group_add {
+        groups.push(group_id(extra, group)?);
+    }
+    groups.sort_unstable();
+    groups.dedup();
+    let home = if home.is_empty() {
+        "/".to_owned()
+    } else {
+        home.to_owned()
+    };
+    Ok(User {
+        uid,
+        gid,
+        groups,
+        home,
+    })
+}
+
+/// Reads a small regular file below `root`, or an empty string if it is missing, not a
+/// regular file, or too large.
+pub fn read_confined(root: &RootDir, path: &str) -> String {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
+    let Ok(fd) = root.open_file(&components(path), flags) else {
+        return String::new();
+    };
+    let file = std::fs::File::from(fd);
+    match file.metadata() {
+        Ok(m) if m.is_file() && m.len() <= LIMIT => {}
+        _ => return String::new(),
+    }
+    let mut text = String::new();
+    let _ = file.take(LIMIT).read_to_string(&mut text);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/var/www:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n#c:x:5:5::/:/bin/sh\nbroken\n";
+    const GROUP: &str = "root:x:0:\nwww:x:33:\nstaff:x:50:app,www\naudio:x:29:app\napp:x:1000:\n";
+
+    #[test]
+    fn docker_user_forms() {
+        let r = resolve("", &[], PASSWD, GROUP).unwrap();
+        assert_eq!((r.uid, r.gid, r.home.as_str()), (0, 0, "/root"));
+        let a = resolve("app", &[], PASSWD, GROUP).unwrap();
+        assert_eq!(
+            (a.uid, a.gid, a.groups.clone(), a.home.as_str()),
+            (1000, 1000, vec![29, 50], "/home/app")
+        );
+        let n = resolve("1234", &[], PASSWD, GROUP).unwrap();
+        assert_eq!((n.uid, n.gid, n.home.as_str()), (1234, 0, "/"));
+        let ug = resolve("1000:33", &[], PASSWD, GROUP).unwrap();
+        assert_eq!((ug.uid, ug.gid), (1000, 33));
+        assert!(
+            ug.groups.is_empty(),
+            "an explicit group drops the memberships, as docker"
+        );
+        let named = resolve("www:staff", &[], PASSWD, GROUP).unwrap();
+        assert_eq!((named.uid, named.gid), (33, 50));
+    }
+
+    #[test]
+    fn group_add_and_errors() {
+        let r = resolve("app", &["www".into(), "4242".into()], PASSWD, GROUP).unwrap();
+        assert_eq!(r.groups, vec![29, 33, 50, 4242]);
+        assert_eq!(
+            resolve("nobody", &[], PASSWD, GROUP),
+            Err(UserError::NoUser("nobody".into()))
+        );
+        assert_eq!(
+            resolve("app:nogroup", &[], PASSWD, GROUP),
+            Err(UserError::NoGroup("nogroup".into()))
+        );
+        assert_eq!(
+            resolve("app", &["ghosts".into()], PASSWD, GROUP),
+            Err(UserError::NoGroup("ghosts".into()))
+        );
+        assert!(matches!(
+            resolve(":1", &[], PASSWD, GROUP),
+            Err(UserError::Invalid(_))
+        ));
+        assert!(matches!(
+            resolve("a:b:c", &[], PASSWD, GROUP),
+            Err(UserError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn hostile_passwd_files_read_as_empty() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", d.path().join("etc/passwd")).unwrap();
+        nix::unistd::mkfifo(
+            &d.path().join("etc/group"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let root = RootDir::open(d.path()).unwrap();
+        // /dev/zero resolves inside the root (where it does not exist); the FIFO is no file.
+        assert_eq!(read_confined(&root, "/etc/passwd"), "");
+        assert_eq!(read_confined(&root, "/etc/group"), "");
+        std::fs::create_dir_all(d.path().join("dev")).unwrap();
+        std::fs::write(d.path().join("dev/zero"), "x:x:1:1::/:/\n").unwrap();
+        assert_eq!(
+            read_confined(&root, "/etc/passwd"),
+            "x:x:1:1::/:/\n",
+            "the link resolves inside the root"
+        );
+    }
+}
