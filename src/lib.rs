@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod container;
 pub mod digest;
 pub mod reference;
 pub mod registry;

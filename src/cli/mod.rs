@@ -4,6 +4,7 @@
 //! Commands return an exit status; errors travel up as `anyhow` chains and are printed once,
 //! on one line, by [`main`], with docker's status 125 for nook's own failures.
 
+mod container;
 mod format;
 mod image;
 mod logging;
@@ -64,6 +65,8 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Remove saved credentials for a registry.
     Logout(login::LogoutArgs),
+    /// Run a command in a new container.
+    Run(container::RunArgs),
     /// Manage nook itself.
     #[command(subcommand)]
     System(system::SystemCommand),
@@ -112,6 +115,12 @@ impl Session {
             },
         };
         Ok((store, owners))
+    }
+
+    /// Opens (creating) the store without entering a user namespace: containers get their
+    /// own, made from outside.
+    pub fn store_without_userns(&self) -> Result<Store> {
+        Ok(Store::open(&self.root, &self.mapping.describe())?)
     }
 
     /// Opens the store for reading, if there is one.
@@ -209,6 +218,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Image(c) => image::dispatch(&mut session, c),
         Command::Login(a) => login::login(&session, a),
         Command::Logout(a) => login::logout(a),
+        Command::Run(a) => container::run(&session, a),
         Command::System(c) => system::dispatch(&mut session, c),
     }
 }

@@ -62,6 +62,14 @@ fn setup_and_exec(
     sock: BorrowedFd<'_>,
     tty_size: Option<WinSize>,
 ) -> Result<Infallible, Failure> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(fail(Stage::Rootfs, "cannot make the mounts private"))?;
     match message::recv::<ToChild>(sock) {
         Ok(Some((ToChild::MapsWritten, _))) => {}
         _ => {
@@ -72,14 +80,6 @@ fn setup_and_exec(
             });
         }
     }
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(fail(Stage::Rootfs, "cannot make the mounts private"))?;
     let driver = mount_root(plan)?;
     let _ = message::send(
         sock,

@@ -62,6 +62,48 @@ impl IdMap {
         }
     }
 
+    /// `--userns keep-id`: container id `me` is `own` (so the user keeps their id inside),
+    /// the subordinate ranges fill container ids 0..me and me+1.. in order.
+    pub fn keep_id(own: u32, me: u32, ranges: &[SubRange]) -> IdMap {
+        let mut lines = vec![MapLine {
+            inside: me,
+            outside: own,
+            count: 1,
+        }];
+        let mut next_inside: u32 = 0;
+        for r in ranges.iter().filter(|r| r.count > 0) {
+            let (mut start, mut left) = (r.start, r.count);
+            while left > 0 {
+                if next_inside == me {
+                    next_inside = match me.checked_add(1) {
+                        Some(n) => n,
+                        None => break,
+                    };
+                }
+                // Up to `me` first, then everything after it.
+                let room = if next_inside < me {
+                    me - next_inside
+                } else {
+                    u32::MAX - next_inside
+                };
+                let n = left.min(room);
+                if n == 0 {
+                    break;
+                }
+                lines.push(MapLine {
+                    inside: next_inside,
+                    outside: start,
+                    count: n,
+                });
+                next_inside += n;
+                start += n;
+                left -= n;
+            }
+        }
+        lines.sort_by_key(|l| l.inside);
+        IdMap { lines }
+    }
+
     /// The host id of container id `inside`, if mapped.
     pub fn to_host(&self, inside: u32) -> Option<u32> {
         self.lines.iter().find_map(|l| {
@@ -378,6 +420,45 @@ mod tests {
             }
             assert_eq!(m.to_host(total), None);
         }
+    }
+
+    #[test]
+    fn keep_id_puts_the_user_at_their_own_id() {
+        let m = IdMap::keep_id(
+            1000,
+            1000,
+            &[SubRange {
+                start: 100000,
+                count: 65536,
+            }],
+        );
+        assert_eq!(m.to_host(1000), Some(1000));
+        assert_eq!(m.to_host(0), Some(100000));
+        assert_eq!(m.to_host(999), Some(100999));
+        assert_eq!(m.to_host(1001), Some(101000));
+        assert_eq!(m.to_host(65536), Some(165535));
+        assert_eq!(m.to_host(65537), None);
+        for inside in [0, 1, 999, 1000, 1001, 40000, 65536] {
+            assert_eq!(m.to_container(m.to_host(inside).unwrap()), Some(inside));
+        }
+        assert!(
+            m.lines
+                .windows(2)
+                .all(|w| w[0].inside + w[0].count <= w[1].inside),
+            "lines overlap: {:?}",
+            m.lines
+        );
+        let small = IdMap::keep_id(
+            5000,
+            5000,
+            &[SubRange {
+                start: 200,
+                count: 10,
+            }],
+        );
+        assert_eq!(small.to_host(5000), Some(5000));
+        assert_eq!(small.to_host(9), Some(209));
+        assert_eq!(small.to_host(10), None);
     }
 
     #[test]

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Start speed: `nook run --rm --network none IMAGE true` with the image stored, against
+# rootless `podman run --rm --network none` and `bwrap` on the same unpacked rootfs.
+# Prints medians and ratios from one run. Not a test: nothing here asserts a time.
+#
+#   scripts/bench/start.sh [RUNS]     (default 50; run as root it benchmarks as user nooktest)
+#
+# Stores live on tmpfs (/dev/shm) unless BENCH_DIR says otherwise (see pull.sh for why).
+# `baseline` is hyperfine starting /bin/true; the last column subtracts it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+RUNS=${1:-50}
+NOOK=${NOOK:-$PWD/target/release/nook}
+[ -x "$NOOK" ] || cargo build --release --locked
+for t in docker-registry skopeo hyperfine python3 bwrap; do
+  command -v "$t" >/dev/null || { echo "bench: $t is missing (scripts/setup.sh installs it)"; exit 1; }
+done
+
+BASE=${BENCH_DIR:-/dev/shm}
+[ -d "$BASE" ] && [ -w "$BASE" ] || BASE=/tmp
+WORK=$(mktemp -d "$BASE/nook-bench-start.XXXXXX")
+chmod 755 "$WORK"
+REG_PID=
+AS=(env)
+if [ "$(id -u)" = 0 ]; then
+  id nooktest >/dev/null 2>&1 || { echo "bench: run scripts/setup.sh first (needs user nooktest)"; exit 1; }
+  AS=(setpriv --reuid=nooktest --regid=nooktest --init-groups env)
+  cp "$NOOK" "$WORK/nook" && chmod 755 "$WORK/nook" && NOOK=$WORK/nook
+fi
+USER_ENV=(-i PATH=/usr/bin:/bin:/usr/sbin:/sbin HOME="$WORK" XDG_RUNTIME_DIR="$WORK/run" NOOK_ROOT="$WORK/nook-store")
+as_user() { "${AS[@]}" "${USER_ENV[@]}" "$@"; }
+cleanup() {
+  [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null
+  as_user "$NOOK" system reset -f >/dev/null 2>&1 || true
+  command -v podman >/dev/null && as_user podman unshare rm -rf "$WORK/podman-root" "$WORK/podman-run" 2>/dev/null
+  rm -rf "$WORK" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# shellcheck source=../lib/registry.sh
+. scripts/lib/registry.sh
+start_registry
+python3 scripts/lib/mkimage.py "$WORK/busybox" --busybox >/dev/null
+skopeo copy -q --dest-tls-verify=false "oci:$WORK/busybox:latest" "docker://127.0.0.1:$PORT/bench/busybox:latest"
+[ "$(id -u)" = 0 ] && chown -R nooktest: "$WORK"
+as_user mkdir -p "$WORK/run"
+IMAGE=127.0.0.1:$PORT/bench/busybox
+as_user "$NOOK" pull -q "$IMAGE" >/dev/null
+
+# bwrap gets the same layer, unpacked by nook, plus the mount points it needs.
+ROOTFS=$WORK/rootfs
+as_user mkdir -p "$ROOTFS"
+as_user cp -a "$(ls -d "$WORK"/nook-store/layers/*/root | head -n 1)/." "$ROOTFS/"
+as_user mkdir -p "$ROOTFS/proc" "$ROOTFS/dev" "$ROOTFS/sys"
+
+# hyperfine itself runs as the user, so no wrapper is timed with the commands.
+CMDS=(/bin/true "$NOOK run --rm --network none $IMAGE true"
+      "bwrap --unshare-all --die-with-parent --ro-bind $ROOTFS / --proc /proc --dev /dev /bin/true")
+NAMES=(baseline nook bwrap)
+if command -v podman >/dev/null; then
+  # crun refuses this VM's hybrid cgroup hierarchy; runc (installed by setup.sh) runs rootless.
+  RUNTIME=(--runtime "$(command -v runc || echo crun)")
+  P="podman --root $WORK/podman-root --runroot $WORK/podman-run ${RUNTIME[*]} --storage-driver overlay --cgroup-manager cgroupfs --events-backend file"
+  as_user $P pull -q --tls-verify=false "$IMAGE" >/dev/null
+  CMDS+=("$P run --rm --network none $IMAGE true")
+  NAMES+=(podman)
+fi
+as_user hyperfine -N --style none --warmup 5 --runs "$RUNS" --export-json "$WORK/start.json" "${CMDS[@]}" >/dev/null
+
+echo "start a container and run true, median of $RUNS runs ($(nproc) cores, $(date +%F))"
+python3 - "$WORK/start.json" "${NAMES[@]}" <<'EOF'
+import json, sys
+res = json.load(open(sys.argv[1]))["results"]
+names = sys.argv[2:]
+med = {n: r["median"] * 1000 for n, r in zip(names, res)}
+base = med["baseline"]
+print(f"{'tool':9} {'median':>9} {'minus baseline':>15} {'nook is':>16}")
+for n in names:
+    rel = ""
+    if n not in ("nook", "baseline"):
+        f = med[n] / med["nook"]
+        rel = f"{f:.2f}x faster" if f >= 1 else f"{1 / f:.2f}x slower"
+    print(f"{n:9} {med[n]:7.2f}ms {med[n] - base:13.2f}ms {rel:>16}")
+EOF

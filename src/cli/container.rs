@@ -1,0 +1,265 @@
+//! `nook run`: docker's flags → validated options → the container layer.
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::Session;
+use crate::container::cgroup::{Limits, parse_bytes};
+use crate::container::run::{Host, RunRequest, run as run_container};
+use crate::reference::Reference;
+use crate::sandbox::spec::{Driver, Network, RunOptions, UserNs, parse_ulimit};
+use crate::sandbox::volume::{parse_mount, parse_tmpfs, parse_volume};
+use crate::store::{ImageRecord, Store, StoreError};
+
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Keep standard input open.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Name the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set an environment variable (K=V, or K to take it from nook's environment).
+    #[arg(short, long = "env", value_name = "K[=V]")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file.
+    #[arg(long)]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// User (name or uid, optionally :group).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Additional groups.
+    #[arg(long)]
+    pub group_add: Vec<String>,
+    /// Override the image's entrypoint.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container hostname.
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// Bind mount: /host/path:/container/path[:ro].
+    #[arg(short, long = "volume")]
+    pub volume: Vec<String>,
+    /// Mount: type=bind|tmpfs,source=...,target=...[,readonly].
+    #[arg(long)]
+    pub mount: Vec<String>,
+    /// Mount a tmpfs: /path[:options].
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Make the root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Network: host or none.
+    #[arg(long, default_value = "host")]
+    pub network: String,
+    /// User namespace: auto, or keep-id to keep your uid and gid inside.
+    #[arg(long, default_value = "auto")]
+    pub userns: String,
+    /// Root filesystem: auto, overlay, fuse or copy.
+    #[arg(long, default_value = "auto")]
+    pub rootfs_driver: String,
+    /// Run a small reaper as pid 1.
+    #[arg(long)]
+    pub init: bool,
+    /// Pull the image: missing, always or never.
+    #[arg(long, default_value = "missing")]
+    pub pull: String,
+    /// Platform to pull.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Memory limit (needs a delegated cgroup v2 subtree).
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// CPU limit (needs a delegated cgroup v2 subtree).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Process limit (needs a delegated cgroup v2 subtree).
+    #[arg(long)]
+    pub pids_limit: Option<u64>,
+    /// Resource limit: NAME=SOFT[:HARD].
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// Add a capability.
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop a capability.
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// Security options: no-new-privileges.
+    #[arg(long)]
+    pub security_opt: Vec<String>,
+    /// The image.
+    pub image: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `--security-opt` values; returns whether no_new_privs is asked for.
+fn security_opts(opts: &[String]) -> Result<bool> {
+    let mut nnp = false;
+    for o in opts {
+        match o.as_str() {
+            "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true" => nnp = true,
+            "no-new-privileges:false" | "no-new-privileges=false" => nnp = false,
+            // nook applies no seccomp, AppArmor or SELinux profile of its own.
+            "seccomp=unconfined"
+            | "seccomp:unconfined"
+            | "apparmor=unconfined"
+            | "apparmor:unconfined"
+            | "label=disable"
+            | "label:disable" => {}
+            other => bail!("unsupported --security-opt {other:?}: nook knows no-new-privileges"),
+        }
+    }
+    Ok(nnp)
+}
+
+fn options(a: &RunArgs) -> Result<RunOptions> {
+    let mut volumes = Vec::new();
+    for v in &a.volume {
+        volumes.push(parse_volume(v)?);
+    }
+    for m in &a.mount {
+        volumes.push(parse_mount(m)?);
+    }
+    for t in &a.tmpfs {
+        volumes.push(parse_tmpfs(t)?);
+    }
+    Ok(RunOptions {
+        env: a.env.clone(),
+        env_files: a.env_file.clone(),
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        group_add: a.group_add.clone(),
+        entrypoint: a.entrypoint.clone(),
+        hostname: a.hostname.clone(),
+        volumes,
+        read_only: a.read_only,
+        network: match a.network.as_str() {
+            "host" => Network::Host,
+            "none" => Network::None,
+            other => bail!("unsupported --network {other:?}: use host or none"),
+        },
+        userns: match a.userns.as_str() {
+            "auto" | "" => UserNs::Auto,
+            "keep-id" => UserNs::KeepId,
+            other => bail!("unsupported --userns {other:?}: use auto or keep-id"),
+        },
+        driver: match a.rootfs_driver.as_str() {
+            "auto" => Driver::Auto,
+            "overlay" => Driver::Overlay,
+            "fuse" => Driver::Fuse,
+            "copy" => Driver::Copy,
+            other => bail!("unknown --rootfs-driver {other:?}: use auto, overlay, fuse or copy"),
+        },
+        init: a.init,
+        tty: a.tty,
+        stdin: a.interactive,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        no_new_privs: security_opts(&a.security_opt)?,
+        ulimits: a
+            .ulimit
+            .iter()
+            .map(|u| parse_ulimit(u))
+            .collect::<Result<_, _>>()?,
+        command: a.command.clone(),
+    })
+}
+
+/// Pulls `image` in a separate nook process, so that this one starts the container
+/// single-threaded and outside any user namespace.
+fn pull(image: &str, platform: Option<&str>) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find nook's own binary")?;
+    let mut c = Command::new(exe);
+    c.arg("pull");
+    if let Some(p) = platform {
+        c.args(["--platform", p]);
+    }
+    c.arg(image).stdin(Stdio::null());
+    if let Ok(err) = std::io::stderr().as_fd().try_clone_to_owned() {
+        c.stdout(Stdio::from(err));
+    }
+    let status = c.status().context("cannot run nook pull")?;
+    if !status.success() {
+        bail!("pulling {image} failed");
+    }
+    Ok(())
+}
+
+fn find_or_pull(store: &Store, a: &RunArgs) -> Result<ImageRecord> {
+    let missing = match store.find_image(&a.image) {
+        Ok(rec) if a.pull != "always" => return Ok(rec),
+        Ok(_) => false,
+        Err(StoreError::NoSuchImage(_)) => true,
+        Err(e) => return Err(e.into()),
+    };
+    match a.pull.as_str() {
+        "never" if missing => bail!("no such image {}: pull it first (--pull never)", a.image),
+        "missing" | "always" => {
+            if missing {
+                eprintln!("Unable to find image '{}' locally", a.image);
+            }
+            // Validate before spawning, so a bad name fails with its own message.
+            Reference::parse(&a.image)?;
+            pull(&a.image, a.platform.as_deref())?;
+            Ok(store.find_image(&a.image)?)
+        }
+        other => bail!("unknown --pull {other:?}: use missing, always or never"),
+    }
+}
+
+pub fn run(session: &Session, a: RunArgs) -> Result<i32> {
+    let options = options(&a)?;
+    let limits = Limits {
+        memory: a
+            .memory
+            .as_deref()
+            .map(|m| parse_bytes(m).with_context(|| format!("invalid --memory {m:?}")))
+            .transpose()?,
+        cpus: a.cpus,
+        pids: a.pids_limit,
+    };
+    let store = session.store_without_userns()?;
+    let image = find_or_pull(&store, &a)?;
+    let runtime = crate::config::runtime_dir()?;
+    let host = Host {
+        store: &store,
+        mapping: &session.mapping,
+        runtime: &runtime,
+    };
+    let request = RunRequest {
+        image_name: a.image.clone(),
+        image,
+        name: a.name.clone(),
+        remove: a.rm,
+        options,
+        limits,
+    };
+    match run_container(&host, request) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            let code = e.exit_code();
+            eprintln!("Error: {}", super::error_line(&anyhow::Error::new(e)));
+            Ok(code)
+        }
+    }
+}

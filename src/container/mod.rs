@@ -1,0 +1,176 @@
+//! Containers as records on disk: `containers/<id>/` in the store holds `config.json` (this
+//! module's [`Record`]), `image` (the image id, which gc respects), the writable layer
+//! (`upper/`, `work/`), the mount point (`merged/`) and the generated `/etc` files.
+//!
+//! `run` is the foreground lifecycle; detached containers and their monitor come with the
+//! lifecycle issue and build on the same records.
+
+pub mod cgroup;
+mod etc;
+mod ids;
+pub mod run;
+mod supervise;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use ids::{generate_name, new_id, valid_name};
+
+use crate::digest::Digest;
+
+/// What nook keeps about a container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    pub id: String,
+    pub name: String,
+    /// The image as the user named it.
+    pub image: String,
+    pub image_id: Digest,
+    pub command: Vec<String>,
+    /// Seconds since the epoch.
+    pub created: u64,
+    /// `created`, `running` or `exited`.
+    pub state: String,
+    #[serde(default)]
+    pub pid: Option<i32>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub finished: Option<u64>,
+    /// The rootfs driver that was used (`overlay`, `copy`).
+    #[serde(default)]
+    pub driver: String,
+}
+
+/// Why a container record could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("cannot use container directory {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "the container name {0:?} is already in use: remove that container or choose another --name"
+    )]
+    NameInUse(String),
+    #[error(
+        "invalid container name {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit"
+    )]
+    BadName(String),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ContainerError + '_ {
+    move |source| ContainerError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The containers directory of a store.
+#[derive(Debug, Clone)]
+pub struct Containers {
+    dir: PathBuf,
+}
+
+impl Containers {
+    pub fn new(store_root: &Path) -> Self {
+        Containers {
+            dir: store_root.join("containers"),
+        }
+    }
+
+    pub fn dir_of(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Every record that can be read.
+    pub fn list(&self) -> Vec<Record> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| fs::read(e.path().join("config.json")).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect()
+    }
+
+    /// Creates the container's directory and first record; the name must be free. Callers
+    /// hold the store's `containers` lock so that two runs cannot take one name.
+    pub fn create(&self, record: &Record) -> Result<PathBuf, ContainerError> {
+        if !valid_name(&record.name) {
+            return Err(ContainerError::BadName(record.name.clone()));
+        }
+        if self.list().iter().any(|r| r.name == record.name) {
+            return Err(ContainerError::NameInUse(record.name.clone()));
+        }
+        let dir = self.dir_of(&record.id);
+        for sub in ["", "upper", "work", "merged"] {
+            let p = dir.join(sub);
+            fs::create_dir(&p).map_err(io_at(&p))?;
+        }
+        let img = dir.join("image");
+        fs::write(&img, record.image_id.to_string()).map_err(io_at(&img))?;
+        self.save(record)?;
+        Ok(dir)
+    }
+
+    /// Replaces the record (write and rename; no fsync on the hot path: a lost update after a
+    /// power cut leaves an older but valid record).
+    pub fn save(&self, record: &Record) -> Result<(), ContainerError> {
+        let dir = self.dir_of(&record.id);
+        let tmp = dir.join(".config.json.tmp");
+        fs::write(&tmp, serde_json::to_vec_pretty(record).unwrap_or_default())
+            .map_err(io_at(&tmp))?;
+        let dst = dir.join("config.json");
+        fs::rename(&tmp, &dst).map_err(io_at(&dst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, name: &str) -> Record {
+        Record {
+            id: id.into(),
+            name: name.into(),
+            image: "busybox".into(),
+            image_id: Digest::sha256_of(b"x"),
+            command: vec!["true".into()],
+            created: 1,
+            state: "created".into(),
+            pid: None,
+            exit_code: None,
+            finished: None,
+            driver: String::new(),
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_valid() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("containers")).unwrap();
+        let c = Containers::new(d.path());
+        let dir = c.create(&record("a1", "web")).unwrap();
+        assert!(dir.join("upper").is_dir() && dir.join("merged").is_dir());
+        assert_eq!(
+            fs::read_to_string(dir.join("image")).unwrap(),
+            Digest::sha256_of(b"x").to_string()
+        );
+        assert!(matches!(
+            c.create(&record("b2", "web")),
+            Err(ContainerError::NameInUse(_))
+        ));
+        assert!(matches!(
+            c.create(&record("c3", "-bad")),
+            Err(ContainerError::BadName(_))
+        ));
+        assert_eq!(c.list().len(), 1);
+    }
+}

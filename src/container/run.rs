@@ -1,0 +1,483 @@
+//! `nook run` in the foreground: a container record, a plan, one `clone` into the new
+//! namespaces, the id maps written from outside, then signals and the terminal until the init
+//! exits. No daemon, no re-exec: the child is nook's own image until it execs the command.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::sched::CloneFlags;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use nix::unistd::Pid;
+
+use super::cgroup::{self, Limits};
+use super::supervise::{Signals, supervise};
+use super::{ContainerError, Containers, Record, etc, generate_name, new_id};
+use crate::rootfs::{self, OverlayProbe};
+use crate::sandbox::message::{self, Stage, ToChild, ToParent};
+use crate::sandbox::plan::{Namespaces, Plan, RootfsPlan, standard_mounts};
+use crate::sandbox::spec::{self, Driver, ImageProcess, Network, RunOptions, SpecError, UserNs};
+use crate::store::{ImageRecord, Store, StoreError};
+use crate::sys::idmap::{IdMap, Mapping};
+use crate::sys::process::{WinSize, clone_fork, thread_count, window_size};
+
+/// Why a container could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error("the image config of {0} is not valid")]
+    Config(String, #[source] serde_json::Error),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{tool} could not map the container's ids: {message}")]
+    Maps { tool: String, message: String },
+    /// The container's init failed before the command ran.
+    #[error("{message}")]
+    Setup { message: String, exit: i32 },
+    #[error(
+        "--rootfs-driver fuse needs nook's FUSE overlay, which this build does not have yet: use overlay or copy"
+    )]
+    NoFuse,
+    #[error("nook run must start single-threaded ({0} threads): this is a bug, please report it")]
+    Threads(usize),
+}
+
+impl RunError {
+    /// The exit status nook ends with (docker's 125, 126, 127).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Setup { exit, .. } => *exit,
+            _ => 125,
+        }
+    }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Io { what, source }
+}
+
+/// One `nook run`.
+pub struct RunRequest {
+    pub image_name: String,
+    pub image: ImageRecord,
+    pub name: Option<String>,
+    pub remove: bool,
+    pub options: RunOptions,
+    pub limits: Limits,
+}
+
+/// Where the run happens.
+pub struct Host<'a> {
+    pub store: &'a Store,
+    pub mapping: &'a Mapping,
+    pub runtime: &'a Path,
+}
+
+/// The id maps for the container.
+fn id_maps(mapping: &Mapping, userns: UserNs) -> (IdMap, IdMap) {
+    let (uid, gid) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    let ranges = |m: &IdMap| -> Vec<crate::sys::idmap::SubRange> {
+        m.lines[1..]
+            .iter()
+            .map(|l| crate::sys::idmap::SubRange {
+                start: l.outside,
+                count: l.count,
+            })
+            .collect()
+    };
+    match (mapping, userns) {
+        (Mapping::Root, _) => {
+            let all = IdMap {
+                lines: vec![crate::sys::idmap::MapLine {
+                    inside: 0,
+                    outside: 0,
+                    count: u32::MAX,
+                }],
+            };
+            (all.clone(), all)
+        }
+        (Mapping::Range { uids, gids, .. }, UserNs::Auto) => (uids.clone(), gids.clone()),
+        (Mapping::Range { uids, gids, .. }, UserNs::KeepId) => (
+            IdMap::keep_id(uid, uid, &ranges(uids)),
+            IdMap::keep_id(gid, gid, &ranges(gids)),
+        ),
+        (Mapping::Single { .. }, UserNs::Auto) => (IdMap::single(uid), IdMap::single(gid)),
+        (Mapping::Single { .. }, UserNs::KeepId) => (
+            IdMap {
+                lines: vec![crate::sys::idmap::MapLine {
+                    inside: uid,
+                    outside: uid,
+                    count: 1,
+                }],
+            },
+            IdMap {
+                lines: vec![crate::sys::idmap::MapLine {
+                    inside: gid,
+                    outside: gid,
+                    count: 1,
+                }],
+            },
+        ),
+    }
+}
+
+/// Picks the rootfs rung for this run; `Err` carries why the overlay is out.
+fn choose_driver(host: &Host<'_>, driver: Driver) -> Result<(bool, Option<String>), RunError> {
+    match driver {
+        Driver::Overlay => Ok((true, None)),
+        Driver::Copy => Ok((false, None)),
+        Driver::Fuse => Err(RunError::NoFuse),
+        Driver::Auto => {
+            if let Some(fs) = rootfs::unsuitable_fs(host.store.root()) {
+                return Ok((
+                    false,
+                    Some(format!(
+                        "the store is on {fs}, where overlayfs cannot keep an upper layer"
+                    )),
+                ));
+            }
+            match rootfs::cached_probe(host.runtime) {
+                Some(OverlayProbe::Refused(why)) => Ok((false, Some(why))),
+                _ => Ok((true, None)),
+            }
+        }
+    }
+}
+
+fn rootfs_plan(store: &Store, image: &ImageRecord, dir: &Path, overlay: bool) -> RootfsPlan {
+    if overlay {
+        RootfsPlan::Overlay {
+            layers_dir: store.root().join("layers"),
+            lowers: image
+                .layers
+                .iter()
+                .rev()
+                .map(|l| format!("{}/root", l.diff_id.hex()))
+                .collect(),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+        }
+    } else {
+        RootfsPlan::Copy {
+            layers: image
+                .layers
+                .iter()
+                .map(|l| store.layer_root(&l.diff_id))
+                .collect(),
+            dest: dir.join("rootfs"),
+        }
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs the container in the foreground; returns its exit status.
+pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
+    let threads = thread_count();
+    if threads > 1 {
+        return Err(RunError::Threads(threads));
+    }
+    if req.limits.any() {
+        cgroup::delegated_dir()?;
+    }
+    let config_bytes = host.store.read_blob(&req.image.id, 8 << 20)?;
+    let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&config_bytes)
+        .map_err(|e| RunError::Config(req.image_name.clone(), e))?;
+    let o = &req.options;
+    let id = new_id();
+    let hostname = match (&o.hostname, o.network) {
+        (Some(h), _) => h.clone(),
+        (None, Network::Host) => nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        (None, Network::None) => id[..12].to_owned(),
+    };
+    let host_env = |k: &str| std::env::var(k).ok();
+    let process = spec::process(&ImageProcess::from_config(&config), o, &hostname, &host_env)?;
+    let containers = Containers::new(host.store.root());
+    let mut record = Record {
+        id: id.clone(),
+        name: req.name.clone().unwrap_or_else(|| generate_name(&id)),
+        image: req.image_name.clone(),
+        image_id: req.image.id.clone(),
+        command: process.args.clone(),
+        created: now(),
+        state: "created".into(),
+        pid: None,
+        exit_code: None,
+        finished: None,
+        driver: String::new(),
+    };
+    let dir = containers.dir_of(&id);
+    let result = start_and_wait(host, &req, &mut record, &dir, &hostname, process);
+    if !dir.join("config.json").exists() {
+        // Nothing was created (the name was taken, or the start failed before that).
+        return result;
+    }
+    let code = result.as_ref().map_or_else(RunError::exit_code, |c| *c);
+    record.exit_code = Some(code);
+    record.finished = Some(now());
+    if req.remove {
+        remove_dir(host, &dir);
+    } else {
+        if record.state == "running" {
+            record.state = "exited".into();
+        }
+        let _ = containers.save(&record);
+    }
+    result
+}
+
+fn start_and_wait(
+    host: &Host<'_>,
+    req: &RunRequest,
+    record: &mut Record,
+    dir: &Path,
+    hostname: &str,
+    process: crate::sandbox::plan::Process,
+) -> Result<i32, RunError> {
+    let o = &req.options;
+    let etc_files = etc::paths(dir);
+    let (uid_map, gid_map) = id_maps(host.mapping, o.userns);
+    let ns = Namespaces {
+        net: o.network == Network::None,
+        cgroup: Path::new("/proc/self/ns/cgroup").exists(),
+    };
+    let tty_gid = gid_map.to_host(5).is_some();
+    let (mut overlay, why_not) = choose_driver(host, o.driver)?;
+    if let Some(why) = &why_not {
+        tracing::debug!(why, "not using the kernel overlay");
+    }
+    let tty_size = if process.tty {
+        window_size(std::io::stdin().as_fd())
+    } else {
+        None
+    };
+    let containers = Containers::new(host.store.root());
+    loop {
+        let rootfs = rootfs_plan(host.store, &req.image, dir, overlay);
+        let plan = Plan {
+            namespaces: ns,
+            uid_map: uid_map.clone(),
+            gid_map: gid_map.clone(),
+            hostname: hostname.to_owned(),
+            rootfs,
+            mountpoint: dir.join("merged"),
+            read_only: o.read_only,
+            mounts: standard_mounts(ns, tty_gid, &etc_files, &o.volumes),
+            process: process.clone(),
+        };
+        // The container's files are written while newuidmap/newgidmap run.
+        let mut prepare = || -> Result<(), RunError> {
+            if !dir.join("config.json").exists() {
+                let _lock = host.store.lock("containers", true)?;
+                containers.create(record)?;
+                etc::write(dir, hostname, o.network)
+                    .map_err(io("cannot write the container's /etc files"))?;
+            }
+            if let RootfsPlan::Copy { dest, .. } = &plan.rootfs {
+                std::fs::create_dir_all(dest).map_err(io("cannot create the copied root"))?;
+            }
+            Ok(())
+        };
+        let signals = Signals::block().map_err(io("cannot block signals"))?;
+        match launch(host, &plan, tty_size, &mut prepare)? {
+            Launch::Started { pid, pty, driver } => {
+                if driver == "overlay" && rootfs::cached_probe(host.runtime).is_none() {
+                    rootfs::record_probe(host.runtime, &OverlayProbe::Works);
+                }
+                if req.limits.any() {
+                    cgroup::apply(&record.id, &req.limits, pid)?;
+                }
+                record.state = "running".into();
+                record.pid = Some(pid.as_raw());
+                record.driver = driver;
+                let _ = containers.save(record);
+                let code = supervise(pid, &signals, pty, process.stdin)
+                    .map_err(io("lost track of the container"))?;
+                record.state = "exited".into();
+                return Ok(code);
+            }
+            Launch::Failed {
+                stage: Stage::Overlay,
+                message,
+                ..
+            } if o.driver == Driver::Auto && overlay => {
+                // The kernel said no: remember it, and take the next rung.
+                rootfs::record_probe(host.runtime, &OverlayProbe::Refused(message));
+                overlay = false;
+            }
+            Launch::Failed { message, exit, .. } => return Err(RunError::Setup { message, exit }),
+        }
+    }
+}
+
+enum Launch {
+    Started {
+        pid: Pid,
+        pty: Option<OwnedFd>,
+        driver: String,
+    },
+    Failed {
+        stage: Stage,
+        message: String,
+        exit: i32,
+    },
+}
+
+/// Clones the init, writes its id maps, and follows its setup until the command runs.
+fn launch(
+    host: &Host<'_>,
+    plan: &Plan,
+    tty_size: Option<WinSize>,
+    prepare: &mut dyn FnMut() -> Result<(), RunError>,
+) -> Result<Launch, RunError> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| io("cannot create the setup socket")(e.into()))?;
+    let mut flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    if plan.namespaces.cgroup {
+        flags |= CloneFlags::CLONE_NEWCGROUP;
+    }
+    if plan.namespaces.net {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    let pid = match clone_fork(flags).map_err(io(
+        "cannot create the container's namespaces (see 'nook info')",
+    ))? {
+        None => {
+            drop(ours);
+            crate::sandbox::child::init(plan, theirs, tty_size)
+        }
+        Some(pid) => pid,
+    };
+    drop(theirs);
+    if let Err(e) = write_maps(host.mapping, pid, &plan.uid_map, &plan.gid_map, prepare) {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        return Err(e);
+    }
+    // If the init already gave up, its report is waiting below: read it rather than fail here.
+    let _ = message::send(ours.as_fd(), &ToChild::MapsWritten, None);
+    let (mut pty, mut driver) = (None, String::new());
+    loop {
+        match message::recv::<ToParent>(ours.as_fd()) {
+            Ok(Some((ToParent::Mounted { driver: d }, _))) => driver = d,
+            Ok(Some((ToParent::Pty, fd))) => pty = fd,
+            Ok(Some((ToParent::Started, _))) | Ok(None) => {
+                return Ok(Launch::Started { pid, pty, driver });
+            }
+            Ok(Some((
+                ToParent::Failed {
+                    stage,
+                    message,
+                    exit,
+                },
+                _,
+            ))) => {
+                let _ = nix::sys::wait::waitpid(pid, None);
+                return Ok(Launch::Failed {
+                    stage,
+                    message,
+                    exit,
+                });
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(io("lost the container's init")(e.into())),
+        }
+    }
+}
+
+/// Writes the child's uid and gid maps: through newuidmap/newgidmap (run side by side) for a
+/// subordinate range, directly for a single mapping.
+fn write_maps(
+    mapping: &Mapping,
+    pid: Pid,
+    uids: &IdMap,
+    gids: &IdMap,
+    meanwhile: &mut dyn FnMut() -> Result<(), RunError>,
+) -> Result<(), RunError> {
+    if let Mapping::Range { helpers, .. } = mapping {
+        let spawn = |tool: &Path, m: &IdMap| {
+            Command::new(tool)
+                .arg(pid.to_string())
+                .args(m.helper_args())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+        };
+        let u = spawn(&helpers.newuidmap, uids).map_err(io("cannot run newuidmap"))?;
+        let g = spawn(&helpers.newgidmap, gids).map_err(io("cannot run newgidmap"))?;
+        let prepared = meanwhile();
+        for (tool, child) in [("newuidmap", u), ("newgidmap", g)] {
+            let out = child
+                .wait_with_output()
+                .map_err(io(format!("cannot wait for {tool}")))?;
+            if !out.status.success() {
+                let message = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+                return Err(RunError::Maps {
+                    tool: tool.into(),
+                    message: format!("{message} (check /etc/subuid and /etc/subgid)"),
+                });
+            }
+        }
+        return prepared;
+    }
+    let proc = PathBuf::from(format!("/proc/{}", pid.as_raw()));
+    let write = |file: &str, text: &str| {
+        std::fs::write(proc.join(file), text).map_err(io(format!("cannot write {file}")))
+    };
+    if !matches!(mapping, Mapping::Root) {
+        write("setgroups", "deny")?;
+    }
+    write("uid_map", &uids.proc_text())?;
+    write("gid_map", &gids.proc_text())?;
+    meanwhile()
+}
+
+/// Removes a container directory; files owned by the subordinate range are removed from
+/// inside the store's user namespace (this process has nothing left to do outside it).
+fn remove_dir(host: &Host<'_>, dir: &Path) {
+    if crate::sys::confined::remove_tree(dir).is_ok() {
+        return;
+    }
+    if let Mapping::Range {
+        helpers,
+        uids,
+        gids,
+    } = host.mapping
+    {
+        if crate::sys::userns::enter(uids, gids, Some(helpers)).is_ok() {
+            let _ = crate::sys::confined::remove_tree(dir);
+        }
+    }
+}
