@@ -67,18 +67,33 @@ if command -v podman >/dev/null; then
 fi
 as_user hyperfine -N --style none --warmup 5 --runs "$RUNS" --export-json "$WORK/start.json" "${CMDS[@]}" >/dev/null
 
+# nook for a user without /etc/subuid (single mapping: no newuidmap/newgidmap to run).
+if [ "$(id -u)" = 0 ] && id nooksingle >/dev/null 2>&1; then
+  SINGLE=(setpriv --reuid=nooksingle --regid=nooksingle --init-groups env -i PATH=/usr/bin:/bin:/usr/sbin:/sbin
+          HOME="$WORK/single" XDG_RUNTIME_DIR="$WORK/single/run" NOOK_ROOT="$WORK/single/store")
+  mkdir -p "$WORK/single/run" && chown -R nooksingle: "$WORK/single"
+  "${SINGLE[@]}" "$NOOK" pull -q "$IMAGE" >/dev/null
+  "${SINGLE[@]}" hyperfine -N --style none --warmup 5 --runs "$RUNS" --export-json "$WORK/single/start.json" \
+    "$NOOK run --rm --network none $IMAGE true" >/dev/null
+  "${SINGLE[@]}" "$NOOK" system reset -f >/dev/null
+fi
+
 echo "start a container and run true, median of $RUNS runs ($(nproc) cores, $(date +%F))"
-python3 - "$WORK/start.json" "${NAMES[@]}" <<'EOF'
-import json, sys
+python3 - "$WORK/start.json" "$WORK/single/start.json" "${NAMES[@]}" <<'EOF'
+import json, os, sys
 res = json.load(open(sys.argv[1]))["results"]
-names = sys.argv[2:]
+names = sys.argv[3:]
 med = {n: r["median"] * 1000 for n, r in zip(names, res)}
+if os.path.exists(sys.argv[2]):
+    med["nook-single"] = json.load(open(sys.argv[2]))["results"][0]["median"] * 1000
+    names.insert(2, "nook-single")
 base = med["baseline"]
-print(f"{'tool':9} {'median':>9} {'minus baseline':>15} {'nook is':>16}")
+print(f"{'tool':12} {'median':>9} {'minus baseline':>15} {'nook is':>16}")
 for n in names:
     rel = ""
-    if n not in ("nook", "baseline"):
+    if n in ("bwrap", "podman"):
         f = med[n] / med["nook"]
         rel = f"{f:.2f}x faster" if f >= 1 else f"{1 / f:.2f}x slower"
-    print(f"{n:9} {med[n]:7.2f}ms {med[n] - base:13.2f}ms {rel:>16}")
+    print(f"{n:12} {med[n]:7.2f}ms {med[n] - base:13.2f}ms {rel:>16}")
+print("nook: subordinate range (newuidmap/newgidmap each run); nook-single: a user without one")
 EOF

@@ -7,6 +7,7 @@
 mod container;
 mod format;
 mod image;
+mod info;
 mod logging;
 mod login;
 mod progress;
@@ -67,6 +68,9 @@ pub enum Command {
     Logout(login::LogoutArgs),
     /// Run a command in a new container.
     Run(container::RunArgs),
+    /// Show what works on this host and which fallbacks nook will use.
+    #[command(alias = "doctor")]
+    Info(info::InfoArgs),
     /// Manage nook itself.
     #[command(subcommand)]
     System(system::SystemCommand),
@@ -219,6 +223,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Login(a) => login::login(&session, a),
         Command::Logout(a) => login::logout(a),
         Command::Run(a) => container::run(&session, a),
+        Command::Info(a) => info::info(&session, a),
         Command::System(c) => system::dispatch(&mut session, c),
     }
 }

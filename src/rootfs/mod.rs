@@ -66,6 +66,69 @@ pub fn record_probe(runtime: &Path, p: &OverlayProbe) {
     let _ = std::fs::write(probe_path(runtime), text);
 }
 
+/// Tries the kernel overlay in a throwaway user and mount namespace, on directories below
+/// `scratch`, and records the answer for later runs.
+pub fn probe_overlay(scratch: &Path, runtime: &Path) -> OverlayProbe {
+    let result = try_overlay(scratch);
+    let _ = std::fs::remove_dir_all(scratch);
+    record_probe(runtime, &result);
+    result
+}
+
+fn try_overlay(scratch: &Path) -> OverlayProbe {
+    use std::io::{Read, Write};
+    let dirs = ["lower", "upper", "work", "merged"].map(|d| scratch.join(d));
+    for d in &dirs {
+        if let Err(e) = std::fs::create_dir_all(d) {
+            return OverlayProbe::Refused(format!("cannot create {}: {e}", d.display()));
+        }
+    }
+    let Ok((go_r, go_w)) = nix::unistd::pipe() else {
+        return OverlayProbe::Refused("no pipe".into());
+    };
+    let Ok((res_r, res_w)) = nix::unistd::pipe() else {
+        return OverlayProbe::Refused("no pipe".into());
+    };
+    let flags = nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNS;
+    match crate::sys::process::clone_fork(flags) {
+        Err(e) => OverlayProbe::Refused(format!("no user namespace: {e}")),
+        Ok(None) => {
+            drop(go_w);
+            drop(res_r);
+            let mut b = [0u8; 1];
+            let _ = std::fs::File::from(go_r).read(&mut b);
+            let lowers = vec![dirs[0].display().to_string()];
+            let msg = match overlay::mount_overlay(scratch, &lowers, &dirs[1], &dirs[2], &dirs[3]) {
+                Ok(()) => String::new(),
+                Err(e) => e.to_string(),
+            };
+            let _ = std::fs::File::from(res_w).write_all(msg.as_bytes());
+            crate::sys::process::exit_now(0)
+        }
+        Ok(Some(pid)) => {
+            drop(go_r);
+            drop(res_w);
+            let (uid, gid) = (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            );
+            let proc = format!("/proc/{}", pid.as_raw());
+            let _ = std::fs::write(format!("{proc}/setgroups"), "deny");
+            let _ = std::fs::write(format!("{proc}/uid_map"), format!("0 {uid} 1\n"));
+            let _ = std::fs::write(format!("{proc}/gid_map"), format!("0 {gid} 1\n"));
+            drop(go_w);
+            let mut msg = String::new();
+            let _ = std::fs::File::from(res_r).read_to_string(&mut msg);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            if msg.is_empty() {
+                OverlayProbe::Works
+            } else {
+                OverlayProbe::Refused(msg)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
