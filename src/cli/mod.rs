@@ -67,7 +67,7 @@ pub enum Command {
     /// Remove saved credentials for a registry.
     Logout(login::LogoutArgs),
     /// Run a command in a new container.
-    Run(container::RunArgs),
+    Run(Box<container::RunArgs>),
     /// Show what works on this host and which fallbacks nook will use.
     #[command(alias = "doctor")]
     Info(info::InfoArgs),
@@ -222,7 +222,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Image(c) => image::dispatch(&mut session, c),
         Command::Login(a) => login::login(&session, a),
         Command::Logout(a) => login::logout(a),
-        Command::Run(a) => container::run(&session, a),
+        Command::Run(a) => container::run(&session, *a),
         Command::Info(a) => info::info(&session, a),
         Command::System(c) => system::dispatch(&mut session, c),
     }

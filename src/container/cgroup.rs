@@ -37,7 +37,7 @@ pub struct CgroupError(pub String);
 pub fn delegated_dir() -> Result<PathBuf, CgroupError> {
     let root = Path::new("/sys/fs/cgroup");
     let magic = nix::sys::statfs::statfs(root)
-        .map(|s| s.filesystem_type().0 as i64)
+        .map(|s| s.filesystem_type().0)
         .unwrap_or(0);
     if magic != CGROUP2_MAGIC {
         return Err(CgroupError("/sys/fs/cgroup is cgroup v1 or a hybrid hierarchy (boot with systemd.unified_cgroup_hierarchy=1)".into()));

@@ -213,7 +213,11 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
         (None, Network::None) => id[..12].to_owned(),
     };
     let host_env = |k: &str| std::env::var(k).ok();
-    let process = spec::process(&ImageProcess::from_config(&config), o, &hostname, &host_env)?;
+    let mut process = spec::process(&ImageProcess::from_config(&config), o, &hostname, &host_env)?;
+    if o.userns == UserNs::KeepId && o.user.is_none() {
+        // keep-id means running as yourself, whatever the image's USER says (as podman).
+        process.user = format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid());
+    }
     let containers = Containers::new(host.store.root());
     let mut record = Record {
         id: id.clone(),
@@ -475,9 +479,8 @@ fn remove_dir(host: &Host<'_>, dir: &Path) {
         uids,
         gids,
     } = host.mapping
+        && crate::sys::userns::enter(uids, gids, Some(helpers)).is_ok()
     {
-        if crate::sys::userns::enter(uids, gids, Some(helpers)).is_ok() {
-            let _ = crate::sys::confined::remove_tree(dir);
-        }
+        let _ = crate::sys::confined::remove_tree(dir);
     }
 }

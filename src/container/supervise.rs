@@ -149,13 +149,13 @@ pub fn supervise(
                 };
                 match sig {
                     Signal::SIGCHLD => {
-                        if let Ok(status) = waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-                            if let Some(code) = exit_code(status) {
-                                if let Some(m) = &pty {
-                                    pump_out(m.as_fd(), &mut buf);
-                                }
-                                return Ok(code);
+                        if let Ok(status) = waitpid(pid, Some(WaitPidFlag::WNOHANG))
+                            && let Some(code) = exit_code(status)
+                        {
+                            if let Some(m) = &pty {
+                                pump_out(m.as_fd(), &mut buf);
                             }
+                            return Ok(code);
                         }
                     }
                     Signal::SIGWINCH => {

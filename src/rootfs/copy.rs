@@ -67,11 +67,11 @@ fn copy_dir(
             continue;
         }
         remove_any(&d)?;
-        if m.nlink() > 1 {
-            if let Some(first) = links.get(&(m.dev(), m.ino())) {
-                fs::hard_link(first, &d)?;
-                continue;
-            }
+        if m.nlink() > 1
+            && let Some(first) = links.get(&(m.dev(), m.ino()))
+        {
+            fs::hard_link(first, &d)?;
+            continue;
         }
         if ft.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(&s)?, &d)?;

@@ -145,11 +145,14 @@ fn setup_and_exec(
         .iter()
         .map(|a| cstring(a))
         .collect::<Result<_, _>>()?;
-    let env: Vec<CString> = p
+    let mut env: Vec<CString> = p
         .env
         .iter()
         .map(|(k, v)| cstring(&format!("{k}={v}")))
         .collect::<Result<_, _>>()?;
+    if !p.env.iter().any(|(k, _)| k == "HOME") {
+        env.push(cstring(&format!("HOME={}", user.home))?);
+    }
     if p.init {
         super::reaper::run(sock, &program, &args, &env)
     }

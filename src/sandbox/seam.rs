@@ -84,25 +84,7 @@ pub struct RealSys<'a> {
 impl RealSys<'_> {
     /// Opens (creating if needed) the mount point for `t` inside the root.
     fn mount_point(&self, t: &Target) -> io::Result<std::os::fd::OwnedFd> {
-        let comps = components(&t.path);
-        if t.dir {
-            return self.root.make_dirs(&comps, 0o755);
-        }
-        let Some((name, parent)) = comps.split_last() else {
-            return Err(io::Error::from(io::ErrorKind::InvalidInput));
-        };
-        let dir = self.root.make_dirs(parent, 0o755)?;
-        match nix::fcntl::openat(
-            &dir,
-            name.as_os_str(),
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-            Mode::from_bits_truncate(0o644),
-        ) {
-            Ok(_) | Err(nix::errno::Errno::EEXIST) => {}
-            Err(e) => return Err(e.into()),
-        }
-        // An existing entry may be a symlink: it resolves inside the root, as any path here.
-        self.root.open_file(&comps, OFlag::O_PATH)
+        self.root.create_path(&t.path, t.dir)
     }
 
     /// The mount now on top at `path` (re-resolved after mounting on it).

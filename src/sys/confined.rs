@@ -20,6 +20,18 @@ use nix::sys::stat::{Mode, mkdirat};
 
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
+/// openat2 with RESOLVE_IN_ROOT answers EAGAIN when a rename or mount anywhere on the system
+/// raced with a `..` step; the lookup is then simply repeated.
+fn openat2_retrying(dir: &OwnedFd, rel: &Path, how: OpenHow) -> nix::Result<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        match openat2(dir, rel, how) {
+            Err(Errno::EAGAIN) if tries < 64 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
 /// A directory that lookups cannot leave.
 #[derive(Debug)]
 pub struct RootDir {
@@ -61,7 +73,7 @@ impl RootDir {
             let how = OpenHow::new()
                 .flags(flags)
                 .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-            match openat2(&self.fd, &rel, how) {
+            match openat2_retrying(&self.fd, &rel, how) {
                 Err(Errno::ENOSYS) => NO_OPENAT2.store(true, Ordering::Relaxed),
                 other => return Ok(other?),
             }
@@ -102,7 +114,7 @@ impl RootDir {
             let how = OpenHow::new()
                 .flags(flags)
                 .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-            match openat2(&self.fd, &rel, how) {
+            match openat2_retrying(&self.fd, &rel, how) {
                 Err(Errno::ENOSYS) => NO_OPENAT2.store(true, Ordering::Relaxed),
                 other => return Ok(other?),
             }
@@ -114,6 +126,74 @@ impl RootDir {
             flags | OFlag::O_NOFOLLOW,
             Mode::empty(),
         )?)
+    }
+
+    /// Resolves `path` inside the root, following symlinks (a final one too) as if the root
+    /// were `/`, and creates what is missing: directories on the way, then a directory (`dir`)
+    /// or an empty file. Returns an `O_PATH` descriptor of the result, for mounting onto.
+    pub fn create_path(&self, path: &str, dir: bool) -> io::Result<OwnedFd> {
+        let mut path = path.to_owned();
+        for _ in 0..40 {
+            let comps = components(&path);
+            let Some((name, parent)) = comps.split_last() else {
+                return self.open_dir(&[], OFlag::O_PATH);
+            };
+            let pfd = self.make_dirs(parent, 0o755)?;
+            let made = if dir {
+                mkdirat(&pfd, name.as_os_str(), Mode::from_bits_truncate(0o755))
+            } else {
+                let flags = OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_WRONLY
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC;
+                openat(
+                    &pfd,
+                    name.as_os_str(),
+                    flags,
+                    Mode::from_bits_truncate(0o644),
+                )
+                .map(drop)
+            };
+            match made {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let fd = openat(
+                &pfd,
+                name.as_os_str(),
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            let st = nix::sys::stat::fstat(&fd)?;
+            if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+                return Ok(fd);
+            }
+            let target = nix::fcntl::readlinkat(&pfd, name.as_os_str())?;
+            let target = target.to_string_lossy();
+            path = if target.starts_with('/') {
+                target.into_owned()
+            } else {
+                format!("{}/{target}", self.inside_path(&pfd)?)
+            };
+        }
+        Err(io::Error::from_raw_os_error(libc::ELOOP))
+    }
+
+    /// The path of `fd` as seen from the root (for resolving a relative symlink found there).
+    fn inside_path(&self, fd: &OwnedFd) -> io::Result<String> {
+        let proc = |f: BorrowedFd<'_>| {
+            std::fs::read_link(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&f)
+            ))
+        };
+        let root = proc(self.fd.as_fd())?;
+        let here = proc(fd.as_fd())?;
+        let rel = here
+            .strip_prefix(&root)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EXDEV))?;
+        Ok(format!("/{}", rel.display()))
     }
 
     /// Like [`open_dir`](Self::open_dir) with `O_PATH`, creating missing directories with
@@ -215,6 +295,22 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     remove_tree_at(parent.as_fd(), name)
 }
 
+/// The components of an absolute container path (`/etc/passwd` → [`etc`, `passwd`]); `..`
+/// and `.` are dropped lexically, which cannot climb above the root.
+pub fn components(path: &str) -> Vec<OsString> {
+    let mut out: Vec<OsString> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(OsString::from(c)),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +345,40 @@ mod tests {
     }
 
     #[test]
+    fn create_path_follows_links_inside_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        symlink(
+            "/../../../../etc/shadow-nook",
+            root.path().join("etc/hosts"),
+        )
+        .unwrap();
+        symlink(outside.path(), root.path().join("data")).unwrap();
+        symlink("../run/x/resolv.conf", root.path().join("etc/resolv.conf")).unwrap();
+        symlink("loop", root.path().join("loop")).unwrap();
+        let r = RootDir::open(root.path()).unwrap();
+        r.create_path("/etc/hosts", false).unwrap();
+        assert!(
+            root.path().join("etc/shadow-nook").is_file(),
+            "the link target is created inside the root"
+        );
+        r.create_path("/data", true).unwrap();
+        assert!(
+            root.path()
+                .join(outside.path().strip_prefix("/").unwrap())
+                .is_dir()
+        );
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        r.create_path("/etc/resolv.conf", false).unwrap();
+        assert!(
+            root.path().join("run/x/resolv.conf").is_file(),
+            "relative links resolve from their directory"
+        );
+        assert!(r.create_path("/loop", true).is_err());
+    }
+
+    #[test]
     fn make_dirs_creates_and_reuses() {
         let root = tempfile::tempdir().unwrap();
         let r = RootDir::open(root.path()).unwrap();
@@ -274,20 +404,4 @@ mod tests {
                 .is_err()
         );
     }
-}
-
-/// The components of an absolute container path (`/etc/passwd` → [`etc`, `passwd`]); `..`
-/// and `.` are dropped lexically, which cannot climb above the root.
-pub fn components(path: &str) -> Vec<OsString> {
-    let mut out: Vec<OsString> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            c => out.push(OsString::from(c)),
-        }
-    }
-    out
 }

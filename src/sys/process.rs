@@ -146,16 +146,6 @@ pub fn thread_count() -> usize {
         .unwrap_or(1)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_process_has_threads() {
-        assert!(thread_count() >= 1);
-    }
-}
-
 /// Ends the process at once, without running destructors or atexit handlers (for forked
 /// children, whose parent's state must not be flushed twice).
 pub fn exit_now(code: i32) -> ! {
@@ -175,5 +165,15 @@ pub fn reset_signals() {
         }
         // SAFETY: installing SIG_DFL runs no code of ours in signal context.
         let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_process_has_threads() {
+        assert!(thread_count() >= 1);
     }
 }

@@ -297,3 +297,42 @@ impl Drop for ChildGuard {
 pub fn os(s: &str) -> OsString {
     OsString::from(s)
 }
+
+/// Fails the test if a process still carries `tag` in its command line or environment (nook's
+/// processes and the containers' both), or if a mount below `below` is visible on the host.
+pub fn assert_no_leftovers(tag: &str, below: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut found = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            if pid == std::process::id().to_string() {
+                continue;
+            }
+            for f in ["cmdline", "environ"] {
+                if let Ok(b) = std::fs::read(e.path().join(f))
+                    && b.windows(tag.len()).any(|w| w == tag.as_bytes())
+                {
+                    found.push(format!("{pid} ({f})"));
+                }
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let below = below.display().to_string();
+        let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&below)).collect();
+        if found.is_empty() && leaked.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: processes {found:?}, mounts {leaked:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
