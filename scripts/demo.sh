@@ -39,3 +39,4 @@ step pull "$IMAGE"
 step images
 echo; echo "\$ nook inspect $IMAGE   (first lines)"
 nook inspect "$IMAGE" | head -n 8
+step run --rm "$IMAGE" sh -c 'echo "hello from $(hostname), as $(id -un) (uid $(id -u))"; cat /proc/self/uid_map'

@@ -1,6 +1,8 @@
 //! Containers as records on disk: `containers/<id>/` in the store holds `config.json` (this
-//! module's [`Record`]), `image` (the image id, which gc respects), the writable layer
-//! (`upper/`, `work/`), the mount point (`merged/`) and the generated `/etc` files.
+//! module's [`Record`], whose `image_id` gc respects) and the writable layer (`upper/`,
+//! `work/`). What is cheap to make again lives in the runtime directory, on tmpfs where
+//! XDG_RUNTIME_DIR is one: `containers/<id>/` there holds the mount point (`merged/`) and the
+//! generated `/etc` files.
 //!
 //! `run` is the foreground lifecycle; detached containers and their monitor come with the
 //! lifecycle issue and build on the same records.
@@ -100,22 +102,30 @@ impl Containers {
             .collect()
     }
 
-    /// Creates the container's directory and first record; the name must be free. Callers
-    /// hold the store's `containers` lock so that two runs cannot take one name.
-    pub fn create(&self, record: &Record) -> Result<PathBuf, ContainerError> {
-        if !valid_name(&record.name) {
+    /// Creates the container's directory and first record; an explicit name must be free, an
+    /// empty one is generated. Callers hold the store's `containers` lock so that two runs
+    /// cannot take one name.
+    pub fn create(&self, record: &mut Record) -> Result<PathBuf, ContainerError> {
+        let taken: Vec<String> = self.list().into_iter().map(|r| r.name).collect();
+        if record.name.is_empty() {
+            let base = generate_name(&record.id);
+            let mut name = base.clone();
+            let mut n = 1;
+            while taken.contains(&name) {
+                n += 1;
+                name = format!("{base}{n}");
+            }
+            record.name = name;
+        } else if !valid_name(&record.name) {
             return Err(ContainerError::BadName(record.name.clone()));
-        }
-        if self.list().iter().any(|r| r.name == record.name) {
+        } else if taken.contains(&record.name) {
             return Err(ContainerError::NameInUse(record.name.clone()));
         }
         let dir = self.dir_of(&record.id);
-        for sub in ["", "upper", "work", "merged"] {
+        for sub in ["", "upper", "work"] {
             let p = dir.join(sub);
             fs::create_dir(&p).map_err(io_at(&p))?;
         }
-        let img = dir.join("image");
-        fs::write(&img, record.image_id.to_string()).map_err(io_at(&img))?;
         self.save(record)?;
         Ok(dir)
     }
@@ -157,20 +167,22 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir(d.path().join("containers")).unwrap();
         let c = Containers::new(d.path());
-        let dir = c.create(&record("a1", "web")).unwrap();
-        assert!(dir.join("upper").is_dir() && dir.join("merged").is_dir());
-        assert_eq!(
-            fs::read_to_string(dir.join("image")).unwrap(),
-            Digest::sha256_of(b"x").to_string()
-        );
+        let dir = c.create(&mut record("a1", "web")).unwrap();
+        assert!(dir.join("upper").is_dir() && dir.join("work").is_dir());
         assert!(matches!(
-            c.create(&record("b2", "web")),
+            c.create(&mut record("b2", "web")),
             Err(ContainerError::NameInUse(_))
         ));
         assert!(matches!(
-            c.create(&record("c3", "-bad")),
+            c.create(&mut record("c3", "-bad")),
             Err(ContainerError::BadName(_))
         ));
         assert_eq!(c.list().len(), 1);
+        // Generated names never collide: the same id twice gets a suffix.
+        let (mut g1, mut g2) = (record("d4e5f6a7b8c9", ""), record("d4e5f6a7b8c9x", ""));
+        c.create(&mut g1).unwrap();
+        c.create(&mut g2).unwrap();
+        assert_ne!(g1.name, g2.name);
+        assert!(g2.name.starts_with(&g1.name));
     }
 }

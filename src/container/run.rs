@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 
 use super::cgroup::{self, Limits};
 use super::supervise::{Signals, supervise};
-use super::{ContainerError, Containers, Record, etc, generate_name, new_id};
+use super::{ContainerError, Containers, Record, etc, new_id};
 use crate::rootfs::{self, OverlayProbe};
 use crate::sandbox::message::{self, Stage, ToChild, ToParent};
 use crate::sandbox::plan::{Namespaces, Plan, RootfsPlan, standard_mounts};
@@ -221,7 +221,7 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
     let containers = Containers::new(host.store.root());
     let mut record = Record {
         id: id.clone(),
-        name: req.name.clone().unwrap_or_else(|| generate_name(&id)),
+        name: req.name.clone().unwrap_or_default(),
         image: req.image_name.clone(),
         image_id: req.image.id.clone(),
         command: process.args.clone(),
@@ -233,7 +233,11 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
         driver: String::new(),
     };
     let dir = containers.dir_of(&id);
-    let result = start_and_wait(host, &req, &mut record, &dir, &hostname, process);
+    let rt = host.runtime.join("containers").join(&id);
+    let result = start_and_wait(host, &req, &mut record, (&dir, &rt), &hostname, process);
+    if req.remove || !dir.join("config.json").exists() {
+        let _ = std::fs::remove_dir_all(&rt);
+    }
     if !dir.join("config.json").exists() {
         // Nothing was created (the name was taken, or the start failed before that).
         return result;
@@ -252,16 +256,17 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
     result
 }
 
+/// `dirs`: the container's directory in the store and its runtime directory.
 fn start_and_wait(
     host: &Host<'_>,
     req: &RunRequest,
     record: &mut Record,
-    dir: &Path,
+    (dir, rt): (&Path, &Path),
     hostname: &str,
     process: crate::sandbox::plan::Process,
 ) -> Result<i32, RunError> {
     let o = &req.options;
-    let etc_files = etc::paths(dir);
+    let etc_files = etc::paths(rt);
     let (uid_map, gid_map) = id_maps(host.mapping, o.userns);
     let ns = Namespaces {
         net: o.network == Network::None,
@@ -286,7 +291,7 @@ fn start_and_wait(
             gid_map: gid_map.clone(),
             hostname: hostname.to_owned(),
             rootfs,
-            mountpoint: dir.join("merged"),
+            mountpoint: rt.join("merged"),
             read_only: o.read_only,
             mounts: standard_mounts(ns, tty_gid, &etc_files, &o.volumes),
             process: process.clone(),
@@ -296,16 +301,19 @@ fn start_and_wait(
             if !dir.join("config.json").exists() {
                 let _lock = host.store.lock("containers", true)?;
                 containers.create(record)?;
-                etc::write(dir, hostname, o.network)
-                    .map_err(io("cannot write the container's /etc files"))?;
             }
+            std::fs::create_dir_all(rt.join("merged"))
+                .map_err(io("cannot create the container's runtime directory"))?;
+            etc::write(rt, hostname, o.network)
+                .map_err(io("cannot write the container's /etc files"))?;
             if let RootfsPlan::Copy { dest, .. } = &plan.rootfs {
                 std::fs::create_dir_all(dest).map_err(io("cannot create the copied root"))?;
             }
             Ok(())
         };
         let signals = Signals::block().map_err(io("cannot block signals"))?;
-        match launch(host, &plan, tty_size, &mut prepare)? {
+        let launched = launch(host, &plan, tty_size, &mut prepare)?;
+        match launched {
             Launch::Started { pid, pty, driver } => {
                 if driver == "overlay" && rootfs::cached_probe(host.runtime).is_none() {
                     rootfs::record_probe(host.runtime, &OverlayProbe::Works);

@@ -33,8 +33,8 @@ pub struct GcStats {
 }
 
 impl Store {
-    /// Image ids used by containers, with one container each (for messages). A container
-    /// records its image id in `containers/<id>/image`.
+    /// Image ids used by containers, with one container each (for messages): the `image_id`
+    /// of each `containers/<id>/config.json`.
     pub fn images_in_use(&self) -> Result<BTreeMap<Digest, String>, StoreError> {
         let dir = self.root.join("containers");
         let mut out = BTreeMap::new();
@@ -44,12 +44,21 @@ impl Store {
             Err(e) => return Err(io_err(&dir)(e)),
         };
         for entry in entries.flatten() {
-            let Ok(text) = fs::read_to_string(entry.path().join("image")) else {
+            let Ok(bytes) = fs::read(entry.path().join("config.json")) else {
                 continue;
             };
-            if let Ok(id) = Digest::parse(text.trim()) {
-                out.entry(id)
-                    .or_insert_with(|| entry.file_name().to_string_lossy().into_owned());
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            if let Some(id) = v
+                .get("image_id")
+                .and_then(|i| i.as_str())
+                .and_then(|i| Digest::parse(i).ok())
+            {
+                let name = v.get("name").and_then(|n| n.as_str()).map(str::to_owned);
+                out.entry(id).or_insert_with(|| {
+                    name.unwrap_or_else(|| entry.file_name().to_string_lossy().into_owned())
+                });
             }
         }
         Ok(out)
@@ -268,7 +277,11 @@ mod tests {
             .unwrap();
         let c = dir.path().join("containers").join("c1");
         fs::create_dir_all(&c).unwrap();
-        fs::write(c.join("image"), a.id.to_string()).unwrap();
+        fs::write(
+            c.join("config.json"),
+            serde_json::json!({"name": "c1", "image_id": a.id.to_string()}).to_string(),
+        )
+        .unwrap();
         assert!(matches!(
             s.remove_image("a:1", false),
             Err(StoreError::InUse { .. })
