@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod container;
 pub mod digest;
+pub mod fuse;
 pub mod reference;
 pub mod registry;
 pub mod rootfs;

@@ -70,6 +70,62 @@ pub fn path_has(name: &str, path: &Path) -> bool {
     rc > 0
 }
 
+/// Reads `name` of the object at `path` (following a final symlink: meant for
+/// `/proc/self/fd/N`); `Ok(None)` when it is not set or not supported there.
+pub fn path_get(path: &std::ffi::CStr, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` bytes; both strings are NUL-terminated.
+        let rc = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if rc >= 0 {
+            buf.truncate(rc as usize);
+            return Ok(Some(buf));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) | Some(libc::EPERM) => return Ok(None),
+            Some(libc::ERANGE) if buf.len() < 1 << 16 => buf.resize(buf.len() * 4, 0),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Sets `name` on the object at `path` (see [`path_get`]); `flags` as setxattr(2).
+pub fn path_set(path: &std::ffi::CStr, name: &str, value: &[u8], flags: i32) -> io::Result<()> {
+    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `value` is valid for its length; both strings are NUL-terminated.
+    let rc = unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), flags) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Removes `name` from the object at `path` (see [`path_get`]).
+pub fn path_remove(path: &std::ffi::CStr, name: &str) -> io::Result<()> {
+    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: both strings are NUL-terminated.
+    let rc = unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// The names of the xattrs of the object at `path` (see [`path_get`]).
+pub fn path_list(path: &std::ffi::CStr) -> io::Result<Vec<String>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` bytes; `path` is NUL-terminated.
+        let rc = unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if rc >= 0 {
+            buf.truncate(rc as usize);
+            return Ok(buf.split(|b| *b == 0).filter(|n| !n.is_empty()).map(|n| String::from_utf8_lossy(n).into_owned()).collect());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENOTSUP) | Some(libc::EPERM) => return Ok(Vec::new()),
+            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            _ => return Err(err),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

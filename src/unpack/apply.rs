@@ -32,6 +32,21 @@ pub const OVERRIDE_XATTR: &str = "user.containers.override_stat";
 /// The xattr marking an opaque directory for the kernel overlay mounted with `userxattr`.
 pub const OPAQUE_XATTR: &str = "user.overlay.opaque";
 
+/// The override xattr's value: `uid:gid:mode:type` (mode in octal), containers/storage's form.
+pub fn override_value(uid: u64, gid: u64, mode: u32, kind: &str) -> String {
+    format!("{uid}:{gid}:{:04o}:{kind}", mode & 0o7777)
+}
+
+/// Parses an override value into (uid, gid, permission bits).
+pub fn parse_override(v: &[u8]) -> Option<(u32, u32, u32)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let mut f = s.split(':');
+    let uid = f.next()?.parse().ok()?;
+    let gid = f.next()?.parse().ok()?;
+    let mode = u32::from_str_radix(f.next()?, 8).ok()?;
+    Some((uid, gid, mode & 0o7777))
+}
+
 /// How file owners are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owners {
@@ -382,7 +397,7 @@ impl LayerWriter {
                 meta.mode
             }
             _ => {
-                let value = format!("{}:{}:{:04o}:{kind}", meta.uid, meta.gid, meta.mode);
+                let value = override_value(meta.uid, meta.gid, meta.mode, kind);
                 xattr::fset(fd.as_fd(), OVERRIDE_XATTR, value.as_bytes())?;
                 self.stats.owners_recorded += 1;
                 meta.mode & !0o6000

@@ -11,7 +11,7 @@ pub mod plan;
 use std::io::{self, Read};
 use std::path::Path;
 
-pub use apply::{OPAQUE_XATTR, OVERRIDE_XATTR, Owners, UnpackStats};
+pub use apply::{override_value, parse_override, Owners, UnpackStats, OPAQUE_XATTR, OVERRIDE_XATTR};
 use plan::{EntryHeader, EntryKind};
 
 use crate::sys::confined::RootDir;

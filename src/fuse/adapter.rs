@@ -1,0 +1,447 @@
+//! FUSE requests → overlay calls (fuser). Thin: every method runs the model under
+//! `catch_unwind` and answers with its result or its errno.
+//!
+//! Lower layers never change and everything else changes only through this server, so entries
+//! and attributes are cached by the kernel for an hour, with the writeback cache, readdirplus,
+//! parallel directory operations and 1 MiB writes asked for. FUSE passthrough would need
+//! CAP_SYS_ADMIN in the initial user namespace, which rootless nook never holds.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{
+    BackgroundSession, Config, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, Notifier, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, SessionACL, TimeOrNow,
+};
+
+use super::change::{Caller, SetAttr, Time};
+use super::overlay::{Attr, Overlay, Result};
+use super::table::Kind;
+
+const TTL: Duration = Duration::from_secs(3600);
+
+fn run<T>(f: impl FnOnce() -> Result<T>) -> std::result::Result<T, fuser::Errno> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(fuser::Errno::from_i32(e as i32)),
+        Err(_) => Err(fuser::Errno::EIO),
+    }
+}
+
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::Char => FileType::CharDevice,
+        Kind::Block => FileType::BlockDevice,
+    }
+}
+
+fn fattr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: a.atime,
+        mtime: a.mtime,
+        ctime: a.ctime,
+        crtime: a.ctime,
+        kind: file_type(a.kind),
+        perm: a.perm as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: a.blksize,
+        flags: 0,
+    }
+}
+
+fn time(t: Option<TimeOrNow>) -> Option<Time> {
+    t.map(|t| match t {
+        TimeOrNow::Now => Time::Now,
+        TimeOrNow::SpecificTime(s) => Time::At(s),
+    })
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller { uid: req.uid(), gid: req.gid() }
+}
+
+struct Fs {
+    ov: Arc<Overlay>,
+}
+
+impl Fs {
+    fn entry(&self, reply: ReplyEntry, r: std::result::Result<Attr, fuser::Errno>) {
+        match r {
+            Ok(a) => reply.entry(&TTL, &fattr(&a), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn empty(&self, reply: ReplyEmpty, r: std::result::Result<(), fuser::Errno>) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn xattr(reply: ReplyXattr, size: u32, r: std::result::Result<Vec<u8>, fuser::Errno>) {
+        match r {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(fuser::Errno::from_i32(libc::ERANGE)),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+impl Filesystem for Fs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        for f in [
+            InitFlags::FUSE_WRITEBACK_CACHE,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_ASYNC_DIO,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_DONT_MASK,
+        ] {
+            let _ = config.add_capabilities(f);
+        }
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.entry(reply, run(|| self.ov.lookup(parent.0, name)));
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.ov.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match run(|| self.ov.getattr(ino.0)) {
+            Ok(a) => reply.attr(&TTL, &fattr(&a)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let s = SetAttr { mode, uid, gid, size, atime: time(atime), mtime: time(mtime) };
+        match run(|| self.ov.setattr(ino.0, s, fh.map(|f| f.0))) {
+            Ok(a) => reply.attr(&TTL, &fattr(&a)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match run(|| self.ov.readlink(ino.0)) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        self.entry(reply, run(|| self.ov.mknod(parent.0, name, mode & !umask | (mode & libc::S_IFMT), rdev as u64, caller(req))));
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        self.entry(reply, run(|| self.ov.mkdir(parent.0, name, mode & !umask, caller(req))));
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.empty(reply, run(|| self.ov.unlink(parent.0, name)));
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.empty(reply, run(|| self.ov.rmdir(parent.0, name)));
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        self.entry(reply, run(|| self.ov.symlink(parent.0, link_name, target, caller(req))));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.empty(reply, run(|| self.ov.rename(parent.0, name, newparent.0, newname, flags.bits())));
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        self.entry(reply, run(|| self.ov.link(ino.0, newparent.0, newname)));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
+        match run(|| self.ov.open(ino.0, flags.0)) {
+            // Data only changes through this server: the page cache stays valid across opens.
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        let r = run(|| {
+            let mut buf = vec![0u8; size as usize];
+            let n = self.ov.read(fh.0, offset, &mut buf)?;
+            buf.truncate(n);
+            Ok(buf)
+        });
+        match r {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match run(|| self.ov.write(fh.0, offset, data)) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: fuser::LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.ov.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        self.empty(reply, run(|| self.ov.fsync(fh.0, datasync)));
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
+        match run(|| self.ov.opendir(ino.0)) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let (ino, list) = match run(|| self.ov.listing(fh.0)) {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
+        };
+        let dots = [(ino, OsStr::new("."), Kind::Dir), (self.ov.parent_of(ino), OsStr::new(".."), Kind::Dir)];
+        let all = dots.into_iter().map(|(i, n, k)| (Some(i), n, k)).chain(list.iter().map(|(n, k)| (None, n.as_os_str(), *k)));
+        for (i, (dot_ino, name, kind)) in all.enumerate().skip(offset as usize) {
+            // Without readdirplus the kernel looks entries up itself; any unique number does.
+            let num = dot_ino.unwrap_or(u64::MAX - i as u64);
+            if reply.add(INodeNo(num), (i + 1) as u64, file_type(kind), name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let (ino, list) = match run(|| self.ov.listing(fh.0)) {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
+        };
+        let dots = [(OsStr::new("."), ino), (OsStr::new(".."), self.ov.parent_of(ino))];
+        let total = list.len() + 2;
+        for i in (offset as usize)..total {
+            let (name, attr) = if i < 2 {
+                let (n, dino) = dots[i];
+                match run(|| self.ov.getattr(dino)) {
+                    Ok(a) => (n, a),
+                    Err(_) => continue,
+                }
+            } else {
+                let n = list[i - 2].0.as_os_str();
+                match run(|| self.ov.lookup(ino, n)) {
+                    Ok(a) => (n, a),
+                    Err(_) => continue,
+                }
+            };
+            if reply.add(INodeNo(attr.ino), (i + 1) as u64, name, &TTL, &fattr(&attr), Generation(0)) {
+                if i >= 2 {
+                    // The kernel did not take this entry: give its lookup back.
+                    self.ov.forget(attr.ino, 1);
+                }
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: fuser::OpenFlags, reply: ReplyEmpty) {
+        self.ov.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match run(|| self.ov.statfs()) {
+            Ok(s) => reply.statfs(
+                s.blocks(),
+                s.blocks_free(),
+                s.blocks_available(),
+                s.files(),
+                s.files_free(),
+                s.block_size() as u32,
+                s.name_max() as u32,
+                s.fragment_size() as u32,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+        let name = name.to_string_lossy();
+        self.empty(reply, run(|| self.ov.setxattr(ino.0, &name, value, flags)));
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = name.to_string_lossy();
+        Self::xattr(reply, size, run(|| self.ov.getxattr(ino.0, &name)));
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let r = run(|| {
+            let names = self.ov.listxattr(ino.0)?;
+            let mut out = Vec::new();
+            for n in names {
+                out.extend_from_slice(n.as_bytes());
+                out.push(0);
+            }
+            Ok(out)
+        });
+        Self::xattr(reply, size, r);
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_string_lossy();
+        self.empty(reply, run(|| self.ov.removexattr(ino.0, &name)));
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // default_permissions: the kernel has checked already.
+        reply.ok();
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
+        match run(|| self.ov.create(parent.0, name, mode & !umask, flags, caller(req))) {
+            Ok((a, fh)) => reply.created(&TTL, &fattr(&a), Generation(0), FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+        self.empty(reply, run(|| self.ov.fallocate(fh.0, offset, length, mode)));
+    }
+
+    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        match run(|| self.ov.lseek(fh.0, offset, whence)) {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    session: Option<BackgroundSession>,
+    overlay: Arc<Overlay>,
+    notifier: Notifier,
+}
+
+/// Serves `overlay` on the FUSE connection `fd` with `threads` threads.
+pub fn serve(fd: OwnedFd, overlay: Overlay, threads: usize) -> io::Result<Server> {
+    let ov = Arc::new(overlay);
+    let mut config = Config::default();
+    config.acl = SessionACL::All;
+    config.n_threads = Some(threads.max(1));
+    config.clone_fd = true;
+    let session = Session::from_fd(Fs { ov: ov.clone() }, fd, SessionACL::All, config)?;
+    let notifier = session.notifier();
+    let bg = session.spawn()?;
+    Ok(Server { session: Some(bg), overlay: ov, notifier })
+}
+
+impl Server {
+    pub fn overlay(&self) -> &Arc<Overlay> {
+        &self.overlay
+    }
+
+    /// Tells the kernel to drop what it cached about `ino` (after a change it did not make).
+    pub fn invalidate(&self, ino: u64) {
+        let _ = self.notifier.inval_inode(INodeNo(ino), 0, 0);
+    }
+
+    /// Waits for the server threads to end (the mount is gone).
+    pub fn join(mut self) {
+        if let Some(s) = self.session.take() {
+            let _ = s.join();
+        }
+    }
+}
