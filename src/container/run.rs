@@ -45,10 +45,6 @@ pub enum RunError {
     /// The container's init failed before the command ran.
     #[error("{message}")]
     Setup { message: String, exit: i32 },
-    #[error(
-        "--rootfs-driver fuse needs nook's FUSE overlay, which this build does not have yet: use overlay or copy"
-    )]
-    NoFuse,
     #[error("nook run must start single-threaded ({0} threads): this is a bug, please report it")]
     Threads(usize),
 }
@@ -136,51 +132,58 @@ fn id_maps(mapping: &Mapping, userns: UserNs) -> (IdMap, IdMap) {
     }
 }
 
-/// Picks the rootfs rung for this run; `Err` carries why the overlay is out.
-fn choose_driver(host: &Host<'_>, driver: Driver) -> Result<(bool, Option<String>), RunError> {
+/// The rungs of the rootfs ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rung {
+    Overlay,
+    Fuse,
+    Copy,
+}
+
+/// The rung below `r`, where the host allows it.
+fn next_rung(r: Rung) -> Rung {
+    match r {
+        Rung::Overlay if rootfs::fuse_usable() => Rung::Fuse,
+        _ => Rung::Copy,
+    }
+}
+
+/// Picks the rootfs rung for this run, and why a higher one was skipped.
+fn choose_driver(host: &Host<'_>, driver: Driver) -> (Rung, Option<String>) {
     match driver {
-        Driver::Overlay => Ok((true, None)),
-        Driver::Copy => Ok((false, None)),
-        Driver::Fuse => Err(RunError::NoFuse),
+        Driver::Overlay => (Rung::Overlay, None),
+        Driver::Fuse => (Rung::Fuse, None),
+        Driver::Copy => (Rung::Copy, None),
         Driver::Auto => {
             if let Some(fs) = rootfs::unsuitable_fs(host.store.root()) {
-                return Ok((
-                    false,
-                    Some(format!(
-                        "the store is on {fs}, where overlayfs cannot keep an upper layer"
-                    )),
-                ));
+                let why = format!("the store is on {fs}, where overlayfs cannot keep an upper layer");
+                return (next_rung(Rung::Overlay), Some(why));
             }
             match rootfs::cached_probe(host.runtime) {
-                Some(OverlayProbe::Refused(why)) => Ok((false, Some(why))),
-                _ => Ok((true, None)),
+                Some(OverlayProbe::Refused(why)) => (next_rung(Rung::Overlay), Some(why)),
+                _ => (Rung::Overlay, None),
             }
         }
     }
 }
 
-fn rootfs_plan(store: &Store, image: &ImageRecord, dir: &Path, overlay: bool) -> RootfsPlan {
-    if overlay {
-        RootfsPlan::Overlay {
+fn rootfs_plan(store: &Store, image: &ImageRecord, dir: &Path, rung: Rung) -> RootfsPlan {
+    match rung {
+        Rung::Overlay => RootfsPlan::Overlay {
             layers_dir: store.root().join("layers"),
-            lowers: image
-                .layers
-                .iter()
-                .rev()
-                .map(|l| format!("{}/root", l.diff_id.hex()))
-                .collect(),
+            lowers: image.layers.iter().rev().map(|l| format!("{}/root", l.diff_id.hex())).collect(),
             upper: dir.join("upper"),
             work: dir.join("work"),
-        }
-    } else {
-        RootfsPlan::Copy {
-            layers: image
-                .layers
-                .iter()
-                .map(|l| store.layer_root(&l.diff_id))
-                .collect(),
+        },
+        Rung::Fuse => RootfsPlan::Fuse {
+            lowers: image.layers.iter().rev().map(|l| store.layer_root(&l.diff_id)).collect(),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+        },
+        Rung::Copy => RootfsPlan::Copy {
+            layers: image.layers.iter().map(|l| store.layer_root(&l.diff_id)).collect(),
             dest: dir.join("rootfs"),
-        }
+        },
     }
 }
 
@@ -273,7 +276,7 @@ fn start_and_wait(
         cgroup: Path::new("/proc/self/ns/cgroup").exists(),
     };
     let tty_gid = gid_map.to_host(5).is_some();
-    let (mut overlay, why_not) = choose_driver(host, o.driver)?;
+    let (mut rung, why_not) = choose_driver(host, o.driver);
     if let Some(why) = &why_not {
         tracing::debug!(why, "not using the kernel overlay");
     }
@@ -284,7 +287,7 @@ fn start_and_wait(
     };
     let containers = Containers::new(host.store.root());
     loop {
-        let rootfs = rootfs_plan(host.store, &req.image, dir, overlay);
+        let rootfs = rootfs_plan(host.store, &req.image, dir, rung);
         let plan = Plan {
             namespaces: ns,
             uid_map: uid_map.clone(),
@@ -314,7 +317,7 @@ fn start_and_wait(
         let signals = Signals::block().map_err(io("cannot block signals"))?;
         let launched = launch(host, &plan, tty_size, &mut prepare)?;
         match launched {
-            Launch::Started { pid, pty, driver } => {
+            Launch::Started { pid, pty, driver, server } => {
                 if driver == "overlay" && rootfs::cached_probe(host.runtime).is_none() {
                     rootfs::record_probe(host.runtime, &OverlayProbe::Works);
                 }
@@ -327,6 +330,7 @@ fn start_and_wait(
                 let _ = containers.save(record);
                 let code = supervise(pid, &signals, pty, process.stdin)
                     .map_err(io("lost track of the container"))?;
+                drop(server);
                 record.state = "exited".into();
                 return Ok(code);
             }
@@ -334,10 +338,10 @@ fn start_and_wait(
                 stage: Stage::Overlay,
                 message,
                 ..
-            } if o.driver == Driver::Auto && overlay => {
+            } if o.driver == Driver::Auto && rung == Rung::Overlay => {
                 // The kernel said no: remember it, and take the next rung.
                 rootfs::record_probe(host.runtime, &OverlayProbe::Refused(message));
-                overlay = false;
+                rung = next_rung(Rung::Overlay);
             }
             Launch::Failed { message, exit, .. } => return Err(RunError::Setup { message, exit }),
         }
@@ -349,6 +353,8 @@ enum Launch {
         pid: Pid,
         pty: Option<OwnedFd>,
         driver: String,
+        /// nook's FUSE overlay serving the root, when that rung is used.
+        server: Option<crate::fuse::Server>,
     },
     Failed {
         stage: Stage,
@@ -399,13 +405,17 @@ fn launch(
     }
     // If the init already gave up, its report is waiting below: read it rather than fail here.
     let _ = message::send(ours.as_fd(), &ToChild::MapsWritten, None);
-    let (mut pty, mut driver) = (None, String::new());
+    let (mut pty, mut driver, mut server) = (None, String::new(), None);
     loop {
         match message::recv::<ToParent>(ours.as_fd()) {
             Ok(Some((ToParent::Mounted { driver: d }, _))) => driver = d,
             Ok(Some((ToParent::Pty, fd))) => pty = fd,
+            Ok(Some((ToParent::Fuse, Some(fd)))) => server = Some(serve_fuse(host, plan, pid, fd)?),
+            Ok(Some((ToParent::Fuse, None))) => {
+                return Err(io("the init's FUSE connection got lost")(std::io::Error::from_raw_os_error(libc::EPROTO)));
+            }
             Ok(Some((ToParent::Started, _))) | Ok(None) => {
-                return Ok(Launch::Started { pid, pty, driver });
+                return Ok(Launch::Started { pid, pty, driver, server });
             }
             Ok(Some((
                 ToParent::Failed {
@@ -426,6 +436,24 @@ fn launch(
             Err(e) => return Err(io("lost the container's init")(e.into())),
         }
     }
+}
+
+/// Serves the container's root with nook's FUSE overlay. The server joins the container's
+/// user namespace first (this process is still single-threaded), so that it reads and writes
+/// the layers with the ids the container sees, and then starts its threads.
+fn serve_fuse(host: &Host<'_>, plan: &Plan, pid: Pid, fd: OwnedFd) -> Result<crate::fuse::Server, RunError> {
+    let RootfsPlan::Fuse { lowers, upper, work } = &plan.rootfs else {
+        return Err(io("the init sent a FUSE connection nook did not ask for")(std::io::Error::from_raw_os_error(libc::EPROTO)));
+    };
+    let ns = std::fs::File::open(format!("/proc/{}/ns/user", pid.as_raw())).map_err(io("cannot open the container's user namespace"))?;
+    nix::sched::setns(&ns, CloneFlags::CLONE_NEWUSER).map_err(|e| io("cannot join the container's user namespace")(e.into()))?;
+    let owners = match host.mapping {
+        Mapping::Single { .. } => crate::fuse::Owners::Single,
+        _ => crate::fuse::Owners::Mapped,
+    };
+    let layers = crate::fuse::Layers::new(upper, work, lowers).map_err(io("cannot open the image's layers"))?;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8);
+    crate::fuse::serve(fd, crate::fuse::Overlay::new(layers, owners), threads).map_err(io("cannot start nook's FUSE overlay"))
 }
 
 /// Writes the child's uid and gid maps: through newuidmap/newgidmap (run side by side) for a

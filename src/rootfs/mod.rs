@@ -66,6 +66,29 @@ pub fn record_probe(runtime: &Path, p: &OverlayProbe) {
     let _ = std::fs::write(probe_path(runtime), text);
 }
 
+/// Mounts a FUSE filesystem on `target` from inside the container's user namespace and
+/// returns the connection for nook's server. `allow_other` lets every user of the namespace in;
+/// `default_permissions` has the kernel check modes against the attributes nook reports.
+pub fn mount_fuse(target: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsRawFd;
+    let fd = nix::fcntl::open("/dev/fuse", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())?;
+    let data = format!(
+        "fd={},rootmode=40000,user_id={},group_id={},allow_other,default_permissions",
+        fd.as_raw_fd(),
+        nix::unistd::geteuid(),
+        nix::unistd::getegid()
+    );
+    let flags = nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV;
+    nix::mount::mount(Some("nook"), target, Some("fuse.nook"), flags, Some(data.as_str()))?;
+    Ok(fd)
+}
+
+/// Whether this user can open /dev/fuse for the FUSE rung.
+pub fn fuse_usable() -> bool {
+    nix::unistd::access("/dev/fuse", nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK).is_ok()
+}
+
 /// Tries the kernel overlay in a throwaway user and mount namespace, on directories below
 /// `scratch`, and records the answer for later runs.
 pub fn probe_overlay(scratch: &Path, runtime: &Path) -> OverlayProbe {

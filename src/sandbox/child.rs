@@ -80,7 +80,7 @@ fn setup_and_exec(
             });
         }
     }
-    let driver = mount_root(plan)?;
+    let driver = mount_root(plan, sock)?;
     let _ = message::send(
         sock,
         &ToParent::Mounted {
@@ -170,7 +170,7 @@ fn cstring(s: &str) -> Result<CString, Failure> {
 }
 
 /// Mounts the container's root on the plan's mount point.
-fn mount_root(plan: &Plan) -> Result<&'static str, Failure> {
+fn mount_root(plan: &Plan, sock: BorrowedFd<'_>) -> Result<&'static str, Failure> {
     match &plan.rootfs {
         RootfsPlan::Overlay {
             layers_dir,
@@ -185,6 +185,11 @@ fn mount_root(plan: &Plan) -> Result<&'static str, Failure> {
                     exit: 125,
                 })?;
             Ok("overlay")
+        }
+        RootfsPlan::Fuse { .. } => {
+            let fuse = crate::rootfs::mount_fuse(&plan.mountpoint).map_err(fail(Stage::Rootfs, "cannot mount nook's FUSE overlay"))?;
+            message::send(sock, &ToParent::Fuse, Some(fuse.as_raw_fd())).map_err(fail(Stage::Rootfs, "cannot hand the FUSE connection to nook"))?;
+            Ok("fuse")
         }
         RootfsPlan::Copy { layers, dest } => {
             crate::rootfs::copy_layers(layers, dest)

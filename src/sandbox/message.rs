@@ -24,6 +24,8 @@ pub enum ToParent {
     Mounted { driver: String },
     /// The master side of the container's terminal is attached.
     Pty,
+    /// The FUSE connection of the root, mounted: nook serves it (descriptor attached).
+    Fuse,
     /// `--init` forked the command (without `--init`, end-of-file says the same).
     Started,
     /// Setup failed; `exit` is the status nook should end with (125, 126 or 127).
