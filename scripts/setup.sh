@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   uidmap fuse3 fuse-overlayfs slirp4netns passt docker-registry busybox-static
   podman skopeo bubblewrap attr hyperfine pigz zstd ca-certificates iproute2 procps
-  util-linux coreutils python3 linux-perf runc
+  util-linux coreutils python3 linux-perf runc gcc libc6-dev
 )
 
 add_subids() { # user file

@@ -10,94 +10,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::env::{Mode, Out, User, assert_no_leftovers};
-use support::image::{self, Comp, ImageOpts, LayerTar, busybox_base};
-use support::registry::TestRegistry;
-
-/// A user with a registry and the busybox image pulled.
-struct Sandbox {
-    user: User,
-    reg: TestRegistry,
-    image: String,
-    tag: String,
-}
-
-impl Sandbox {
-    fn new(mode: Mode) -> Option<Sandbox> {
-        let user = User::new(mode)?;
-        let reg = TestRegistry::start()?;
-        let b = image::build(
-            &[(busybox_base().finish(), Comp::Gzip)],
-            &ImageOpts::default(),
-        );
-        image::push(&reg.url, "bb", "latest", &b);
-        let image = format!("{}/bb", reg.host);
-        user.run(&["pull", "-q", &image]).ok();
-        let tag = format!(
-            "nooktag{}",
-            std::process::id() as u64 * 1_000_003 + rand_suffix()
-        );
-        Some(Sandbox {
-            user,
-            reg,
-            image,
-            tag,
-        })
-    }
-
-    /// Pushes and pulls another image; returns its reference.
-    fn image_with(
-        &self,
-        name: &str,
-        layers: &[(Vec<u8>, Comp)],
-        config: serde_json::Value,
-    ) -> String {
-        let b = image::build(
-            layers,
-            &ImageOpts {
-                config,
-                ..ImageOpts::default()
-            },
-        );
-        image::push(&self.reg.url, name, "latest", &b);
-        let r = format!("{}/{name}", self.reg.host);
-        self.user.run(&["pull", "-q", &r]).ok();
-        r
-    }
-
-    fn nook(&self, args: &[&str]) -> Out {
-        self.user.run_env(args, &[("NOOK_TEST_TAG", &self.tag)])
-    }
-
-    /// `nook run --rm IMAGE ARGS...`
-    fn run(&self, args: &[&str]) -> Out {
-        let mut all = vec!["run", "--rm"];
-        all.extend_from_slice(args);
-        self.nook(&all)
-    }
-
-    /// `nook run --rm [FLAGS] IMAGE sh -c SCRIPT`
-    fn sh(&self, flags: &[&str], script: &str) -> Out {
-        let mut all: Vec<&str> = flags.to_vec();
-        all.extend([self.image.as_str(), "sh", "-c", script]);
-        self.run(&all)
-    }
-}
-
-fn rand_suffix() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    t.subsec_nanos() as u64
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            assert_no_leftovers(&self.tag, self.user.work.path());
-        }
-    }
-}
+use support::env::{Mode, Out};
+use support::image::{Comp, LayerTar, busybox_base};
+use support::sandbox::Sandbox;
 
 #[test]
 fn exit_codes_as_docker() {

@@ -156,11 +156,17 @@ fn choose_driver(host: &Host<'_>, driver: Driver) -> (Rung, Option<String>) {
         Driver::Copy => (Rung::Copy, None),
         Driver::Auto => {
             if let Some(fs) = rootfs::unsuitable_fs(host.store.root()) {
-                let why = format!("the store is on {fs}, where overlayfs cannot keep an upper layer");
+                let why =
+                    format!("the store is on {fs}, where overlayfs cannot keep an upper layer");
                 return (next_rung(Rung::Overlay), Some(why));
             }
             match rootfs::cached_probe(host.runtime) {
                 Some(OverlayProbe::Refused(why)) => (next_rung(Rung::Overlay), Some(why)),
+                // With one id mapped only nook's FUSE overlay can show the image's owners.
+                _ if matches!(host.mapping, Mapping::Single { .. }) && rootfs::fuse_usable() => (
+                    Rung::Fuse,
+                    Some("one id mapped: the FUSE overlay keeps the image's owners".into()),
+                ),
                 _ => (Rung::Overlay, None),
             }
         }
@@ -171,17 +177,31 @@ fn rootfs_plan(store: &Store, image: &ImageRecord, dir: &Path, rung: Rung) -> Ro
     match rung {
         Rung::Overlay => RootfsPlan::Overlay {
             layers_dir: store.root().join("layers"),
-            lowers: image.layers.iter().rev().map(|l| format!("{}/root", l.diff_id.hex())).collect(),
+            lowers: image
+                .layers
+                .iter()
+                .rev()
+                .map(|l| format!("{}/root", l.diff_id.hex()))
+                .collect(),
             upper: dir.join("upper"),
             work: dir.join("work"),
         },
         Rung::Fuse => RootfsPlan::Fuse {
-            lowers: image.layers.iter().rev().map(|l| store.layer_root(&l.diff_id)).collect(),
+            lowers: image
+                .layers
+                .iter()
+                .rev()
+                .map(|l| store.layer_root(&l.diff_id))
+                .collect(),
             upper: dir.join("upper"),
             work: dir.join("work"),
         },
         Rung::Copy => RootfsPlan::Copy {
-            layers: image.layers.iter().map(|l| store.layer_root(&l.diff_id)).collect(),
+            layers: image
+                .layers
+                .iter()
+                .map(|l| store.layer_root(&l.diff_id))
+                .collect(),
             dest: dir.join("rootfs"),
         },
     }
@@ -317,7 +337,12 @@ fn start_and_wait(
         let signals = Signals::block().map_err(io("cannot block signals"))?;
         let launched = launch(host, &plan, tty_size, &mut prepare)?;
         match launched {
-            Launch::Started { pid, pty, driver, server } => {
+            Launch::Started {
+                pid,
+                pty,
+                driver,
+                server,
+            } => {
                 if driver == "overlay" && rootfs::cached_probe(host.runtime).is_none() {
                     rootfs::record_probe(host.runtime, &OverlayProbe::Works);
                 }
@@ -412,10 +437,17 @@ fn launch(
             Ok(Some((ToParent::Pty, fd))) => pty = fd,
             Ok(Some((ToParent::Fuse, Some(fd)))) => server = Some(serve_fuse(host, plan, pid, fd)?),
             Ok(Some((ToParent::Fuse, None))) => {
-                return Err(io("the init's FUSE connection got lost")(std::io::Error::from_raw_os_error(libc::EPROTO)));
+                return Err(io("the init's FUSE connection got lost")(
+                    std::io::Error::from_raw_os_error(libc::EPROTO),
+                ));
             }
             Ok(Some((ToParent::Started, _))) | Ok(None) => {
-                return Ok(Launch::Started { pid, pty, driver, server });
+                return Ok(Launch::Started {
+                    pid,
+                    pty,
+                    driver,
+                    server,
+                });
             }
             Ok(Some((
                 ToParent::Failed {
@@ -441,19 +473,38 @@ fn launch(
 /// Serves the container's root with nook's FUSE overlay. The server joins the container's
 /// user namespace first (this process is still single-threaded), so that it reads and writes
 /// the layers with the ids the container sees, and then starts its threads.
-fn serve_fuse(host: &Host<'_>, plan: &Plan, pid: Pid, fd: OwnedFd) -> Result<crate::fuse::Server, RunError> {
-    let RootfsPlan::Fuse { lowers, upper, work } = &plan.rootfs else {
-        return Err(io("the init sent a FUSE connection nook did not ask for")(std::io::Error::from_raw_os_error(libc::EPROTO)));
+fn serve_fuse(
+    host: &Host<'_>,
+    plan: &Plan,
+    pid: Pid,
+    fd: OwnedFd,
+) -> Result<crate::fuse::Server, RunError> {
+    let RootfsPlan::Fuse {
+        lowers,
+        upper,
+        work,
+    } = &plan.rootfs
+    else {
+        return Err(io("the init sent a FUSE connection nook did not ask for")(
+            std::io::Error::from_raw_os_error(libc::EPROTO),
+        ));
     };
-    let ns = std::fs::File::open(format!("/proc/{}/ns/user", pid.as_raw())).map_err(io("cannot open the container's user namespace"))?;
-    nix::sched::setns(&ns, CloneFlags::CLONE_NEWUSER).map_err(|e| io("cannot join the container's user namespace")(e.into()))?;
+    let ns = std::fs::File::open(format!("/proc/{}/ns/user", pid.as_raw()))
+        .map_err(io("cannot open the container's user namespace"))?;
+    nix::sched::setns(&ns, CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| io("cannot join the container's user namespace")(e.into()))?;
     let owners = match host.mapping {
         Mapping::Single { .. } => crate::fuse::Owners::Single,
         _ => crate::fuse::Owners::Mapped,
     };
-    let layers = crate::fuse::Layers::new(upper, work, lowers).map_err(io("cannot open the image's layers"))?;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8);
-    crate::fuse::serve(fd, crate::fuse::Overlay::new(layers, owners), threads).map_err(io("cannot start nook's FUSE overlay"))
+    let layers = crate::fuse::Layers::new(upper, work, lowers)
+        .map_err(io("cannot open the image's layers"))?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8);
+    crate::fuse::serve(fd, crate::fuse::Overlay::new(layers, owners), threads)
+        .map_err(io("cannot start nook's FUSE overlay"))
 }
 
 /// Writes the child's uid and gid maps: through newuidmap/newgidmap (run side by side) for a

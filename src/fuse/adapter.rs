@@ -2,22 +2,25 @@
 //! `catch_unwind` and answers with its result or its errno.
 //!
 //! Lower layers never change and everything else changes only through this server, so entries
-//! and attributes are cached by the kernel for an hour, with the writeback cache, readdirplus,
-//! parallel directory operations and 1 MiB writes asked for. FUSE passthrough would need
-//! CAP_SYS_ADMIN in the initial user namespace, which rootless nook never holds.
+//! and attributes are cached by the kernel for an hour, with readdirplus, parallel directory
+//! operations and 1 MiB writes asked for. The writeback cache is not: it would keep written
+//! data from nook until the kernel flushes it (SEEK_DATA/SEEK_HOLE would answer from stale
+//! files) and send extra time updates that copy files up. FUSE passthrough is probed, not used
+//! (see `passthrough_probe`).
 
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{
-    BackgroundSession, Config, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, Notifier, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, SessionACL, TimeOrNow,
+    BackgroundSession, Config, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, Notifier, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, Session, SessionACL, TimeOrNow,
 };
 
 use super::change::{Caller, SetAttr, Time};
@@ -74,11 +77,16 @@ fn time(t: Option<TimeOrNow>) -> Option<Time> {
 }
 
 fn caller(req: &Request) -> Caller {
-    Caller { uid: req.uid(), gid: req.gid() }
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
 }
 
 struct Fs {
     ov: Arc<Overlay>,
+    /// The kernel offered FUSE passthrough and nook has not yet asked to use it.
+    probe_passthrough: std::sync::atomic::AtomicBool,
 }
 
 impl Fs {
@@ -96,6 +104,28 @@ impl Fs {
         }
     }
 
+    /// Asks once whether the kernel lets nook register backing files for FUSE passthrough
+    /// (it needs CAP_SYS_ADMIN in the initial user namespace today, so rootless runs hear no).
+    /// nook does not use it even when granted: a passthrough open and a cached open of one
+    /// inode exclude each other, so a copy-up would fail while another process reads the file.
+    fn passthrough_probe(&self, reply: &ReplyOpen, fh: u64) {
+        if !self
+            .probe_passthrough
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        match self.ov.handle_file(fh).map(|f| reply.open_backing(&f)) {
+            Some(Ok(_id)) => tracing::debug!(
+                "FUSE passthrough granted by the kernel (not used: see fuse::adapter)"
+            ),
+            Some(Err(e)) => tracing::debug!("FUSE passthrough refused by the kernel: {e}"),
+            None => self
+                .probe_passthrough
+                .store(true, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     fn xattr(reply: ReplyXattr, size: u32, r: std::result::Result<Vec<u8>, fuser::Errno>) {
         match r {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
@@ -109,7 +139,6 @@ impl Fs {
 impl Filesystem for Fs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         for f in [
-            InitFlags::FUSE_WRITEBACK_CACHE,
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
@@ -119,13 +148,20 @@ impl Filesystem for Fs {
         ] {
             let _ = config.add_capabilities(f);
         }
+        if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() {
+            let _ = config.set_max_stack_depth(1);
+            self.probe_passthrough
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.entry(reply, run(|| self.ov.lookup(parent.0, name)));
+        let r = run(|| self.ov.lookup(parent.0, name));
+        tracing::trace!(parent = parent.0, ?name, result = ?r.as_ref().map(|a| a.ino), "lookup");
+        self.entry(reply, r);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -157,7 +193,14 @@ impl Filesystem for Fs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let s = SetAttr { mode, uid, gid, size, atime: time(atime), mtime: time(mtime) };
+        let s = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: time(atime),
+            mtime: time(mtime),
+        };
         match run(|| self.ov.setattr(ino.0, s, fh.map(|f| f.0))) {
             Ok(a) => reply.attr(&TTL, &fattr(&a)),
             Err(e) => reply.error(e),
@@ -171,24 +214,67 @@ impl Filesystem for Fs {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        self.entry(reply, run(|| self.ov.mknod(parent.0, name, mode & !umask | (mode & libc::S_IFMT), rdev as u64, caller(req))));
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        self.entry(
+            reply,
+            run(|| {
+                self.ov.mknod(
+                    parent.0,
+                    name,
+                    mode & !umask | (mode & libc::S_IFMT),
+                    rdev as u64,
+                    caller(req),
+                )
+            }),
+        );
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        self.entry(reply, run(|| self.ov.mkdir(parent.0, name, mode & !umask, caller(req))));
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        self.entry(
+            reply,
+            run(|| self.ov.mkdir(parent.0, name, mode & !umask, caller(req))),
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty(reply, run(|| self.ov.unlink(parent.0, name)));
+        let r = run(|| self.ov.unlink(parent.0, name));
+        tracing::trace!(parent = parent.0, ?name, result = ?r, "unlink");
+        self.empty(reply, r);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.empty(reply, run(|| self.ov.rmdir(parent.0, name)));
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        self.entry(reply, run(|| self.ov.symlink(parent.0, link_name, target, caller(req))));
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        self.entry(
+            reply,
+            run(|| self.ov.symlink(parent.0, link_name, target, caller(req))),
+        );
     }
 
     fn rename(
@@ -201,17 +287,33 @@ impl Filesystem for Fs {
         flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.empty(reply, run(|| self.ov.rename(parent.0, name, newparent.0, newname, flags.bits())));
+        self.empty(
+            reply,
+            run(|| {
+                self.ov
+                    .rename(parent.0, name, newparent.0, newname, flags.bits())
+            }),
+        );
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         self.entry(reply, run(|| self.ov.link(ino.0, newparent.0, newname)));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
         match run(|| self.ov.open(ino.0, flags.0)) {
             // Data only changes through this server: the page cache stays valid across opens.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => {
+                self.passthrough_probe(&reply, fh);
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -257,7 +359,14 @@ impl Filesystem for Fs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: fuser::LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: fuser::LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -275,24 +384,47 @@ impl Filesystem for Fs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         self.empty(reply, run(|| self.ov.fsync(fh.0, datasync)));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
         match run(|| self.ov.opendir(ino.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR),
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            ),
             Err(e) => reply.error(e),
         }
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let (ino, list) = match run(|| self.ov.listing(fh.0)) {
             Ok(l) => l,
             Err(e) => return reply.error(e),
         };
-        let dots = [(ino, OsStr::new("."), Kind::Dir), (self.ov.parent_of(ino), OsStr::new(".."), Kind::Dir)];
-        let all = dots.into_iter().map(|(i, n, k)| (Some(i), n, k)).chain(list.iter().map(|(n, k)| (None, n.as_os_str(), *k)));
+        let dots = [
+            (ino, OsStr::new("."), Kind::Dir),
+            (self.ov.parent_of(ino), OsStr::new(".."), Kind::Dir),
+        ];
+        let all = dots
+            .into_iter()
+            .map(|(i, n, k)| (Some(i), n, k))
+            .chain(list.iter().map(|(n, k)| (None, n.as_os_str(), *k)));
         for (i, (dot_ino, name, kind)) in all.enumerate().skip(offset as usize) {
             // Without readdirplus the kernel looks entries up itself; any unique number does.
             let num = dot_ino.unwrap_or(u64::MAX - i as u64);
@@ -303,12 +435,22 @@ impl Filesystem for Fs {
         reply.ok();
     }
 
-    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         let (ino, list) = match run(|| self.ov.listing(fh.0)) {
             Ok(l) => l,
             Err(e) => return reply.error(e),
         };
-        let dots = [(OsStr::new("."), ino), (OsStr::new(".."), self.ov.parent_of(ino))];
+        let dots = [
+            (OsStr::new("."), ino),
+            (OsStr::new(".."), self.ov.parent_of(ino)),
+        ];
         let total = list.len() + 2;
         for i in (offset as usize)..total {
             let (name, attr) = if i < 2 {
@@ -324,7 +466,14 @@ impl Filesystem for Fs {
                     Err(_) => continue,
                 }
             };
-            if reply.add(INodeNo(attr.ino), (i + 1) as u64, name, &TTL, &fattr(&attr), Generation(0)) {
+            if reply.add(
+                INodeNo(attr.ino),
+                (i + 1) as u64,
+                name,
+                &TTL,
+                &fattr(&attr),
+                Generation(0),
+            ) {
                 if i >= 2 {
                     // The kernel did not take this entry: give its lookup back.
                     self.ov.forget(attr.ino, 1);
@@ -335,7 +484,14 @@ impl Filesystem for Fs {
         reply.ok();
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: fuser::OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: fuser::OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.ov.releasedir(fh.0);
         reply.ok();
     }
@@ -356,7 +512,16 @@ impl Filesystem for Fs {
         }
     }
 
-    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
         let name = name.to_string_lossy();
         self.empty(reply, run(|| self.ov.setxattr(ino.0, &name, value, flags)));
     }
@@ -389,18 +554,53 @@ impl Filesystem for Fs {
         reply.ok();
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
-        match run(|| self.ov.create(parent.0, name, mode & !umask, flags, caller(req))) {
-            Ok((a, fh)) => reply.created(&TTL, &fattr(&a), Generation(0), FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match run(|| {
+            self.ov
+                .create(parent.0, name, mode & !umask, flags, caller(req))
+        }) {
+            Ok((a, fh)) => reply.created(
+                &TTL,
+                &fattr(&a),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(e),
         }
     }
 
-    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
         self.empty(reply, run(|| self.ov.fallocate(fh.0, offset, length, mode)));
     }
 
-    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
         match run(|| self.ov.lseek(fh.0, offset, whence)) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(e),
@@ -422,10 +622,22 @@ pub fn serve(fd: OwnedFd, overlay: Overlay, threads: usize) -> io::Result<Server
     config.acl = SessionACL::All;
     config.n_threads = Some(threads.max(1));
     config.clone_fd = true;
-    let session = Session::from_fd(Fs { ov: ov.clone() }, fd, SessionACL::All, config)?;
+    let session = Session::from_fd(
+        Fs {
+            ov: ov.clone(),
+            probe_passthrough: false.into(),
+        },
+        fd,
+        SessionACL::All,
+        config,
+    )?;
     let notifier = session.notifier();
     let bg = session.spawn()?;
-    Ok(Server { session: Some(bg), overlay: ov, notifier })
+    Ok(Server {
+        session: Some(bg),
+        overlay: ov,
+        notifier,
+    })
 }
 
 impl Server {

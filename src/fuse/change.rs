@@ -16,15 +16,15 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, AtFlags, OFlag};
-use nix::sys::stat::{fstat, mkdirat, mknodat, Mode, SFlag};
-use nix::unistd::{fchownat, Gid, Uid};
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{Mode, SFlag, fstat, mkdirat, mknodat};
+use nix::unistd::{Gid, Uid, fchownat};
 
-use super::layers::{bad_name, proc_path, split, Layer};
-use super::overlay::{errno, is_whiteout, Attr, Found, Overlay, Owners, Result};
+use super::layers::{Layer, bad_name, proc_path, split};
+use super::overlay::{Attr, Found, Overlay, Owners, Result, errno, is_whiteout};
 use super::table::{Kind, Node, Owner};
 use crate::sys::xattr;
-use crate::unpack::{override_value, OPAQUE_XATTR, OVERRIDE_XATTR};
+use crate::unpack::{OPAQUE_XATTR, OVERRIDE_XATTR, override_value};
 
 /// Attribute changes from SETATTR.
 #[derive(Debug, Default, Clone, Copy)]
@@ -79,7 +79,10 @@ impl Overlay {
         }
         self.ensure_upper_dir(node.parent)?;
         let l = node.top().ok_or(Errno::ENOENT)?;
-        let src = self.layers.open(l, &path, OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(errno)?;
+        let src = self
+            .layers
+            .open(l, &path, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+            .map_err(errno)?;
         let st = fstat(&src)?;
         let (dir, name) = split(&path);
         let pfd = self.upper_dir(dir)?;
@@ -87,26 +90,40 @@ impl Overlay {
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(e),
         }
-        let dst = openat(&pfd, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+        let dst = openat(
+            &pfd,
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
         self.copy_meta(&src, &dst, &st)?;
         self.set_upper(ino);
         Ok(())
     }
 
     fn set_upper(&self, ino: u64) {
-        if let Ok(mut t) = self.table.write() {
-            if let Some(n) = t.get_mut(ino) {
-                n.upper = true;
-            }
+        if let Ok(mut t) = self.table.write()
+            && let Some(n) = t.get_mut(ino)
+        {
+            n.upper = true;
         }
     }
 
     /// Owner, xattrs, mode and times from `src` onto `dst` (both real descriptors).
-    fn copy_meta(&self, src: &impl AsRawFd, dst: &impl AsRawFd, st: &nix::sys::stat::FileStat) -> Result<()> {
+    fn copy_meta(
+        &self,
+        src: &impl AsRawFd,
+        dst: &impl AsRawFd,
+        st: &nix::sys::stat::FileStat,
+    ) -> Result<()> {
         let (sp, dp) = (proc_path(src), proc_path(dst));
         if self.owners == Owners::Mapped && (st.st_uid, st.st_gid) != (0, 0) {
             // An id the namespace does not map stays with the override xattr copied below.
-            let _ = nix::unistd::chown(dp.as_c_str(), Some(Uid::from_raw(st.st_uid)), Some(Gid::from_raw(st.st_gid)));
+            let _ = nix::unistd::chown(
+                dp.as_c_str(),
+                Some(Uid::from_raw(st.st_uid)),
+                Some(Gid::from_raw(st.st_gid)),
+            );
         }
         for name in xattr::path_list(sp.as_c_str()).map_err(errno)? {
             if name == OPAQUE_XATTR {
@@ -116,10 +133,21 @@ impl Overlay {
                 let _ = xattr::path_set(dp.as_c_str(), &name, &v, 0);
             }
         }
-        nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, dp.as_c_str(), Mode::from_bits_truncate(st.st_mode & 0o7777), nix::sys::stat::FchmodatFlags::FollowSymlink)?;
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            dp.as_c_str(),
+            Mode::from_bits_truncate(st.st_mode & 0o7777),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )?;
         let at = nix::sys::time::TimeSpec::new(st.st_atime, st.st_atime_nsec);
         let mt = nix::sys::time::TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
-        nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, dp.as_c_str(), &at, &mt, nix::sys::stat::UtimensatFlags::FollowSymlink)?;
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            dp.as_c_str(),
+            &at,
+            &mt,
+            nix::sys::stat::UtimensatFlags::FollowSymlink,
+        )?;
         Ok(())
     }
 
@@ -150,37 +178,72 @@ impl Overlay {
                 remove_whiteout(&upper_parent, name)?;
                 nix::unistd::symlinkat(target.as_os_str(), &upper_parent, name)?;
                 if self.owners == Owners::Mapped {
-                    let _ = fchownat(&upper_parent, name, Some(Uid::from_raw(st.st_uid)), Some(Gid::from_raw(st.st_gid)), AtFlags::AT_SYMLINK_NOFOLLOW);
+                    let _ = fchownat(
+                        &upper_parent,
+                        name,
+                        Some(Uid::from_raw(st.st_uid)),
+                        Some(Gid::from_raw(st.st_gid)),
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    );
                 }
             }
             _ => {
                 remove_whiteout(&upper_parent, name)?;
                 let kind = SFlag::from_bits_truncate(st.st_mode & libc::S_IFMT);
-                mknodat(&upper_parent, name, kind, Mode::from_bits_truncate(st.st_mode & 0o7777), st.st_rdev)?;
+                mknodat(
+                    &upper_parent,
+                    name,
+                    kind,
+                    Mode::from_bits_truncate(st.st_mode & 0o7777),
+                    st.st_rdev,
+                )?;
             }
         }
         self.set_upper(ino);
         // Other names of a lower hard link follow, as the kernel overlay's index keeps them.
         let names = self.table.read().map_err(|_| Errno::EIO)?.names(ino);
         for (p, n) in names.into_iter().skip(1) {
-            let Some(ppath) = self.table.read().ok().and_then(|t| t.path(p)) else { continue };
+            let Some(ppath) = self.table.read().ok().and_then(|t| t.path(p)) else {
+                continue;
+            };
             if self.ensure_upper_dir(p).is_err() {
                 continue;
             }
             if let Ok(pfd) = self.upper_dir(&ppath) {
                 let _ = remove_whiteout(&pfd, &n);
-                let _ = nix::unistd::linkat(&upper_parent, name, &pfd, n.as_os_str(), AtFlags::empty());
+                let _ =
+                    nix::unistd::linkat(&upper_parent, name, &pfd, n.as_os_str(), AtFlags::empty());
             }
         }
         Ok(())
     }
 
     /// Copies a regular file through the work directory, keeping its holes.
-    fn copy_file_up(&self, lower_parent: &OwnedFd, name: &OsStr, upper_parent: &OwnedFd, st: &nix::sys::stat::FileStat) -> Result<()> {
-        let src = File::from(openat(lower_parent, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?);
-        let tmp_name = format!("copyup-{}-{}", std::process::id(), self.tmp.fetch_add(1, Ordering::Relaxed));
+    fn copy_file_up(
+        &self,
+        lower_parent: &OwnedFd,
+        name: &OsStr,
+        upper_parent: &OwnedFd,
+        st: &nix::sys::stat::FileStat,
+    ) -> Result<()> {
+        let src = File::from(openat(
+            lower_parent,
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?);
+        let tmp_name = format!(
+            "copyup-{}-{}",
+            std::process::id(),
+            self.tmp.fetch_add(1, Ordering::Relaxed)
+        );
         let work = self.layers.work();
-        let dst = File::from(openat(work, tmp_name.as_str(), OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o600))?);
+        let dst = File::from(openat(
+            work,
+            tmp_name.as_str(),
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )?);
         let result = (|| -> Result<()> {
             copy_data(&src, &dst, st.st_size as u64)?;
             self.copy_meta(&src, &dst, st)?;
@@ -189,7 +252,11 @@ impl Overlay {
             Ok(())
         })();
         if result.is_err() {
-            let _ = nix::unistd::unlinkat(work, tmp_name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+            let _ = nix::unistd::unlinkat(
+                work,
+                tmp_name.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
         }
         result
     }
@@ -225,15 +292,31 @@ impl Overlay {
     /// Records a new upper object in the table and returns its attributes, with one lookup.
     fn created(&self, parent: u64, name: &OsStr, pfd: &OwnedFd, caller: Caller) -> Result<Attr> {
         if self.owners == Owners::Mapped && (caller.uid, caller.gid) != (0, 0) {
-            fchownat(pfd, name, Some(Uid::from_raw(caller.uid)), Some(Gid::from_raw(caller.gid)), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            fchownat(
+                pfd,
+                name,
+                Some(Uid::from_raw(caller.uid)),
+                Some(Gid::from_raw(caller.gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?;
         }
         let st = super::layers::stat_in(pfd.as_fd(), name).map_err(errno)?;
-        let ino = self.remember(parent, name, Found { kind: Kind::from_mode(st.st_mode), upper: true, lowers: vec![], owner: None, link: None })?;
-        if let Ok(mut t) = self.table.write() {
-            if let Some(n) = t.get_mut(ino) {
-                n.lookups += 1;
-                n.lowers.clear();
-            }
+        let ino = self.remember(
+            parent,
+            name,
+            Found {
+                kind: Kind::from_mode(st.st_mode),
+                upper: true,
+                lowers: vec![],
+                owner: None,
+                link: None,
+            },
+        )?;
+        if let Ok(mut t) = self.table.write()
+            && let Some(n) = t.get_mut(ino)
+        {
+            n.lookups += 1;
+            n.lowers.clear();
         }
         Ok(self.attr(ino, &st, None))
     }
@@ -244,13 +327,25 @@ impl Overlay {
         mkdirat(&pfd, name, Mode::from_bits_truncate(mode & 0o7777))?;
         if replaced {
             // A lower directory of this name was removed: it must stay hidden.
-            let d = openat(&pfd, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+            let d = openat(
+                &pfd,
+                name,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
             xattr::fset(&d, OPAQUE_XATTR, b"y").map_err(errno)?;
         }
         self.created(parent, name, &pfd, caller)
     }
 
-    pub fn mknod(&self, parent: u64, name: &OsStr, mode: u32, rdev: u64, caller: Caller) -> Result<Attr> {
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u64,
+        caller: Caller,
+    ) -> Result<Attr> {
         let _g = self.lock()?;
         let (pfd, _) = self.prepare_new(parent, name)?;
         let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
@@ -258,11 +353,23 @@ impl Overlay {
             // A 0/0 device would read back as a whiteout.
             return Err(Errno::EPERM);
         }
-        mknodat(&pfd, name, kind, Mode::from_bits_truncate(mode & 0o7777), rdev)?;
+        mknodat(
+            &pfd,
+            name,
+            kind,
+            Mode::from_bits_truncate(mode & 0o7777),
+            rdev,
+        )?;
         self.created(parent, name, &pfd, caller)
     }
 
-    pub fn symlink(&self, parent: u64, name: &OsStr, target: &Path, caller: Caller) -> Result<Attr> {
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        target: &Path,
+        caller: Caller,
+    ) -> Result<Attr> {
         let _g = self.lock()?;
         let (pfd, _) = self.prepare_new(parent, name)?;
         nix::unistd::symlinkat(target, &pfd, name)?;
@@ -270,10 +377,22 @@ impl Overlay {
     }
 
     /// CREATE: a new regular file, opened.
-    pub fn create(&self, parent: u64, name: &OsStr, mode: u32, flags: i32, caller: Caller) -> Result<(Attr, u64)> {
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+        caller: Caller,
+    ) -> Result<(Attr, u64)> {
         let _g = self.lock()?;
         let (pfd, _) = self.prepare_new(parent, name)?;
-        let fd = openat(&pfd, name, OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::from_bits_truncate(mode & 0o7777))?;
+        let fd = openat(
+            &pfd,
+            name,
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode & 0o7777),
+        )?;
         let attr = self.created(parent, name, &pfd, caller)?;
         let _ = flags;
         let fh = self.add_handle(attr.ino, File::from(fd), true, true);
@@ -326,39 +445,84 @@ impl Overlay {
         }
         if node.upper {
             // Only whiteouts can be left in it: they go first.
-            let d = self.layers.open(Layer::Upper, &path, OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(errno)?;
+            let d = self
+                .layers
+                .open(Layer::Upper, &path, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+                .map_err(errno)?;
             let names: Vec<OsString> = {
                 let dup = d.try_clone().map_err(errno)?;
                 let mut dir = nix::dir::Dir::from_fd(dup)?;
                 dir.iter()
                     .filter_map(|e| e.ok())
-                    .map(|e| <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.file_name().to_bytes()).to_owned())
+                    .map(|e| {
+                        <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+                            e.file_name().to_bytes(),
+                        )
+                        .to_owned()
+                    })
                     .filter(|n| n != "." && n != "..")
                     .collect()
             };
             for n in names {
                 let st = super::layers::stat_in(d.as_fd(), &n).map_err(errno)?;
                 if is_whiteout(&st) {
-                    nix::unistd::unlinkat(&d, n.as_os_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)?;
+                    nix::unistd::unlinkat(
+                        &d,
+                        n.as_os_str(),
+                        nix::unistd::UnlinkatFlags::NoRemoveDir,
+                    )?;
                 }
             }
         }
         self.remove(parent, name, &node)
     }
 
+    /// What the lower layers merged under directory `parent` hold at `name`, ignoring the upper
+    /// layer: a name over a lower entry needs a whiteout when it goes (as overlayfs's
+    /// ovl_lower_positive), and a directory moved over a lower directory must be opaque.
+    fn lower_has(&self, parent: u64, name: &OsStr) -> Result<Option<Kind>> {
+        let (pnode, ppath) = self.node(parent)?;
+        let path = ppath.join(name);
+        for i in &pnode.lowers {
+            match self
+                .layers
+                .open(Layer::Lower(*i), &path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
+            {
+                Ok(fd) => {
+                    let st = fstat(&fd)?;
+                    return Ok(
+                        (!super::overlay::is_whiteout(&st)).then(|| Kind::from_mode(st.st_mode))
+                    );
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {}
+                Err(e) => return Err(errno(e)),
+            }
+        }
+        Ok(None)
+    }
+
     /// Removes an entry: from the upper layer, and with a whiteout over what lower layers have.
     fn remove(&self, parent: u64, name: &OsStr, node: &Node) -> Result<()> {
         let (_, ppath) = self.node(parent)?;
-        if node.in_lower() {
+        let hide = self.lower_has(parent, name)?.is_some();
+        if hide {
             self.ensure_upper_dir(parent)?;
         }
-        let pfd = if node.upper || node.in_lower() { Some(self.upper_dir(&ppath)?) } else { None };
+        let pfd = if node.upper || hide {
+            Some(self.upper_dir(&ppath)?)
+        } else {
+            None
+        };
         if let Some(pfd) = &pfd {
             if node.upper {
-                let flag = if node.kind == Kind::Dir { nix::unistd::UnlinkatFlags::RemoveDir } else { nix::unistd::UnlinkatFlags::NoRemoveDir };
+                let flag = if node.kind == Kind::Dir {
+                    nix::unistd::UnlinkatFlags::RemoveDir
+                } else {
+                    nix::unistd::UnlinkatFlags::NoRemoveDir
+                };
                 nix::unistd::unlinkat(pfd, name, flag)?;
             }
-            if node.in_lower() {
+            if hide {
                 Self::whiteout(pfd, name)?;
             }
         }
@@ -368,7 +532,14 @@ impl Overlay {
         Ok(())
     }
 
-    pub fn rename(&self, parent: u64, name: &OsStr, new_parent: u64, new_name: &OsStr, flags: u32) -> Result<()> {
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
         let _g = self.lock()?;
         if bad_name(new_name) {
             return Err(Errno::EINVAL);
@@ -382,12 +553,19 @@ impl Overlay {
         if flags & libc::RENAME_NOREPLACE != 0 && target.is_some() {
             return Err(Errno::EEXIST);
         }
-        if flags & !libc::RENAME_NOREPLACE != 0 {
-            // EXCHANGE and WHITEOUT: not through an overlay.
-            return Err(Errno::EINVAL);
-        }
         if node.kind == Kind::Dir && node.in_lower() {
             return Err(Errno::EXDEV);
+        }
+        if flags == libc::RENAME_EXCHANGE {
+            let (tino, tnode, _) = target.ok_or(Errno::ENOENT)?;
+            return self.exchange(
+                (parent, name, ino, &node),
+                (new_parent, new_name, tino, &tnode),
+            );
+        }
+        if flags & !libc::RENAME_NOREPLACE != 0 {
+            // WHITEOUT (and EXCHANGE with other flags): not through an overlay.
+            return Err(Errno::EINVAL);
         }
         if let Some((tino, tnode, _)) = &target {
             if *tino == ino {
@@ -406,19 +584,23 @@ impl Overlay {
         let (dir, _) = split(&path);
         let from = self.upper_dir(dir)?;
         let to = self.upper_dir(&new_ppath)?;
-        if let Some((_, tnode, tpath)) = &target {
-            if tnode.kind == Kind::Dir && tnode.upper {
-                // An empty merged directory may still hold whiteouts in its upper copy.
-                self.clear_whiteouts(tpath)?;
-            }
+        if let Some((_, tnode, tpath)) = &target
+            && tnode.kind == Kind::Dir
+            && tnode.upper
+        {
+            // An empty merged directory may still hold whiteouts in its upper copy.
+            self.clear_whiteouts(tpath)?;
         }
+        let hide_old = self.lower_has(parent, name)?.is_some();
+        // A directory moving into a merged directory turns opaque, as overlayfs does it, so no
+        // lower directory of that name can ever show through it.
+        let over_lower_dir = node.kind == Kind::Dir && !self.node(new_parent)?.0.lowers.is_empty();
         remove_whiteout(&to, new_name)?;
         nix::fcntl::renameat(&from, name, &to, new_name)?;
-        if target.as_ref().is_some_and(|(_, t, _)| t.kind == Kind::Dir && t.in_lower()) {
-            let d = openat(&to, new_name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
-            xattr::fset(&d, OPAQUE_XATTR, b"y").map_err(errno)?;
+        if over_lower_dir {
+            Self::make_opaque(&to, new_name)?;
         }
-        if node.in_lower() {
+        if hide_old {
             Self::whiteout(&from, name)?;
         }
         if let Ok(mut t) = self.table.write() {
@@ -430,14 +612,66 @@ impl Overlay {
         Ok(())
     }
 
+    fn make_opaque(pfd: &OwnedFd, name: &OsStr) -> Result<()> {
+        let d = openat(
+            pfd,
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        xattr::fset(&d, OPAQUE_XATTR, b"y").map_err(errno)
+    }
+
+    /// RENAME_EXCHANGE: both copied up, swapped in the upper layer. Directories with lower
+    /// parts cannot move (EXDEV, as overlayfs without redirect_dir).
+    fn exchange(&self, a: (u64, &OsStr, u64, &Node), b: (u64, &OsStr, u64, &Node)) -> Result<()> {
+        let (pa, na, ia, node_a) = a;
+        let (pb, nb, ib, node_b) = b;
+        if ia == ib {
+            return Ok(());
+        }
+        if node_b.kind == Kind::Dir && node_b.in_lower() {
+            return Err(Errno::EXDEV);
+        }
+        self.copy_up_locked(ia)?;
+        self.copy_up_locked(ib)?;
+        let (_, ppa) = self.node(pa)?;
+        let (_, ppb) = self.node(pb)?;
+        let (da, db) = (self.upper_dir(&ppa)?, self.upper_dir(&ppb)?);
+        let opaque_b = node_a.kind == Kind::Dir && !self.node(pb)?.0.lowers.is_empty();
+        let opaque_a = node_b.kind == Kind::Dir && !self.node(pa)?.0.lowers.is_empty();
+        nix::fcntl::renameat2(&da, na, &db, nb, nix::fcntl::RenameFlags::RENAME_EXCHANGE)?;
+        if opaque_b {
+            Self::make_opaque(&db, nb)?;
+        }
+        if opaque_a {
+            Self::make_opaque(&da, na)?;
+        }
+        if let Ok(mut t) = self.table.write() {
+            t.exchange((pa, &na.to_owned()), (pb, &nb.to_owned()));
+            for i in [ia, ib] {
+                if let Some(n) = t.get_mut(i) {
+                    n.lowers.clear();
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn clear_whiteouts(&self, path: &Path) -> Result<()> {
-        let d = self.layers.open(Layer::Upper, path, OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(errno)?;
+        let d = self
+            .layers
+            .open(Layer::Upper, path, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+            .map_err(errno)?;
         let dup = d.try_clone().map_err(errno)?;
         let mut dir = nix::dir::Dir::from_fd(dup)?;
         let names: Vec<OsString> = dir
             .iter()
             .filter_map(|e| e.ok())
-            .map(|e| <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.file_name().to_bytes()).to_owned())
+            .map(|e| {
+                <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.file_name().to_bytes())
+                    .to_owned()
+            })
             .filter(|n| n != "." && n != "..")
             .collect();
         for n in names {
@@ -449,28 +683,66 @@ impl Overlay {
     /// SETATTR.
     pub fn setattr(&self, ino: u64, s: SetAttr, fh: Option<u64>) -> Result<Attr> {
         let _g = self.lock()?;
+        if self
+            .table
+            .read()
+            .map_err(|_| Errno::EIO)?
+            .get(ino)
+            .is_some_and(|n| n.unlinked)
+        {
+            return self.setattr_unlinked(ino, &s, fh);
+        }
         self.copy_up_locked(ino)?;
         let (node, path) = self.node(ino)?;
-        let fd = self.layers.open(Layer::Upper, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW).map_err(errno)?;
+        let fd = self
+            .layers
+            .open(Layer::Upper, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
+            .map_err(errno)?;
         let p = proc_path(&fd);
         if let Some(size) = s.size {
             let _ = fh;
-            let f = self.layers.open(Layer::Upper, &path, OFlag::O_WRONLY).map_err(errno)?;
+            let f = self
+                .layers
+                .open(Layer::Upper, &path, OFlag::O_WRONLY)
+                .map_err(errno)?;
             nix::unistd::ftruncate(&f, size as i64)?;
         }
         if s.uid.is_some() || s.gid.is_some() {
             match self.owners {
                 Owners::Mapped => {
-                    fchownat(&fd, "", s.uid.map(Uid::from_raw), s.gid.map(Gid::from_raw), AtFlags::AT_EMPTY_PATH | AtFlags::AT_SYMLINK_NOFOLLOW)?;
+                    fchownat(
+                        &fd,
+                        "",
+                        s.uid.map(Uid::from_raw),
+                        s.gid.map(Gid::from_raw),
+                        AtFlags::AT_EMPTY_PATH | AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )?;
                     if node.owner.is_some() {
                         let st = fstat(&fd)?;
-                        self.record(ino, &node, Some(Owner { uid: st.st_uid, gid: st.st_gid, mode: st.st_mode & 0o7777 }), &fd)?;
+                        self.record(
+                            ino,
+                            &node,
+                            Some(Owner {
+                                uid: st.st_uid,
+                                gid: st.st_gid,
+                                mode: st.st_mode & 0o7777,
+                            }),
+                            &fd,
+                        )?;
                     }
                 }
                 Owners::Single => {
                     let st = fstat(&fd)?;
-                    let old = node.owner.unwrap_or(Owner { uid: 0, gid: 0, mode: st.st_mode & 0o7777 });
-                    let o = Owner { uid: s.uid.unwrap_or(old.uid), gid: s.gid.unwrap_or(old.gid), ..old };
+                    let old = node.owner.unwrap_or(Owner {
+                        uid: 0,
+                        gid: 0,
+                        mode: st.st_mode & 0o7777,
+                    });
+                    let o = Owner {
+                        uid: s.uid.unwrap_or(old.uid),
+                        gid: s.gid.unwrap_or(old.gid),
+                        ..old
+                    };
                     self.record(ino, &node, Some(o), &fd)?;
                 }
             }
@@ -480,20 +752,62 @@ impl Overlay {
             let (node, _) = self.node(ino)?;
             let special = mode & 0o6000 != 0;
             if node.kind != Kind::Symlink {
-                let disk = if self.owners == Owners::Single { mode & !0o6000 } else { mode };
-                nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, p.as_c_str(), Mode::from_bits_truncate(disk), nix::sys::stat::FchmodatFlags::FollowSymlink)?;
+                let disk = if self.owners == Owners::Single {
+                    mode & !0o6000
+                } else {
+                    mode
+                };
+                nix::sys::stat::fchmodat(
+                    nix::fcntl::AT_FDCWD,
+                    p.as_c_str(),
+                    Mode::from_bits_truncate(disk),
+                    nix::sys::stat::FchmodatFlags::FollowSymlink,
+                )?;
             }
             if node.owner.is_some() || (self.owners == Owners::Single && special) {
-                let o = node.owner.unwrap_or(Owner { uid: 0, gid: 0, mode });
+                let o = node.owner.unwrap_or(Owner {
+                    uid: 0,
+                    gid: 0,
+                    mode,
+                });
                 self.record(ino, &node, Some(Owner { mode, ..o }), &fd)?;
             }
         }
         if s.atime.is_some() || s.mtime.is_some() {
             let (dir, name) = split(&path);
             let pfd = self.upper_dir(dir)?;
-            nix::sys::stat::utimensat(&pfd, name, &timespec(s.atime), &timespec(s.mtime), nix::sys::stat::UtimensatFlags::NoFollowSymlink)?;
+            nix::sys::stat::utimensat(
+                &pfd,
+                name,
+                &timespec(s.atime),
+                &timespec(s.mtime),
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )?;
         }
         self.getattr(ino)
+    }
+
+    /// SETATTR on a file that lost its last name while open (ftruncate, fchmod, futimens, and
+    /// the kernel's own flush of cached times): through its open handle; never a copy-up.
+    fn setattr_unlinked(&self, ino: u64, s: &SetAttr, fh: Option<u64>) -> Result<Attr> {
+        let h = self.open_handle(ino, fh)?;
+        {
+            let f = h.file.read().map_err(|_| Errno::EIO)?;
+            if !h.upper.load(Ordering::Acquire) && (s.size.is_some() || s.mode.is_some()) {
+                // A lower copy is never changed.
+                return Err(Errno::EROFS);
+            }
+            if let Some(size) = s.size {
+                nix::unistd::ftruncate(&*f, size as i64)?;
+            }
+            if let Some(mode) = s.mode {
+                nix::sys::stat::fchmod(&*f, Mode::from_bits_truncate(mode & 0o7777))?;
+            }
+            if h.upper.load(Ordering::Acquire) && (s.atime.is_some() || s.mtime.is_some()) {
+                nix::sys::stat::futimens(&*f, &timespec(s.atime), &timespec(s.mtime))?;
+            }
+        }
+        self.getattr_open(ino, fh)
     }
 
     /// Writes (or clears) the override xattr and the node's cached owner.
@@ -501,7 +815,12 @@ impl Overlay {
         let p = proc_path(fd);
         match owner {
             Some(o) if matches!(node.kind, Kind::File | Kind::Dir) => {
-                let v = override_value(o.uid as u64, o.gid as u64, o.mode, node.kind.override_name());
+                let v = override_value(
+                    o.uid as u64,
+                    o.gid as u64,
+                    o.mode,
+                    node.kind.override_name(),
+                );
                 xattr::path_set(p.as_c_str(), OVERRIDE_XATTR, v.as_bytes(), 0).map_err(errno)?;
             }
             Some(_) => return Err(Errno::EPERM),
@@ -509,10 +828,10 @@ impl Overlay {
                 let _ = xattr::path_remove(p.as_c_str(), OVERRIDE_XATTR);
             }
         }
-        if let Ok(mut t) = self.table.write() {
-            if let Some(n) = t.get_mut(ino) {
-                n.owner = owner;
-            }
+        if let Ok(mut t) = self.table.write()
+            && let Some(n) = t.get_mut(ino)
+        {
+            n.owner = owner;
         }
         Ok(())
     }
@@ -524,10 +843,21 @@ impl Overlay {
         let _g = self.lock()?;
         self.copy_up_locked(ino)?;
         let (node, path) = self.node(ino)?;
-        let fd = self.layers.open(Layer::Upper, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW).map_err(errno)?;
+        let fd = self
+            .layers
+            .open(Layer::Upper, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
+            .map_err(errno)?;
         let st = fstat(&fd)?;
-        let old = node.owner.unwrap_or(Owner { uid: 0, gid: 0, mode: st.st_mode & 0o7777 });
-        let mut o = Owner { uid: uid.unwrap_or(old.uid), gid: gid.unwrap_or(old.gid), mode: old.mode };
+        let old = node.owner.unwrap_or(Owner {
+            uid: 0,
+            gid: 0,
+            mode: st.st_mode & 0o7777,
+        });
+        let mut o = Owner {
+            uid: uid.unwrap_or(old.uid),
+            gid: gid.unwrap_or(old.gid),
+            mode: old.mode,
+        };
         if node.kind != Kind::Dir {
             o.mode &= !0o6000;
         }
@@ -535,13 +865,19 @@ impl Overlay {
     }
 
     pub fn setxattr(&self, ino: u64, name: &str, value: &[u8], flags: i32) -> Result<()> {
-        if name.starts_with("user.overlay.") || name == OVERRIDE_XATTR || name.starts_with("trusted.overlay.") {
+        if name.starts_with("user.overlay.")
+            || name == OVERRIDE_XATTR
+            || name.starts_with("trusted.overlay.")
+        {
             return Err(Errno::EPERM);
         }
         let _g = self.lock()?;
         self.copy_up_locked(ino)?;
         let (_, path) = self.node(ino)?;
-        let fd = self.layers.open(Layer::Upper, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW).map_err(errno)?;
+        let fd = self
+            .layers
+            .open(Layer::Upper, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
+            .map_err(errno)?;
         xattr::path_set(proc_path(&fd).as_c_str(), name, value, flags).map_err(errno)
     }
 
@@ -552,7 +888,10 @@ impl Overlay {
         let _g = self.lock()?;
         self.copy_up_locked(ino)?;
         let (_, path) = self.node(ino)?;
-        let fd = self.layers.open(Layer::Upper, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW).map_err(errno)?;
+        let fd = self
+            .layers
+            .open(Layer::Upper, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
+            .map_err(errno)?;
         xattr::path_remove(proc_path(&fd).as_c_str(), name).map_err(errno)
     }
 }
@@ -572,7 +911,7 @@ fn remove_whiteout(dir: &OwnedFd, name: &OsStr) -> Result<bool> {
 
 /// Copies `len` bytes, skipping holes (SEEK_DATA/SEEK_HOLE), with copy_file_range.
 fn copy_data(src: &File, dst: &File, len: u64) -> Result<()> {
-    use nix::unistd::{lseek, Whence};
+    use nix::unistd::{Whence, lseek};
     let (s, d): (BorrowedFd<'_>, BorrowedFd<'_>) = (src.as_fd(), dst.as_fd());
     let mut pos: i64 = 0;
     let end = len as i64;
@@ -588,15 +927,22 @@ fn copy_data(src: &File, dst: &File, len: u64) -> Result<()> {
         let mut off_out = data;
         while off_in < hole {
             let want = (hole - off_in) as usize;
-            let n = match nix::fcntl::copy_file_range(s, Some(&mut off_in), d, Some(&mut off_out), want) {
+            let n = match nix::fcntl::copy_file_range(
+                s,
+                Some(&mut off_in),
+                d,
+                Some(&mut off_out),
+                want,
+            ) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(Errno::EXDEV) | Err(Errno::ENOSYS) | Err(Errno::EINVAL) => copy_plain(src, dst, off_in as u64, (hole - off_in) as u64)
-                    .map(|n| {
+                Err(Errno::EXDEV) | Err(Errno::ENOSYS) | Err(Errno::EINVAL) => {
+                    copy_plain(src, dst, off_in as u64, (hole - off_in) as u64).map(|n| {
                         off_in += n as i64;
                         off_out += n as i64;
                         0
-                    })?,
+                    })?
+                }
                 Err(e) => return Err(e),
             };
             let _ = n;

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
 
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
@@ -36,7 +36,11 @@ pub struct Layers {
 }
 
 fn open_root(p: &Path) -> io::Result<OwnedFd> {
-    Ok(nix::fcntl::open(p, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?)
+    Ok(nix::fcntl::open(
+        p,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 impl Layers {
@@ -45,7 +49,10 @@ impl Layers {
         Ok(Layers {
             upper: open_root(upper)?,
             work: open_root(work)?,
-            lowers: lowers.iter().map(|l| open_root(l)).collect::<io::Result<_>>()?,
+            lowers: lowers
+                .iter()
+                .map(|l| open_root(l))
+                .collect::<io::Result<_>>()?,
         })
     }
 
@@ -84,19 +91,31 @@ impl Layers {
 
 /// `lstat` of `name` inside the directory handle `dir`.
 pub fn stat_in(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<FileStat> {
-    Ok(fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?)
+    Ok(fstatat(
+        dir,
+        name,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?)
 }
 
 /// Opens `rel` below `root` following no symlink on the way.
 pub fn open_beneath(root: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> io::Result<OwnedFd> {
-    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
     let flags = flags | OFlag::O_CLOEXEC;
     if !NO_OPENAT2.load(Ordering::Relaxed) {
         let mut how = OpenHow::new().flags(flags);
         if flags.contains(OFlag::O_CREAT) {
             how = how.mode(Mode::from_bits_truncate(0o600));
         }
-        let how = how.resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let how = how.resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
         let mut tries = 0;
         loop {
             match openat2(root, rel, how) {
@@ -120,7 +139,12 @@ fn walk(root: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> io::Result<OwnedFd> {
             _ => None,
         })
         .collect();
-    if rel.components().any(|c| matches!(c, std::path::Component::ParentDir | std::path::Component::RootDir)) {
+    if rel.components().any(|c| {
+        matches!(
+            c,
+            std::path::Component::ParentDir | std::path::Component::RootDir
+        )
+    }) {
         return Err(io::Error::from_raw_os_error(libc::EXDEV));
     }
     let Some((last, dirs)) = comps.split_last() else {
@@ -129,10 +153,20 @@ fn walk(root: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> io::Result<OwnedFd> {
     let mut cur: Option<OwnedFd> = None;
     for c in dirs {
         let at = cur.as_ref().map_or(root, |f| f.as_fd());
-        cur = Some(openat(at, c.as_os_str(), OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?);
+        cur = Some(openat(
+            at,
+            c.as_os_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?);
     }
     let at = cur.as_ref().map_or(root, |f| f.as_fd());
-    Ok(openat(at, last.as_os_str(), flags | OFlag::O_NOFOLLOW, Mode::from_bits_truncate(0o600))?)
+    Ok(openat(
+        at,
+        last.as_os_str(),
+        flags | OFlag::O_NOFOLLOW,
+        Mode::from_bits_truncate(0o600),
+    )?)
 }
 
 /// The `/proc/self/fd/N` path of a descriptor: xattr calls on `O_PATH` handles go through it.
@@ -145,7 +179,9 @@ pub fn proc_path(fd: &impl AsRawFd) -> std::ffi::CString {
 /// supported there (symlinks, special files).
 pub fn get_xattr(fd: &impl AsRawFd, name: &str) -> Option<Vec<u8>> {
     let p = proc_path(fd);
-    crate::sys::xattr::path_get(p.as_c_str(), name).ok().flatten()
+    crate::sys::xattr::path_get(p.as_c_str(), name)
+        .ok()
+        .flatten()
 }
 
 /// The file name of a relative path's last component.
@@ -177,7 +213,12 @@ mod tests {
         let root = open_root(&up).unwrap();
         assert!(open_beneath(root.as_fd(), Path::new("link/secret"), OFlag::O_RDONLY).is_err());
         assert!(open_beneath(root.as_fd(), Path::new("../x"), OFlag::O_RDONLY).is_err());
-        let l = open_beneath(root.as_fd(), Path::new("link"), OFlag::O_PATH | OFlag::O_NOFOLLOW).unwrap();
+        let l = open_beneath(
+            root.as_fd(),
+            Path::new("link"),
+            OFlag::O_PATH | OFlag::O_NOFOLLOW,
+        )
+        .unwrap();
         assert_eq!(fstat(&l).unwrap().st_mode & libc::S_IFMT, libc::S_IFLNK);
         assert!(walk(root.as_fd(), Path::new("link/secret"), OFlag::O_RDONLY).is_err());
         assert!(walk(root.as_fd(), Path::new("d"), OFlag::O_PATH).is_ok());

@@ -11,7 +11,7 @@ mod layers;
 pub mod overlay;
 mod table;
 
-pub use adapter::{serve, Server};
+pub use adapter::{Server, serve};
 pub use change::{Caller, SetAttr, Time};
 pub use layers::Layers;
 pub use overlay::{Attr, Overlay, Owners};

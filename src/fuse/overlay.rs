@@ -22,9 +22,9 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::FileStat;
 
-use super::layers::{get_xattr, Layer, Layers};
-use super::table::{Kind, Node, Owner, Table, ROOT};
-use crate::unpack::{parse_override, OPAQUE_XATTR, OVERRIDE_XATTR};
+use super::layers::{Layer, Layers, get_xattr};
+use super::table::{Kind, Node, Owner, ROOT, Table};
+use crate::unpack::{OPAQUE_XATTR, OVERRIDE_XATTR, parse_override};
 
 pub type Result<T> = std::result::Result<T, Errno>;
 
@@ -68,10 +68,13 @@ pub struct Handle {
     pub writable: bool,
 }
 
+/// The entries of a directory: names and kinds.
+pub type Listing = Arc<Vec<(OsString, Kind)>>;
+
 /// A directory listing taken at opendir.
 pub struct DirHandle {
     pub ino: u64,
-    pub entries: Mutex<Option<Arc<Vec<(OsString, Kind)>>>>,
+    pub entries: Mutex<Option<Listing>>,
 }
 
 /// The overlay.
@@ -89,7 +92,11 @@ pub struct Overlay {
 
 fn time(sec: i64, nsec: i64) -> SystemTime {
     let d = std::time::Duration::new(sec.unsigned_abs(), nsec.clamp(0, 999_999_999) as u32);
-    if sec >= 0 { SystemTime::UNIX_EPOCH + d } else { SystemTime::UNIX_EPOCH - d }
+    if sec >= 0 {
+        SystemTime::UNIX_EPOCH + d
+    } else {
+        SystemTime::UNIX_EPOCH - d
+    }
 }
 
 pub(super) fn is_whiteout(st: &FileStat) -> bool {
@@ -116,7 +123,10 @@ impl Overlay {
         let mut lowers = Vec::new();
         for i in 0..layers.lower_count() {
             lowers.push(i);
-            let opaque = layers.dir(Layer::Lower(i), Path::new("")).ok().and_then(|fd| get_xattr(&fd, OPAQUE_XATTR));
+            let opaque = layers
+                .dir(Layer::Lower(i), Path::new(""))
+                .ok()
+                .and_then(|fd| get_xattr(&fd, OPAQUE_XATTR));
             if opaque.as_deref() == Some(b"y") {
                 break;
             }
@@ -131,6 +141,7 @@ impl Overlay {
             link: None,
             aliases: vec![],
             lookups: 1,
+            unlinked: false,
         };
         Overlay {
             layers,
@@ -163,10 +174,17 @@ impl Overlay {
     pub(super) fn find(&self, parent: &Node, ppath: &Path, name: &OsStr) -> Result<Option<Found>> {
         let path = ppath.join(name);
         let mut found: Option<Found> = None;
-        let layers: Vec<Layer> =
-            parent.upper.then_some(Layer::Upper).into_iter().chain(parent.lowers.iter().map(|i| Layer::Lower(*i))).collect();
+        let layers: Vec<Layer> = parent
+            .upper
+            .then_some(Layer::Upper)
+            .into_iter()
+            .chain(parent.lowers.iter().map(|i| Layer::Lower(*i)))
+            .collect();
         for l in layers {
-            let fd = match self.layers.open(l, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
+            let fd = match self
+                .layers
+                .open(l, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
+            {
                 Ok(fd) => fd,
                 Err(e) if missing(&e) => continue,
                 Err(e) => return Err(errno(e)),
@@ -179,7 +197,9 @@ impl Overlay {
             match &mut found {
                 None => {
                     let link = match l {
-                        Layer::Lower(i) if kind != Kind::Dir && st.st_nlink > 1 => Some((i, st.st_ino)),
+                        Layer::Lower(i) if kind != Kind::Dir && st.st_nlink > 1 => {
+                            Some((i, st.st_ino))
+                        }
                         _ => None,
                     };
                     found = Some(Found {
@@ -222,10 +242,10 @@ impl Overlay {
         let found = self.find(&pnode, &ppath, name)?.ok_or(Errno::ENOENT)?;
         let ino = self.remember(parent, name, found)?;
         let attr = self.getattr(ino)?;
-        if let Ok(mut t) = self.table.write() {
-            if let Some(n) = t.get_mut(ino) {
-                n.lookups += 1;
-            }
+        if let Ok(mut t) = self.table.write()
+            && let Some(n) = t.get_mut(ino)
+        {
+            n.lookups += 1;
         }
         Ok(attr)
     }
@@ -242,6 +262,7 @@ impl Overlay {
             link: f.link,
             aliases: vec![],
             lookups: 0,
+            unlinked: false,
         }))
     }
 
@@ -254,15 +275,49 @@ impl Overlay {
     /// The backing object of a node, opened `O_PATH`.
     pub(super) fn backing(&self, node: &Node, path: &Path) -> Result<(Layer, OwnedFd)> {
         let l = node.top().ok_or(Errno::ENOENT)?;
-        let fd = self.layers.open(l, path, OFlag::O_PATH | OFlag::O_NOFOLLOW).map_err(errno)?;
+        let fd = self
+            .layers
+            .open(l, path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
+            .map_err(errno)?;
         Ok((l, fd))
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
-        let (node, path) = self.node(ino)?;
+        let (node, path) = match self.node(ino) {
+            Ok(n) => n,
+            // Unlinked but open: what its open handle sees.
+            Err(Errno::ENOENT) => return self.getattr_open(ino, None),
+            Err(e) => return Err(e),
+        };
         let (_, fd) = self.backing(&node, &path)?;
         let st = nix::sys::stat::fstat(&fd)?;
         Ok(self.attr(ino, &st, node.owner))
+    }
+
+    /// The attributes of `ino` through an open handle (`fh`, or any handle on it): for files
+    /// that lost their last name while open.
+    pub(super) fn getattr_open(&self, ino: u64, fh: Option<u64>) -> Result<Attr> {
+        let h = self.open_handle(ino, fh)?;
+        let st = nix::sys::stat::fstat(&*h.file.read().map_err(|_| Errno::EIO)?)?;
+        let owner = self
+            .table
+            .read()
+            .ok()
+            .and_then(|t| t.get(ino).and_then(|n| n.owner));
+        Ok(self.attr(ino, &st, owner))
+    }
+
+    /// The handle `fh` when it is open on `ino`, else any handle open on `ino`.
+    pub(super) fn open_handle(&self, ino: u64, fh: Option<u64>) -> Result<Arc<Handle>> {
+        let files = self.files.read().map_err(|_| Errno::EIO)?;
+        if let Some(h) = fh.and_then(|f| files.get(&f)).filter(|h| h.ino == ino) {
+            return Ok(h.clone());
+        }
+        files
+            .values()
+            .find(|h| h.ino == ino)
+            .cloned()
+            .ok_or(Errno::ENOENT)
     }
 
     pub(super) fn attr(&self, ino: u64, st: &FileStat, owner: Option<Owner>) -> Attr {
@@ -273,10 +328,11 @@ impl Overlay {
             gid = o.gid;
         }
         if self.owners == Owners::Single {
-            // Only root exists in the container's namespace; the kernel could show nothing
-            // else. The recorded owner reaches `stat` through the fakeroot.
-            uid = 0;
-            gid = 0;
+            // One id exists in the container's namespace (root, or you with keep-id): the
+            // kernel could show nothing else, so it sees the backing file's owner, which is
+            // that id. The recorded owner reaches `stat` through the fakeroot.
+            uid = st.st_uid;
+            gid = st.st_gid;
         }
         Attr {
             ino,
@@ -311,12 +367,19 @@ impl Overlay {
     /// The merged entries of a directory (whiteouts hidden, upper layers first).
     pub(super) fn entries(&self, ino: u64) -> Result<Vec<(OsString, Kind)>> {
         let (node, path) = self.node(ino)?;
-        let layers: Vec<Layer> =
-            node.upper.then_some(Layer::Upper).into_iter().chain(node.lowers.iter().map(|i| Layer::Lower(*i))).collect();
+        let layers: Vec<Layer> = node
+            .upper
+            .then_some(Layer::Upper)
+            .into_iter()
+            .chain(node.lowers.iter().map(|i| Layer::Lower(*i)))
+            .collect();
         let mut seen: HashSet<OsString> = HashSet::new();
         let mut out = Vec::new();
         for l in layers {
-            let fd = match self.layers.open(l, &path, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
+            let fd = match self
+                .layers
+                .open(l, &path, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+            {
                 Ok(fd) => fd,
                 Err(e) if missing(&e) => continue,
                 Err(e) => return Err(errno(e)),
@@ -325,7 +388,8 @@ impl Overlay {
             let mut dir = nix::dir::Dir::from_fd(fd)?;
             for e in dir.iter() {
                 let e = e?;
-                let name = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.file_name().to_bytes());
+                let name =
+                    <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.file_name().to_bytes());
                 if name == "." || name == ".." || !seen.insert(name.to_owned()) {
                     continue;
                 }
@@ -352,14 +416,23 @@ impl Overlay {
 
     pub fn opendir(&self, ino: u64) -> Result<u64> {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let h = Arc::new(DirHandle { ino, entries: Mutex::new(None) });
+        let h = Arc::new(DirHandle {
+            ino,
+            entries: Mutex::new(None),
+        });
         self.dirs.write().map_err(|_| Errno::EIO)?.insert(fh, h);
         Ok(fh)
     }
 
     /// The listing of an open directory, taken at its first read.
-    pub fn listing(&self, fh: u64) -> Result<(u64, Arc<Vec<(OsString, Kind)>>)> {
-        let h = self.dirs.read().map_err(|_| Errno::EIO)?.get(&fh).cloned().ok_or(Errno::EBADF)?;
+    pub fn listing(&self, fh: u64) -> Result<(u64, Listing)> {
+        let h = self
+            .dirs
+            .read()
+            .map_err(|_| Errno::EIO)?
+            .get(&fh)
+            .cloned()
+            .ok_or(Errno::EBADF)?;
         let mut e = h.entries.lock().map_err(|_| Errno::EIO)?;
         if e.is_none() {
             *e = Some(Arc::new(self.entries(h.ino)?));
@@ -375,7 +448,11 @@ impl Overlay {
 
     /// The parent of a directory (for `..` in listings).
     pub fn parent_of(&self, ino: u64) -> u64 {
-        self.table.read().ok().and_then(|t| t.get(ino).map(|n| n.parent)).unwrap_or(ROOT)
+        self.table
+            .read()
+            .ok()
+            .and_then(|t| t.get(ino).map(|n| n.parent))
+            .unwrap_or(ROOT)
     }
 
     /// OPEN: a handle on the visible copy; anything that may write copies up first.
@@ -387,12 +464,20 @@ impl Overlay {
         }
         let (node, path) = self.node(ino)?;
         if node.kind != Kind::File {
-            return Err(if node.kind == Kind::Dir { Errno::EISDIR } else { Errno::ENXIO });
+            return Err(if node.kind == Kind::Dir {
+                Errno::EISDIR
+            } else {
+                Errno::ENXIO
+            });
         }
         let l = node.top().ok_or(Errno::ENOENT)?;
         // The kernel's writeback cache may read from a file opened for writing only, and
         // handles O_APPEND itself.
-        let mut o = if writing { OFlag::O_RDWR } else { OFlag::O_RDONLY };
+        let mut o = if writing {
+            OFlag::O_RDWR
+        } else {
+            OFlag::O_RDONLY
+        };
         if flags & libc::O_TRUNC != 0 {
             o |= OFlag::O_TRUNC;
         }
@@ -402,15 +487,30 @@ impl Overlay {
 
     pub(super) fn add_handle(&self, ino: u64, file: File, upper: bool, writable: bool) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let h = Arc::new(Handle { ino, file: RwLock::new(file), upper: AtomicBool::new(upper), writable });
+        let h = Arc::new(Handle {
+            ino,
+            file: RwLock::new(file),
+            upper: AtomicBool::new(upper),
+            writable,
+        });
         if let Ok(mut f) = self.files.write() {
             f.insert(fh, h);
         }
         fh
     }
 
+    /// A duplicate of the open file behind handle `fh`.
+    pub(super) fn handle_file(&self, fh: u64) -> Option<File> {
+        self.handle(fh).ok()?.file.read().ok()?.try_clone().ok()
+    }
+
     fn handle(&self, fh: u64) -> Result<Arc<Handle>> {
-        self.files.read().map_err(|_| Errno::EIO)?.get(&fh).cloned().ok_or(Errno::EBADF)
+        self.files
+            .read()
+            .map_err(|_| Errno::EIO)?
+            .get(&fh)
+            .cloned()
+            .ok_or(Errno::EBADF)
     }
 
     /// A read handle on a lower copy moves to the upper once the file was copied up, so that
@@ -419,9 +519,15 @@ impl Overlay {
         if h.upper.load(Ordering::Acquire) {
             return Ok(());
         }
-        let (node, path) = self.node(h.ino)?;
+        // A file unlinked while open keeps the copy it has.
+        let Ok((node, path)) = self.node(h.ino) else {
+            return Ok(());
+        };
         if node.upper {
-            let fd = self.layers.open(Layer::Upper, &path, OFlag::O_RDONLY).map_err(errno)?;
+            let fd = self
+                .layers
+                .open(Layer::Upper, &path, OFlag::O_RDONLY)
+                .map_err(errno)?;
             *h.file.write().map_err(|_| Errno::EIO)? = File::from(fd);
             h.upper.store(true, Ordering::Release);
         }
@@ -457,7 +563,12 @@ impl Overlay {
     pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
         let h = self.handle(fh)?;
         let f = h.file.read().map_err(|_| Errno::EIO)?;
-        if datasync { f.sync_data() } else { f.sync_all() }.map_err(errno)
+        if datasync {
+            f.sync_data()
+        } else {
+            f.sync_all()
+        }
+        .map_err(errno)
     }
 
     pub fn release(&self, fh: u64) {
@@ -487,15 +598,17 @@ impl Overlay {
             libc::SEEK_CUR => nix::unistd::Whence::SeekCur,
             _ => nix::unistd::Whence::SeekSet,
         };
-        Ok(nix::unistd::lseek(f.as_fd(), offset, w)?)
+        nix::unistd::lseek(f.as_fd(), offset, w)
     }
 
     pub fn statfs(&self) -> Result<nix::sys::statvfs::Statvfs> {
-        Ok(nix::sys::statvfs::fstatvfs(self.layers.root(Layer::Upper))?)
+        nix::sys::statvfs::fstatvfs(self.layers.root(Layer::Upper))
     }
 
     fn internal_xattr(name: &str) -> bool {
-        name.starts_with("user.overlay.") || name == OVERRIDE_XATTR || name.starts_with("trusted.overlay.")
+        name.starts_with("user.overlay.")
+            || name == OVERRIDE_XATTR
+            || name.starts_with("trusted.overlay.")
     }
 
     pub fn getxattr(&self, ino: u64, name: &str) -> Result<Vec<u8>> {
@@ -517,6 +630,9 @@ impl Overlay {
         let (_, fd) = self.backing(&node, &path)?;
         let p = super::layers::proc_path(&fd);
         let names = crate::sys::xattr::path_list(p.as_c_str()).map_err(errno)?;
-        Ok(names.into_iter().filter(|n| !Self::internal_xattr(n)).collect())
+        Ok(names
+            .into_iter()
+            .filter(|n| !Self::internal_xattr(n))
+            .collect())
     }
 }

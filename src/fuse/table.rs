@@ -80,12 +80,18 @@ pub struct Node {
     /// Other names of a hard-linked node: (parent, name).
     pub aliases: Vec<(u64, OsString)>,
     pub lookups: u64,
+    /// Its last name is gone: it lives on only through open handles (and has no path).
+    pub unlinked: bool,
 }
 
 impl Node {
     /// The layer whose copy is visible.
     pub fn top(&self) -> Option<Layer> {
-        if self.upper { Some(Layer::Upper) } else { self.lowers.first().map(|i| Layer::Lower(*i)) }
+        if self.upper {
+            Some(Layer::Upper)
+        } else {
+            self.lowers.first().map(|i| Layer::Lower(*i))
+        }
     }
 
     /// Whether any lower layer has it (so removing it needs a whiteout).
@@ -107,7 +113,12 @@ impl Table {
     pub fn new(root: Node) -> Table {
         let mut nodes = HashMap::new();
         nodes.insert(ROOT, root);
-        Table { nodes, children: HashMap::new(), links: HashMap::new(), next: ROOT + 1 }
+        Table {
+            nodes,
+            children: HashMap::new(),
+            links: HashMap::new(),
+            next: ROOT + 1,
+        }
     }
 
     pub fn get(&self, ino: u64) -> Option<&Node> {
@@ -118,6 +129,7 @@ impl Table {
         self.nodes.get_mut(&ino)
     }
 
+    #[cfg(test)]
     pub fn child(&self, parent: u64, name: &OsString) -> Option<u64> {
         self.children.get(&(parent, name.clone())).copied()
     }
@@ -126,26 +138,27 @@ impl Table {
     /// the node already there; returns the inode number.
     pub fn insert(&mut self, node: Node) -> u64 {
         let key = (node.parent, node.name.clone());
-        if let Some(&ino) = self.children.get(&key) {
-            if let Some(existing) = self.nodes.get_mut(&ino) {
-                // Refresh what may have changed below us (a copy-up, an opaque marker).
-                existing.kind = node.kind;
-                existing.upper = node.upper;
-                existing.lowers = node.lowers;
-                existing.owner = node.owner;
-                return ino;
-            }
+        if let Some(&ino) = self.children.get(&key)
+            && let Some(existing) = self.nodes.get_mut(&ino)
+        {
+            // Refresh what may have changed below us (a copy-up, an opaque marker).
+            existing.kind = node.kind;
+            existing.upper = node.upper;
+            existing.lowers = node.lowers;
+            existing.owner = node.owner;
+            return ino;
         }
-        if let Some(link) = node.link {
-            if let Some(&ino) = self.links.get(&link) {
-                if let Some(existing) = self.nodes.get_mut(&ino) {
-                    if (existing.parent, &existing.name) != (node.parent, &node.name) && !existing.aliases.contains(&key) {
-                        existing.aliases.push(key.clone());
-                    }
-                    self.children.insert(key, ino);
-                    return ino;
-                }
+        if let Some(link) = node.link
+            && let Some(&ino) = self.links.get(&link)
+            && let Some(existing) = self.nodes.get_mut(&ino)
+        {
+            if (existing.parent, &existing.name) != (node.parent, &node.name)
+                && !existing.aliases.contains(&key)
+            {
+                existing.aliases.push(key.clone());
             }
+            self.children.insert(key, ino);
+            return ino;
         }
         let ino = self.next;
         self.next += 1;
@@ -172,6 +185,9 @@ impl Table {
         let mut depth = 0;
         while cur != ROOT {
             let n = self.nodes.get(&cur)?;
+            if n.unlinked {
+                return None;
+            }
             parts.push(n.name.clone());
             cur = n.parent;
             depth += 1;
@@ -184,22 +200,54 @@ impl Table {
 
     /// Removes the name (parent, name); the node lives on for open handles and its number.
     pub fn detach(&mut self, parent: u64, name: &OsString) {
-        let Some(ino) = self.children.remove(&(parent, name.clone())) else { return };
-        let Some(n) = self.nodes.get_mut(&ino) else { return };
+        let Some(ino) = self.children.remove(&(parent, name.clone())) else {
+            return;
+        };
+        let Some(n) = self.nodes.get_mut(&ino) else {
+            return;
+        };
         if (n.parent, &n.name) == (parent, name) {
-            if let Some((p, nm)) = n.aliases.pop() {
-                n.parent = p;
-                n.name = nm;
+            match n.aliases.pop() {
+                Some((p, nm)) => {
+                    n.parent = p;
+                    n.name = nm;
+                }
+                None => n.unlinked = true,
             }
         } else {
             n.aliases.retain(|a| a != &(parent, name.clone()));
         }
     }
 
+    /// Swaps the nodes at two names (RENAME_EXCHANGE).
+    pub fn exchange(&mut self, a: (u64, &OsString), b: (u64, &OsString)) {
+        let (ka, kb) = ((a.0, a.1.clone()), (b.0, b.1.clone()));
+        let (Some(ia), Some(ib)) = (
+            self.children.get(&ka).copied(),
+            self.children.get(&kb).copied(),
+        ) else {
+            return;
+        };
+        self.children.insert(ka.clone(), ib);
+        self.children.insert(kb.clone(), ia);
+        for (ino, from, to) in [(ia, &ka, &kb), (ib, &kb, &ka)] {
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                if (n.parent, &n.name) == (from.0, &from.1) {
+                    n.parent = to.0;
+                    n.name = to.1.clone();
+                } else if let Some(al) = n.aliases.iter_mut().find(|al| **al == *from) {
+                    *al = to.clone();
+                }
+            }
+        }
+    }
+
     /// Moves the node at (parent, name) to (new_parent, new_name), detaching what was there.
     pub fn rename(&mut self, parent: u64, name: &OsString, new_parent: u64, new_name: &OsString) {
         self.detach(new_parent, new_name);
-        let Some(ino) = self.children.remove(&(parent, name.clone())) else { return };
+        let Some(ino) = self.children.remove(&(parent, name.clone())) else {
+            return;
+        };
         self.children.insert((new_parent, new_name.clone()), ino);
         if let Some(n) = self.nodes.get_mut(&ino) {
             if (n.parent, &n.name) == (parent, name) {
@@ -242,6 +290,7 @@ mod tests {
             link: None,
             aliases: vec![],
             lookups: 1,
+            unlinked: false,
         }
     }
 
@@ -254,7 +303,11 @@ mod tests {
         assert_eq!(t.path(f).unwrap(), PathBuf::from("a/b/f"));
         t.rename(ROOT, &"a".into(), ROOT, &"z".into());
         assert_eq!(t.path(f).unwrap(), PathBuf::from("z/b/f"));
-        assert_eq!(t.insert(node(b, "f", Kind::File)), f, "the same name keeps its inode");
+        assert_eq!(
+            t.insert(node(b, "f", Kind::File)),
+            f,
+            "the same name keeps its inode"
+        );
         assert_eq!(t.child(ROOT, &"a".into()), None);
     }
 
@@ -269,7 +322,11 @@ mod tests {
         let iy = t.insert(y);
         assert_eq!(ix, iy);
         t.detach(ROOT, &"x".into());
-        assert_eq!(t.path(ix).unwrap(), PathBuf::from("y"), "the other name takes over");
+        assert_eq!(
+            t.path(ix).unwrap(),
+            PathBuf::from("y"),
+            "the other name takes over"
+        );
         let other = t.insert(node(ROOT, "z", Kind::File));
         assert!(other > ix, "numbers are never reused");
     }

@@ -22,13 +22,24 @@ struct T {
 const ME: Caller = Caller { uid: 0, gid: 0 };
 
 fn whiteout(p: &Path) {
-    nix::sys::stat::mknod(p, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0).unwrap();
+    nix::sys::stat::mknod(
+        p,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        0,
+    )
+    .unwrap();
 }
 
 /// Two lower layers: l1 (bottom) and l0 (top).
 fn setup(owners: Owners) -> T {
     let d = tempfile::tempdir().unwrap();
-    let (l0, l1, upper, work) = (d.path().join("l0"), d.path().join("l1"), d.path().join("upper"), d.path().join("work"));
+    let (l0, l1, upper, work) = (
+        d.path().join("l0"),
+        d.path().join("l1"),
+        d.path().join("upper"),
+        d.path().join("work"),
+    );
     for p in [&l0, &l1, &upper, &work] {
         fs::create_dir(p).unwrap();
     }
@@ -51,11 +62,21 @@ fn setup(owners: Owners) -> T {
     xattr::fset(&f, OVERRIDE_XATTR, b"1234:1234:4755:file").unwrap();
     let lowers = vec![l0.clone(), l1.clone()];
     let ov = Overlay::new(Layers::new(&upper, &work, &lowers).unwrap(), owners);
-    T { _d: d, upper, lowers, ov }
+    T {
+        _d: d,
+        upper,
+        lowers,
+        ov,
+    }
 }
 
 fn names(t: &T, ino: u64) -> Vec<String> {
-    let mut v: Vec<String> = t.ov.entries(ino).unwrap().into_iter().map(|(n, _)| n.to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> =
+        t.ov.entries(ino)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n.to_string_lossy().into_owned())
+            .collect();
     v.sort();
     v
 }
@@ -77,35 +98,72 @@ fn lookups_and_listings_merge_the_layers() {
     let t = setup(Owners::Mapped);
     let etc = ino(&t, "etc");
     assert_eq!(names(&t, etc), ["keep", "new"], "the whiteout hides motd");
-    assert_eq!(t.ov.lookup(etc, OsStr::new("motd")).unwrap_err(), nix::errno::Errno::ENOENT);
+    assert_eq!(
+        t.ov.lookup(etc, OsStr::new("motd")).unwrap_err(),
+        nix::errno::Errno::ENOENT
+    );
     let opq = ino(&t, "opq");
-    assert_eq!(names(&t, opq), ["top"], "an opaque directory hides the layers below");
-    assert_eq!(String::from_utf8(t.ov.readlink(ino(&t, "sym")).unwrap()).unwrap(), "/etc/keep");
+    assert_eq!(
+        names(&t, opq),
+        ["top"],
+        "an opaque directory hides the layers below"
+    );
+    assert_eq!(
+        String::from_utf8(t.ov.readlink(ino(&t, "sym")).unwrap()).unwrap(),
+        "/etc/keep"
+    );
     let a = t.ov.getattr(ino(&t, "linked")).unwrap();
-    assert_eq!(a.ino, t.ov.getattr(ino(&t, "linked2")).unwrap().ino, "hard links share an inode");
+    assert_eq!(
+        a.ino,
+        t.ov.getattr(ino(&t, "linked2")).unwrap().ino,
+        "hard links share an inode"
+    );
     assert_eq!(a.nlink, 2);
     let o = t.ov.getattr(ino(&t, "owned")).unwrap();
-    assert_eq!((o.uid, o.gid, o.perm), (1234, 1234, 0o4755), "owners come from the override xattr");
+    assert_eq!(
+        (o.uid, o.gid, o.perm),
+        (1234, 1234, 0o4755),
+        "owners come from the override xattr"
+    );
     let root = names(&t, ROOT);
     assert!(root.contains(&"big".to_string()) && root.contains(&"opq".to_string()));
 }
 
 #[test]
-fn single_mapping_reports_root_and_keeps_the_record() {
+fn single_mapping_reports_the_mapped_id_and_keeps_the_record() {
     let t = setup(Owners::Single);
     let owned = ino(&t, "owned");
     let a = t.ov.getattr(owned).unwrap();
-    assert_eq!((a.uid, a.gid, a.perm), (0, 0, 0o4755));
+    let m = fs::metadata(t.lowers[0].join("owned")).unwrap();
+    assert_eq!((a.uid, a.gid, a.perm), (m.uid(), m.gid(), 0o4755), "the one mapped id, and the recorded mode");
     let r = t.ov.recorded(owned).unwrap();
     assert_eq!((r.uid, r.gid, r.mode), (1234, 1234, 0o4755));
     t.ov.record_owner(owned, Some(42), Some(43)).unwrap();
     let r = t.ov.recorded(owned).unwrap();
-    assert_eq!((r.uid, r.gid, r.mode), (42, 43, 0o755), "chown clears setuid, as chown(2)");
+    assert_eq!(
+        (r.uid, r.gid, r.mode),
+        (42, 43, 0o755),
+        "chown clears setuid, as chown(2)"
+    );
     let f = fs::File::open(t.upper.join("owned")).unwrap();
-    assert_eq!(xattr::fget(&f, OVERRIDE_XATTR).unwrap().unwrap(), b"42:43:0755:file");
+    assert_eq!(
+        xattr::fget(&f, OVERRIDE_XATTR).unwrap().unwrap(),
+        b"42:43:0755:file"
+    );
     // chmod with setuid in single mode: the disk never holds it, the record does.
-    t.ov.setattr(owned, SetAttr { mode: Some(0o4750), ..SetAttr::default() }, None).unwrap();
-    assert_eq!(fs::metadata(t.upper.join("owned")).unwrap().mode() & 0o7777, 0o750);
+    t.ov.setattr(
+        owned,
+        SetAttr {
+            mode: Some(0o4750),
+            ..SetAttr::default()
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        fs::metadata(t.upper.join("owned")).unwrap().mode() & 0o7777,
+        0o750
+    );
     assert_eq!(t.ov.getattr(owned).unwrap().perm, 0o4750);
 }
 
@@ -117,25 +175,46 @@ fn writing_copies_up_once_and_keeps_data() {
     let fh = t.ov.open(keep, libc::O_WRONLY).unwrap();
     t.ov.write(fh, 4, b"er").unwrap();
     assert_eq!(fs::read(t.upper.join("etc/keep")).unwrap(), b"keeper");
-    assert_eq!(fs::read(t.lowers[1].join("etc/keep")).unwrap(), b"keep", "lower layers are never written");
+    assert_eq!(
+        fs::read(t.lowers[1].join("etc/keep")).unwrap(),
+        b"keep",
+        "lower layers are never written"
+    );
     let mut buf = [0u8; 16];
     let n = t.ov.read(reader, 0, &mut buf).unwrap();
-    assert_eq!(&buf[..n], b"keeper", "an earlier read handle sees the copy-up");
+    assert_eq!(
+        &buf[..n],
+        b"keeper",
+        "an earlier read handle sees the copy-up"
+    );
     assert!(t.upper.join("etc").is_dir());
-    assert_eq!(fs::read_dir(t.upper.parent().unwrap().join("work")).unwrap().count(), 0, "nothing left in work/");
+    assert_eq!(
+        fs::read_dir(t.upper.parent().unwrap().join("work"))
+            .unwrap()
+            .count(),
+        0,
+        "nothing left in work/"
+    );
 }
 
 #[test]
 fn copy_up_keeps_holes() {
     let t = setup(Owners::Mapped);
-    let f = fs::OpenOptions::new().write(true).open(t.lowers[1].join("big")).unwrap();
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(t.lowers[1].join("big"))
+        .unwrap();
     f.set_len(64 << 20).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&f, b"end", (64 << 20) - 3).unwrap();
     let big = ino(&t, "big");
     t.ov.copy_up(big).unwrap();
     let m = fs::metadata(t.upper.join("big")).unwrap();
     assert_eq!(m.len(), 64 << 20);
-    assert!(m.blocks() < 1024, "the copy is not sparse: {} blocks", m.blocks());
+    assert!(
+        m.blocks() < 1024,
+        "the copy is not sparse: {} blocks",
+        m.blocks()
+    );
     let data = fs::read(t.upper.join("big")).unwrap();
     assert_eq!(&data[data.len() - 3..], b"end");
 }
@@ -156,9 +235,15 @@ fn removing_lower_entries_leaves_whiteouts() {
     let etc = ino(&t, "etc");
     assert!(names(&t, etc).is_empty());
     let d = fs::File::open(t.upper.join("etc")).unwrap();
-    assert_eq!(xattr::fget(&d, OPAQUE_XATTR).unwrap().as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        xattr::fget(&d, OPAQUE_XATTR).unwrap().as_deref(),
+        Some(&b"y"[..])
+    );
     let opq = ino(&t, "opq");
-    assert_eq!(t.ov.rmdir(ROOT, OsStr::new("opq")).unwrap_err(), nix::errno::Errno::ENOTEMPTY);
+    assert_eq!(
+        t.ov.rmdir(ROOT, OsStr::new("opq")).unwrap_err(),
+        nix::errno::Errno::ENOTEMPTY
+    );
     t.ov.unlink(opq, OsStr::new("top")).unwrap();
     t.ov.rmdir(ROOT, OsStr::new("opq")).unwrap();
     assert!(is_whiteout(&t.upper.join("opq")));
@@ -168,39 +253,80 @@ fn removing_lower_entries_leaves_whiteouts() {
 fn renames() {
     let t = setup(Owners::Mapped);
     let etc = ino(&t, "etc");
-    t.ov.rename(etc, OsStr::new("keep"), ROOT, OsStr::new("moved"), 0).unwrap();
-    assert!(is_whiteout(&t.upper.join("etc/keep")), "the lower name is whited out");
+    t.ov.rename(etc, OsStr::new("keep"), ROOT, OsStr::new("moved"), 0)
+        .unwrap();
+    assert!(
+        is_whiteout(&t.upper.join("etc/keep")),
+        "the lower name is whited out"
+    );
     assert_eq!(fs::read(t.upper.join("moved")).unwrap(), b"keep");
-    assert_eq!(t.ov.rename(ROOT, OsStr::new("etc"), ROOT, OsStr::new("etc2"), 0).unwrap_err(), nix::errno::Errno::EXDEV);
+    assert_eq!(
+        t.ov.rename(ROOT, OsStr::new("etc"), ROOT, OsStr::new("etc2"), 0)
+            .unwrap_err(),
+        nix::errno::Errno::EXDEV
+    );
     t.ov.mkdir(ROOT, OsStr::new("fresh"), 0o755, ME).unwrap();
-    t.ov.rename(ROOT, OsStr::new("fresh"), ROOT, OsStr::new("fresh2"), 0).unwrap();
+    t.ov.rename(ROOT, OsStr::new("fresh"), ROOT, OsStr::new("fresh2"), 0)
+        .unwrap();
     assert!(t.upper.join("fresh2").is_dir() && !t.upper.join("fresh").exists());
-    assert_eq!(t.ov.rename(ROOT, OsStr::new("moved"), ROOT, OsStr::new("big"), libc::RENAME_NOREPLACE).unwrap_err(), nix::errno::Errno::EEXIST);
+    assert_eq!(
+        t.ov.rename(
+            ROOT,
+            OsStr::new("moved"),
+            ROOT,
+            OsStr::new("big"),
+            libc::RENAME_NOREPLACE
+        )
+        .unwrap_err(),
+        nix::errno::Errno::EEXIST
+    );
     let moved = ino(&t, "moved");
-    t.ov.rename(ROOT, OsStr::new("moved"), ROOT, OsStr::new("big"), 0).unwrap();
+    t.ov.rename(ROOT, OsStr::new("moved"), ROOT, OsStr::new("big"), 0)
+        .unwrap();
     assert_eq!(ino(&t, "big"), moved, "the inode moves with the name");
 }
 
 #[test]
 fn creating_links_and_special_files() {
     let t = setup(Owners::Mapped);
-    let (a, fh) = t.ov.create(ROOT, OsStr::new("f"), 0o640, libc::O_RDWR, ME).unwrap();
+    let (a, fh) =
+        t.ov.create(ROOT, OsStr::new("f"), 0o640, libc::O_RDWR, ME)
+            .unwrap();
     t.ov.write(fh, 0, b"hi").unwrap();
     t.ov.release(fh);
     assert_eq!(a.kind, Kind::File);
     let l = t.ov.link(a.ino, ROOT, OsStr::new("g")).unwrap();
     assert_eq!((l.ino, l.nlink), (a.ino, 2));
-    assert_eq!(fs::metadata(t.upper.join("g")).unwrap().ino(), fs::metadata(t.upper.join("f")).unwrap().ino());
+    assert_eq!(
+        fs::metadata(t.upper.join("g")).unwrap().ino(),
+        fs::metadata(t.upper.join("f")).unwrap().ino()
+    );
     let linked = ino(&t, "linked");
     t.ov.link(linked, ROOT, OsStr::new("linked3")).unwrap();
     assert!(t.upper.join("linked").is_file() && t.upper.join("linked3").is_file());
-    let p = t.ov.mknod(ROOT, OsStr::new("p"), libc::S_IFIFO | 0o600, 0, ME).unwrap();
+    let p =
+        t.ov.mknod(ROOT, OsStr::new("p"), libc::S_IFIFO | 0o600, 0, ME)
+            .unwrap();
     assert_eq!(p.kind, Kind::Fifo);
-    assert_eq!(t.ov.mknod(ROOT, OsStr::new("w"), libc::S_IFCHR | 0o600, 0, ME).unwrap_err(), nix::errno::Errno::EPERM);
-    t.ov.symlink(ROOT, OsStr::new("s2"), Path::new("../x"), ME).unwrap();
-    assert_eq!(fs::read_link(t.upper.join("s2")).unwrap(), Path::new("../x"));
-    assert_eq!(t.ov.mkdir(ROOT, OsStr::new("etc"), 0o755, ME).unwrap_err(), nix::errno::Errno::EEXIST);
-    assert_eq!(t.ov.mkdir(ROOT, OsStr::new(".."), 0o755, ME).unwrap_err(), nix::errno::Errno::EINVAL);
+    assert_eq!(
+        t.ov.mknod(ROOT, OsStr::new("w"), libc::S_IFCHR | 0o600, 0, ME)
+            .unwrap_err(),
+        nix::errno::Errno::EPERM
+    );
+    t.ov.symlink(ROOT, OsStr::new("s2"), Path::new("../x"), ME)
+        .unwrap();
+    assert_eq!(
+        fs::read_link(t.upper.join("s2")).unwrap(),
+        Path::new("../x")
+    );
+    assert_eq!(
+        t.ov.mkdir(ROOT, OsStr::new("etc"), 0o755, ME).unwrap_err(),
+        nix::errno::Errno::EEXIST
+    );
+    assert_eq!(
+        t.ov.mkdir(ROOT, OsStr::new(".."), 0o755, ME).unwrap_err(),
+        nix::errno::Errno::EINVAL
+    );
 }
 
 #[test]
@@ -209,11 +335,89 @@ fn xattrs_pass_through_but_not_the_overlays_own() {
     let keep = ino(&t, "etc/keep");
     t.ov.setxattr(keep, "user.color", b"blue", 0).unwrap();
     assert_eq!(t.ov.getxattr(keep, "user.color").unwrap(), b"blue");
-    assert!(t.ov.listxattr(keep).unwrap().contains(&"user.color".to_string()));
-    assert_eq!(t.ov.setxattr(keep, OPAQUE_XATTR, b"y", 0).unwrap_err(), nix::errno::Errno::EPERM);
+    assert!(
+        t.ov.listxattr(keep)
+            .unwrap()
+            .contains(&"user.color".to_string())
+    );
+    assert_eq!(
+        t.ov.setxattr(keep, OPAQUE_XATTR, b"y", 0).unwrap_err(),
+        nix::errno::Errno::EPERM
+    );
     let opq = ino(&t, "opq");
-    assert_eq!(t.ov.getxattr(opq, OPAQUE_XATTR).unwrap_err(), nix::errno::Errno::ENODATA);
-    assert!(!t.ov.listxattr(opq).unwrap().iter().any(|n| n.starts_with("user.overlay")));
+    assert_eq!(
+        t.ov.getxattr(opq, OPAQUE_XATTR).unwrap_err(),
+        nix::errno::Errno::ENODATA
+    );
+    assert!(
+        !t.ov
+            .listxattr(opq)
+            .unwrap()
+            .iter()
+            .any(|n| n.starts_with("user.overlay"))
+    );
     t.ov.removexattr(keep, "user.color").unwrap();
-    assert_eq!(t.ov.getxattr(keep, "user.color").unwrap_err(), nix::errno::Errno::ENODATA);
+    assert_eq!(
+        t.ov.getxattr(keep, "user.color").unwrap_err(),
+        nix::errno::Errno::ENODATA
+    );
+}
+
+#[test]
+fn a_name_over_a_lower_entry_keeps_hiding_it() {
+    let t = setup(Owners::Mapped);
+    let etc = ino(&t, "etc");
+    // keep (lower) moves over new (lower); removing new must still hide the lower new.
+    t.ov.rename(etc, OsStr::new("keep"), etc, OsStr::new("new"), 0)
+        .unwrap();
+    t.ov.unlink(etc, OsStr::new("new")).unwrap();
+    assert_eq!(
+        t.ov.lookup(etc, OsStr::new("new")).unwrap_err(),
+        nix::errno::Errno::ENOENT
+    );
+    assert_eq!(names(&t, etc), Vec::<String>::new());
+    assert!(is_whiteout(&t.upper.join("etc/new")) && is_whiteout(&t.upper.join("etc/keep")));
+}
+
+#[test]
+fn exchange_swaps_two_names() {
+    let t = setup(Owners::Mapped);
+    let etc = ino(&t, "etc");
+    let (keep, new) = (ino(&t, "etc/keep"), ino(&t, "etc/new"));
+    t.ov.rename(
+        etc,
+        OsStr::new("keep"),
+        etc,
+        OsStr::new("new"),
+        libc::RENAME_EXCHANGE,
+    )
+    .unwrap();
+    assert_eq!(fs::read(t.upper.join("etc/new")).unwrap(), b"keep");
+    assert_eq!(fs::read(t.upper.join("etc/keep")).unwrap(), b"new");
+    assert_eq!(t.ov.lookup(etc, OsStr::new("new")).unwrap().ino, keep);
+    assert_eq!(t.ov.lookup(etc, OsStr::new("keep")).unwrap().ino, new);
+    assert_eq!(
+        t.ov.rename(
+            etc,
+            OsStr::new("keep"),
+            etc,
+            OsStr::new("nothere"),
+            libc::RENAME_EXCHANGE
+        )
+        .unwrap_err(),
+        nix::errno::Errno::ENOENT
+    );
+    let root = ino(&t, "");
+    assert_eq!(
+        t.ov.rename(
+            root,
+            OsStr::new("opq"),
+            etc,
+            OsStr::new("new"),
+            libc::RENAME_EXCHANGE
+        )
+        .unwrap_err(),
+        nix::errno::Errno::EXDEV,
+        "a directory with lower parts cannot move"
+    );
 }

@@ -72,7 +72,11 @@ pub fn record_probe(runtime: &Path, p: &OverlayProbe) {
 pub fn mount_fuse(target: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
     use nix::fcntl::OFlag;
     use std::os::fd::AsRawFd;
-    let fd = nix::fcntl::open("/dev/fuse", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())?;
+    let fd = nix::fcntl::open(
+        "/dev/fuse",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
     let data = format!(
         "fd={},rootmode=40000,user_id={},group_id={},allow_other,default_permissions",
         fd.as_raw_fd(),
@@ -80,13 +84,23 @@ pub fn mount_fuse(target: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
         nix::unistd::getegid()
     );
     let flags = nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV;
-    nix::mount::mount(Some("nook"), target, Some("fuse.nook"), flags, Some(data.as_str()))?;
+    nix::mount::mount(
+        Some("nook"),
+        target,
+        Some("fuse.nook"),
+        flags,
+        Some(data.as_str()),
+    )?;
     Ok(fd)
 }
 
 /// Whether this user can open /dev/fuse for the FUSE rung.
 pub fn fuse_usable() -> bool {
-    nix::unistd::access("/dev/fuse", nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK).is_ok()
+    nix::unistd::access(
+        "/dev/fuse",
+        nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+    )
+    .is_ok()
 }
 
 /// Tries the kernel overlay in a throwaway user and mount namespace, on directories below

@@ -187,8 +187,12 @@ fn mount_root(plan: &Plan, sock: BorrowedFd<'_>) -> Result<&'static str, Failure
             Ok("overlay")
         }
         RootfsPlan::Fuse { .. } => {
-            let fuse = crate::rootfs::mount_fuse(&plan.mountpoint).map_err(fail(Stage::Rootfs, "cannot mount nook's FUSE overlay"))?;
-            message::send(sock, &ToParent::Fuse, Some(fuse.as_raw_fd())).map_err(fail(Stage::Rootfs, "cannot hand the FUSE connection to nook"))?;
+            let fuse = crate::rootfs::mount_fuse(&plan.mountpoint)
+                .map_err(fail(Stage::Rootfs, "cannot mount nook's FUSE overlay"))?;
+            message::send(sock, &ToParent::Fuse, Some(fuse.as_raw_fd())).map_err(fail(
+                Stage::Rootfs,
+                "cannot hand the FUSE connection to nook",
+            ))?;
             Ok("fuse")
         }
         RootfsPlan::Copy { layers, dest } => {

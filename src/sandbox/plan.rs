@@ -28,7 +28,11 @@ pub enum RootfsPlan {
         work: PathBuf,
     },
     /// nook's FUSE overlay: lower layers top first, served by nook's threads.
-    Fuse { lowers: Vec<PathBuf>, upper: PathBuf, work: PathBuf },
+    Fuse {
+        lowers: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+    },
     /// The layers copied into a private directory (the last rung of the ladder).
     Copy { layers: Vec<PathBuf>, dest: PathBuf },
 }

@@ -77,7 +77,14 @@ pub fn path_get(path: &std::ffi::CStr, name: &str) -> io::Result<Option<Vec<u8>>
     let mut buf = vec![0u8; 256];
     loop {
         // SAFETY: `buf` is valid for `buf.len()` bytes; both strings are NUL-terminated.
-        let rc = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let rc = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
         if rc >= 0 {
             buf.truncate(rc as usize);
             return Ok(Some(buf));
@@ -95,8 +102,20 @@ pub fn path_get(path: &std::ffi::CStr, name: &str) -> io::Result<Option<Vec<u8>>
 pub fn path_set(path: &std::ffi::CStr, name: &str, value: &[u8], flags: i32) -> io::Result<()> {
     let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `value` is valid for its length; both strings are NUL-terminated.
-    let rc = unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), flags) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Removes `name` from the object at `path` (see [`path_get`]).
@@ -104,7 +123,11 @@ pub fn path_remove(path: &std::ffi::CStr, name: &str) -> io::Result<()> {
     let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: both strings are NUL-terminated.
     let rc = unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// The names of the xattrs of the object at `path` (see [`path_get`]).
@@ -115,7 +138,11 @@ pub fn path_list(path: &std::ffi::CStr) -> io::Result<Vec<String>> {
         let rc = unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if rc >= 0 {
             buf.truncate(rc as usize);
-            return Ok(buf.split(|b| *b == 0).filter(|n| !n.is_empty()).map(|n| String::from_utf8_lossy(n).into_owned()).collect());
+            return Ok(buf
+                .split(|b| *b == 0)
+                .filter(|n| !n.is_empty())
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect());
         }
         let err = io::Error::last_os_error();
         match err.raw_os_error() {

@@ -11,7 +11,9 @@ pub mod plan;
 use std::io::{self, Read};
 use std::path::Path;
 
-pub use apply::{override_value, parse_override, Owners, UnpackStats, OPAQUE_XATTR, OVERRIDE_XATTR};
+pub use apply::{
+    OPAQUE_XATTR, OVERRIDE_XATTR, Owners, UnpackStats, override_value, parse_override,
+};
 use plan::{EntryHeader, EntryKind};
 
 use crate::sys::confined::RootDir;

@@ -10,6 +10,7 @@ pub mod hub;
 pub mod image;
 pub mod mock;
 pub mod registry;
+pub mod sandbox;
 
 /// Reports a missing prerequisite: a failure under CI, a printed skip elsewhere.
 pub fn skip(reason: &str) {

@@ -1,0 +1,409 @@
+//! The container's root filesystem, driver against driver: the kernel overlay and nook's FUSE
+//! overlay run the same conformance cases (tests/support/fsprobe.c) and the same scenario on
+//! the image's lower files, as the unprivileged test user, and must agree. Also: the on-disk
+//! form of the writable layer, many writers at once, killed containers, the auto ladder.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::env::{Mode, Out, assert_no_leftovers};
+use support::image::{Comp, LayerTar};
+use support::sandbox::{Sandbox, probe_dir};
+
+const DRIVERS: [&str; 2] = ["overlay", "fuse"];
+
+/// The image the scenario works on: /lower with files, directories, hard links and a symlink
+/// in one layer, and a whiteout and an opaque directory in the next.
+fn lower_image(s: &Sandbox) -> String {
+    let mmap = vec![b'a'; 8192];
+    let l2 = LayerTar::new()
+        .dir("lower", 0o755)
+        .file("lower/file", b"lower data\n", 0o644)
+        .file("lower/append", b"line1\n", 0o644)
+        .file("lower/mmap", &mmap, 0o644)
+        .file("lower/trunc", b"0123456789", 0o644)
+        .file("lower/chmod", b"c", 0o644)
+        .file("lower/chown", b"owned\n", 0o644)
+        .file("lower/utime", b"u", 0o644)
+        .file("lower/xattr", b"x", 0o644)
+        .file("lower/gone", b"g", 0o644)
+        .file("lower/recreate", b"old\n", 0o644)
+        .file("lower/renamed-from", b"moved\n", 0o644)
+        .file("lower/over-target", b"old target\n", 0o644)
+        .file("lower/noperm", b"secret", 0o644)
+        .file("lower/h1", b"hard\n", 0o644)
+        .hardlink("lower/h2", "lower/h1")
+        .symlink("lower/link", "file")
+        .dir("lower/dir", 0o755)
+        .file("lower/dir/a", b"a", 0o644)
+        .file("lower/dir/b", b"b", 0o644)
+        .dir("lower/dir/sub", 0o755)
+        .file("lower/dir/sub/c", b"c", 0o644)
+        .dir("lower/dir2", 0o755)
+        .file("lower/dir2/x", b"x", 0o644)
+        .dir("lower/keep", 0o755)
+        .file("lower/keep/k1", b"k1", 0o644)
+        .file("lower/wh", b"whited out", 0o644)
+        .dir("lower/opq", 0o755)
+        .file("lower/opq/old", b"old", 0o644)
+        .finish();
+    let l3 = LayerTar::new()
+        .dir("lower", 0o755)
+        .whiteout("lower", "wh")
+        .dir("lower/opq", 0o755)
+        .opaque("lower/opq")
+        .file("lower/opq/new", b"new", 0o644)
+        .finish();
+    s.image_with(
+        "lower",
+        &[
+            (support::image::busybox_base().finish(), Comp::Gzip),
+            (l2, Comp::Gzip),
+            (l3, Comp::Gzip),
+        ],
+        json!({"Cmd": ["sh"]}),
+    )
+}
+
+/// `nook run` with the probe mounted at /probe.
+fn probe_run(s: &Sandbox, flags: &[&str], image: &str, args: &[&str]) -> Out {
+    let dir = probe_dir().expect("fsprobe");
+    let vol = format!("{}:/probe:ro", dir.display());
+    let mut all = vec!["run", "--network", "none", "-v", &vol];
+    all.extend_from_slice(flags);
+    all.push(image);
+    all.push("/probe/fsprobe");
+    all.extend_from_slice(args);
+    s.nook(&all)
+}
+
+fn setup(mode: Mode) -> Option<Sandbox> {
+    let s = Sandbox::new(mode)?;
+    probe_dir()?;
+    Some(s)
+}
+
+#[test]
+fn posix_cases_pass_on_both_drivers() {
+    let Some(s) = setup(Mode::Range) else { return };
+    let mut outputs = Vec::new();
+    for d in DRIVERS {
+        let out = probe_run(
+            &s,
+            &["--rm", "--rootfs-driver", d],
+            &s.image,
+            &["posix", "/posix"],
+        );
+        let failed: Vec<&str> = out
+            .stdout
+            .lines()
+            .filter(|l| !l.starts_with("ok "))
+            .collect();
+        assert!(
+            out.code == 0 && failed.is_empty(),
+            "{d}: conformance cases failed:\n{}\n{}",
+            failed.join("\n"),
+            out.stderr
+        );
+        assert!(
+            out.stdout.lines().count() > 140,
+            "{d}: too few cases ran:\n{}",
+            out.stdout
+        );
+        outputs.push(out.stdout);
+    }
+    assert_eq!(outputs[0], outputs[1]);
+}
+
+/// The writable layer on disk: each entry's kind, and for directories whether they are opaque.
+fn upper_tree(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for e in std::fs::read_dir(dir.join(&rel)).unwrap().flatten() {
+            let r = rel.join(e.file_name());
+            let ft = e.file_type().unwrap();
+            let kind = if ft.is_dir() {
+                stack.push(r.clone());
+                let opaque = std::process::Command::new("getfattr")
+                    .args(["--only-values", "-n", "user.overlay.opaque"])
+                    .arg(e.path())
+                    .output()
+                    .unwrap();
+                format!("dir opaque={}", String::from_utf8_lossy(&opaque.stdout))
+            } else {
+                use std::os::unix::fs::FileTypeExt;
+                use std::os::unix::fs::MetadataExt;
+                let m = e.metadata().unwrap();
+                if ft.is_char_device() && m.rdev() == 0 {
+                    "whiteout".to_owned()
+                } else if ft.is_symlink() {
+                    "symlink".to_owned()
+                } else if ft.is_fifo() {
+                    "fifo".to_owned()
+                } else if ft.is_socket() {
+                    "socket".to_owned()
+                } else {
+                    format!("file {}", m.len())
+                }
+            };
+            out.insert(r.display().to_string(), kind);
+        }
+    }
+    out
+}
+
+/// The directory of the container named `name` in the user's store.
+fn container_dir(s: &Sandbox, name: &str) -> PathBuf {
+    for e in std::fs::read_dir(s.user.store().join("containers"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(text) = std::fs::read_to_string(e.path().join("config.json")) else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if v["name"] == name {
+            return e.path();
+        }
+    }
+    panic!("no container named {name}");
+}
+
+#[test]
+fn scenario_agrees_between_drivers_and_on_disk() {
+    let Some(s) = setup(Mode::Range) else { return };
+    let image = lower_image(&s);
+    let mut outs = BTreeMap::new();
+    for d in DRIVERS {
+        let name = format!("scenario-{d}");
+        let out = probe_run(
+            &s,
+            &["--name", &name, "--rootfs-driver", d],
+            &image,
+            &["scenario", "/lower", "/scratch"],
+        );
+        assert_eq!(out.code, 0, "{d}: {}\n{}", out.stdout, out.stderr);
+        let record: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(container_dir(&s, &name).join("config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(record["driver"], d, "the run used the driver asked for");
+        outs.insert(d, out.stdout);
+    }
+    let (kernel, nook) = (&outs["overlay"], &outs["fuse"]);
+    let lines = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| !l.contains("(driver)"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (k, n) = (lines(kernel), lines(nook));
+    for (a, b) in k.iter().zip(&n) {
+        assert_eq!(
+            a, b,
+            "kernel overlay and nook's FUSE overlay differ\nkernel:\n{kernel}\nnook:\n{nook}"
+        );
+    }
+    assert_eq!(k.len(), n.len(), "kernel:\n{kernel}\nnook:\n{nook}");
+    // What overlayfs semantics say, checked once (both drivers agree, above).
+    for want in [
+        "lower.listing: append/f chmod/f chown/f dir/d dir2/d file/f gone/f h1/f h2/f keep/d link/l mmap/f noperm/f opq/d over-target/f recreate/f renamed-from/f trunc/f utime/f xattr/f ",
+        "lower.whiteout-hidden: ENOENT",
+        "lower.opaque: new/f ",
+        "copyup.write.data: lower data|more|",
+        "copyup.truncate.data: 012",
+        "copyup.chmod: success 600",
+        "copyup.chown: success 1234:1234",
+        "copyup.getxattr: 2 v1",
+        "copyup.removexattr.gone: ENODATA",
+        "xattr.create-exists: EEXIST",
+        "unlink.gone: ENOENT",
+        "recreate: success new|",
+        "rmdir.full: ENOTEMPTY",
+        "rmdir.emptied: success",
+        "opaque.listing: []",
+        "opaque.create: success a/f ",
+        "merged.create: success k1/f k2/f ",
+        "rename.file: success moved|",
+        "rename.over-lower: success moved|",
+        "rename.upper-dir.data: f",
+        "hardlink.lower: 1 nlink=2",
+        "hardlink.new: success nlink=2",
+        "perm.unprivileged-open: EACCES",
+        "append.data: line1|line2|line3|",
+        "mmap.shared: mapped aMMAPa",
+        "mkfifo: success 1",
+        "socket.bind: success 1",
+        "symlink.lower: file lower data|more|",
+        "big.pread: 4 tail",
+        "big.size: 5368709124",
+        "big.sparse: 1",
+        "big.seek-hole: 0",
+        "big.truncate: success 6442450944",
+        "statfs: success 1",
+    ] {
+        assert!(nook.contains(want), "expected {want:?} in:\n{nook}");
+    }
+    // nook keeps a copied-up hard link linked (overlayfs does so only with index=on).
+    assert!(
+        nook.contains("hardlink.copyup.h2 (driver): hard|x|"),
+        "{nook}"
+    );
+    // ... and reports one inode number for all names of a file (overlayfs does not when a
+    // copied-up file gets a new link).
+    assert!(nook.contains("hardlink.new.same-ino (driver): 1"), "{nook}");
+    // Both drivers leave the writable layer in the same form: whiteouts as 0/0 character
+    // devices, opaque directories marked with user.overlay.opaque.
+    let kernel_upper = upper_tree(&container_dir(&s, "scenario-overlay").join("upper"));
+    let nook_upper = upper_tree(&container_dir(&s, "scenario-fuse").join("upper"));
+    assert_eq!(
+        kernel_upper.get("lower/gone").map(String::as_str),
+        Some("whiteout")
+    );
+    assert_eq!(
+        kernel_upper.get("lower/dir").map(String::as_str),
+        Some("dir opaque=y")
+    );
+    let differ: Vec<_> = kernel_upper
+        .iter()
+        .filter(|(k, v)| nook_upper.get(*k) != Some(v) && k.as_str() != "lower/h2")
+        .chain(
+            nook_upper
+                .iter()
+                .filter(|(k, _)| !kernel_upper.contains_key(*k) && k.as_str() != "lower/h2"),
+        )
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "upper layers differ: {differ:?}\nkernel: {kernel_upper:?}\nnook: {nook_upper:?}"
+    );
+}
+
+#[test]
+fn many_writers_at_once_on_fuse() {
+    let Some(s) = setup(Mode::Range) else { return };
+    let out = probe_run(
+        &s,
+        &["--rm", "--rootfs-driver", "fuse"],
+        &s.image,
+        &["threads", "/w", "16", "8"],
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("threads: 16 of 16"), "{}", out.stdout);
+}
+
+/// Waits for the container named `name` to be running; returns its pid.
+fn running_pid(s: &Sandbox, name: &str) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(dir) = std::fs::read_dir(s.user.store().join("containers"))
+            .ok()
+            .and_then(|mut it| it.next())
+            .and_then(|e| e.ok())
+        {
+            let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap_or_default();
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                && v["name"] == name
+                && v["state"] == "running"
+                && let Some(pid) = v["pid"].as_i64()
+            {
+                return pid as i32;
+            }
+        }
+        assert!(Instant::now() < deadline, "the container never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn killed_mid_write_leaves_no_mount_or_process() {
+    let Some(s) = setup(Mode::Range) else { return };
+    let script = "while :; do dd if=/dev/zero of=/big bs=1M count=64 2>/dev/null; done";
+    for victim in ["container", "nook"] {
+        let name = format!("writer-{victim}");
+        let mut cmd = s.user.nook(&[
+            "run",
+            "--rm",
+            "--name",
+            &name,
+            "--rootfs-driver",
+            "fuse",
+            &s.image,
+            "sh",
+            "-c",
+            script,
+        ]);
+        cmd.env("NOOK_TEST_TAG", &s.tag);
+        let child = support::env::ChildGuard(Some(cmd.spawn().unwrap()));
+        let pid = running_pid(&s, &name);
+        std::thread::sleep(Duration::from_millis(300));
+        let target = if victim == "container" {
+            pid
+        } else {
+            child.pid() as i32
+        };
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(target),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let mut child = child;
+        let status = child.0.take().unwrap().wait().unwrap();
+        if victim == "container" {
+            assert_eq!(
+                status.code(),
+                Some(137),
+                "nook reports the kill as docker does"
+            );
+        }
+        assert_no_leftovers(&s.tag, s.user.work.path());
+        let merged = s.user.work.path().join("nook");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&merged.display().to_string()), "{mounts}");
+        // A killed nook leaves its container's directory behind (as a crashed docker would);
+        // nothing of it is mounted or running.
+        let _ = std::fs::remove_dir_all(s.user.store().join("containers"));
+    }
+}
+
+#[test]
+fn auto_takes_the_fuse_rung_when_the_kernel_refuses() {
+    let Some(s) = setup(Mode::Range) else { return };
+    let release = nix::sys::utsname::uname().unwrap();
+    let runtime = s.user.work.path().join("nook");
+    std::fs::create_dir_all(&runtime).unwrap();
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    s.user.give(&runtime);
+    let probe = runtime.join(format!(
+        "overlay-probe-{}",
+        release.release().to_string_lossy()
+    ));
+    std::fs::write(&probe, "refused: said no for a test\n").unwrap();
+    s.user.give(&probe);
+    let out = s.nook(&[
+        "run",
+        "--name",
+        "auto",
+        &s.image,
+        "sh",
+        "-c",
+        "echo hi > /f && cat /f",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "hi\n");
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(container_dir(&s, "auto").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["driver"], "fuse");
+}

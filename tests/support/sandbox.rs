@@ -1,0 +1,128 @@
+//! A test user with a registry and the busybox image pulled, and the container probe.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use super::env::{Mode, Out, User, assert_no_leftovers};
+use super::image::{self, Comp, ImageOpts, busybox_base};
+use super::registry::TestRegistry;
+
+/// A user with a registry and the busybox image pulled.
+pub struct Sandbox {
+    pub user: User,
+    pub reg: TestRegistry,
+    pub image: String,
+    pub tag: String,
+}
+
+impl Sandbox {
+    pub fn new(mode: Mode) -> Option<Sandbox> {
+        let user = User::new(mode)?;
+        let reg = TestRegistry::start()?;
+        let b = image::build(
+            &[(busybox_base().finish(), Comp::Gzip)],
+            &ImageOpts::default(),
+        );
+        image::push(&reg.url, "bb", "latest", &b);
+        let image = format!("{}/bb", reg.host);
+        user.run(&["pull", "-q", &image]).ok();
+        let tag = format!(
+            "nooktag{}",
+            std::process::id() as u64 * 1_000_003 + rand_suffix()
+        );
+        Some(Sandbox {
+            user,
+            reg,
+            image,
+            tag,
+        })
+    }
+
+    /// Pushes and pulls another image; returns its reference.
+    pub fn image_with(
+        &self,
+        name: &str,
+        layers: &[(Vec<u8>, Comp)],
+        config: serde_json::Value,
+    ) -> String {
+        let b = image::build(
+            layers,
+            &ImageOpts {
+                config,
+                ..ImageOpts::default()
+            },
+        );
+        image::push(&self.reg.url, name, "latest", &b);
+        let r = format!("{}/{name}", self.reg.host);
+        self.user.run(&["pull", "-q", &r]).ok();
+        r
+    }
+
+    pub fn nook(&self, args: &[&str]) -> Out {
+        self.user.run_env(args, &[("NOOK_TEST_TAG", &self.tag)])
+    }
+
+    /// `nook run --rm IMAGE ARGS...`
+    pub fn run(&self, args: &[&str]) -> Out {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        self.nook(&all)
+    }
+
+    /// `nook run --rm [FLAGS] IMAGE sh -c SCRIPT`
+    pub fn sh(&self, flags: &[&str], script: &str) -> Out {
+        let mut all: Vec<&str> = flags.to_vec();
+        all.extend([self.image.as_str(), "sh", "-c", script]);
+        self.run(&all)
+    }
+}
+
+pub fn rand_suffix() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    t.subsec_nanos() as u64
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_no_leftovers(&self.tag, self.user.work.path());
+        }
+    }
+}
+
+/// A directory every user can read holding `fsprobe` (tests/support/fsprobe.c), built static
+/// with the host's gcc so it runs in any image; mount it into a container with `-v DIR:/probe:ro`.
+pub fn probe_dir() -> Option<PathBuf> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = DIR.get_or_init(|| {
+        let dir = PathBuf::from(format!("/tmp/nook-it-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/fsprobe.c");
+        let out = std::process::Command::new("gcc")
+            .args(["-static", "-O1", "-Wall", "-o"])
+            .arg(dir.join("fsprobe"))
+            .arg(src)
+            .arg("-lpthread")
+            .output()
+            .map_err(|e| format!("gcc: {e} (apt-get install gcc libc6-dev)"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "gcc -static failed (apt-get install gcc libc6-dev): {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(dir)
+    });
+    match built {
+        Ok(d) => Some(d.clone()),
+        Err(why) => {
+            super::skip(why);
+            None
+        }
+    }
+}
