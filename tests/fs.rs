@@ -407,3 +407,108 @@ fn auto_takes_the_fuse_rung_when_the_kernel_refuses() {
     .unwrap();
     assert_eq!(record["driver"], "fuse");
 }
+
+/// An image with files owned by uid 1234 and a setuid binary.
+fn owners_image(s: &Sandbox) -> String {
+    let l2 = LayerTar::new()
+        .dir("srv", 0o755)
+        .file_owned("srv/owned", b"data\n", 0o640, 1234, 1234)
+        .dir_owned("home", 0o755, 0, 0)
+        .dir_owned("home/user", 0o750, 1234, 1234)
+        .file_owned("usr/bin/suid", b"#!/bin/sh\n", 0o4755, 0, 0)
+        .finish();
+    s.image_with(
+        "owners",
+        &[
+            (support::image::busybox_base().finish(), Comp::Gzip),
+            (l2, Comp::Gzip),
+        ],
+        json!({"Cmd": ["sh"]}),
+    )
+}
+
+#[test]
+fn single_mapping_stat_shows_the_image_owners() {
+    let Some(s) = setup(Mode::Single) else { return };
+    let image = owners_image(&s);
+    let out = s.run(&[
+        &image,
+        "stat",
+        "-c",
+        "%n %u:%g %a",
+        "/srv/owned",
+        "/home/user",
+        "/usr/bin/suid",
+        "/bin",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        "/srv/owned 1234:1234 640\n/home/user 1234:1234 750\n/usr/bin/suid 0:0 4755\n/bin 0:0 755\n"
+    );
+    // Every way of asking agrees: stat, lstat, statx and fstatat on a descriptor.
+    let out = probe_run(
+        &s,
+        &["--rm"],
+        &image,
+        &["owners", "/srv/owned", "/usr/bin/suid"],
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stdout,
+        "/srv/owned stat=1234:1234:640 lstat=1234:1234:640 statx=1234:1234:640 fd=1234:1234:640\n\
+         /usr/bin/suid stat=0:0:4755 lstat=0:0:4755 statx=0:0:4755 fd=0:0:4755\n"
+    );
+    let out = s.run(&[&image, "ls", "-ln", "/srv/owned"]);
+    assert!(out.stdout.contains(" 1234     1234 "), "{}", out.stdout);
+}
+
+#[test]
+fn single_mapping_chown_is_recorded() {
+    let Some(s) = setup(Mode::Single) else { return };
+    let image = owners_image(&s);
+    let script = "echo hi > /srv/f && chown 42:42 /srv/f && stat -c '%u:%g' /srv/f && \
+         chown 7 /srv/owned && stat -c '%u:%g %a' /srv/owned && \
+         chmod 4755 /srv/f && chown 43 /srv/f && stat -c '%u:%g %a' /srv/f && \
+         chown -h 5:5 /bin/sh && cat /srv/owned";
+    let out = s.nook(&["run", "--name", "chowned", &image, "sh", "-c", script]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // chown clears setuid, as chown(2) does.
+    assert_eq!(out.stdout, "42:42\n7:1234 640\n43:42 755\ndata\n");
+    // The record lives in the writable layer, in the form unpack writes.
+    let upper = container_dir(&s, "chowned").join("upper");
+    let xattr = std::process::Command::new("getfattr")
+        .args(["--only-values", "-n", "user.containers.override_stat"])
+        .arg(upper.join("srv/f"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&xattr.stdout), "43:42:0755:file");
+}
+
+#[test]
+fn single_mapping_package_install_workload() {
+    let Some(s) = setup(Mode::Single) else { return };
+    let image = owners_image(&s);
+    // What a package's maintainer scripts do: add a user and a group, make its directories,
+    // hand them over, make a fifo, and check.
+    let script = "echo 'app:x:2000:2000::/var/lib/app:/bin/false' >> /etc/passwd && \
+         echo 'app:x:2000:' >> /etc/group && \
+         mkdir -p /var/lib/app/data /var/log/app && touch /var/lib/app/data/db /var/log/app/log && \
+         chown -R app:app /var/lib/app && chown app /var/log/app/log && chmod 0750 /var/lib/app && \
+         mkfifo /var/lib/app/ctl && chown app:app /var/lib/app/ctl && \
+         stat -c '%n %U:%G %a' /var/lib/app /var/lib/app/data /var/lib/app/data/db /var/log/app/log && \
+         test -p /var/lib/app/ctl && ls -l /var/lib/app/data/db | cut -c1-30";
+    let out = s.run(&[&image, "sh", "-c", script]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines[..4],
+        [
+            "/var/lib/app app:app 750",
+            "/var/lib/app/data app:app 755",
+            "/var/lib/app/data/db app:app 644",
+            "/var/log/app/log app:root 644"
+        ]
+    );
+    assert!(lines[4].contains("app      app"), "{}", out.stdout);
+}

@@ -9,6 +9,7 @@
 
 pub mod cgroup;
 mod etc;
+mod fakeroot;
 mod ids;
 pub mod run;
 mod supervise;

@@ -318,6 +318,7 @@ fn start_and_wait(
             read_only: o.read_only,
             mounts: standard_mounts(ns, tty_gid, &etc_files, &o.volumes),
             process: process.clone(),
+            fakeroot: rung == Rung::Fuse && matches!(host.mapping, Mapping::Single { .. }),
         };
         // The container's files are written while newuidmap/newgidmap run.
         let mut prepare = || -> Result<(), RunError> {
@@ -342,6 +343,7 @@ fn start_and_wait(
                 pty,
                 driver,
                 server,
+                fakeroot,
             } => {
                 if driver == "overlay" && rootfs::cached_probe(host.runtime).is_none() {
                     rootfs::record_probe(host.runtime, &OverlayProbe::Works);
@@ -355,6 +357,7 @@ fn start_and_wait(
                 let _ = containers.save(record);
                 let code = supervise(pid, &signals, pty, process.stdin)
                     .map_err(io("lost track of the container"))?;
+                drop(fakeroot);
                 drop(server);
                 record.state = "exited".into();
                 return Ok(code);
@@ -380,6 +383,8 @@ enum Launch {
         driver: String,
         /// nook's FUSE overlay serving the root, when that rung is used.
         server: Option<crate::fuse::Server>,
+        /// The fakeroot supervising stat and chown, with one id mapped on the FUSE rung.
+        fakeroot: Option<super::fakeroot::Fakeroot>,
     },
     Failed {
         stage: Stage,
@@ -430,12 +435,34 @@ fn launch(
     }
     // If the init already gave up, its report is waiting below: read it rather than fail here.
     let _ = message::send(ours.as_fd(), &ToChild::MapsWritten, None);
-    let (mut pty, mut driver, mut server) = (None, String::new(), None);
+    let (mut pty, mut driver, mut server, mut fakeroot) = (None, String::new(), None, None);
     loop {
         match message::recv::<ToParent>(ours.as_fd()) {
             Ok(Some((ToParent::Mounted { driver: d }, _))) => driver = d,
             Ok(Some((ToParent::Pty, fd))) => pty = fd,
             Ok(Some((ToParent::Fuse, Some(fd)))) => server = Some(serve_fuse(host, plan, pid, fd)?),
+            Ok(Some((ToParent::Fakeroot, Some(fd)))) => {
+                let Some(s) = &server else {
+                    return Err(io(
+                        "the init asked for a fakeroot without nook's FUSE overlay",
+                    )(std::io::Error::from_raw_os_error(
+                        libc::EPROTO,
+                    )));
+                };
+                let fs = super::fakeroot::Overlayfs {
+                    overlay: s.overlay().clone(),
+                    invalidate: s.invalidator(),
+                };
+                fakeroot = Some(
+                    super::fakeroot::Fakeroot::start(fd, pid, fs)
+                        .map_err(io("cannot start nook's fakeroot"))?,
+                );
+            }
+            Ok(Some((ToParent::Fakeroot, None))) => {
+                return Err(io("the fakeroot's listener got lost")(
+                    std::io::Error::from_raw_os_error(libc::EPROTO),
+                ));
+            }
             Ok(Some((ToParent::Fuse, None))) => {
                 return Err(io("the init's FUSE connection got lost")(
                     std::io::Error::from_raw_os_error(libc::EPROTO),
@@ -447,6 +474,7 @@ fn launch(
                     pty,
                     driver,
                     server,
+                    fakeroot,
                 });
             }
             Ok(Some((

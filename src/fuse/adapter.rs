@@ -645,9 +645,18 @@ impl Server {
         &self.overlay
     }
 
-    /// Tells the kernel to drop what it cached about `ino` (after a change it did not make).
+    /// Tells the kernel to drop the attributes it cached for `ino` (after a change it did not
+    /// make).
     pub fn invalidate(&self, ino: u64) {
-        let _ = self.notifier.inval_inode(INodeNo(ino), 0, 0);
+        let _ = self.notifier.inval_inode(INodeNo(ino), -1, 0);
+    }
+
+    /// `invalidate`, for another thread.
+    pub fn invalidator(&self) -> Box<dyn Fn(u64) + Send> {
+        let n = self.notifier.clone();
+        Box::new(move |ino| {
+            let _ = n.inval_inode(INodeNo(ino), -1, 0);
+        })
     }
 
     /// Waits for the server threads to end (the mount is gone).

@@ -135,7 +135,11 @@ fn single_mapping_reports_the_mapped_id_and_keeps_the_record() {
     let owned = ino(&t, "owned");
     let a = t.ov.getattr(owned).unwrap();
     let m = fs::metadata(t.lowers[0].join("owned")).unwrap();
-    assert_eq!((a.uid, a.gid, a.perm), (m.uid(), m.gid(), 0o4755), "the one mapped id, and the recorded mode");
+    assert_eq!(
+        (a.uid, a.gid, a.perm),
+        (m.uid(), m.gid(), 0o4755),
+        "the one mapped id, and the recorded mode"
+    );
     let r = t.ov.recorded(owned).unwrap();
     assert_eq!((r.uid, r.gid, r.mode), (1234, 1234, 0o4755));
     t.ov.record_owner(owned, Some(42), Some(43)).unwrap();

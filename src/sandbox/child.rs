@@ -121,6 +121,19 @@ fn setup_and_exec(
         nix::sys::resource::setrlimit(r.resource, r.soft, r.hard)
             .map_err(fail(Stage::Process, "cannot set a --ulimit"))?;
     }
+    if plan.fakeroot {
+        // Before the capabilities go: installing a filter needs CAP_SYS_ADMIN (in this
+        // namespace) or no_new_privs. nook answers the calls from here on.
+        let program = crate::sys::seccomp::notify_program(super::fakeroot::SYSCALLS);
+        let listener = crate::sys::seccomp::install_listener(&program).map_err(fail(
+            Stage::Process,
+            "cannot install the fakeroot's seccomp filter",
+        ))?;
+        message::send(sock, &ToParent::Fakeroot, Some(listener.as_raw_fd())).map_err(fail(
+            Stage::Process,
+            "cannot hand the fakeroot's listener to nook",
+        ))?;
+    }
     become_user(plan, &user)?;
     chdir(p.cwd.as_str()).map_err(fail(
         Stage::Process,

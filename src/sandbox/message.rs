@@ -26,6 +26,9 @@ pub enum ToParent {
     Pty,
     /// The FUSE connection of the root, mounted: nook serves it (descriptor attached).
     Fuse,
+    /// The listener of the fakeroot's seccomp filter (descriptor attached): nook supervises
+    /// the container's stat and chown calls.
+    Fakeroot,
     /// `--init` forked the command (without `--init`, end-of-file says the same).
     Started,
     /// Setup failed; `exit` is the status nook should end with (125, 126 or 127).

@@ -7,6 +7,7 @@
 
 pub mod caps;
 pub mod child;
+pub mod fakeroot;
 pub mod message;
 pub mod plan;
 mod reaper;

@@ -132,6 +132,8 @@ pub struct Plan {
     pub read_only: bool,
     pub mounts: Vec<MountOp>,
     pub process: Process,
+    /// Install the fakeroot's filter before the command (one id mapped, FUSE root).
+    pub fakeroot: bool,
 }
 
 /// Docker's masked paths.

@@ -9,5 +9,7 @@ pub mod confined;
 pub mod idmap;
 pub mod mount;
 pub mod process;
+pub mod seccomp;
+pub mod stat;
 pub mod userns;
 pub mod xattr;
