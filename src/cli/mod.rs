@@ -8,6 +8,7 @@ mod container;
 mod format;
 mod image;
 mod info;
+mod internal;
 mod logging;
 mod login;
 mod progress;
@@ -74,6 +75,9 @@ pub enum Command {
     /// Manage nook itself.
     #[command(subcommand)]
     System(system::SystemCommand),
+    /// Tools for nook's benchmarks and debugging.
+    #[command(subcommand, hide = true)]
+    Internal(internal::InternalCommand),
 }
 
 /// What every command starts from.
@@ -225,5 +229,6 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Run(a) => container::run(&session, *a),
         Command::Info(a) => info::info(&session, a),
         Command::System(c) => system::dispatch(&mut session, c),
+        Command::Internal(c) => internal::dispatch(c),
     }
 }

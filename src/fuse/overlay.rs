@@ -84,6 +84,8 @@ pub struct Overlay {
     /// Serialises changes to the upper layer.
     pub(super) change: Mutex<()>,
     pub(super) owners: Owners,
+    /// With one id mapped: that id (the owner of the upper layer, as this process sees it).
+    single_id: (u32, u32),
     files: RwLock<HashMap<u64, Arc<Handle>>>,
     dirs: RwLock<HashMap<u64, Arc<DirHandle>>>,
     next_fh: AtomicU64,
@@ -143,7 +145,11 @@ impl Overlay {
             lookups: 1,
             unlinked: false,
         };
+        let single_id = nix::sys::stat::fstat(layers.root(Layer::Upper))
+            .map(|st| (st.st_uid, st.st_gid))
+            .unwrap_or((0, 0));
         Overlay {
+            single_id,
             layers,
             table: RwLock::new(Table::new(root)),
             change: Mutex::new(()),
@@ -329,10 +335,10 @@ impl Overlay {
         }
         if self.owners == Owners::Single {
             // One id exists in the container's namespace (root, or you with keep-id): the
-            // kernel could show nothing else, so it sees the backing file's owner, which is
-            // that id. The recorded owner reaches `stat` through the fakeroot.
-            uid = st.st_uid;
-            gid = st.st_gid;
+            // kernel could show nothing else (and refuses writes to files whose owner it cannot
+            // map), so everything shows as that id. The recorded owner reaches `stat` through
+            // the fakeroot.
+            (uid, gid) = self.single_id;
         }
         Attr {
             ino,

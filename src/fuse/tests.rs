@@ -134,7 +134,7 @@ fn single_mapping_reports_the_mapped_id_and_keeps_the_record() {
     let t = setup(Owners::Single);
     let owned = ino(&t, "owned");
     let a = t.ov.getattr(owned).unwrap();
-    let m = fs::metadata(t.lowers[0].join("owned")).unwrap();
+    let m = fs::metadata(&t.upper).unwrap();
     assert_eq!(
         (a.uid, a.gid, a.perm),
         (m.uid(), m.gid(), 0o4755),
