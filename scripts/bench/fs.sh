@@ -3,8 +3,9 @@
 # files, a 1 GiB file, a small C project) under the kernel overlay (`unshare -Urm`, userxattr),
 # Debian's fuse-overlayfs (in `unshare -Urm`, as rootless podman runs it) and nook's FUSE
 # overlay (`nook internal fuse-mount`, the server `nook run --rootfs-driver fuse` uses).
-# Every run mounts afresh on an empty upper layer and times only the workload, inside the
-# mount's namespace. Prints medians and ratios from one run. Not a test: nothing asserts a time.
+# The layers are an image's, pulled by nook into its store. Every run mounts afresh on an
+# empty upper layer and times only the workload, inside the mount's namespace. Prints medians
+# and ratios from one run. Not a test: nothing asserts a time.
 #
 #   scripts/bench/fs.sh [RUNS]      (default 5; run as root it benchmarks as user nooktest)
 #
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/../.."
 RUNS=${1:-5}
 NOOK=${NOOK:-$PWD/target/release/nook}
 [ -x "$NOOK" ] || cargo build --release --locked
-for t in unshare fuse-overlayfs gcc tar python3; do
+for t in unshare fuse-overlayfs gcc tar python3 skopeo docker-registry; do
   command -v "$t" >/dev/null || { echo "bench: $t is missing (scripts/setup.sh installs it)"; exit 1; }
 done
 
@@ -31,12 +32,35 @@ if [ "$(id -u)" = 0 ]; then
   chown nooktest: "$WORK"
 fi
 as_user() { "${AS[@]}" -i PATH=/usr/bin:/bin:/usr/sbin:/sbin HOME="$WORK" "$@"; }
-cleanup() { rm -rf "$WORK" 2>/dev/null || true; }
+REG_PID=
+cleanup() {
+  [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null
+  rm -rf "$WORK" 2>/dev/null || true
+}
 trap cleanup EXIT
 
+# The lower layers are an image's, as nook stores them: host files made into an image, pushed
+# to a local registry and pulled. All three mounts use nook's unpacked layers.
 as_user python3 scripts/lib/mklower.py "$WORK/layers"
-L=$WORK/layers
-LOWERS=$L/l2:$L/l1
+as_user python3 scripts/lib/mkimage.py "$WORK/oci" --dirs "$WORK/layers/l1:$WORK/layers/l2" >/dev/null
+rm -rf "$WORK/layers/l1" "$WORK/layers/l2"
+# shellcheck source=../lib/registry.sh
+. scripts/lib/registry.sh
+start_registry
+skopeo copy -q --dest-tls-verify=false "oci:$WORK/oci:latest" "docker://127.0.0.1:$PORT/bench/fs:latest"
+rm -rf "$WORK/oci"
+as_user mkdir -p "$WORK/run"
+as_user XDG_RUNTIME_DIR="$WORK/run" NOOK_ROOT="$WORK/store" "$NOOK" pull -q "127.0.0.1:$PORT/bench/fs" >/dev/null
+# Top layer first, as overlayfs takes them.
+LOWERS=$(python3 -c '
+import glob, json, os, sys
+store = sys.argv[1]
+for f in glob.glob(os.path.join(store, "images", "*.json")):
+    if not f.endswith("tags.json"):
+        layers = json.load(open(f))["layers"]
+        print(":".join(os.path.join(store, "layers", l["diff_id"].split(":")[1], "root") for l in reversed(layers)))
+' "$WORK/store")
+[ -n "$LOWERS" ] || { echo "bench: the pulled image's layers were not found"; exit 1; }
 M=$WORK/merged
 as_user mkdir -p "$M"
 

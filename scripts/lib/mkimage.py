@@ -4,6 +4,8 @@
   mkimage.py OUT --busybox                         one layer: busybox and its applets
   mkimage.py OUT --files ROOT[:ROOT...] --mb N --layers K
                                                    N MB of host files split over K layers
+  mkimage.py OUT --dirs DIR[:DIR...]               one layer per directory (bottom first),
+                                                   owned by root, streamed (any size)
 
 Layers are gzip level 6 (docker's default); each is also left as OUT-layerI.tar.gz so that
 benchmarks can time a plain `gzip -dc` of the same bytes. Push with
@@ -68,17 +70,61 @@ def host_tars(roots, limit, layers):
     return tars
 
 
+class Hashing:
+    """A file that hashes what is written to it."""
+
+    def __init__(self, f):
+        self.f, self.h, self.n = f, hashlib.sha256(), 0
+
+    def write(self, b):
+        self.h.update(b)
+        self.n += len(b)
+        return self.f.write(b)
+
+    def flush(self):
+        self.f.flush()
+
+
+def dir_layers(out, dirs):
+    """Streams each directory into a gzip'd tar blob; returns (layer descriptors, diff_ids)."""
+    layers, diffs = [], []
+    for i, d in enumerate(dirs):
+        tmp = f"{out}/blobs/sha256/tmp-{i}"
+        with open(tmp, "wb") as raw_f:
+            gz_hash = Hashing(raw_f)
+            with gzip.GzipFile(fileobj=gz_hash, mode="wb", compresslevel=1, mtime=0) as gz:
+                tar_hash = Hashing(gz)
+                with tarfile.open(fileobj=tar_hash, mode="w|", format=tarfile.PAX_FORMAT) as t:
+                    def root(ti):
+                        ti.uid = ti.gid = 0
+                        ti.uname = ti.gname = ""
+                        return ti
+                    for name in sorted(os.listdir(d)):
+                        t.add(os.path.join(d, name), arcname=name, filter=root)
+        digest = gz_hash.h.hexdigest()
+        os.rename(tmp, f"{out}/blobs/sha256/{digest}")
+        diffs.append("sha256:" + tar_hash.h.hexdigest())
+        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                       "digest": "sha256:" + digest, "size": gz_hash.n})
+    return layers, diffs
+
+
 def main():
     a = argparse.ArgumentParser()
     a.add_argument("out")
     a.add_argument("--busybox", action="store_true")
     a.add_argument("--files")
+    a.add_argument("--dirs")
     a.add_argument("--mb", type=int, default=100)
     a.add_argument("--layers", type=int, default=1)
     o = a.parse_args()
-    tars = busybox_tar() if o.busybox else host_tars(o.files.split(":"), o.mb << 20, o.layers)
     os.makedirs(f"{o.out}/blobs/sha256", exist_ok=True)
-    layers, diffs = [], []
+    if o.dirs:
+        tars = []
+        layers, diffs = dir_layers(o.out, o.dirs.split(":"))
+    else:
+        tars = busybox_tar() if o.busybox else host_tars(o.files.split(":"), o.mb << 20, o.layers)
+        layers, diffs = [], []
     for i, raw in enumerate(tars):
         gz = gzip.compress(raw, 6)
         with open(f"{o.out}-layer{i}.tar.gz", "wb") as f:
@@ -97,7 +143,7 @@ def main():
                    "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}, f)
     with open(f"{o.out}/oci-layout", "w") as f:
         f.write('{"imageLayoutVersion":"1.0.0"}')
-    print(f"{os.path.basename(o.out)}: {len(tars)} layer(s), {sum(l['size'] for l in layers) / 1e6:.1f} MB compressed")
+    print(f"{os.path.basename(o.out)}: {len(layers)} layer(s), {sum(l['size'] for l in layers) / 1e6:.1f} MB compressed")
 
 
 if __name__ == "__main__":

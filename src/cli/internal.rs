@@ -62,11 +62,17 @@ fn fuse_mount(a: FuseMountArgs) -> Result<i32> {
     .context("cannot make the mounts private")?;
     let fd = crate::rootfs::mount_fuse(&mountpoint)
         .with_context(|| format!("cannot mount FUSE on {}", mountpoint.display()))?;
-    let layers = crate::fuse::Layers::new(&upper, &work, &lowers).context("cannot open the layers")?;
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 8);
+    let hints: Vec<bool> = lowers
+        .iter()
+        .map(|l| crate::store::Store::may_have_owner_records(l))
+        .collect();
+    let layers = crate::fuse::Layers::new(&upper, &work, &lowers)
+        .context("cannot open the layers")?
+        .with_owner_hints(&hints);
+    let threads = std::env::var("NOOK_FUSE_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(crate::fuse::default_threads);
     let server = crate::fuse::serve(
         fd,
         crate::fuse::Overlay::new(layers, crate::fuse::Owners::Single),
@@ -80,5 +86,7 @@ fn fuse_mount(a: FuseMountArgs) -> Result<i32> {
     let _ = nix::mount::umount2(&mountpoint, MntFlags::MNT_DETACH);
     server.join();
     let status = status?;
-    Ok(status.code().unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)))
+    Ok(status
+        .code()
+        .unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)))
 }

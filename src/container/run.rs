@@ -525,12 +525,14 @@ fn serve_fuse(
         Mapping::Single { .. } => crate::fuse::Owners::Single,
         _ => crate::fuse::Owners::Mapped,
     };
+    let hints: Vec<bool> = lowers
+        .iter()
+        .map(|l| crate::store::Store::may_have_owner_records(l))
+        .collect();
     let layers = crate::fuse::Layers::new(upper, work, lowers)
-        .map_err(io("cannot open the image's layers"))?;
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 8);
+        .map_err(io("cannot open the image's layers"))?
+        .with_owner_hints(&hints);
+    let threads = crate::fuse::default_threads();
     crate::fuse::serve(fd, crate::fuse::Overlay::new(layers, owners), threads)
         .map_err(io("cannot start nook's FUSE overlay"))
 }

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{
-    BackgroundSession, Config, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, Notifier, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    BackgroundSession, Config, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo,
+    InitFlags, KernelConfig, Notifier, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, Session, SessionACL, TimeOrNow,
 };
@@ -108,21 +108,21 @@ impl Fs {
     /// (it needs CAP_SYS_ADMIN in the initial user namespace today, so rootless runs hear no).
     /// nook does not use it even when granted: a passthrough open and a cached open of one
     /// inode exclude each other, so a copy-up would fail while another process reads the file.
-    fn passthrough_probe(&self, reply: &ReplyOpen, fh: u64) {
+    fn passthrough_probe(&self, reply: &ReplyOpen) {
         if !self
             .probe_passthrough
             .swap(false, std::sync::atomic::Ordering::Relaxed)
         {
             return;
         }
-        match self.ov.handle_file(fh).map(|f| reply.open_backing(&f)) {
-            Some(Ok(_id)) => tracing::debug!(
-                "FUSE passthrough granted by the kernel (not used: see fuse::adapter)"
-            ),
-            Some(Err(e)) => tracing::debug!("FUSE passthrough refused by the kernel: {e}"),
-            None => self
-                .probe_passthrough
-                .store(true, std::sync::atomic::Ordering::Relaxed),
+        match self.ov.scratch_file().map(|f| reply.open_backing(&f)) {
+            Ok(Ok(_id)) => {
+                tracing::debug!(
+                    "FUSE passthrough granted by the kernel (not used: see fuse::adapter)"
+                )
+            }
+            Ok(Err(e)) => tracing::debug!("FUSE passthrough refused by the kernel: {e}"),
+            Err(e) => tracing::debug!("FUSE passthrough not probed: {e}"),
         }
     }
 
@@ -145,6 +145,7 @@ impl Filesystem for Fs {
             InitFlags::FUSE_ASYNC_DIO,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_DONT_MASK,
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         ] {
             let _ = config.add_capabilities(f);
         }
@@ -307,22 +308,19 @@ impl Filesystem for Fs {
         self.entry(reply, run(|| self.ov.link(ino.0, newparent.0, newname)));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
-        match run(|| self.ov.open(ino.0, flags.0)) {
-            // Data only changes through this server: the page cache stays valid across opens.
-            Ok(fh) => {
-                self.passthrough_probe(&reply, fh);
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
-            }
-            Err(e) => reply.error(e),
-        }
+    /// No OPEN: the kernel stops sending OPEN, FLUSH and RELEASE for files and keeps their
+    /// page cache across opens; reads and writes then name the inode (see `io`). Two requests
+    /// fewer for every file a container opens.
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
+        self.passthrough_probe(&reply);
+        reply.error(fuser::Errno::ENOSYS);
     }
 
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: fuser::OpenFlags,
@@ -331,7 +329,7 @@ impl Filesystem for Fs {
     ) {
         let r = run(|| {
             let mut buf = vec![0u8; size as usize];
-            let n = self.ov.read(fh.0, offset, &mut buf)?;
+            let n = self.ov.read(ino.0, offset, &mut buf)?;
             buf.truncate(n);
             Ok(buf)
         });
@@ -344,21 +342,31 @@ impl Filesystem for Fs {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: fuser::WriteFlags,
+        write_flags: fuser::WriteFlags,
         _flags: fuser::OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
-        match run(|| self.ov.write(fh.0, offset, data)) {
+        // With FUSE_HANDLE_KILLPRIV_V2 the kernel asks nook to drop setuid and setgid when a
+        // writer without CAP_FSETID writes, instead of asking for security.capability first.
+        let kill = write_flags.contains(fuser::WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match run(|| {
+            let n = self.ov.write(ino.0, offset, data)?;
+            if kill {
+                self.ov.kill_suidgid(ino.0)?;
+            }
+            Ok(n)
+        }) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(e),
         }
     }
 
+    /// Nothing is buffered here: the kernel stops sending FLUSH.
     fn flush(
         &self,
         _req: &Request,
@@ -367,53 +375,35 @@ impl Filesystem for Fs {
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
-    }
-
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: fuser::OpenFlags,
-        _lock_owner: Option<fuser::LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        self.ov.release(fh.0);
-        reply.ok();
+        reply.error(fuser::Errno::ENOSYS);
     }
 
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.empty(reply, run(|| self.ov.fsync(fh.0, datasync)));
+        self.empty(reply, run(|| self.ov.fsync(ino.0, datasync)));
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
-        match run(|| self.ov.opendir(ino.0)) {
-            Ok(fh) => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
-            ),
-            Err(e) => reply.error(e),
-        }
+    /// No OPENDIR either: the kernel then caches listings (and sends no RELEASEDIR).
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
+        reply.error(fuser::Errno::ENOSYS);
     }
 
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let (ino, list) = match run(|| self.ov.listing(fh.0)) {
+        let ino = ino.0;
+        let list = match run(|| self.ov.listing(ino, offset)) {
             Ok(l) => l,
             Err(e) => return reply.error(e),
         };
@@ -425,12 +415,17 @@ impl Filesystem for Fs {
             .into_iter()
             .map(|(i, n, k)| (Some(i), n, k))
             .chain(list.iter().map(|(n, k)| (None, n.as_os_str(), *k)));
+        let mut full = false;
         for (i, (dot_ino, name, kind)) in all.enumerate().skip(offset as usize) {
             // Without readdirplus the kernel looks entries up itself; any unique number does.
             let num = dot_ino.unwrap_or(u64::MAX - i as u64);
             if reply.add(INodeNo(num), (i + 1) as u64, file_type(kind), name) {
+                full = true;
                 break;
             }
+        }
+        if !full {
+            self.ov.listing_done(ino);
         }
         reply.ok();
     }
@@ -438,20 +433,23 @@ impl Filesystem for Fs {
     fn readdirplus(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let (ino, list) = match run(|| self.ov.listing(fh.0)) {
-            Ok(l) => l,
-            Err(e) => return reply.error(e),
-        };
+        let ino = ino.0;
+        let (list, ctx) =
+            match run(|| Ok((self.ov.listing(ino, offset)?, self.ov.dir_context(ino)?))) {
+                Ok(l) => l,
+                Err(e) => return reply.error(e),
+            };
         let dots = [
             (OsStr::new("."), ino),
             (OsStr::new(".."), self.ov.parent_of(ino)),
         ];
         let total = list.len() + 2;
+        let mut full = false;
         for i in (offset as usize)..total {
             let (name, attr) = if i < 2 {
                 let (n, dino) = dots[i];
@@ -461,7 +459,7 @@ impl Filesystem for Fs {
                 }
             } else {
                 let n = list[i - 2].0.as_os_str();
-                match run(|| self.ov.lookup(ino, n)) {
+                match run(|| self.ov.lookup_in(&ctx, n)) {
                     Ok(a) => (n, a),
                     Err(_) => continue,
                 }
@@ -478,21 +476,13 @@ impl Filesystem for Fs {
                     // The kernel did not take this entry: give its lookup back.
                     self.ov.forget(attr.ino, 1);
                 }
+                full = true;
                 break;
             }
         }
-        reply.ok();
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: fuser::OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.ov.releasedir(fh.0);
+        if !full {
+            self.ov.listing_done(ino);
+        }
         reply.ok();
     }
 
@@ -554,54 +544,46 @@ impl Filesystem for Fs {
         reply.ok();
     }
 
+    /// No CREATE: the kernel makes the file with MKNOD and opens it itself (no OPEN either).
     fn create(
         &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        flags: i32,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
         reply: ReplyCreate,
     ) {
-        match run(|| {
-            self.ov
-                .create(parent.0, name, mode & !umask, flags, caller(req))
-        }) {
-            Ok((a, fh)) => reply.created(
-                &TTL,
-                &fattr(&a),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
-            Err(e) => reply.error(e),
-        }
+        reply.error(fuser::Errno::ENOSYS);
     }
 
     fn fallocate(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.empty(reply, run(|| self.ov.fallocate(fh.0, offset, length, mode)));
+        self.empty(
+            reply,
+            run(|| self.ov.fallocate(ino.0, offset, length, mode)),
+        );
     }
 
     fn lseek(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: i64,
         whence: i32,
         reply: ReplyLseek,
     ) {
-        match run(|| self.ov.lseek(fh.0, offset, whence)) {
+        match run(|| self.ov.lseek(ino.0, offset, whence)) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(e),
         }

@@ -67,7 +67,7 @@ impl Overlay {
         self.change.lock().map_err(|_| Errno::EIO)
     }
 
-    fn upper_dir(&self, rel: &Path) -> Result<OwnedFd> {
+    fn upper_dir(&self, rel: &Path) -> Result<std::sync::Arc<OwnedFd>> {
         self.layers.dir(Layer::Upper, rel).map_err(errno)
     }
 
@@ -158,6 +158,15 @@ impl Overlay {
     }
 
     pub(super) fn copy_up_locked(&self, ino: u64) -> Result<()> {
+        let unlinked = self
+            .table
+            .read()
+            .map_err(|_| Errno::EIO)?
+            .get(ino)
+            .and_then(|n| n.unlinked.then(|| n.orphan.clone()));
+        if let Some(orphan) = unlinked {
+            return self.copy_orphan_up(ino, orphan);
+        }
         let (node, path) = self.node(ino)?;
         if node.upper {
             return Ok(());
@@ -172,7 +181,7 @@ impl Overlay {
         let lower_parent = self.layers.dir(l, dir).map_err(errno)?;
         let st = super::layers::stat_in(lower_parent.as_fd(), name).map_err(errno)?;
         match node.kind {
-            Kind::File => self.copy_file_up(&lower_parent, name, &upper_parent, &st)?,
+            Kind::File => self.copy_file_up(&lower_parent, name, &upper_parent, &st, name)?,
             Kind::Symlink => {
                 let target = nix::fcntl::readlinkat(&lower_parent, name)?;
                 remove_whiteout(&upper_parent, name)?;
@@ -218,6 +227,76 @@ impl Overlay {
         Ok(())
     }
 
+    /// An unlinked lower file about to change: its copy goes to the work directory, where it
+    /// stays until the kernel forgets it.
+    fn copy_orphan_up(&self, ino: u64, orphan: Option<(Layer, std::path::PathBuf)>) -> Result<()> {
+        let Some((Layer::Lower(i), path)) = orphan else {
+            // Already in the work directory (or gone).
+            return Ok(());
+        };
+        let (dir, name) = split(&path);
+        let lower_parent = self.layers.dir(Layer::Lower(i), dir).map_err(errno)?;
+        let st = super::layers::stat_in(lower_parent.as_fd(), name).map_err(errno)?;
+        if Kind::from_mode(st.st_mode) != Kind::File {
+            return Err(Errno::EROFS);
+        }
+        let work = self.layers.work().try_clone_to_owned().map_err(errno)?;
+        let target = OsString::from(format!("orphan-{ino}"));
+        self.copy_file_up(&lower_parent, name, &work, &st, &target)?;
+        if let Ok(mut t) = self.table.write()
+            && let Some(n) = t.get_mut(ino)
+        {
+            n.orphan = Some((Layer::Work, target.into()));
+        }
+        Ok(())
+    }
+
+    /// Before a name of `ino` goes (unlink, rmdir, rename over it): if that was its last name
+    /// and the kernel still holds it, keep its data reachable for reads, writes and stat until
+    /// the kernel forgets it: a lower copy stays where it is, an upper one gets a link in the
+    /// work directory.
+    fn keep_orphan(
+        &self,
+        ino: u64,
+        pfd: Option<&OwnedFd>,
+        name: &OsStr,
+        path: &Path,
+    ) -> Result<()> {
+        let node = {
+            let t = self.table.read().map_err(|_| Errno::EIO)?;
+            match t.get(ino) {
+                Some(n) if n.kind != Kind::Dir && n.lookups > 0 && n.aliases.is_empty() => {
+                    n.clone()
+                }
+                _ => return Ok(()),
+            }
+        };
+        let orphan = match (node.upper, pfd) {
+            (true, Some(pfd)) => {
+                let target = format!("orphan-{ino}");
+                let work = self.layers.work();
+                let _ = nix::unistd::unlinkat(
+                    work,
+                    target.as_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+                nix::unistd::linkat(pfd, name, work, target.as_str(), AtFlags::empty())?;
+                (Layer::Work, std::path::PathBuf::from(target))
+            }
+            (true, None) => return Ok(()),
+            (false, _) => match node.top() {
+                Some(l) => (l, path.to_owned()),
+                None => return Ok(()),
+            },
+        };
+        if let Ok(mut t) = self.table.write()
+            && let Some(n) = t.get_mut(ino)
+        {
+            n.orphan = Some(orphan);
+        }
+        Ok(())
+    }
+
     /// Copies a regular file through the work directory, keeping its holes.
     fn copy_file_up(
         &self,
@@ -225,6 +304,7 @@ impl Overlay {
         name: &OsStr,
         upper_parent: &OwnedFd,
         st: &nix::sys::stat::FileStat,
+        target: &OsStr,
     ) -> Result<()> {
         let src = File::from(openat(
             lower_parent,
@@ -247,8 +327,8 @@ impl Overlay {
         let result = (|| -> Result<()> {
             copy_data(&src, &dst, st.st_size as u64)?;
             self.copy_meta(&src, &dst, st)?;
-            remove_whiteout(upper_parent, name)?;
-            nix::fcntl::renameat(work, tmp_name.as_str(), upper_parent, name)?;
+            remove_whiteout(upper_parent, target)?;
+            nix::fcntl::renameat(work, tmp_name.as_str(), upper_parent, target)?;
             Ok(())
         })();
         if result.is_err() {
@@ -272,7 +352,7 @@ impl Overlay {
 
     /// Gets the upper directory of `parent` ready for a new entry `name`: copies it up and
     /// clears a whiteout there; returns its handle and whether a whiteout was replaced.
-    fn prepare_new(&self, parent: u64, name: &OsStr) -> Result<(OwnedFd, bool)> {
+    fn prepare_new(&self, parent: u64, name: &OsStr) -> Result<(std::sync::Arc<OwnedFd>, bool)> {
         if bad_name(name) {
             return Err(Errno::EINVAL);
         }
@@ -310,6 +390,7 @@ impl Overlay {
                 lowers: vec![],
                 owner: None,
                 link: None,
+                stat: st,
             },
         )?;
         if let Ok(mut t) = self.table.write()
@@ -376,29 +457,6 @@ impl Overlay {
         self.created(parent, name, &pfd, caller)
     }
 
-    /// CREATE: a new regular file, opened.
-    pub fn create(
-        &self,
-        parent: u64,
-        name: &OsStr,
-        mode: u32,
-        flags: i32,
-        caller: Caller,
-    ) -> Result<(Attr, u64)> {
-        let _g = self.lock()?;
-        let (pfd, _) = self.prepare_new(parent, name)?;
-        let fd = openat(
-            &pfd,
-            name,
-            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(mode & 0o7777),
-        )?;
-        let attr = self.created(parent, name, &pfd, caller)?;
-        let _ = flags;
-        let fh = self.add_handle(attr.ino, File::from(fd), true, true);
-        Ok((attr, fh))
-    }
-
     pub fn link(&self, ino: u64, new_parent: u64, new_name: &OsStr) -> Result<Attr> {
         let _g = self.lock()?;
         self.copy_up_locked(ino)?;
@@ -427,11 +485,11 @@ impl Overlay {
 
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
         let _g = self.lock()?;
-        let (_, node, _) = self.child(parent, name)?;
+        let (ino, node, path) = self.child(parent, name)?;
         if node.kind == Kind::Dir {
             return Err(Errno::EISDIR);
         }
-        self.remove(parent, name, &node)
+        self.remove(parent, name, ino, &node, &path)
     }
 
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
@@ -453,7 +511,7 @@ impl Overlay {
                 let dup = d.try_clone().map_err(errno)?;
                 let mut dir = nix::dir::Dir::from_fd(dup)?;
                 dir.iter()
-                    .filter_map(|e| e.ok())
+                    .map_while(|e| e.ok())
                     .map(|e| {
                         <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
                             e.file_name().to_bytes(),
@@ -474,7 +532,7 @@ impl Overlay {
                 }
             }
         }
-        self.remove(parent, name, &node)
+        self.remove(parent, name, ino, &node, &path)
     }
 
     /// What the lower layers merged under directory `parent` hold at `name`, ignoring the upper
@@ -502,7 +560,7 @@ impl Overlay {
     }
 
     /// Removes an entry: from the upper layer, and with a whiteout over what lower layers have.
-    fn remove(&self, parent: u64, name: &OsStr, node: &Node) -> Result<()> {
+    fn remove(&self, parent: u64, name: &OsStr, ino: u64, node: &Node, path: &Path) -> Result<()> {
         let (_, ppath) = self.node(parent)?;
         let hide = self.lower_has(parent, name)?.is_some();
         if hide {
@@ -513,6 +571,10 @@ impl Overlay {
         } else {
             None
         };
+        self.keep_orphan(ino, pfd.as_deref(), name, path)?;
+        if node.kind == Kind::Dir {
+            self.layers.forget_upper_dirs();
+        }
         if let Some(pfd) = &pfd {
             if node.upper {
                 let flag = if node.kind == Kind::Dir {
@@ -595,8 +657,16 @@ impl Overlay {
         // A directory moving into a merged directory turns opaque, as overlayfs does it, so no
         // lower directory of that name can ever show through it.
         let over_lower_dir = node.kind == Kind::Dir && !self.node(new_parent)?.0.lowers.is_empty();
+        if let Some((tino, tnode, tpath)) = &target {
+            // The file renamed over may still be in use.
+            let upper_target = tnode.upper.then_some(&*to);
+            self.keep_orphan(*tino, upper_target, new_name, tpath)?;
+        }
         remove_whiteout(&to, new_name)?;
         nix::fcntl::renameat(&from, name, &to, new_name)?;
+        if node.kind == Kind::Dir || target.as_ref().is_some_and(|(_, t, _)| t.kind == Kind::Dir) {
+            self.layers.forget_upper_dirs();
+        }
         if over_lower_dir {
             Self::make_opaque(&to, new_name)?;
         }
@@ -640,6 +710,9 @@ impl Overlay {
         let (da, db) = (self.upper_dir(&ppa)?, self.upper_dir(&ppb)?);
         let opaque_b = node_a.kind == Kind::Dir && !self.node(pb)?.0.lowers.is_empty();
         let opaque_a = node_b.kind == Kind::Dir && !self.node(pa)?.0.lowers.is_empty();
+        if node_a.kind == Kind::Dir || node_b.kind == Kind::Dir {
+            self.layers.forget_upper_dirs();
+        }
         nix::fcntl::renameat2(&da, na, &db, nb, nix::fcntl::RenameFlags::RENAME_EXCHANGE)?;
         if opaque_b {
             Self::make_opaque(&db, nb)?;
@@ -667,7 +740,7 @@ impl Overlay {
         let mut dir = nix::dir::Dir::from_fd(dup)?;
         let names: Vec<OsString> = dir
             .iter()
-            .filter_map(|e| e.ok())
+            .map_while(|e| e.ok())
             .map(|e| {
                 <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.file_name().to_bytes())
                     .to_owned()
@@ -690,35 +763,39 @@ impl Overlay {
             .get(ino)
             .is_some_and(|n| n.unlinked)
         {
-            return self.setattr_unlinked(ino, &s, fh);
+            return self.setattr_unlinked(ino, &s);
         }
         self.copy_up_locked(ino)?;
         let (node, path) = self.node(ino)?;
-        let fd = self
-            .layers
-            .open(Layer::Upper, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
-            .map_err(errno)?;
+        let _ = fh;
+        // Regular files through their open backing file (cached), the rest by an O_PATH handle.
+        let (file, handle);
+        let fd: BorrowedFd<'_> = if node.kind == Kind::File {
+            file = self.cached_file(ino, true)?;
+            file.as_fd()
+        } else {
+            handle = self
+                .layers
+                .open(Layer::Upper, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
+                .map_err(errno)?;
+            handle.as_fd()
+        };
         let p = proc_path(&fd);
         if let Some(size) = s.size {
-            let _ = fh;
-            let f = self
-                .layers
-                .open(Layer::Upper, &path, OFlag::O_WRONLY)
-                .map_err(errno)?;
-            nix::unistd::ftruncate(&f, size as i64)?;
+            nix::unistd::ftruncate(fd, size as i64)?;
         }
         if s.uid.is_some() || s.gid.is_some() {
             match self.owners {
                 Owners::Mapped => {
                     fchownat(
-                        &fd,
+                        fd,
                         "",
                         s.uid.map(Uid::from_raw),
                         s.gid.map(Gid::from_raw),
                         AtFlags::AT_EMPTY_PATH | AtFlags::AT_SYMLINK_NOFOLLOW,
                     )?;
                     if node.owner.is_some() {
-                        let st = fstat(&fd)?;
+                        let st = fstat(fd)?;
                         self.record(
                             ino,
                             &node,
@@ -731,19 +808,17 @@ impl Overlay {
                         )?;
                     }
                 }
+                // The kernel can only name the one mapped id: that changes a record, and is
+                // what an object without one shows already.
                 Owners::Single => {
-                    let st = fstat(&fd)?;
-                    let old = node.owner.unwrap_or(Owner {
-                        uid: 0,
-                        gid: 0,
-                        mode: st.st_mode & 0o7777,
-                    });
-                    let o = Owner {
-                        uid: s.uid.unwrap_or(old.uid),
-                        gid: s.gid.unwrap_or(old.gid),
-                        ..old
-                    };
-                    self.record(ino, &node, Some(o), &fd)?;
+                    if let Some(old) = node.owner {
+                        let o = Owner {
+                            uid: s.uid.unwrap_or(old.uid),
+                            gid: s.gid.unwrap_or(old.gid),
+                            ..old
+                        };
+                        self.record(ino, &node, Some(o), &fd)?;
+                    }
                 }
             }
         }
@@ -765,53 +840,91 @@ impl Overlay {
                 )?;
             }
             if node.owner.is_some() || (self.owners == Owners::Single && special) {
-                let o = node.owner.unwrap_or(Owner {
-                    uid: 0,
-                    gid: 0,
-                    mode,
-                });
+                let (uid, gid) = self.single_id();
+                let o = node.owner.unwrap_or(Owner { uid, gid, mode });
                 self.record(ino, &node, Some(Owner { mode, ..o }), &fd)?;
             }
         }
         if s.atime.is_some() || s.mtime.is_some() {
-            let (dir, name) = split(&path);
-            let pfd = self.upper_dir(dir)?;
-            nix::sys::stat::utimensat(
-                &pfd,
-                name,
-                &timespec(s.atime),
-                &timespec(s.mtime),
-                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-            )?;
+            if node.kind == Kind::File {
+                nix::sys::stat::futimens(fd, &timespec(s.atime), &timespec(s.mtime))?;
+            } else {
+                let (dir, name) = split(&path);
+                let pfd = self.upper_dir(dir)?;
+                nix::sys::stat::utimensat(
+                    &pfd,
+                    name,
+                    &timespec(s.atime),
+                    &timespec(s.mtime),
+                    nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+                )?;
+            }
         }
-        self.getattr(ino)
+        let st = fstat(fd)?;
+        let owner = self
+            .table
+            .read()
+            .ok()
+            .and_then(|t| t.get(ino).and_then(|n| n.owner));
+        Ok(self.attr(ino, &st, owner))
     }
 
-    /// SETATTR on a file that lost its last name while open (ftruncate, fchmod, futimens, and
-    /// the kernel's own flush of cached times): through its open handle; never a copy-up.
-    fn setattr_unlinked(&self, ino: u64, s: &SetAttr, fh: Option<u64>) -> Result<Attr> {
-        let h = self.open_handle(ino, fh)?;
-        {
-            let f = h.file.read().map_err(|_| Errno::EIO)?;
-            if !h.upper.load(Ordering::Acquire) && (s.size.is_some() || s.mode.is_some()) {
-                // A lower copy is never changed.
-                return Err(Errno::EROFS);
-            }
+    /// SETATTR on a file that lost its last name while still in use (ftruncate, fchmod,
+    /// futimens): on its orphan, copied into the work directory first if it was a lower copy.
+    fn setattr_unlinked(&self, ino: u64, s: &SetAttr) -> Result<Attr> {
+        if s.size.is_some() || s.mode.is_some() || s.atime.is_some() || s.mtime.is_some() {
+            let f = self.file_for_change(ino)?;
             if let Some(size) = s.size {
                 nix::unistd::ftruncate(&*f, size as i64)?;
             }
             if let Some(mode) = s.mode {
                 nix::sys::stat::fchmod(&*f, Mode::from_bits_truncate(mode & 0o7777))?;
             }
-            if h.upper.load(Ordering::Acquire) && (s.atime.is_some() || s.mtime.is_some()) {
+            if s.atime.is_some() || s.mtime.is_some() {
                 nix::sys::stat::futimens(&*f, &timespec(s.atime), &timespec(s.mtime))?;
             }
         }
-        self.getattr_open(ino, fh)
+        self.getattr(ino)
+    }
+
+    /// A write by a process without CAP_FSETID: setuid goes, setgid too where group execute is
+    /// set, and file capabilities (as the kernel does on other filesystems).
+    pub fn kill_suidgid(&self, ino: u64) -> Result<()> {
+        let _g = self.lock()?;
+        let f = self.cached_file(ino, true)?;
+        let st = fstat(f.as_fd())?;
+        let kill = |mode: u32| {
+            let mut m = mode & !libc::S_ISUID;
+            if mode & 0o010 != 0 {
+                m &= !libc::S_ISGID;
+            }
+            m
+        };
+        if kill(st.st_mode & 0o7777) != st.st_mode & 0o7777 {
+            nix::sys::stat::fchmod(
+                f.as_fd(),
+                Mode::from_bits_truncate(kill(st.st_mode & 0o7777)),
+            )?;
+        }
+        let (node, _, _) = self.location(ino)?;
+        if let Some(o) = node.owner
+            && kill(o.mode) != o.mode
+        {
+            self.record(
+                ino,
+                &node,
+                Some(Owner {
+                    mode: kill(o.mode),
+                    ..o
+                }),
+                &f.as_fd(),
+            )?;
+        }
+        Ok(())
     }
 
     /// Writes (or clears) the override xattr and the node's cached owner.
-    fn record(&self, ino: u64, node: &Node, owner: Option<Owner>, fd: &OwnedFd) -> Result<()> {
+    fn record(&self, ino: u64, node: &Node, owner: Option<Owner>, fd: &impl AsRawFd) -> Result<()> {
         let p = proc_path(fd);
         match owner {
             Some(o) if matches!(node.kind, Kind::File | Kind::Dir) => {

@@ -6,12 +6,14 @@
 //! namespace — would reach the host. On kernels without openat2 the path is walked one
 //! component at a time with `O_NOFOLLOW`.
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
@@ -25,6 +27,8 @@ pub enum Layer {
     Upper,
     /// Index into the lower layers, 0 = the topmost.
     Lower(usize),
+    /// The work directory (copies in progress, files removed while in use).
+    Work,
 }
 
 /// The directories of one overlay.
@@ -33,7 +37,15 @@ pub struct Layers {
     upper: OwnedFd,
     work: OwnedFd,
     lowers: Vec<OwnedFd>,
+    /// Per lower layer: whether it may hold owner records (the store knows which do not).
+    owners: Vec<bool>,
+    /// Directories opened before, by layer and path: lower ones never change; upper ones are
+    /// dropped whenever an upper directory goes or moves (`forget_upper_dirs`).
+    dirs: Mutex<HashMap<(Layer, PathBuf), Arc<OwnedFd>>>,
 }
+
+/// How many directory handles the cache keeps.
+const DIR_CACHE: usize = 4096;
 
 fn open_root(p: &Path) -> io::Result<OwnedFd> {
     Ok(nix::fcntl::open(
@@ -53,7 +65,26 @@ impl Layers {
                 .iter()
                 .map(|l| open_root(l))
                 .collect::<io::Result<_>>()?,
+            owners: vec![true; lowers.len()],
+            dirs: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Says which lower layers may hold owner records (`user.containers.override_stat`);
+    /// the others are never asked for them.
+    pub fn with_owner_hints(mut self, hints: &[bool]) -> Layers {
+        for (o, h) in self.owners.iter_mut().zip(hints) {
+            *o = *h;
+        }
+        self
+    }
+
+    /// Whether objects of layer `l` may carry an owner record.
+    pub fn may_have_owners(&self, l: Layer) -> bool {
+        match l {
+            Layer::Lower(i) => self.owners.get(i).copied().unwrap_or(true),
+            _ => true,
+        }
     }
 
     pub fn lower_count(&self) -> usize {
@@ -64,6 +95,7 @@ impl Layers {
         match l {
             Layer::Upper => self.upper.as_fd(),
             Layer::Lower(i) => self.lowers.get(i).map_or(self.upper.as_fd(), |f| f.as_fd()),
+            Layer::Work => self.work.as_fd(),
         }
     }
 
@@ -78,8 +110,26 @@ impl Layers {
     }
 
     /// The directory `rel` of layer `l`, as an `O_PATH` handle.
-    pub fn dir(&self, l: Layer, rel: &Path) -> io::Result<OwnedFd> {
-        self.open(l, rel, OFlag::O_PATH | OFlag::O_DIRECTORY)
+    pub fn dir(&self, l: Layer, rel: &Path) -> io::Result<Arc<OwnedFd>> {
+        let key = (l, rel.to_path_buf());
+        if let Some(fd) = self.dirs.lock().ok().and_then(|d| d.get(&key).cloned()) {
+            return Ok(fd);
+        }
+        let fd = Arc::new(self.open(l, rel, OFlag::O_PATH | OFlag::O_DIRECTORY)?);
+        if let Ok(mut d) = self.dirs.lock() {
+            if d.len() >= DIR_CACHE {
+                d.clear();
+            }
+            d.insert(key, fd.clone());
+        }
+        Ok(fd)
+    }
+
+    /// An upper directory was removed or moved: cached upper paths may name something else.
+    pub fn forget_upper_dirs(&self) {
+        if let Ok(mut d) = self.dirs.lock() {
+            d.retain(|(l, _), _| *l != Layer::Upper);
+        }
     }
 
     /// `lstat` of `name` in the directory `rel` of layer `l`.
@@ -180,6 +230,17 @@ pub fn proc_path(fd: &impl AsRawFd) -> std::ffi::CString {
 pub fn get_xattr(fd: &impl AsRawFd, name: &str) -> Option<Vec<u8>> {
     let p = proc_path(fd);
     crate::sys::xattr::path_get(p.as_c_str(), name)
+        .ok()
+        .flatten()
+}
+
+/// Reads xattr `name` of the entry `entry` of the directory handle `dir`, not following a
+/// symlink there; `None` if absent or not supported.
+pub fn get_xattr_at(dir: &impl AsRawFd, entry: &OsStr, name: &str) -> Option<Vec<u8>> {
+    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    p.extend_from_slice(entry.as_bytes());
+    let p = std::ffi::CString::new(p).ok()?;
+    crate::sys::xattr::path_lget(p.as_c_str(), name)
         .ok()
         .flatten()
 }

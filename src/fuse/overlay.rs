@@ -9,20 +9,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::FileStat;
 
-use super::layers::{Layer, Layers, get_xattr};
+use super::io::Files;
+use super::layers::{Layer, Layers, get_xattr, get_xattr_at};
 use super::table::{Kind, Node, Owner, ROOT, Table};
 use crate::unpack::{OPAQUE_XATTR, OVERRIDE_XATTR, parse_override};
 
@@ -60,22 +59,8 @@ pub struct Attr {
     pub blksize: u32,
 }
 
-/// An open file.
-pub struct Handle {
-    pub ino: u64,
-    pub file: RwLock<File>,
-    pub upper: AtomicBool,
-    pub writable: bool,
-}
-
 /// The entries of a directory: names and kinds.
 pub type Listing = Arc<Vec<(OsString, Kind)>>;
-
-/// A directory listing taken at opendir.
-pub struct DirHandle {
-    pub ino: u64,
-    pub entries: Mutex<Option<Listing>>,
-}
 
 /// The overlay.
 pub struct Overlay {
@@ -86,10 +71,18 @@ pub struct Overlay {
     pub(super) owners: Owners,
     /// With one id mapped: that id (the owner of the upper layer, as this process sees it).
     single_id: (u32, u32),
-    files: RwLock<HashMap<u64, Arc<Handle>>>,
-    dirs: RwLock<HashMap<u64, Arc<DirHandle>>>,
-    next_fh: AtomicU64,
+    /// Open backing files, by inode (the kernel sends no OPEN: see `adapter`).
+    pub(super) files: Files,
+    /// Directory listings being read, by inode.
+    listings: Mutex<HashMap<u64, Listing>>,
     pub(super) tmp: AtomicU64,
+}
+
+/// The directories of one merged directory, in each layer that has it (upper first): lookups
+/// of many names in it open them once.
+pub struct DirContext {
+    pub ino: u64,
+    dirs: Vec<(Layer, Arc<OwnedFd>)>,
 }
 
 fn time(sec: i64, nsec: i64) -> SystemTime {
@@ -116,6 +109,8 @@ pub(super) struct Found {
     pub lowers: Vec<usize>,
     pub owner: Option<Owner>,
     pub link: Option<(usize, u64)>,
+    /// The visible copy's stat.
+    pub stat: FileStat,
 }
 
 impl Overlay {
@@ -144,7 +139,11 @@ impl Overlay {
             aliases: vec![],
             lookups: 1,
             unlinked: false,
+            stat: None,
+            orphan: None,
         };
+        // Files removed while in use and interrupted copies of an earlier server.
+        super::io::clear_work(layers.root(Layer::Work));
         let single_id = nix::sys::stat::fstat(layers.root(Layer::Upper))
             .map(|st| (st.st_uid, st.st_gid))
             .unwrap_or((0, 0));
@@ -154,9 +153,8 @@ impl Overlay {
             table: RwLock::new(Table::new(root)),
             change: Mutex::new(()),
             owners,
-            files: RwLock::new(HashMap::new()),
-            dirs: RwLock::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
+            files: Files::new(),
+            listings: Mutex::new(HashMap::new()),
             tmp: AtomicU64::new(0),
         }
     }
@@ -168,34 +166,68 @@ impl Overlay {
         Ok((n, p))
     }
 
-    fn read_owner(&self, fd: &OwnedFd, kind: Kind) -> Option<Owner> {
-        if !matches!(kind, Kind::File | Kind::Dir) {
-            return None;
+    /// The node of `ino` and where its data is: the visible copy, or an unlinked file's orphan.
+    pub(super) fn location(&self, ino: u64) -> Result<(Node, Layer, PathBuf)> {
+        let t = self.table.read().map_err(|_| Errno::EIO)?;
+        let n = t.get(ino).ok_or(Errno::ENOENT)?.clone();
+        if n.unlinked {
+            let (l, p) = n.orphan.clone().ok_or(Errno::ENOENT)?;
+            return Ok((n, l, p));
         }
-        let (uid, gid, mode) = parse_override(&get_xattr(fd, OVERRIDE_XATTR)?)?;
-        Some(Owner { uid, gid, mode })
+        let p = t.path(ino).ok_or(Errno::ENOENT)?;
+        let l = n.top().ok_or(Errno::ENOENT)?;
+        Ok((n, l, p))
+    }
+
+    /// Opens the directory `node` (at `path`) in each layer that has it, upper first.
+    pub(super) fn layer_dirs(
+        &self,
+        node: &Node,
+        path: &Path,
+    ) -> Result<Vec<(Layer, Arc<OwnedFd>)>> {
+        let layers = node
+            .upper
+            .then_some(Layer::Upper)
+            .into_iter()
+            .chain(node.lowers.iter().map(|i| Layer::Lower(*i)));
+        let mut out = Vec::new();
+        for l in layers {
+            match self.layers.dir(l, path) {
+                Ok(fd) => out.push((l, fd)),
+                Err(e) if missing(&e) => {}
+                Err(e) => return Err(errno(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The directory `ino`, opened in its layers for lookups of many names.
+    pub fn dir_context(&self, ino: u64) -> Result<DirContext> {
+        let (node, path) = self.node(ino)?;
+        if node.kind != Kind::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(DirContext {
+            ino,
+            dirs: self.layer_dirs(&node, &path)?,
+        })
     }
 
     /// Looks `name` up in the directory `parent` (at `ppath`) through the layers.
     pub(super) fn find(&self, parent: &Node, ppath: &Path, name: &OsStr) -> Result<Option<Found>> {
-        let path = ppath.join(name);
+        self.find_in(&self.layer_dirs(parent, ppath)?, name)
+    }
+
+    /// Looks `name` up in a directory's layers (upper first): the first copy shows; below a
+    /// directory, directories merge down to an opaque one; a whiteout ends the search.
+    fn find_in(&self, dirs: &[(Layer, Arc<OwnedFd>)], name: &OsStr) -> Result<Option<Found>> {
         let mut found: Option<Found> = None;
-        let layers: Vec<Layer> = parent
-            .upper
-            .then_some(Layer::Upper)
-            .into_iter()
-            .chain(parent.lowers.iter().map(|i| Layer::Lower(*i)))
-            .collect();
-        for l in layers {
-            let fd = match self
-                .layers
-                .open(l, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
-            {
-                Ok(fd) => fd,
-                Err(e) if missing(&e) => continue,
-                Err(e) => return Err(errno(e)),
+        for (i, (l, dir)) in dirs.iter().enumerate() {
+            let st = match nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => continue,
+                Err(e) => return Err(e),
             };
-            let st = nix::sys::stat::fstat(&fd)?;
             if is_whiteout(&st) {
                 break;
             }
@@ -204,19 +236,29 @@ impl Overlay {
                 None => {
                     let link = match l {
                         Layer::Lower(i) if kind != Kind::Dir && st.st_nlink > 1 => {
-                            Some((i, st.st_ino))
+                            Some((*i, st.st_ino))
                         }
                         _ => None,
                     };
+                    let owner = if matches!(kind, Kind::File | Kind::Dir)
+                        && self.layers.may_have_owners(*l)
+                    {
+                        get_xattr_at(dir, name, OVERRIDE_XATTR)
+                            .and_then(|v| parse_override(&v))
+                            .map(|(uid, gid, mode)| Owner { uid, gid, mode })
+                    } else {
+                        None
+                    };
                     found = Some(Found {
                         kind,
-                        upper: l == Layer::Upper,
+                        upper: *l == Layer::Upper,
                         lowers: match l {
-                            Layer::Lower(i) => vec![i],
-                            Layer::Upper => vec![],
+                            Layer::Lower(i) => vec![*i],
+                            _ => vec![],
                         },
-                        owner: self.read_owner(&fd, kind),
+                        owner,
                         link,
+                        stat: st,
                     });
                     if kind != Kind::Dir {
                         break;
@@ -228,11 +270,15 @@ impl Overlay {
                         break;
                     }
                     if let Layer::Lower(i) = l {
-                        f.lowers.push(i);
+                        f.lowers.push(*i);
                     }
                 }
             }
-            if kind == Kind::Dir && get_xattr(&fd, OPAQUE_XATTR).as_deref() == Some(b"y") {
+            // Only a layer with more below it needs asking whether it is opaque.
+            if kind == Kind::Dir
+                && i + 1 < dirs.len()
+                && get_xattr_at(dir, name, OPAQUE_XATTR).as_deref() == Some(b"y")
+            {
                 break;
             }
         }
@@ -241,27 +287,30 @@ impl Overlay {
 
     /// LOOKUP: the child's attributes, counting one kernel reference.
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
-        let (pnode, ppath) = self.node(parent)?;
-        if pnode.kind != Kind::Dir {
-            return Err(Errno::ENOTDIR);
-        }
-        let found = self.find(&pnode, &ppath, name)?.ok_or(Errno::ENOENT)?;
-        let ino = self.remember(parent, name, found)?;
-        let attr = self.getattr(ino)?;
-        if let Ok(mut t) = self.table.write()
-            && let Some(n) = t.get_mut(ino)
-        {
-            n.lookups += 1;
-        }
-        Ok(attr)
+        let ctx = self.dir_context(parent)?;
+        self.lookup_in(&ctx, name)
+    }
+
+    /// LOOKUP of `name` in an opened directory (READDIRPLUS looks up every entry).
+    pub fn lookup_in(&self, ctx: &DirContext, name: &OsStr) -> Result<Attr> {
+        let found = self.find_in(&ctx.dirs, name)?.ok_or(Errno::ENOENT)?;
+        let (st, owner) = (found.stat, found.owner);
+        let ino = self.remember_looked_up(ctx.ino, name, found, 1)?;
+        Ok(self.attr(ino, &st, owner))
     }
 
     pub(super) fn remember(&self, parent: u64, name: &OsStr, f: Found) -> Result<u64> {
+        self.remember_looked_up(parent, name, f, 0)
+    }
+
+    /// Records what a lookup found, adding `lookups` kernel references.
+    fn remember_looked_up(&self, parent: u64, name: &OsStr, f: Found, lookups: u64) -> Result<u64> {
         let mut t = self.table.write().map_err(|_| Errno::EIO)?;
-        Ok(t.insert(Node {
+        let ino = t.insert(Node {
             parent,
             name: name.to_owned(),
             kind: f.kind,
+            stat: (!f.upper).then_some(f.stat),
             upper: f.upper,
             lowers: f.lowers,
             owner: f.owner,
@@ -269,12 +318,28 @@ impl Overlay {
             aliases: vec![],
             lookups: 0,
             unlinked: false,
-        }))
+            orphan: None,
+        });
+        if let Some(n) = t.get_mut(ino) {
+            n.lookups += lookups;
+        }
+        Ok(ino)
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
-        if let Ok(mut t) = self.table.write() {
-            t.forget(ino, n);
+        let dead = match self.table.write() {
+            Ok(mut t) => t.forget(ino, n),
+            Err(_) => None,
+        };
+        if let Some(dead) = dead {
+            self.files.forget(ino);
+            if let Some((Layer::Work, p)) = dead.orphan {
+                let _ = nix::unistd::unlinkat(
+                    self.layers.root(Layer::Work),
+                    &p,
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+            }
         }
     }
 
@@ -289,41 +354,17 @@ impl Overlay {
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
-        let (node, path) = match self.node(ino) {
-            Ok(n) => n,
-            // Unlinked but open: what its open handle sees.
-            Err(Errno::ENOENT) => return self.getattr_open(ino, None),
-            Err(e) => return Err(e),
-        };
-        let (_, fd) = self.backing(&node, &path)?;
+        let (node, l, path) = self.location(ino)?;
+        if let (false, false, Some(st)) = (node.upper, node.unlinked, node.stat) {
+            // A lower copy never changes.
+            return Ok(self.attr(ino, &st, node.owner));
+        }
+        let fd = self
+            .layers
+            .open(l, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
+            .map_err(errno)?;
         let st = nix::sys::stat::fstat(&fd)?;
         Ok(self.attr(ino, &st, node.owner))
-    }
-
-    /// The attributes of `ino` through an open handle (`fh`, or any handle on it): for files
-    /// that lost their last name while open.
-    pub(super) fn getattr_open(&self, ino: u64, fh: Option<u64>) -> Result<Attr> {
-        let h = self.open_handle(ino, fh)?;
-        let st = nix::sys::stat::fstat(&*h.file.read().map_err(|_| Errno::EIO)?)?;
-        let owner = self
-            .table
-            .read()
-            .ok()
-            .and_then(|t| t.get(ino).and_then(|n| n.owner));
-        Ok(self.attr(ino, &st, owner))
-    }
-
-    /// The handle `fh` when it is open on `ino`, else any handle open on `ino`.
-    pub(super) fn open_handle(&self, ino: u64, fh: Option<u64>) -> Result<Arc<Handle>> {
-        let files = self.files.read().map_err(|_| Errno::EIO)?;
-        if let Some(h) = fh.and_then(|f| files.get(&f)).filter(|h| h.ino == ino) {
-            return Ok(h.clone());
-        }
-        files
-            .values()
-            .find(|h| h.ino == ino)
-            .cloned()
-            .ok_or(Errno::ENOENT)
     }
 
     pub(super) fn attr(&self, ino: u64, st: &FileStat, owner: Option<Owner>) -> Attr {
@@ -355,6 +396,11 @@ impl Overlay {
             rdev: st.st_rdev as u32,
             blksize: st.st_blksize as u32,
         }
+    }
+
+    /// With one id mapped: that id, as the container sees it.
+    pub(super) fn single_id(&self) -> (u32, u32) {
+        self.single_id
     }
 
     /// The owner and mode the container should see (for the fakeroot's `stat`).
@@ -420,35 +466,26 @@ impl Overlay {
         Ok(out)
     }
 
-    pub fn opendir(&self, ino: u64) -> Result<u64> {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let h = Arc::new(DirHandle {
-            ino,
-            entries: Mutex::new(None),
-        });
-        self.dirs.write().map_err(|_| Errno::EIO)?.insert(fh, h);
-        Ok(fh)
-    }
-
-    /// The listing of an open directory, taken at its first read.
-    pub fn listing(&self, fh: u64) -> Result<(u64, Listing)> {
-        let h = self
-            .dirs
-            .read()
-            .map_err(|_| Errno::EIO)?
-            .get(&fh)
-            .cloned()
-            .ok_or(Errno::EBADF)?;
-        let mut e = h.entries.lock().map_err(|_| Errno::EIO)?;
-        if e.is_none() {
-            *e = Some(Arc::new(self.entries(h.ino)?));
+    /// The listing of directory `ino` from `offset`: taken afresh when a reading starts at 0,
+    /// kept while the kernel reads on.
+    pub fn listing(&self, ino: u64, offset: u64) -> Result<Listing> {
+        if offset > 0
+            && let Some(l) = self.listings.lock().map_err(|_| Errno::EIO)?.get(&ino)
+        {
+            return Ok(l.clone());
         }
-        Ok((h.ino, e.clone().unwrap_or_default()))
+        let l: Listing = Arc::new(self.entries(ino)?);
+        self.listings
+            .lock()
+            .map_err(|_| Errno::EIO)?
+            .insert(ino, l.clone());
+        Ok(l)
     }
 
-    pub fn releasedir(&self, fh: u64) {
-        if let Ok(mut d) = self.dirs.write() {
-            d.remove(&fh);
+    /// The kernel read a listing to its end.
+    pub fn listing_done(&self, ino: u64) {
+        if let Ok(mut l) = self.listings.lock() {
+            l.remove(&ino);
         }
     }
 
@@ -459,152 +496,6 @@ impl Overlay {
             .ok()
             .and_then(|t| t.get(ino).map(|n| n.parent))
             .unwrap_or(ROOT)
-    }
-
-    /// OPEN: a handle on the visible copy; anything that may write copies up first.
-    pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
-        let acc = flags & libc::O_ACCMODE;
-        let writing = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
-        if writing {
-            self.copy_up(ino)?;
-        }
-        let (node, path) = self.node(ino)?;
-        if node.kind != Kind::File {
-            return Err(if node.kind == Kind::Dir {
-                Errno::EISDIR
-            } else {
-                Errno::ENXIO
-            });
-        }
-        let l = node.top().ok_or(Errno::ENOENT)?;
-        // The kernel's writeback cache may read from a file opened for writing only, and
-        // handles O_APPEND itself.
-        let mut o = if writing {
-            OFlag::O_RDWR
-        } else {
-            OFlag::O_RDONLY
-        };
-        if flags & libc::O_TRUNC != 0 {
-            o |= OFlag::O_TRUNC;
-        }
-        let fd = self.layers.open(l, &path, o).map_err(errno)?;
-        Ok(self.add_handle(ino, File::from(fd), l == Layer::Upper, writing))
-    }
-
-    pub(super) fn add_handle(&self, ino: u64, file: File, upper: bool, writable: bool) -> u64 {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let h = Arc::new(Handle {
-            ino,
-            file: RwLock::new(file),
-            upper: AtomicBool::new(upper),
-            writable,
-        });
-        if let Ok(mut f) = self.files.write() {
-            f.insert(fh, h);
-        }
-        fh
-    }
-
-    /// A duplicate of the open file behind handle `fh`.
-    pub(super) fn handle_file(&self, fh: u64) -> Option<File> {
-        self.handle(fh).ok()?.file.read().ok()?.try_clone().ok()
-    }
-
-    fn handle(&self, fh: u64) -> Result<Arc<Handle>> {
-        self.files
-            .read()
-            .map_err(|_| Errno::EIO)?
-            .get(&fh)
-            .cloned()
-            .ok_or(Errno::EBADF)
-    }
-
-    /// A read handle on a lower copy moves to the upper once the file was copied up, so that
-    /// it sees what was written through other handles (the kernel overlay's behaviour).
-    fn fresh(&self, h: &Handle) -> Result<()> {
-        if h.upper.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        // A file unlinked while open keeps the copy it has.
-        let Ok((node, path)) = self.node(h.ino) else {
-            return Ok(());
-        };
-        if node.upper {
-            let fd = self
-                .layers
-                .open(Layer::Upper, &path, OFlag::O_RDONLY)
-                .map_err(errno)?;
-            *h.file.write().map_err(|_| Errno::EIO)? = File::from(fd);
-            h.upper.store(true, Ordering::Release);
-        }
-        Ok(())
-    }
-
-    pub fn read(&self, fh: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let h = self.handle(fh)?;
-        self.fresh(&h)?;
-        let f = h.file.read().map_err(|_| Errno::EIO)?;
-        let mut n = 0;
-        while n < buf.len() {
-            match f.read_at(&mut buf[n..], offset + n as u64) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(errno(e)),
-            }
-        }
-        Ok(n)
-    }
-
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
-        let h = self.handle(fh)?;
-        if !h.writable {
-            return Err(Errno::EBADF);
-        }
-        let f = h.file.read().map_err(|_| Errno::EIO)?;
-        f.write_all_at(data, offset).map_err(errno)?;
-        Ok(data.len())
-    }
-
-    pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
-        let h = self.handle(fh)?;
-        let f = h.file.read().map_err(|_| Errno::EIO)?;
-        if datasync {
-            f.sync_data()
-        } else {
-            f.sync_all()
-        }
-        .map_err(errno)
-    }
-
-    pub fn release(&self, fh: u64) {
-        if let Ok(mut f) = self.files.write() {
-            f.remove(&fh);
-        }
-    }
-
-    /// fallocate(2) on an open file.
-    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
-        let h = self.handle(fh)?;
-        let f = h.file.read().map_err(|_| Errno::EIO)?;
-        let mode = nix::fcntl::FallocateFlags::from_bits_truncate(mode);
-        nix::fcntl::fallocate(f.as_fd(), mode, offset as i64, len as i64)?;
-        Ok(())
-    }
-
-    /// lseek(2) for SEEK_DATA and SEEK_HOLE (sparse files).
-    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
-        let h = self.handle(fh)?;
-        self.fresh(&h)?;
-        let f = h.file.read().map_err(|_| Errno::EIO)?;
-        let w = match whence {
-            libc::SEEK_DATA => nix::unistd::Whence::SeekData,
-            libc::SEEK_HOLE => nix::unistd::Whence::SeekHole,
-            libc::SEEK_END => nix::unistd::Whence::SeekEnd,
-            libc::SEEK_CUR => nix::unistd::Whence::SeekCur,
-            _ => nix::unistd::Whence::SeekSet,
-        };
-        nix::unistd::lseek(f.as_fd(), offset, w)
     }
 
     pub fn statfs(&self) -> Result<nix::sys::statvfs::Statvfs> {

@@ -80,8 +80,12 @@ pub struct Node {
     /// Other names of a hard-linked node: (parent, name).
     pub aliases: Vec<(u64, OsString)>,
     pub lookups: u64,
-    /// Its last name is gone: it lives on only through open handles (and has no path).
+    /// Its last name is gone: it lives on only while the kernel holds it (and has no path).
     pub unlinked: bool,
+    /// The stat of its lower copy, while that is the visible one (lower layers never change).
+    pub stat: Option<libc::stat>,
+    /// Where an unlinked file's data still is: its lower copy, or a link in the work directory.
+    pub orphan: Option<(Layer, PathBuf)>,
 }
 
 impl Node {
@@ -146,6 +150,7 @@ impl Table {
             existing.upper = node.upper;
             existing.lowers = node.lowers;
             existing.owner = node.owner;
+            existing.stat = node.stat;
             return ino;
         }
         if let Some(link) = node.link
@@ -268,10 +273,19 @@ impl Table {
         })
     }
 
-    pub fn forget(&mut self, ino: u64, n: u64) {
-        if let Some(node) = self.nodes.get_mut(&ino) {
-            node.lookups = node.lookups.saturating_sub(n);
+    /// Drops `n` kernel references; an unlinked node the kernel no longer holds is removed
+    /// and returned (its orphan may go).
+    pub fn forget(&mut self, ino: u64, n: u64) -> Option<Node> {
+        let node = self.nodes.get_mut(&ino)?;
+        node.lookups = node.lookups.saturating_sub(n);
+        if node.lookups == 0 && node.unlinked {
+            let dead = self.nodes.remove(&ino)?;
+            if let Some(l) = dead.link {
+                self.links.remove(&l);
+            }
+            return Some(dead);
         }
+        None
     }
 }
 
@@ -291,6 +305,8 @@ mod tests {
             aliases: vec![],
             lookups: 1,
             unlinked: false,
+            stat: None,
+            orphan: None,
         }
     }
 

@@ -175,22 +175,18 @@ fn single_mapping_reports_the_mapped_id_and_keeps_the_record() {
 fn writing_copies_up_once_and_keeps_data() {
     let t = setup(Owners::Mapped);
     let keep = ino(&t, "etc/keep");
-    let reader = t.ov.open(keep, libc::O_RDONLY).unwrap();
-    let fh = t.ov.open(keep, libc::O_WRONLY).unwrap();
-    t.ov.write(fh, 4, b"er").unwrap();
+    let mut buf = [0u8; 16];
+    let n = t.ov.read(keep, 0, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"keep", "read from the lower copy");
+    t.ov.write(keep, 4, b"er").unwrap();
     assert_eq!(fs::read(t.upper.join("etc/keep")).unwrap(), b"keeper");
     assert_eq!(
         fs::read(t.lowers[1].join("etc/keep")).unwrap(),
         b"keep",
         "lower layers are never written"
     );
-    let mut buf = [0u8; 16];
-    let n = t.ov.read(reader, 0, &mut buf).unwrap();
-    assert_eq!(
-        &buf[..n],
-        b"keeper",
-        "an earlier read handle sees the copy-up"
-    );
+    let n = t.ov.read(keep, 0, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"keeper", "reads follow the copy-up");
     assert!(t.upper.join("etc").is_dir());
     assert_eq!(
         fs::read_dir(t.upper.parent().unwrap().join("work"))
@@ -293,11 +289,10 @@ fn renames() {
 #[test]
 fn creating_links_and_special_files() {
     let t = setup(Owners::Mapped);
-    let (a, fh) =
-        t.ov.create(ROOT, OsStr::new("f"), 0o640, libc::O_RDWR, ME)
+    let a =
+        t.ov.mknod(ROOT, OsStr::new("f"), libc::S_IFREG | 0o640, 0, ME)
             .unwrap();
-    t.ov.write(fh, 0, b"hi").unwrap();
-    t.ov.release(fh);
+    t.ov.write(a.ino, 0, b"hi").unwrap();
     assert_eq!(a.kind, Kind::File);
     let l = t.ov.link(a.ino, ROOT, OsStr::new("g")).unwrap();
     assert_eq!((l.ino, l.nlink), (a.ino, 2));
@@ -424,4 +419,55 @@ fn exchange_swaps_two_names() {
         nix::errno::Errno::EXDEV,
         "a directory with lower parts cannot move"
     );
+}
+
+#[test]
+fn a_removed_file_in_use_keeps_its_data_until_forgotten() {
+    let t = setup(Owners::Mapped);
+    let etc = ino(&t, "etc");
+    let keep = ino(&t, "etc/keep");
+    // A lower file: removed, still readable, and writable (into the work directory).
+    t.ov.unlink(etc, OsStr::new("keep")).unwrap();
+    assert!(is_whiteout(&t.upper.join("etc/keep")));
+    let mut buf = [0u8; 16];
+    let n = t.ov.read(keep, 0, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"keep");
+    t.ov.write(keep, 0, b"KE").unwrap();
+    let n = t.ov.read(keep, 0, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"KEep");
+    assert_eq!(t.ov.getattr(keep).unwrap().size, 4);
+    assert_eq!(
+        fs::read(t.lowers[1].join("etc/keep")).unwrap(),
+        b"keep",
+        "lower untouched"
+    );
+    let work = t.upper.parent().unwrap().join("work");
+    assert_eq!(
+        fs::read_dir(&work).unwrap().count(),
+        1,
+        "the orphan is in work/"
+    );
+    t.ov.forget(keep, 1);
+    assert_eq!(
+        fs::read_dir(&work).unwrap().count(),
+        0,
+        "forgotten: the orphan goes"
+    );
+    assert!(t.ov.getattr(keep).is_err());
+    // An upper file renamed over: the replaced one lives on the same way.
+    let a =
+        t.ov.mknod(ROOT, OsStr::new("a"), libc::S_IFREG | 0o644, 0, ME)
+            .unwrap();
+    t.ov.write(a.ino, 0, b"old").unwrap();
+    let b =
+        t.ov.mknod(ROOT, OsStr::new("b"), libc::S_IFREG | 0o644, 0, ME)
+            .unwrap();
+    t.ov.write(b.ino, 0, b"new").unwrap();
+    t.ov.rename(ROOT, OsStr::new("b"), ROOT, OsStr::new("a"), 0)
+        .unwrap();
+    let n = t.ov.read(a.ino, 0, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"old");
+    assert_eq!(fs::read(t.upper.join("a")).unwrap(), b"new");
+    t.ov.forget(a.ino, 1);
+    assert_eq!(fs::read_dir(&work).unwrap().count(), 0);
 }

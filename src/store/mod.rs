@@ -280,6 +280,22 @@ impl Store {
         self.layer_dir(diff_id).join("root")
     }
 
+    /// Whether the unpacked layer whose `root/` is `root` may carry owner records
+    /// (`user.containers.override_stat`): its record says how many unpack wrote. Directories
+    /// that are no store layer may.
+    pub fn may_have_owner_records(root: &Path) -> bool {
+        let Some(rec) = root.parent().map(|d| d.join("layer.json")) else {
+            return true;
+        };
+        match fs::read(&rec)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<LayerRecord>(&b).ok())
+        {
+            Some(r) => r.stats.owners_recorded > 0,
+            None => true,
+        }
+    }
+
     pub fn has_layer(&self, diff_id: &Digest) -> bool {
         self.layer_dir(diff_id).join("layer.json").is_file()
     }

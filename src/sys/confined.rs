@@ -271,7 +271,7 @@ pub fn remove_tree_at(parent: BorrowedFd<'_>, name: &std::ffi::OsStr) -> io::Res
         let dup = dirfd.try_clone()?;
         let mut dir = nix::dir::Dir::from_fd(dup)?;
         dir.iter()
-            .filter_map(|e| e.ok())
+            .map_while(|e| e.ok())
             .map(|e| std::ffi::OsStr::from_bytes(e.file_name().to_bytes()).to_owned())
             .filter(|n| n != "." && n != "..")
             .collect()

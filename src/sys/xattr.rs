@@ -73,12 +73,27 @@ pub fn path_has(name: &str, path: &Path) -> bool {
 /// Reads `name` of the object at `path` (following a final symlink: meant for
 /// `/proc/self/fd/N`); `Ok(None)` when it is not set or not supported there.
 pub fn path_get(path: &std::ffi::CStr, name: &str) -> io::Result<Option<Vec<u8>>> {
+    get(path, name, true)
+}
+
+/// Reads `name` of the object at `path` without following a final symlink (meant for
+/// `/proc/self/fd/N/ENTRY`).
+pub fn path_lget(path: &std::ffi::CStr, name: &str) -> io::Result<Option<Vec<u8>>> {
+    get(path, name, false)
+}
+
+fn get(path: &std::ffi::CStr, name: &str, follow: bool) -> io::Result<Option<Vec<u8>>> {
     let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let call = if follow {
+        libc::getxattr
+    } else {
+        libc::lgetxattr
+    };
     let mut buf = vec![0u8; 256];
     loop {
         // SAFETY: `buf` is valid for `buf.len()` bytes; both strings are NUL-terminated.
         let rc = unsafe {
-            libc::getxattr(
+            call(
                 path.as_ptr(),
                 name.as_ptr(),
                 buf.as_mut_ptr().cast(),
