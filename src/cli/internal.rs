@@ -69,10 +69,7 @@ fn fuse_mount(a: FuseMountArgs) -> Result<i32> {
     let layers = crate::fuse::Layers::new(&upper, &work, &lowers)
         .context("cannot open the layers")?
         .with_owner_hints(&hints);
-    let threads = std::env::var("NOOK_FUSE_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(crate::fuse::default_threads);
+    let threads = crate::fuse::default_threads();
     let server = crate::fuse::serve(
         fd,
         crate::fuse::Overlay::new(layers, crate::fuse::Owners::Single),

@@ -327,15 +327,16 @@ impl Filesystem for Fs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
+        let mut reply = Some(reply);
         let r = run(|| {
-            let mut buf = vec![0u8; size as usize];
-            let n = self.ov.read(ino.0, offset, &mut buf)?;
-            buf.truncate(n);
-            Ok(buf)
+            self.ov.read_with(ino.0, offset, size as usize, |data| {
+                if let Some(r) = reply.take() {
+                    r.data(data);
+                }
+            })
         });
-        match r {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(e),
+        if let (Err(e), Some(r)) = (r, reply.take()) {
+            r.error(e);
         }
     }
 

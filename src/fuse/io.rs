@@ -65,6 +65,20 @@ impl Files {
     }
 }
 
+/// Reads until `buf` is full or the file ends.
+fn read_full(f: &File, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(errno(e)),
+        }
+    }
+    Ok(n)
+}
+
 /// Removes what an earlier server left in the work directory (files removed while in use,
 /// interrupted copies); the kernel overlay's own `work` directory is left alone.
 pub fn clear_work(work: BorrowedFd<'_>) {
@@ -145,19 +159,32 @@ impl Overlay {
         Ok(file)
     }
 
-    /// READ of `ino`.
+    /// READ of `ino`, handing `reply` the data, read into a buffer of this thread.
+    pub fn read_with<R>(
+        &self,
+        ino: u64,
+        offset: u64,
+        size: usize,
+        reply: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let f = self.file(ino, false)?;
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with_borrow_mut(|buf| {
+            // Grown to the largest read and reused: no allocation and no zeroing per read.
+            if buf.len() < size {
+                buf.resize(size, 0);
+            }
+            let n = read_full(&f, offset, &mut buf[..size])?;
+            Ok(reply(&buf[..n]))
+        })
+    }
+
+    /// READ of `ino` into `buf`.
     pub fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let f = self.file(ino, false)?;
-        let mut n = 0;
-        while n < buf.len() {
-            match f.read_at(&mut buf[n..], offset + n as u64) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(errno(e)),
-            }
-        }
-        Ok(n)
+        read_full(&f, offset, buf)
     }
 
     /// WRITE to `ino` (copying it up first).

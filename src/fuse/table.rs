@@ -278,6 +278,10 @@ impl Table {
     pub fn forget(&mut self, ino: u64, n: u64) -> Option<Node> {
         let node = self.nodes.get_mut(&ino)?;
         node.lookups = node.lookups.saturating_sub(n);
+        if node.lookups == 0 {
+            // The kernel let it go: a later lookup stats it again.
+            node.stat = None;
+        }
         if node.lookups == 0 && node.unlinked {
             let dead = self.nodes.remove(&ino)?;
             if let Some(l) = dead.link {
