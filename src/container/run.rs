@@ -453,10 +453,12 @@ fn launch(
                     overlay: s.overlay().clone(),
                     invalidate: s.invalidator(),
                 };
-                fakeroot = Some(
-                    super::fakeroot::Fakeroot::start(fd, pid, fs)
-                        .map_err(io("cannot start nook's fakeroot"))?,
-                );
+                match super::fakeroot::Fakeroot::start(fd, pid, fs) {
+                    Ok(f) => fakeroot = Some(f),
+                    // The init is gone already (its report follows): nothing to supervise.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) => return Err(io("cannot start nook's fakeroot")(e)),
+                }
             }
             Ok(Some((ToParent::Fakeroot, None))) => {
                 return Err(io("the fakeroot's listener got lost")(
