@@ -978,34 +978,30 @@ impl Overlay {
     }
 
     pub fn setxattr(&self, ino: u64, name: &str, value: &[u8], flags: i32) -> Result<()> {
-        if name.starts_with("user.overlay.")
-            || name == OVERRIDE_XATTR
-            || name.starts_with("trusted.overlay.")
-        {
+        if Self::internal_xattr(name) {
             return Err(Errno::EPERM);
         }
         let _g = self.lock()?;
-        self.copy_up_locked(ino)?;
-        let (_, path) = self.node(ino)?;
-        let fd = self
-            .layers
-            .open(Layer::Upper, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
-            .map_err(errno)?;
+        let fd = self.copied_up(ino)?;
         xattr::path_set(proc_path(&fd).as_c_str(), name, value, flags).map_err(errno)
     }
 
     pub fn removexattr(&self, ino: u64, name: &str) -> Result<()> {
-        if name.starts_with("user.overlay.") || name == OVERRIDE_XATTR {
+        if Self::internal_xattr(name) {
             return Err(Errno::ENODATA);
         }
         let _g = self.lock()?;
+        let fd = self.copied_up(ino)?;
+        xattr::path_remove(proc_path(&fd).as_c_str(), name).map_err(errno)
+    }
+
+    /// Copies `ino` up (with the change lock held) and opens its upper copy `O_PATH`.
+    fn copied_up(&self, ino: u64) -> Result<OwnedFd> {
         self.copy_up_locked(ino)?;
         let (_, path) = self.node(ino)?;
-        let fd = self
-            .layers
+        self.layers
             .open(Layer::Upper, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
-            .map_err(errno)?;
-        xattr::path_remove(proc_path(&fd).as_c_str(), name).map_err(errno)
+            .map_err(errno)
     }
 }
 

@@ -129,18 +129,10 @@ impl Overlay {
             }
         }
         let root = Node {
-            parent: ROOT,
-            name: OsString::new(),
-            kind: Kind::Dir,
             upper: true,
             lowers,
-            owner: None,
-            link: None,
-            aliases: vec![],
             lookups: 1,
-            unlinked: false,
-            stat: None,
-            orphan: None,
+            ..Node::new(ROOT, OsString::new(), Kind::Dir)
         };
         // Files removed while in use and interrupted copies of an earlier server.
         super::io::clear_work(layers.root(Layer::Work));
@@ -307,18 +299,12 @@ impl Overlay {
     fn remember_looked_up(&self, parent: u64, name: &OsStr, f: Found, lookups: u64) -> Result<u64> {
         let mut t = self.table.write().map_err(|_| Errno::EIO)?;
         let ino = t.insert(Node {
-            parent,
-            name: name.to_owned(),
-            kind: f.kind,
             stat: (!f.upper).then_some(f.stat),
             upper: f.upper,
             lowers: f.lowers,
             owner: f.owner,
             link: f.link,
-            aliases: vec![],
-            lookups: 0,
-            unlinked: false,
-            orphan: None,
+            ..Node::new(parent, name.to_owned(), f.kind)
         });
         if let Some(n) = t.get_mut(ino) {
             n.lookups += lookups;
@@ -502,7 +488,7 @@ impl Overlay {
         nix::sys::statvfs::fstatvfs(self.layers.root(Layer::Upper))
     }
 
-    fn internal_xattr(name: &str) -> bool {
+    pub(super) fn internal_xattr(name: &str) -> bool {
         name.starts_with("user.overlay.")
             || name == OVERRIDE_XATTR
             || name.starts_with("trusted.overlay.")

@@ -89,6 +89,24 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node of `kind` at (parent, name), in no layer yet and unknown to the kernel.
+    pub fn new(parent: u64, name: OsString, kind: Kind) -> Node {
+        Node {
+            parent,
+            name,
+            kind,
+            upper: false,
+            lowers: vec![],
+            owner: None,
+            link: None,
+            aliases: vec![],
+            lookups: 0,
+            unlinked: false,
+            stat: None,
+            orphan: None,
+        }
+    }
+
     /// The layer whose copy is visible.
     pub fn top(&self) -> Option<Layer> {
         if self.upper {
@@ -299,18 +317,9 @@ mod tests {
 
     fn node(parent: u64, name: &str, kind: Kind) -> Node {
         Node {
-            parent,
-            name: name.into(),
-            kind,
-            upper: false,
             lowers: vec![0],
-            owner: None,
-            link: None,
-            aliases: vec![],
             lookups: 1,
-            unlinked: false,
-            stat: None,
-            orphan: None,
+            ..Node::new(parent, name.into(), kind)
         }
     }
 

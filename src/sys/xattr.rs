@@ -33,24 +33,25 @@ pub fn fset(fd: impl AsFd, name: &str, value: &[u8]) -> io::Result<()> {
 /// Reads `name` from the open file `fd`; `Ok(None)` when it is not set.
 pub fn fget(fd: impl AsFd, name: &str) -> io::Result<Option<Vec<u8>>> {
     let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let fd = fd.as_fd().as_raw_fd();
+    read_value(&[libc::ENODATA], |buf| {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `name` is NUL-terminated.
+        unsafe { libc::fgetxattr(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }
+    })
+}
+
+/// Calls a getxattr-like `call` with a growing buffer; the errnos in `absent` mean no value.
+fn read_value(absent: &[i32], call: impl Fn(&mut [u8]) -> isize) -> io::Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; 256];
     loop {
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `name` is NUL-terminated.
-        let rc = unsafe {
-            libc::fgetxattr(
-                fd.as_fd().as_raw_fd(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
+        let rc = call(&mut buf);
         if rc >= 0 {
             buf.truncate(rc as usize);
             return Ok(Some(buf));
         }
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
-            Some(libc::ENODATA) => return Ok(None),
+            Some(e) if absent.contains(&e) => return Ok(None),
             Some(libc::ERANGE) if buf.len() < 1 << 16 => buf.resize(buf.len() * 4, 0),
             _ => return Err(err),
         }
@@ -89,28 +90,17 @@ fn get(path: &std::ffi::CStr, name: &str, follow: bool) -> io::Result<Option<Vec
     } else {
         libc::lgetxattr
     };
-    let mut buf = vec![0u8; 256];
-    loop {
+    read_value(&[libc::ENODATA, libc::ENOTSUP, libc::EPERM], |buf| {
         // SAFETY: `buf` is valid for `buf.len()` bytes; both strings are NUL-terminated.
-        let rc = unsafe {
+        unsafe {
             call(
                 path.as_ptr(),
                 name.as_ptr(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
             )
-        };
-        if rc >= 0 {
-            buf.truncate(rc as usize);
-            return Ok(Some(buf));
         }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::ENODATA) | Some(libc::ENOTSUP) | Some(libc::EPERM) => return Ok(None),
-            Some(libc::ERANGE) if buf.len() < 1 << 16 => buf.resize(buf.len() * 4, 0),
-            _ => return Err(err),
-        }
-    }
+    })
 }
 
 /// Sets `name` on the object at `path` (see [`path_get`]); `flags` as setxattr(2).
