@@ -9,6 +9,7 @@ pub mod config;
 pub mod container;
 pub mod digest;
 pub mod fuse;
+pub mod net;
 pub mod reference;
 pub mod registry;
 pub mod rootfs;

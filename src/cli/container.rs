@@ -11,7 +11,7 @@ use super::Session;
 use crate::container::cgroup::{Limits, parse_bytes};
 use crate::container::run::{Host, RunRequest, run as run_container};
 use crate::reference::Reference;
-use crate::sandbox::spec::{Driver, Network, RunOptions, UserNs, parse_ulimit};
+use crate::sandbox::spec::{Driver, RunOptions, UserNs, parse_ulimit};
 use crate::sandbox::volume::{parse_mount, parse_tmpfs, parse_volume};
 use crate::store::{ImageRecord, Store, StoreError};
 
@@ -66,9 +66,16 @@ pub struct RunArgs {
     /// Make the root filesystem read-only.
     #[arg(long)]
     pub read_only: bool,
-    /// Network: host or none.
-    #[arg(long, default_value = "host")]
+    /// Network: pasta[:OPTIONS], slirp4netns[:OPTIONS], host or none (default: pasta, else
+    /// slirp4netns, else none).
+    #[arg(long, alias = "net", default_value = "default")]
     pub network: String,
+    /// Publish a container's port: [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp].
+    #[arg(short, long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
+    /// Publish every port the image EXPOSEs, each on a free host port.
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
     /// User namespace: auto, or keep-id to keep your uid and gid inside.
     #[arg(long, default_value = "auto")]
     pub userns: String,
@@ -153,11 +160,13 @@ fn options(a: &RunArgs) -> Result<RunOptions> {
         hostname: a.hostname.clone(),
         volumes,
         read_only: a.read_only,
-        network: match a.network.as_str() {
-            "host" => Network::Host,
-            "none" => Network::None,
-            other => bail!("unsupported --network {other:?}: use host or none"),
-        },
+        network: crate::net::Mode::parse(&a.network)?,
+        publish: a
+            .publish
+            .iter()
+            .map(|p| crate::net::ports::parse(p))
+            .collect::<Result<_, _>>()?,
+        publish_all: a.publish_all,
         userns: match a.userns.as_str() {
             "auto" | "" => UserNs::Auto,
             "keep-id" => UserNs::KeepId,
@@ -262,4 +271,47 @@ pub fn run(session: &Session, a: RunArgs) -> Result<i32> {
             Ok(code)
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// The container (name or id prefix).
+    pub container: String,
+    /// Only this container port: PORT[/tcp|/udp].
+    pub port: Option<String>,
+}
+
+/// `nook port`: docker's `80/tcp -> 0.0.0.0:32768` lines, or the host addresses of one port.
+pub fn port(session: &Session, a: PortArgs) -> Result<i32> {
+    let containers = crate::container::Containers::new(&session.root);
+    let record = containers.find(&a.container)?;
+    if record.state != "running" {
+        bail!("container {} is not running", a.container);
+    }
+    let Some(want) = &a.port else {
+        for p in &record.ports {
+            println!("{p}");
+        }
+        return Ok(0);
+    };
+    let (num, proto) = want.split_once('/').unwrap_or((want.as_str(), "tcp"));
+    let num: u16 = num
+        .parse()
+        .with_context(|| format!("invalid port {want:?}: expected PORT[/tcp|/udp]"))?;
+    let mut found = false;
+    for p in record
+        .ports
+        .iter()
+        .filter(|p| p.container_port == num && p.proto.as_str() == proto)
+    {
+        println!("{}", std::net::SocketAddr::new(p.host_ip, p.host_port));
+        found = true;
+    }
+    if !found {
+        bail!(
+            "no public port '{num}/{proto}' published for {}",
+            a.container
+        );
+    }
+    Ok(0)
 }

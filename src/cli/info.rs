@@ -248,7 +248,11 @@ pub fn info(session: &Session, a: InfoArgs) -> Result<i32> {
         Mapping::Range { .. } => "subordinate range (newuidmap/newgidmap)".to_owned(),
         Mapping::Single { .. } => "single mapping (container root = you)".to_owned(),
     };
-    let network = "host (pasta and slirp4netns come with the networking work)".to_owned();
+    let network = crate::net::describe(
+        runtime
+            .as_deref()
+            .unwrap_or(std::path::Path::new("/nonexistent")),
+    );
     match a.format.as_str() {
         "json" => {
             let v = serde_json::json!({

@@ -69,6 +69,8 @@ pub enum Command {
     Logout(login::LogoutArgs),
     /// Run a command in a new container.
     Run(Box<container::RunArgs>),
+    /// List a container's published ports.
+    Port(container::PortArgs),
     /// Show what works on this host and which fallbacks nook will use.
     #[command(alias = "doctor")]
     Info(info::InfoArgs),
@@ -227,6 +229,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Login(a) => login::login(&session, a),
         Command::Logout(a) => login::logout(a),
         Command::Run(a) => container::run(&session, *a),
+        Command::Port(a) => container::port(&session, a),
         Command::Info(a) => info::info(&session, a),
         Command::System(c) => system::dispatch(&mut session, c),
         Command::Internal(c) => internal::dispatch(c),

@@ -8,7 +8,6 @@
 //! lifecycle issue and build on the same records.
 
 pub mod cgroup;
-mod etc;
 mod fakeroot;
 mod ids;
 pub mod run;
@@ -46,6 +45,12 @@ pub struct Record {
     /// The rootfs driver that was used (`overlay`, `copy`).
     #[serde(default)]
     pub driver: String,
+    /// The network driver that was used (`pasta`, `slirp4netns`, `host`, `none`).
+    #[serde(default)]
+    pub network: String,
+    /// Published ports.
+    #[serde(default)]
+    pub ports: Vec<crate::net::Publish>,
 }
 
 /// Why a container record could not be used.
@@ -65,6 +70,10 @@ pub enum ContainerError {
         "invalid container name {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit"
     )]
     BadName(String),
+    #[error("no such container: {0}")]
+    NotFound(String),
+    #[error("{key:?} matches {count} containers: give more of the id, or the name")]
+    Ambiguous { key: String, count: usize },
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ContainerError + '_ {
@@ -101,6 +110,27 @@ impl Containers {
             .filter_map(|e| fs::read(e.path().join("config.json")).ok())
             .filter_map(|b| serde_json::from_slice(&b).ok())
             .collect()
+    }
+
+    /// The container named `key`, or whose id starts with it (docker's rules: an exact name
+    /// or full id wins; a prefix must match one container only).
+    pub fn find(&self, key: &str) -> Result<Record, ContainerError> {
+        let all = self.list();
+        if let Some(r) = all.iter().find(|r| r.name == key || r.id == key) {
+            return Ok(r.clone());
+        }
+        let matches: Vec<&Record> = all
+            .iter()
+            .filter(|r| !key.is_empty() && r.id.starts_with(key))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(ContainerError::NotFound(key.to_owned())),
+            many => Err(ContainerError::Ambiguous {
+                key: key.to_owned(),
+                count: many.len(),
+            }),
+        }
     }
 
     /// Creates the container's directory and first record; an explicit name must be free, an
@@ -160,7 +190,27 @@ mod tests {
             exit_code: None,
             finished: None,
             driver: String::new(),
+            network: String::new(),
+            ports: Vec::new(),
         }
+    }
+
+    #[test]
+    fn found_by_name_or_unique_prefix() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("containers")).unwrap();
+        let c = Containers::new(d.path());
+        c.create(&mut record("abc123", "web")).unwrap();
+        c.create(&mut record("abd456", "db")).unwrap();
+        assert_eq!(c.find("web").unwrap().id, "abc123");
+        assert_eq!(c.find("abd").unwrap().name, "db");
+        assert_eq!(c.find("abc123").unwrap().name, "web");
+        assert!(matches!(
+            c.find("ab"),
+            Err(ContainerError::Ambiguous { count: 2, .. })
+        ));
+        assert!(matches!(c.find("zz"), Err(ContainerError::NotFound(_))));
+        assert!(matches!(c.find(""), Err(ContainerError::NotFound(_))));
     }
 
     #[test]

@@ -12,11 +12,12 @@ use nix::unistd::Pid;
 
 use super::cgroup::{self, Limits};
 use super::supervise::{Signals, supervise};
-use super::{ContainerError, Containers, Record, etc, new_id};
+use super::{ContainerError, Containers, Record, new_id};
+use crate::net::{self, NetError, etc};
 use crate::rootfs::{self, OverlayProbe};
 use crate::sandbox::message::{self, Stage, ToChild, ToParent};
 use crate::sandbox::plan::{Namespaces, Plan, RootfsPlan, standard_mounts};
-use crate::sandbox::spec::{self, Driver, ImageProcess, Network, RunOptions, SpecError, UserNs};
+use crate::sandbox::spec::{self, Driver, ImageProcess, RunOptions, SpecError, UserNs};
 use crate::store::{ImageRecord, Store, StoreError};
 use crate::sys::idmap::{IdMap, Mapping};
 use crate::sys::process::{WinSize, clone_fork, thread_count, window_size};
@@ -32,6 +33,8 @@ pub enum RunError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
+    #[error(transparent)]
+    Net(#[from] NetError),
     #[error("the image config of {0} is not valid")]
     Config(String, #[source] serde_json::Error),
     #[error("{what}")]
@@ -228,12 +231,38 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
         .map_err(|e| RunError::Config(req.image_name.clone(), e))?;
     let o = &req.options;
     let id = new_id();
-    let hostname = match (&o.hostname, o.network) {
+    let network = net::choose(&o.network, host.runtime);
+    if network.mode == net::Mode::None
+        && let Some(why) = &network.why
+    {
+        eprintln!("warning: {why}");
+    }
+    let mut ports = o.publish.clone();
+    if o.publish_all {
+        let exposed = config
+            .config()
+            .as_ref()
+            .and_then(|c| c.exposed_ports().clone())
+            .unwrap_or_default();
+        ports.extend(net::ports::exposed(exposed.iter().map(String::as_str)));
+    }
+    match &network.mode {
+        net::Mode::Host | net::Mode::None if !ports.is_empty() => {
+            return Err(NetError::Publish {
+                publish: ports[0].to_string(),
+                message: "ports are published only with --network pasta or slirp4netns".into(),
+            }
+            .into());
+        }
+        _ => net::ports::resolve(&mut ports, matches!(host.mapping, Mapping::Root))
+            .map_err(NetError::from)?,
+    }
+    let hostname = match (&o.hostname, &network.mode) {
         (Some(h), _) => h.clone(),
-        (None, Network::Host) => nix::unistd::gethostname()
+        (None, net::Mode::Host) => nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        (None, Network::None) => id[..12].to_owned(),
+        (None, _) => id[..12].to_owned(),
     };
     let host_env = |k: &str| std::env::var(k).ok();
     let mut process = spec::process(&ImageProcess::from_config(&config), o, &hostname, &host_env)?;
@@ -254,10 +283,19 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
         exit_code: None,
         finished: None,
         driver: String::new(),
+        network: String::new(),
+        ports,
     };
     let dir = containers.dir_of(&id);
     let rt = host.runtime.join("containers").join(&id);
-    let result = start_and_wait(host, &req, &mut record, (&dir, &rt), &hostname, process);
+    let result = start_and_wait(
+        host,
+        &req,
+        &mut record,
+        (&dir, &rt),
+        (&hostname, network.mode),
+        process,
+    );
     if req.remove || !dir.join("config.json").exists() {
         let _ = std::fs::remove_dir_all(&rt);
     }
@@ -285,14 +323,21 @@ fn start_and_wait(
     req: &RunRequest,
     record: &mut Record,
     (dir, rt): (&Path, &Path),
-    hostname: &str,
+    (hostname, network): (&str, net::Mode),
     process: crate::sandbox::plan::Process,
 ) -> Result<i32, RunError> {
     let o = &req.options;
     let etc_files = etc::paths(rt);
     let (uid_map, gid_map) = id_maps(host.mapping, o.userns);
+    let mut net = NetStart {
+        fallback: o.network == net::Mode::Default,
+        mode: network,
+        ports: record.ports.clone(),
+        runtime: host.runtime.to_owned(),
+        rt: rt.to_owned(),
+    };
     let ns = Namespaces {
-        net: o.network == Network::None,
+        net: net.mode.private(),
         cgroup: Path::new("/proc/self/ns/cgroup").exists(),
     };
     let tty_gid = gid_map.to_host(5).is_some();
@@ -319,8 +364,10 @@ fn start_and_wait(
             mounts: standard_mounts(ns, tty_gid, &etc_files, &o.volumes),
             process: process.clone(),
             fakeroot: rung == Rung::Fuse && matches!(host.mapping, Mapping::Single { .. }),
+            wait_network: net.helped(),
         };
         // The container's files are written while newuidmap/newgidmap run.
+        let mode = net.mode.clone();
         let mut prepare = || -> Result<(), RunError> {
             if !dir.join("config.json").exists() {
                 let _lock = host.store.lock("containers", true)?;
@@ -328,7 +375,7 @@ fn start_and_wait(
             }
             std::fs::create_dir_all(rt.join("merged"))
                 .map_err(io("cannot create the container's runtime directory"))?;
-            etc::write(rt, hostname, o.network)
+            etc::write(rt, hostname, &mode)
                 .map_err(io("cannot write the container's /etc files"))?;
             if let RootfsPlan::Copy { dest, .. } = &plan.rootfs {
                 std::fs::create_dir_all(dest).map_err(io("cannot create the copied root"))?;
@@ -336,7 +383,7 @@ fn start_and_wait(
             Ok(())
         };
         let signals = Signals::block().map_err(io("cannot block signals"))?;
-        let launched = launch(host, &plan, tty_size, &mut prepare)?;
+        let launched = launch(host, &plan, tty_size, &mut net, &mut prepare)?;
         match launched {
             Launch::Started {
                 pid,
@@ -344,6 +391,7 @@ fn start_and_wait(
                 driver,
                 server,
                 fakeroot,
+                helper,
             } => {
                 if driver == "overlay" && rootfs::cached_probe(host.runtime).is_none() {
                     rootfs::record_probe(host.runtime, &OverlayProbe::Works);
@@ -354,9 +402,11 @@ fn start_and_wait(
                 record.state = "running".into();
                 record.pid = Some(pid.as_raw());
                 record.driver = driver;
+                record.network = net.name().into();
                 let _ = containers.save(record);
                 let code = supervise(pid, &signals, pty, process.stdin)
                     .map_err(io("lost track of the container"))?;
+                drop(helper);
                 drop(fakeroot);
                 drop(server);
                 record.state = "exited".into();
@@ -385,6 +435,8 @@ enum Launch {
         server: Option<crate::fuse::Server>,
         /// The fakeroot supervising stat and chown, with one id mapped on the FUSE rung.
         fakeroot: Option<super::fakeroot::Fakeroot>,
+        /// slirp4netns or pasta.
+        helper: Option<net::Helper>,
     },
     Failed {
         stage: Stage,
@@ -398,6 +450,7 @@ fn launch(
     host: &Host<'_>,
     plan: &Plan,
     tty_size: Option<WinSize>,
+    net: &mut NetStart,
     prepare: &mut dyn FnMut() -> Result<(), RunError>,
 ) -> Result<Launch, RunError> {
     let (ours, theirs) = socketpair(
@@ -435,6 +488,18 @@ fn launch(
     }
     // If the init already gave up, its report is waiting below: read it rather than fail here.
     let _ = message::send(ours.as_fd(), &ToChild::MapsWritten, None);
+    // The network comes up while the init mounts its root.
+    let helper = match net.start(pid) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            return Err(e.into());
+        }
+    };
+    if plan.wait_network {
+        let _ = message::send(ours.as_fd(), &ToChild::NetworkReady, None);
+    }
     let (mut pty, mut driver, mut server, mut fakeroot) = (None, String::new(), None, None);
     loop {
         match message::recv::<ToParent>(ours.as_fd()) {
@@ -477,6 +542,7 @@ fn launch(
                     driver,
                     server,
                     fakeroot,
+                    helper,
                 });
             }
             Ok(Some((
@@ -496,6 +562,56 @@ fn launch(
             }
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(io("lost the container's init")(e.into())),
+        }
+    }
+}
+
+/// The network to start for one container, once its init exists.
+struct NetStart {
+    mode: net::Mode,
+    /// No `--network` was given: where pasta fails, slirp4netns takes over.
+    fallback: bool,
+    ports: Vec<net::Publish>,
+    runtime: PathBuf,
+    rt: PathBuf,
+}
+
+impl NetStart {
+    /// Whether a helper sets up the namespace (the init waits for it).
+    fn helped(&self) -> bool {
+        matches!(self.mode, net::Mode::Pasta(_) | net::Mode::Slirp(_))
+    }
+
+    fn name(&self) -> &'static str {
+        match self.mode {
+            net::Mode::Host => "host",
+            net::Mode::None | net::Mode::Default => "none",
+            net::Mode::Pasta(_) => "pasta",
+            net::Mode::Slirp(_) => "slirp4netns",
+        }
+    }
+
+    fn start(&mut self, pid: Pid) -> Result<Option<net::Helper>, NetError> {
+        let dirs = (self.runtime.as_path(), self.rt.as_path());
+        match net::start(&self.mode, pid.as_raw(), dirs, &self.ports) {
+            Err(e @ (NetError::Failed { .. } | NetError::Timeout { .. }))
+                if self.fallback && matches!(self.mode, net::Mode::Pasta(_)) =>
+            {
+                // pasta does not work here: remember it, and take slirp4netns.
+                net::record_pasta_refused(&self.runtime, &e.to_string());
+                tracing::debug!(error = %e, "pasta failed; using slirp4netns");
+                self.mode = net::Mode::Slirp(net::SlirpOptions::default());
+                let hostname =
+                    std::fs::read_to_string(self.rt.join("hostname")).unwrap_or_default();
+                etc::write(&self.rt, hostname.trim(), &self.mode).map_err(|source| {
+                    NetError::Spawn {
+                        tool: "slirp4netns",
+                        source,
+                    }
+                })?;
+                net::start(&self.mode, pid.as_raw(), dirs, &self.ports)
+            }
+            r => r,
         }
     }
 }

@@ -80,6 +80,12 @@ fn setup_and_exec(
             });
         }
     }
+    if plan.namespaces.net {
+        crate::sys::netdev::loopback_up().map_err(fail(
+            Stage::Process,
+            "cannot bring up the loopback interface",
+        ))?;
+    }
     let driver = mount_root(plan, sock)?;
     let _ = message::send(
         sock,
@@ -133,6 +139,18 @@ fn setup_and_exec(
             Stage::Process,
             "cannot hand the fakeroot's listener to nook",
         ))?;
+    }
+    if plan.wait_network {
+        match message::recv::<ToChild>(sock) {
+            Ok(Some((ToChild::NetworkReady, _))) => {}
+            _ => {
+                return Err(Failure {
+                    stage: Stage::Process,
+                    message: "nook went away before the network was up".into(),
+                    exit: 125,
+                });
+            }
+        }
     }
     become_user(plan, &user)?;
     chdir(p.cwd.as_str()).map_err(fail(

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub enum ToChild {
     /// The id maps are written: the init may go on.
     MapsWritten,
+    /// slirp4netns or pasta has configured the network: the command may run.
+    NetworkReady,
 }
 
 /// init → nook.

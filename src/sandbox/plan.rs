@@ -134,6 +134,8 @@ pub struct Plan {
     pub process: Process,
     /// Install the fakeroot's filter before the command (one id mapped, FUSE root).
     pub fakeroot: bool,
+    /// Wait for nook's word that the network helper has configured the namespace.
+    pub wait_network: bool,
 }
 
 /// Docker's masked paths.

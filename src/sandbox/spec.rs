@@ -7,13 +7,6 @@ use super::caps;
 use super::plan::{Process, Rlimit};
 use super::volume::Volume;
 
-/// `--network`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Network {
-    None,
-    Host,
-}
-
 /// `--userns`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserNs {
@@ -44,7 +37,10 @@ pub struct RunOptions {
     pub hostname: Option<String>,
     pub volumes: Vec<Volume>,
     pub read_only: bool,
-    pub network: Network,
+    pub network: crate::net::Mode,
+    /// `-p`, and `-P`'s ports added by the run from the image's EXPOSE.
+    pub publish: Vec<crate::net::Publish>,
+    pub publish_all: bool,
     pub userns: UserNs,
     pub driver: Driver,
     pub init: bool,
@@ -270,7 +266,9 @@ mod tests {
             hostname: None,
             volumes: vec![],
             read_only: false,
-            network: Network::None,
+            network: crate::net::Mode::None,
+            publish: Vec::new(),
+            publish_all: false,
             userns: UserNs::Auto,
             driver: Driver::Auto,
             init: false,

@@ -8,6 +8,7 @@
 pub mod confined;
 pub mod idmap;
 pub mod mount;
+pub mod netdev;
 pub mod process;
 pub mod seccomp;
 pub mod stat;

@@ -135,6 +135,62 @@ pub fn recv_with_fd(
     Ok((msg.bytes, first))
 }
 
+/// A close-on-exec duplicate of `fd` numbered `min` or more.
+pub fn dup_above(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_DUPFD_CLOEXEC takes an int argument and returns a new descriptor or -1.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just created descriptor n for us; nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(n) })
+}
+
+/// Spawns a helper (slirp4netns, pasta) that dies with this thread: SIGKILL as its
+/// parent-death signal, checked against the race where nook died before it was set. `fds`
+/// are `(ours, theirs)`: each descriptor of ours appears in the helper as `theirs`, open
+/// across exec; every other descriptor of nook's stays close-on-exec.
+pub fn spawn_tied(
+    cmd: &mut std::process::Command,
+    fds: &[(RawFd, RawFd)],
+) -> io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    let fds = fds.to_vec();
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (prctl, getppid, dup2, fcntl, _exit); it allocates nothing
+    // (`fds` was copied before the fork).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent.as_raw() {
+                libc::_exit(1);
+            }
+            for &(ours, theirs) in &fds {
+                if ours == theirs {
+                    if libc::fcntl(ours, libc::F_SETFD, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(ours, theirs) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
 /// The number of threads of this process (clone is only safe with one).
 pub fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/status")

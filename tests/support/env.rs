@@ -319,7 +319,9 @@ pub fn assert_no_leftovers(tag: &str, below: &Path) {
                 if let Ok(b) = std::fs::read(e.path().join(f))
                     && b.windows(tag.len()).any(|w| w == tag.as_bytes())
                 {
-                    found.push(format!("{pid} ({f})"));
+                    let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                    let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                    found.push(format!("{pid} ({f}: {})", cmd.trim()));
                 }
             }
         }

@@ -93,8 +93,9 @@ impl Drop for Sandbox {
     }
 }
 
-/// A directory every user can read holding `fsprobe` (tests/support/fsprobe.c), built static
-/// with the host's gcc so it runs in any image; mount it into a container with `-v DIR:/probe:ro`.
+/// A directory every user can read holding `fsprobe` and `netprobe` (tests/support/*.c),
+/// built static with the host's gcc so they run in any image; mount it into a container with
+/// `-v DIR:/probe:ro`.
 pub fn probe_dir() -> Option<PathBuf> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let built = DIR.get_or_init(|| {
@@ -102,19 +103,21 @@ pub fn probe_dir() -> Option<PathBuf> {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| e.to_string())?;
-        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/fsprobe.c");
-        let out = std::process::Command::new("gcc")
-            .args(["-static", "-O1", "-Wall", "-o"])
-            .arg(dir.join("fsprobe"))
-            .arg(src)
-            .arg("-lpthread")
-            .output()
-            .map_err(|e| format!("gcc: {e} (apt-get install gcc libc6-dev)"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "gcc -static failed (apt-get install gcc libc6-dev): {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+        for name in ["fsprobe", "netprobe"] {
+            let src = format!("{}/tests/support/{name}.c", env!("CARGO_MANIFEST_DIR"));
+            let out = std::process::Command::new("gcc")
+                .args(["-static", "-O1", "-Wall", "-o"])
+                .arg(dir.join(name))
+                .arg(src)
+                .arg("-lpthread")
+                .output()
+                .map_err(|e| format!("gcc: {e} (apt-get install gcc libc6-dev)"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "gcc -static failed (apt-get install gcc libc6-dev): {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
         }
         Ok(dir)
     });
