@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   uidmap fuse3 fuse-overlayfs slirp4netns passt docker-registry busybox-static
-  podman skopeo bubblewrap attr hyperfine pigz zstd ca-certificates iproute2 procps
+  podman skopeo bubblewrap attr hyperfine iperf3 pigz zstd ca-certificates iproute2 procps
   util-linux coreutils python3 linux-perf runc gcc libc6-dev
 )
 

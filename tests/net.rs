@@ -346,13 +346,25 @@ fn published_ports_over_loopback_and_free_ones() {
         .unwrap();
         child.wait().unwrap();
         guard.0 = None;
-        // Every port is free again once the container is gone.
+        // Every port is free again once the container is gone (nook does not wait for the
+        // helper's last breath: allow it a moment).
+        let deadline = Instant::now() + Duration::from_secs(3);
         for p in [web, peer, picked] {
-            TcpListener::bind(("127.0.0.1", p))
-                .unwrap_or_else(|e| panic!("{net}: port {p} still taken: {e}"));
+            while let Err(e) = TcpListener::bind(("127.0.0.1", p)) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{net}: port {p} still taken: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        UdpSocket::bind(("127.0.0.1", udp))
-            .unwrap_or_else(|e| panic!("{net}: udp port {udp} still taken: {e}"));
+        while let Err(e) = UdpSocket::bind(("127.0.0.1", udp)) {
+            assert!(
+                Instant::now() < deadline,
+                "{net}: udp port {udp} still taken: {e}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

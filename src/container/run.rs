@@ -491,6 +491,8 @@ fn launch(
     // The network comes up while the init mounts its root.
     let helper = match net.start(pid) {
         Ok(h) => h,
+        // The init gave up first (its namespace went with it): its own report follows.
+        Err(_) if !net::alive(pid.as_raw()) => None,
         Err(e) => {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(pid, None);
@@ -595,7 +597,9 @@ impl NetStart {
         let dirs = (self.runtime.as_path(), self.rt.as_path());
         match net::start(&self.mode, pid.as_raw(), dirs, &self.ports) {
             Err(e @ (NetError::Failed { .. } | NetError::Timeout { .. }))
-                if self.fallback && matches!(self.mode, net::Mode::Pasta(_)) =>
+                if self.fallback
+                    && matches!(self.mode, net::Mode::Pasta(_))
+                    && net::alive(pid.as_raw()) =>
             {
                 // pasta does not work here: remember it, and take slirp4netns.
                 net::record_pasta_refused(&self.runtime, &e.to_string());

@@ -358,9 +358,12 @@ impl Helper {
 }
 
 impl Drop for Helper {
+    /// Kills the helper without waiting for it: tearing down its tap device and the
+    /// namespace it holds takes the kernel ~20 ms, which must not hold up the container's exit.
+    /// A helper still dying when nook exits is reaped by whoever inherits it.
     fn drop(&mut self) {
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.child.try_wait();
     }
 }
 
@@ -381,6 +384,14 @@ pub fn start(
         Mode::Slirp(o) => slirp::start(o, pid, (runtime, rt), ports).map(Some),
         Mode::Pasta(o) => pasta::start(o, pid, rt, ports).map(Some),
     }
+}
+
+/// Whether process `pid` still runs: not gone, not a zombie.
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_owned()))
+        .is_some_and(|state| !state.starts_with('Z') && !state.starts_with('X'))
 }
 
 /// Reads what a failed helper wrote to its stderr (a file in the runtime directory).

@@ -96,6 +96,12 @@ pub fn start(o: &PastaOptions, pid: i32, rt: &Path, ports: &[Publish]) -> Result
         if routed(pid) {
             return Ok(helper);
         }
+        if !super::alive(pid) {
+            return Err(NetError::Failed {
+                tool: TOOL,
+                message: "the container ended before its network was up".into(),
+            });
+        }
         if let Ok(Some(_)) = helper.child.try_wait() {
             return Err(NetError::Failed {
                 tool: TOOL,
