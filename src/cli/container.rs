@@ -24,6 +24,12 @@ pub struct RunArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Run in the background: print the container's id; a monitor process holds it.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Log options for detached runs: max-size=SIZE, max-file=N.
+    #[arg(long)]
+    pub log_opt: Vec<String>,
     /// Keep standard input open.
     #[arg(short, long)]
     pub interactive: bool,
@@ -262,7 +268,21 @@ pub fn run(session: &Session, a: RunArgs) -> Result<i32> {
         remove: a.rm,
         options,
         limits,
+        detach: None,
     };
+    if a.detach {
+        let rotation = log_options(&a.log_opt)?;
+        return match crate::container::run::run_detached(&host, request, rotation) {
+            Ok(id) => {
+                println!("{id}");
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("Error: {}", super::error_line(&anyhow::Error::new(e)));
+                Ok(125)
+            }
+        };
+    }
     match run_container(&host, request) {
         Ok(code) => Ok(code),
         Err(e) => {
@@ -314,4 +334,27 @@ pub fn port(session: &Session, a: PortArgs) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// `--log-opt max-size=10m --log-opt max-file=3`.
+fn log_options(opts: &[String]) -> Result<crate::container::logs::Rotation> {
+    let mut r = crate::container::logs::Rotation::default();
+    for o in opts {
+        match o.split_once('=') {
+            Some(("max-size", v)) => {
+                r.max_size = parse_bytes(v)
+                    .filter(|n| *n >= 1024)
+                    .with_context(|| format!("invalid --log-opt {o:?}: a size such as 10m"))?
+            }
+            Some(("max-file", v)) => {
+                r.max_files = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .with_context(|| format!("invalid --log-opt {o:?}: a count of 1 or more"))?
+            }
+            _ => bail!("unsupported --log-opt {o:?}: nook knows max-size and max-file"),
+        }
+    }
+    Ok(r)
 }

@@ -258,7 +258,13 @@ pub fn inspect(session: &Session, a: InspectArgs) -> Result<i32> {
     let store = session.readable_store()?;
     let mut out = Vec::new();
     let mut code = 0;
+    let containers = crate::container::Containers::new(&session.root);
     for q in &a.images {
+        // A container's name or id first, as docker does.
+        if let Ok(r) = containers.get(q) {
+            out.push(super::lifecycle::inspect_json(&containers, &r));
+            continue;
+        }
         let found = store.as_ref().map(|s| s.find_image(q));
         match found {
             Some(Ok(rec)) => {

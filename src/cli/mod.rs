@@ -9,6 +9,7 @@ mod format;
 mod image;
 mod info;
 mod internal;
+mod lifecycle;
 mod logging;
 mod login;
 mod progress;
@@ -71,6 +72,29 @@ pub enum Command {
     Run(Box<container::RunArgs>),
     /// List a container's published ports.
     Port(container::PortArgs),
+    /// List containers.
+    Ps(lifecycle::PsArgs),
+    /// Show a detached container's output.
+    Logs(lifecycle::LogsArgs),
+    /// Stop containers: their stop signal, then SIGKILL after a grace time.
+    Stop(lifecycle::StopArgs),
+    /// Send a signal to containers.
+    Kill(lifecycle::KillArgs),
+    /// Remove containers.
+    Rm(lifecycle::RmArgs),
+    /// Wait for containers to end; print their exit codes.
+    Wait(lifecycle::WaitArgs),
+    /// Rename a container.
+    Rename(lifecycle::RenameArgs),
+    /// Show the processes of a container.
+    Top(lifecycle::TopArgs),
+    /// Freeze a container's processes (needs a cgroup freezer).
+    Pause(lifecycle::PauseArgs),
+    /// Thaw a paused container.
+    Unpause(lifecycle::PauseArgs),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(lifecycle::ContainerCommand),
     /// Show what works on this host and which fallbacks nook will use.
     #[command(alias = "doctor")]
     Info(info::InfoArgs),
@@ -230,6 +254,17 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Logout(a) => login::logout(a),
         Command::Run(a) => container::run(&session, *a),
         Command::Port(a) => container::port(&session, a),
+        Command::Ps(a) => lifecycle::ps(&session, a),
+        Command::Logs(a) => lifecycle::logs(&session, a),
+        Command::Stop(a) => lifecycle::stop(&session, a),
+        Command::Kill(a) => lifecycle::kill(&session, a),
+        Command::Rm(a) => lifecycle::rm(&session, a),
+        Command::Wait(a) => lifecycle::wait(&session, a),
+        Command::Rename(a) => lifecycle::rename(&session, a),
+        Command::Top(a) => lifecycle::top(&session, a),
+        Command::Pause(a) => lifecycle::pause(&session, a, true),
+        Command::Unpause(a) => lifecycle::pause(&session, a, false),
+        Command::Container(c) => lifecycle::container(&session, c),
         Command::Info(a) => info::info(&session, a),
         Command::System(c) => system::dispatch(&mut session, c),
         Command::Internal(c) => internal::dispatch(c),

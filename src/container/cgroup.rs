@@ -103,6 +103,24 @@ pub fn apply(id: &str, limits: &Limits, pid: Pid) -> Result<PathBuf, CgroupError
     Ok(dir)
 }
 
+/// Why a container cannot be paused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("pause and unpause need the cgroup v2 freezer of a container cgroup: {0}")]
+pub struct FreezeError(pub String);
+
+/// Freezes (or thaws) the container's cgroup: `cgroup.freeze` of `nook-<id>`.
+pub fn freeze(id: &str, on: bool) -> Result<(), FreezeError> {
+    let parent = delegated_dir().map_err(|e| FreezeError(e.0))?;
+    let dir = parent.join(format!("nook-{}", &id[..12.min(id.len())]));
+    if !dir.is_dir() {
+        return Err(FreezeError(
+            "this container has no cgroup of its own (nook makes one when it runs with --memory, --cpus or --pids-limit)".into(),
+        ));
+    }
+    fs::write(dir.join("cgroup.freeze"), if on { "1" } else { "0" })
+        .map_err(|e| FreezeError(format!("cannot write cgroup.freeze: {e}")))
+}
+
 /// Parses docker's memory sizes (`512m`, `1g`, `1048576`).
 pub fn parse_bytes(s: &str) -> Option<u64> {
     let s = s.trim().to_ascii_lowercase();

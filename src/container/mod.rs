@@ -10,6 +10,8 @@
 pub mod cgroup;
 mod fakeroot;
 mod ids;
+pub mod lifecycle;
+pub mod logs;
 pub mod run;
 mod supervise;
 
@@ -51,7 +53,30 @@ pub struct Record {
     /// Published ports.
     #[serde(default)]
     pub ports: Vec<crate::net::Publish>,
+    /// The record's format, for later versions of nook to read older ones.
+    #[serde(default)]
+    pub version: u32,
+    /// The process that holds the container (`nook run` itself, or a detached run's
+    /// monitor) and its start time in clock ticks, so that a reused pid is not taken for it.
+    #[serde(default)]
+    pub monitor: Option<(i32, u64)>,
+    /// Seconds since the epoch when the command started.
+    #[serde(default)]
+    pub started: Option<u64>,
+    /// Whether its output goes to `container.log` (detached).
+    #[serde(default)]
+    pub detached: bool,
+    /// Why the state is what it is, when nook had to guess (a monitor that died).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+    /// The container's configuration as `nook inspect` shows it (docker's Config, Mounts,
+    /// HostConfig fields).
+    #[serde(default)]
+    pub config: serde_json::Value,
 }
+
+/// The version of [`Record`] this nook writes.
+pub const RECORD_VERSION: u32 = 1;
 
 /// Why a container record could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +132,8 @@ impl Containers {
         };
         entries
             .flatten()
+            // `.removing-<id>`: claimed by a `nook rm`.
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter_map(|e| fs::read(e.path().join("config.json")).ok())
             .filter_map(|b| serde_json::from_slice(&b).ok())
             .collect()
@@ -192,6 +219,12 @@ mod tests {
             driver: String::new(),
             network: String::new(),
             ports: Vec::new(),
+            version: RECORD_VERSION,
+            monitor: None,
+            started: None,
+            detached: false,
+            note: String::new(),
+            config: serde_json::Value::Null,
         }
     }
 

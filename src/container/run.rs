@@ -75,6 +75,18 @@ pub struct RunRequest {
     pub remove: bool,
     pub options: RunOptions,
     pub limits: Limits,
+    /// `run -d`: this process is the container's monitor.
+    pub detach: Option<Detach>,
+}
+
+/// What a detached run's monitor holds: the read ends of the container's stdout and stderr
+/// (their write ends are this process's fds 1 and 2 until the container runs), where to
+/// report the start, and the log's rotation.
+pub struct Detach {
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub ready: std::fs::File,
+    pub rotation: super::logs::Rotation,
 }
 
 /// Where the run happens.
@@ -285,12 +297,23 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
         driver: String::new(),
         network: String::new(),
         ports,
+        version: super::RECORD_VERSION,
+        monitor: super::lifecycle::this_monitor(),
+        started: None,
+        detached: req.detach.is_some(),
+        note: String::new(),
+        config: serde_json::Value::Null,
     };
+    let stop_signal = config.config().as_ref().and_then(|c| c.stop_signal().clone());
+    record.config = inspect_config(&req, &process, &hostname, stop_signal);
     let dir = containers.dir_of(&id);
     let rt = host.runtime.join("containers").join(&id);
+    let mut req = req;
+    let detach = req.detach.take();
     let result = start_and_wait(
         host,
         &req,
+        detach,
         &mut record,
         (&dir, &rt),
         (&hostname, network.mode),
@@ -317,10 +340,104 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
     result
 }
 
+/// `nook run -d`: forks the container's monitor (a new session, its output to the log) and
+/// returns the container's id once the command runs, or the reason it could not start.
+/// The monitor is `run` itself, in the forked process: it holds the container until it ends.
+pub fn run_detached(
+    host: &Host<'_>,
+    req: RunRequest,
+    rotation: super::logs::Rotation,
+) -> Result<String, RunError> {
+    let threads = thread_count();
+    if threads > 1 {
+        return Err(RunError::Threads(threads));
+    }
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| io("cannot create a pipe")(e.into()))?;
+    match crate::sys::process::clone_fork(CloneFlags::empty())
+        .map_err(io("cannot start the container's monitor"))?
+    {
+        None => {
+            drop(ready_r);
+            let mut ready = std::fs::File::from(ready_w);
+            let code = match monitor(host, req, &mut ready, rotation) {
+                Ok(code) => code,
+                Err(e) => {
+                    use std::io::Write;
+                    let line = format!("err {} {}", e.exit_code(), error_chain(&e));
+                    let _ = writeln!(ready, "{}", line.replace('\n', " "));
+                    e.exit_code()
+                }
+            };
+            crate::sys::process::exit_now(code)
+        }
+        Some(_) => {
+            drop(ready_w);
+            // One line: the monitor keeps its end open while it holds the container.
+            let mut text = String::new();
+            let _ = std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(std::fs::File::from(ready_r)),
+                &mut text,
+            );
+            let text = text.trim();
+            if let Some(id) = text.strip_prefix("ok ") {
+                return Ok(id.to_owned());
+            }
+            let (exit, message) = text
+                .strip_prefix("err ")
+                .and_then(|r| r.split_once(' '))
+                .and_then(|(c, m)| Some((c.parse().ok()?, m.to_owned())))
+                .unwrap_or((125, "the container's monitor ended before the container started".into()));
+            Err(RunError::Setup { message, exit })
+        }
+    }
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The monitor's side of `run -d`: a session of its own, standard input from /dev/null, the
+/// container's stdout and stderr through pipes, then the run.
+fn monitor(
+    host: &Host<'_>,
+    mut req: RunRequest,
+    ready: &mut std::fs::File,
+    rotation: super::logs::Rotation,
+) -> Result<i32, RunError> {
+    let _ = nix::unistd::setsid();
+    let null = std::fs::File::open("/dev/null").map_err(io("cannot open /dev/null"))?;
+    nix::unistd::dup2_stdin(&null).map_err(|e| io("cannot set up standard input")(e.into()))?;
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| io("cannot create the output pipes")(e.into()))
+    };
+    let ((out_r, out_w), (err_r, err_w)) = (pipe()?, pipe()?);
+    nix::unistd::dup2_stdout(&out_w).map_err(|e| io("cannot redirect the output")(e.into()))?;
+    nix::unistd::dup2_stderr(&err_w).map_err(|e| io("cannot redirect the output")(e.into()))?;
+    drop((out_w, err_w));
+    req.detach = Some(Detach {
+        stdout: out_r,
+        stderr: err_r,
+        ready: ready.try_clone().map_err(io("cannot keep the start pipe"))?,
+        rotation,
+    });
+    run(host, req)
+}
+
 /// `dirs`: the container's directory in the store and its runtime directory.
 fn start_and_wait(
     host: &Host<'_>,
     req: &RunRequest,
+    mut detach: Option<Detach>,
     record: &mut Record,
     (dir, rt): (&Path, &Path),
     (hostname, network): (&str, net::Mode),
@@ -403,8 +520,13 @@ fn start_and_wait(
                 record.pid = Some(pid.as_raw());
                 record.driver = driver;
                 record.network = net.name().into();
+                record.started = Some(now());
                 let _ = containers.save(record);
-                let code = supervise(pid, &signals, pty, process.stdin)
+                let outputs = match detach.take() {
+                    Some(d) => Some(detached(d, dir, &record.id)?),
+                    None => None,
+                };
+                let code = supervise(pid, &signals, pty, process.stdin, outputs)
                     .map_err(io("lost track of the container"))?;
                 drop(helper);
                 drop(fakeroot);
@@ -707,19 +829,74 @@ fn write_maps(
     meanwhile()
 }
 
-/// Removes a container directory; files owned by the subordinate range are removed from
-/// inside the store's user namespace (this process has nothing left to do outside it).
+/// Removes a container directory (files owned by the subordinate range included).
 fn remove_dir(host: &Host<'_>, dir: &Path) {
-    if crate::sys::confined::remove_tree(dir).is_ok() {
-        return;
+    let _ = super::lifecycle::remove_tree(dir, host.mapping);
+}
+
+/// A detached container has started: its output goes to `container.log`, the `nook run -d`
+/// that waits is told, and this monitor's own fds 1 and 2 let go of the output pipes.
+fn detached(d: Detach, dir: &Path, id: &str) -> Result<super::supervise::Outputs, RunError> {
+    use std::io::Write;
+    let log = super::logs::LogWriter::create(&dir.join("container.log"), d.rotation)
+        .map_err(io("cannot create the container's log"))?;
+    let mut ready = d.ready;
+    let _ = writeln!(ready, "ok {id}");
+    drop(ready);
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
     }
-    if let Mapping::Range {
-        helpers,
-        uids,
-        gids,
-    } = host.mapping
-        && crate::sys::userns::enter(uids, gids, Some(helpers)).is_ok()
-    {
-        let _ = crate::sys::confined::remove_tree(dir);
-    }
+    Ok(super::supervise::Outputs {
+        stdout: d.stdout,
+        stderr: d.stderr,
+        log,
+    })
+}
+
+/// docker's `Config`, `HostConfig` and `Mounts` as `nook inspect` shows them.
+fn inspect_config(
+    req: &RunRequest,
+    process: &crate::sandbox::plan::Process,
+    hostname: &str,
+    stop_signal: Option<String>,
+) -> serde_json::Value {
+    let o = &req.options;
+    let env: Vec<String> = process.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mounts: Vec<serde_json::Value> = o
+        .volumes
+        .iter()
+        .map(|v| match v {
+            crate::sandbox::volume::Volume::Bind {
+                source,
+                target,
+                read_only,
+                ..
+            } => serde_json::json!({
+                "Type": "bind", "Source": source, "Destination": target, "RW": !read_only,
+            }),
+            crate::sandbox::volume::Volume::Tmpfs { target, .. } => serde_json::json!({
+                "Type": "tmpfs", "Source": "", "Destination": target, "RW": true,
+            }),
+        })
+        .collect();
+    serde_json::json!({
+        "Config": {
+            "Hostname": hostname,
+            "User": process.user,
+            "Env": env,
+            "Cmd": process.args,
+            "Image": req.image_name,
+            "WorkingDir": process.cwd,
+            "Tty": process.tty,
+            "OpenStdin": process.stdin,
+            "StopSignal": stop_signal,
+        },
+        "HostConfig": {
+            "AutoRemove": req.remove,
+            "ReadonlyRootfs": o.read_only,
+            "Init": o.init,
+        },
+        "Mounts": mounts,
+    })
 }

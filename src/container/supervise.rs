@@ -98,14 +98,25 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
     }
 }
 
-/// Waits for `pid`, forwarding signals and, with `pty`, copying the terminal both ways;
-/// returns the exit status docker would give.
+/// A detached container's output: its stdout and stderr pipes, and the log they go to.
+pub struct Outputs {
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub log: super::logs::LogWriter,
+}
+
+/// Waits for `pid`, forwarding signals and, with `pty`, copying the terminal both ways (or,
+/// detached, copying its output to the log); returns the exit status docker would give.
 pub fn supervise(
     pid: Pid,
     signals: &Signals,
     pty: Option<OwnedFd>,
     stdin_open: bool,
+    mut outputs: Option<Outputs>,
 ) -> io::Result<i32> {
+    if let Some(o) = &mut outputs {
+        return supervise_detached(pid, signals, pty, o);
+    }
     let _raw = pty.as_ref().map(|_| RawMode::enter());
     if let Some(m) = &pty {
         let flags = nix::fcntl::fcntl(m, nix::fcntl::FcntlArg::F_GETFL)?;
@@ -168,6 +179,91 @@ pub fn supervise(
                     }
                 }
             }
+        }
+    }
+}
+
+/// The detached loop: output (the terminal's, or the two pipes) to the log, signals to the
+/// init, until it exits.
+fn supervise_detached(
+    pid: Pid,
+    signals: &Signals,
+    pty: Option<OwnedFd>,
+    o: &mut Outputs,
+) -> io::Result<i32> {
+    let mut buf = vec![0u8; 32 << 10];
+    let sources: Vec<(BorrowedFd<'_>, usize)> = match &pty {
+        Some(m) => vec![(m.as_fd(), 0)],
+        None => vec![(o.stdout.as_fd(), 0), (o.stderr.as_fd(), 1)],
+    };
+    for (fd, _) in &sources {
+        let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    }
+    let mut open: Vec<bool> = vec![true; sources.len()];
+    loop {
+        let mut fds = vec![PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN)];
+        let live: Vec<usize> = (0..sources.len()).filter(|i| open[*i]).collect();
+        for i in &live {
+            fds.push(PollFd::new(sources[*i].0, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        for (k, i) in live.iter().enumerate() {
+            if ready[k + 1] && !drain(sources[*i], &mut buf, &mut o.log) {
+                open[*i] = false;
+            }
+        }
+        if ready[0] {
+            while let Ok(Some(info)) = signals.fd.read_signal() {
+                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                    continue;
+                };
+                match sig {
+                    Signal::SIGCHLD => {
+                        if let Ok(status) = waitpid(pid, Some(WaitPidFlag::WNOHANG))
+                            && let Some(code) = exit_code(status)
+                        {
+                            for s in &sources {
+                                drain(*s, &mut buf, &mut o.log);
+                            }
+                            o.log.flush();
+                            return Ok(code);
+                        }
+                    }
+                    Signal::SIGWINCH => {}
+                    s => {
+                        let _ = kill(pid, s);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies what `fd` has now into the log; false at end-of-file.
+fn drain(
+    (fd, stream): (BorrowedFd<'_>, usize),
+    buf: &mut [u8],
+    log: &mut super::logs::LogWriter,
+) -> bool {
+    loop {
+        match nix::unistd::read(fd, buf) {
+            Ok(0) => return false,
+            Ok(n) => log.write(stream, &buf[..n]),
+            Err(nix::errno::Errno::EAGAIN) => return true,
+            Err(nix::errno::Errno::EINTR) => {}
+            // EIO: the terminal's last holder closed it.
+            Err(_) => return false,
         }
     }
 }

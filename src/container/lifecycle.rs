@@ -1,0 +1,298 @@
+//! Containers after `run`: their state as seen from outside (a monitor that died shows as
+//! exited, never as running forever), signals, stop, wait and removal. No daemon: every
+//! command reads the records and acts on the processes they name.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::{ContainerError, Containers, Record};
+use crate::sys::idmap::Mapping;
+
+/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit(')').next()?;
+    // After the command: state is field 3, start time field 22.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first().is_some_and(|s| *s == "Z" || *s == "X") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// This process as a record's monitor.
+pub fn this_monitor() -> Option<(i32, u64)> {
+    let pid = std::process::id() as i32;
+    start_time(pid).map(|t| (pid, t))
+}
+
+/// Whether the record's monitor still runs (the same process, not a reused pid).
+pub fn monitor_alive(r: &Record) -> bool {
+    r.monitor
+        .is_some_and(|(pid, started)| start_time(pid) == Some(started))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Why a lifecycle command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    #[error(
+        "container {0} is running: stop it first, or remove it with -f (it will be killed)"
+    )]
+    Running(String),
+    #[error("container {0} is being removed by another nook")]
+    BeingRemoved(String),
+    #[error("cannot signal container {name}")]
+    Signal {
+        name: String,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    #[error("cannot remove container {name}")]
+    Remove {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container {0} did not stop")]
+    StillRunning(String),
+}
+
+impl Containers {
+    /// The record with its state checked against its monitor: running only while the monitor
+    /// lives. A dead monitor's container is recorded as exited, with a note.
+    pub fn refresh(&self, mut r: Record) -> Record {
+        if r.state == "running" && !monitor_alive(&r) {
+            // The record may have been finished meanwhile by the monitor's last act.
+            if let Ok(Some(fresh)) = self.load(&r.id)
+                && fresh.state != "running"
+            {
+                return fresh;
+            }
+            r.state = "exited".into();
+            r.finished = Some(now());
+            r.note = "nook's monitor of this container died; its exit code is unknown".into();
+            let _ = self.save(&r);
+        }
+        r
+    }
+
+    /// The record of container `id`, if it still exists.
+    pub fn load(&self, id: &str) -> Result<Option<Record>, ContainerError> {
+        let path = self.dir_of(id).join("config.json");
+        match std::fs::read(&path) {
+            Ok(b) => Ok(serde_json::from_slice(&b).ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ContainerError::Io {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Every record, refreshed.
+    pub fn list_refreshed(&self) -> Vec<Record> {
+        self.list().into_iter().map(|r| self.refresh(r)).collect()
+    }
+
+    /// The container `key` names, refreshed.
+    pub fn get(&self, key: &str) -> Result<Record, ContainerError> {
+        self.find(key).map(|r| self.refresh(r))
+    }
+}
+
+/// Sends `sig` to the container's init. The user owns the container's user namespace, so
+/// the signal reaches the init whatever uid it runs as there.
+pub fn signal(r: &Record, sig: Signal) -> Result<(), LifecycleError> {
+    let Some(pid) = r.pid.filter(|_| r.state == "running") else {
+        return Err(LifecycleError::NotRunning(r.name.clone()));
+    };
+    kill(Pid::from_raw(pid), sig).map_err(|source| LifecycleError::Signal {
+        name: r.name.clone(),
+        source,
+    })
+}
+
+/// Waits until the container is no longer running (or `timeout` passes); returns its record.
+pub fn wait_exit(c: &Containers, id: &str, timeout: Option<Duration>) -> Option<Record> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut nap = Duration::from_millis(5);
+    loop {
+        let r = c.refresh(c.load(id).ok().flatten()?);
+        if r.state != "running" {
+            return Some(r);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Some(r);
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// `nook stop`: `sig` (the image's StopSignal or SIGTERM), then SIGKILL after `grace`.
+pub fn stop(
+    c: &Containers,
+    r: &Record,
+    sig: Signal,
+    grace: Duration,
+) -> Result<Record, LifecycleError> {
+    if r.state != "running" {
+        return Ok(r.clone());
+    }
+    signal(r, sig)?;
+    if let Some(done) = wait_exit(c, &r.id, Some(grace))
+        && done.state != "running"
+    {
+        return Ok(done);
+    }
+    let _ = signal(r, Signal::SIGKILL);
+    match wait_exit(c, &r.id, Some(Duration::from_secs(10))) {
+        Some(done) if done.state != "running" => Ok(done),
+        Some(_) => Err(LifecycleError::StillRunning(r.name.clone())),
+        None => Ok(r.clone()),
+    }
+}
+
+/// `nook rm [-f]`: claims the container by renaming its directory (one of two concurrent
+/// removals wins), kills it with `force`, and removes its files. Files the subordinate range
+/// owns are removed from inside a user namespace that maps it.
+pub fn remove(
+    c: &Containers,
+    r: &Record,
+    force: bool,
+    mapping: &Mapping,
+) -> Result<(), LifecycleError> {
+    if r.state == "running" && !force {
+        return Err(LifecycleError::Running(r.name.clone()));
+    }
+    let dir = c.dir_of(&r.id);
+    let claimed = dir.with_file_name(format!(".removing-{}", r.id));
+    if let Err(e) = std::fs::rename(&dir, &claimed) {
+        return Err(if e.kind() == std::io::ErrorKind::NotFound {
+            LifecycleError::BeingRemoved(r.name.clone())
+        } else {
+            LifecycleError::Remove {
+                name: r.name.clone(),
+                source: e,
+            }
+        });
+    }
+    if r.state == "running" {
+        let _ = signal(r, Signal::SIGKILL);
+        // The monitor ends once the init has: its record is gone, so watch the processes.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (monitor_alive(r) || r.pid.is_some_and(crate::net::alive))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    remove_tree(&claimed, mapping).map_err(|source| LifecycleError::Remove {
+        name: r.name.clone(),
+        source,
+    })
+}
+
+/// Removes a container's directory, entering a user namespace that maps the subordinate
+/// range where its files belong to it. Runs the removal in a child process for that, so
+/// that the caller stays outside any namespace.
+pub fn remove_tree(dir: &Path, mapping: &Mapping) -> std::io::Result<()> {
+    if crate::sys::confined::remove_tree(dir).is_ok() {
+        return Ok(());
+    }
+    let Mapping::Range {
+        helpers,
+        uids,
+        gids,
+    } = mapping
+    else {
+        return crate::sys::confined::remove_tree(dir);
+    };
+    match crate::sys::process::clone_fork(nix::sched::CloneFlags::empty())? {
+        None => {
+            let ok = crate::sys::userns::enter(uids, gids, Some(helpers)).is_ok()
+                && crate::sys::confined::remove_tree(dir).is_ok();
+            crate::sys::process::exit_now(if ok { 0 } else { 1 })
+        }
+        Some(child) => match nix::sys::wait::waitpid(child, None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+            _ => crate::sys::confined::remove_tree(dir),
+        },
+    }
+}
+
+/// docker's STATUS column: `Up 5 seconds`, `Exited (0) 3 minutes ago`, `Created`.
+pub fn status(r: &Record, age: impl Fn(i64) -> String) -> String {
+    match r.state.as_str() {
+        "running" => {
+            let since = r.started.unwrap_or(r.created) as i64;
+            format!("Up {}", age(since).trim_end_matches(" ago"))
+        }
+        "exited" => {
+            let code = r
+                .exit_code
+                .map_or_else(|| "unknown".to_owned(), |c| c.to_string());
+            let when = r.finished.map(|f| age(f as i64)).unwrap_or_default();
+            format!("Exited ({code}) {when}").trim_end().to_owned()
+        }
+        "created" => "Created".into(),
+        other => other.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_and_monitor() {
+        let me = this_monitor().unwrap();
+        assert_eq!(me.0, std::process::id() as i32);
+        assert!(start_time(i32::MAX - 1).is_none());
+        let mut r: Record = serde_json::from_value(serde_json::json!({
+            "id": "a", "name": "n", "image": "i",
+            "image_id": crate::digest::Digest::sha256_of(b"x"),
+            "command": [], "created": 1, "state": "running"
+        }))
+        .unwrap();
+        assert!(!monitor_alive(&r), "no monitor recorded");
+        r.monitor = Some(me);
+        assert!(monitor_alive(&r));
+        r.monitor = Some((me.0, me.1 + 1));
+        assert!(!monitor_alive(&r), "a reused pid is not the monitor");
+    }
+
+    #[test]
+    fn status_lines() {
+        let age = |_| "3 seconds ago".to_owned();
+        let mut r: Record = serde_json::from_value(serde_json::json!({
+            "id": "a", "name": "n", "image": "i",
+            "image_id": crate::digest::Digest::sha256_of(b"x"),
+            "command": [], "created": 1, "state": "running", "started": 2
+        }))
+        .unwrap();
+        assert_eq!(status(&r, age), "Up 3 seconds");
+        r.state = "exited".into();
+        r.exit_code = Some(137);
+        r.finished = Some(5);
+        assert_eq!(status(&r, age), "Exited (137) 3 seconds ago");
+        r.exit_code = None;
+        assert_eq!(status(&r, age), "Exited (unknown) 3 seconds ago");
+        r.state = "created".into();
+        assert_eq!(status(&r, age), "Created");
+    }
+}

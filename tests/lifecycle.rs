@@ -1,0 +1,220 @@
+//! Containers as objects, as an ordinary user: detached runs and their monitor, ps, logs,
+//! stop, kill, rm, wait, inspect, top, rename, prune, names, and many at once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+use support::env::Mode;
+use support::sandbox::Sandbox;
+
+/// `nook run -d` with the test's tag in the command (so that leftovers are found).
+fn detach(s: &Sandbox, name: &str, script: &str) -> String {
+    let script = format!("{script}; : {}", s.tag);
+    let out = s.nook(&["run", "-d", "--name", name, &s.image, "sh", "-c", &script]);
+    out.ok();
+    let id = out.stdout.trim().to_owned();
+    assert!(
+        id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "run -d prints the id: {id:?}"
+    );
+    id
+}
+
+fn inspect(s: &Sandbox, name: &str) -> serde_json::Value {
+    let out = s.nook(&["inspect", name]);
+    out.ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    v[0].clone()
+}
+
+#[test]
+fn detached_run_logs_stop_wait_rm() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    let id = detach(
+        &s,
+        "ticker",
+        "echo started; echo to-stderr >&2; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done",
+    );
+    let ps = s.nook(&["ps"]);
+    ps.ok();
+    let line = ps.stdout.lines().nth(1).unwrap_or_default().to_owned();
+    assert!(line.starts_with(&id[..12]) && line.contains("Up ") && line.ends_with("ticker"), "{}", ps.stdout);
+    assert!(ps.stdout.starts_with("CONTAINER ID   IMAGE"), "{}", ps.stdout);
+    // logs -f follows output written after it started.
+    let mut follow = s.user.nook(&["logs", "-f", "--tail", "1", "ticker"]);
+    follow.env("NOOK_TEST_TAG", &s.tag);
+    let mut child = follow.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: u32 = lines.next().unwrap().unwrap().trim_start_matches("tick ").parse().unwrap();
+    let later: u32 = lines
+        .nth(3)
+        .unwrap()
+        .unwrap()
+        .trim_start_matches("tick ")
+        .parse()
+        .unwrap();
+    assert!(later > first, "follow shows new lines: {first} then {later}");
+    // The whole log, streams kept apart, with timestamps.
+    let all = s.nook(&["logs", "-t", "ticker"]);
+    all.ok();
+    assert!(all.stdout.lines().next().unwrap().ends_with("Z started"), "{}", all.stdout);
+    assert!(all.stderr.contains("to-stderr"), "{}", all.stderr);
+    assert_eq!(s.nook(&["logs", "--tail", "2", "ticker"]).stdout.lines().count(), 2);
+    // sh as pid 1 ignores SIGTERM: stop ends it with SIGKILL after the timeout.
+    let t = Instant::now();
+    s.nook(&["stop", "-t", "1", "ticker"]).ok();
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(900), "stop waited for the timeout: {took:?}");
+    // logs -f ends with the container.
+    assert!(child.wait().unwrap().success());
+    let v = inspect(&s, "ticker");
+    assert_eq!(v["State"]["Status"], "exited");
+    assert_eq!(v["State"]["ExitCode"], 137);
+    assert_eq!(v["Id"], id.as_str());
+    assert_eq!(v["Name"], "/ticker");
+    assert!(v["LogPath"].as_str().unwrap().ends_with("container.log"));
+    assert_eq!(s.nook(&["wait", "ticker"]).stdout, "137\n");
+    let ps = s.nook(&["ps", "-a", "--filter", "status=exited"]);
+    assert!(ps.stdout.contains("Exited (137)"), "{}", ps.stdout);
+    assert_eq!(s.nook(&["ps", "-q"]).stdout, "", "nothing runs");
+    s.nook(&["rm", "ticker"]).ok();
+    assert_eq!(s.nook(&["ps", "-aq"]).stdout, "");
+    s.nook(&["logs", "ticker"]).fails_with(125, "no such container: ticker");
+}
+
+#[test]
+fn kill_rm_force_and_names() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    detach(&s, "sleeper", "sleep 300");
+    s.nook(&["run", "-d", "--name", "sleeper", &s.image, "true"])
+        .fails_with(125, "already in use");
+    s.nook(&["rm", "sleeper"])
+        .fails_with(1, "is running: stop it first, or remove it with -f");
+    s.nook(&["kill", "-s", "TERM", "sleeper"]).ok();
+    std::thread::sleep(Duration::from_millis(300));
+    // pid 1 has no handler for TERM: still up.
+    assert!(s.nook(&["ps", "-q"]).stdout.len() == 13);
+    s.nook(&["kill", "sleeper"]).ok();
+    assert_eq!(s.nook(&["wait", "sleeper"]).stdout, "137\n");
+    s.nook(&["kill", "sleeper"])
+        .fails_with(1, "container sleeper is not running");
+    s.nook(&["rename", "sleeper", "napper"]).ok();
+    assert!(s.nook(&["ps", "-a"]).stdout.contains("napper"));
+    let id = detach(&s, "other", "sleep 300");
+    // An id prefix works; an ambiguous one does not.
+    let top = s.nook(&["top", &id[..8]]);
+    top.ok();
+    assert!(top.stdout.contains("sleep 300"), "{}", top.stdout);
+    s.nook(&["pause", "other"]).fails_with(1, "cgroup");
+    s.nook(&["inspect", "nosuch"]).fails_with(1, "no such image");
+    s.nook(&["rm", "-f", "other"]).ok();
+    s.nook(&["container", "prune"]).ok();
+    assert_eq!(s.nook(&["ps", "-aq"]).stdout, "");
+}
+
+#[test]
+fn a_dead_monitor_shows_exited() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    detach(&s, "orphan", "sleep 300");
+    let monitor = inspect(&s, "orphan")["State"]["MonitorPid"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ps = s.nook(&["ps", "-a"]);
+        if ps.stdout.contains("Exited (unknown)") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running: {}", ps.stdout);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let v = inspect(&s, "orphan");
+    assert!(v["State"]["Note"].as_str().unwrap().contains("monitor"), "{v}");
+    s.nook(&["rm", "orphan"]).ok();
+}
+
+#[test]
+fn twenty_at_once_and_two_removals_race() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    let names: Vec<String> = (0..20).map(|i| format!("par{i}")).collect();
+    std::thread::scope(|scope| {
+        for n in &names {
+            let s = &s;
+            scope.spawn(move || detach(s, n, "sleep 300"));
+        }
+    });
+    let ps = s.nook(&["ps", "--format", "json"]);
+    ps.ok();
+    let mut running: Vec<String> = ps
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["State"] == "running")
+        .map(|v| v["Names"][0].as_str().unwrap().to_owned())
+        .collect();
+    running.sort();
+    let mut want = names.clone();
+    want.sort();
+    assert_eq!(running, want);
+    // Two removals of each container at once: one wins, the other says why it lost.
+    std::thread::scope(|scope| {
+        for n in &names {
+            let s = &s;
+            scope.spawn(move || {
+                let (a, b) = std::thread::scope(|inner| {
+                    let a = inner.spawn(|| s.nook(&["rm", "-f", n]));
+                    let b = inner.spawn(|| s.nook(&["rm", n]));
+                    (a.join().unwrap(), b.join().unwrap())
+                });
+                assert_eq!(a.code, 0, "rm -f {n}: {a:?}");
+                if b.code != 0 {
+                    assert!(
+                        b.stderr.contains("being removed")
+                            || b.stderr.contains("no such container")
+                            || b.stderr.contains("is running"),
+                        "{n}: {b:?}"
+                    );
+                }
+            });
+        }
+    });
+    assert_eq!(s.nook(&["ps", "-aq"]).stdout, "");
+}
+
+#[test]
+fn works_without_xdg_runtime_dir() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    let run = |args: &[&str]| {
+        let mut c = s.user.nook(args);
+        c.env_remove("XDG_RUNTIME_DIR").env("NOOK_TEST_TAG", &s.tag);
+        support::env::Out::from(c.output().unwrap())
+    };
+    let script = format!("echo no-xdg; sleep 300; : {}", s.tag);
+    run(&["run", "-d", "--name", "batch", &s.image, "sh", "-c", &script]).ok();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !run(&["logs", "batch"]).stdout.contains("no-xdg") {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(run(&["ps"]).stdout.contains("batch"));
+    run(&["rm", "-f", "batch"]).ok();
+    let out = run(&["run", "--rm", &s.image, "echo", "fg"]);
+    out.ok();
+    assert_eq!(out.stdout, "fg\n");
+}
