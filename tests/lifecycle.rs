@@ -43,14 +43,28 @@ fn detached_run_logs_stop_wait_rm() {
     let ps = s.nook(&["ps"]);
     ps.ok();
     let line = ps.stdout.lines().nth(1).unwrap_or_default().to_owned();
-    assert!(line.starts_with(&id[..12]) && line.contains("Up ") && line.ends_with("ticker"), "{}", ps.stdout);
-    assert!(ps.stdout.starts_with("CONTAINER ID   IMAGE"), "{}", ps.stdout);
+    assert!(
+        line.starts_with(&id[..12]) && line.contains("Up ") && line.ends_with("ticker"),
+        "{}",
+        ps.stdout
+    );
+    assert!(
+        ps.stdout.starts_with("CONTAINER ID   IMAGE"),
+        "{}",
+        ps.stdout
+    );
     // logs -f follows output written after it started.
     let mut follow = s.user.nook(&["logs", "-f", "--tail", "1", "ticker"]);
     follow.env("NOOK_TEST_TAG", &s.tag);
     let mut child = follow.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first: u32 = lines.next().unwrap().unwrap().trim_start_matches("tick ").parse().unwrap();
+    let first: u32 = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .trim_start_matches("tick ")
+        .parse()
+        .unwrap();
     let later: u32 = lines
         .nth(3)
         .unwrap()
@@ -58,18 +72,34 @@ fn detached_run_logs_stop_wait_rm() {
         .trim_start_matches("tick ")
         .parse()
         .unwrap();
-    assert!(later > first, "follow shows new lines: {first} then {later}");
+    assert!(
+        later > first,
+        "follow shows new lines: {first} then {later}"
+    );
     // The whole log, streams kept apart, with timestamps.
     let all = s.nook(&["logs", "-t", "ticker"]);
     all.ok();
-    assert!(all.stdout.lines().next().unwrap().ends_with("Z started"), "{}", all.stdout);
+    assert!(
+        all.stdout.lines().next().unwrap().ends_with("Z started"),
+        "{}",
+        all.stdout
+    );
     assert!(all.stderr.contains("to-stderr"), "{}", all.stderr);
-    assert_eq!(s.nook(&["logs", "--tail", "2", "ticker"]).stdout.lines().count(), 2);
+    assert_eq!(
+        s.nook(&["logs", "--tail", "2", "ticker"])
+            .stdout
+            .lines()
+            .count(),
+        2
+    );
     // sh as pid 1 ignores SIGTERM: stop ends it with SIGKILL after the timeout.
     let t = Instant::now();
     s.nook(&["stop", "-t", "1", "ticker"]).ok();
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(900), "stop waited for the timeout: {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "stop waited for the timeout: {took:?}"
+    );
     // logs -f ends with the container.
     assert!(child.wait().unwrap().success());
     let v = inspect(&s, "ticker");
@@ -84,7 +114,8 @@ fn detached_run_logs_stop_wait_rm() {
     assert_eq!(s.nook(&["ps", "-q"]).stdout, "", "nothing runs");
     s.nook(&["rm", "ticker"]).ok();
     assert_eq!(s.nook(&["ps", "-aq"]).stdout, "");
-    s.nook(&["logs", "ticker"]).fails_with(125, "no such container: ticker");
+    s.nook(&["logs", "ticker"])
+        .fails_with(125, "no such container: ticker");
 }
 
 #[test]
@@ -113,7 +144,8 @@ fn kill_rm_force_and_names() {
     top.ok();
     assert!(top.stdout.contains("sleep 300"), "{}", top.stdout);
     s.nook(&["pause", "other"]).fails_with(1, "cgroup");
-    s.nook(&["inspect", "nosuch"]).fails_with(1, "no such image");
+    s.nook(&["inspect", "nosuch"])
+        .fails_with(1, "no such image");
     s.nook(&["rm", "-f", "other"]).ok();
     s.nook(&["container", "prune"]).ok();
     assert_eq!(s.nook(&["ps", "-aq"]).stdout, "");
@@ -125,7 +157,9 @@ fn a_dead_monitor_shows_exited() {
         return;
     };
     detach(&s, "orphan", "sleep 300");
-    let monitor = inspect(&s, "orphan")["State"]["MonitorPid"].as_i64().unwrap();
+    let monitor = inspect(&s, "orphan")["State"]["MonitorPid"]
+        .as_i64()
+        .unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(monitor as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -141,7 +175,10 @@ fn a_dead_monitor_shows_exited() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let v = inspect(&s, "orphan");
-    assert!(v["State"]["Note"].as_str().unwrap().contains("monitor"), "{v}");
+    assert!(
+        v["State"]["Note"].as_str().unwrap().contains("monitor"),
+        "{v}"
+    );
     s.nook(&["rm", "orphan"]).ok();
 }
 
@@ -206,7 +243,10 @@ fn works_without_xdg_runtime_dir() {
         support::env::Out::from(c.output().unwrap())
     };
     let script = format!("echo no-xdg; sleep 300; : {}", s.tag);
-    run(&["run", "-d", "--name", "batch", &s.image, "sh", "-c", &script]).ok();
+    run(&[
+        "run", "-d", "--name", "batch", &s.image, "sh", "-c", &script,
+    ])
+    .ok();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !run(&["logs", "batch"]).stdout.contains("no-xdg") {
         assert!(Instant::now() < deadline);
@@ -217,4 +257,84 @@ fn works_without_xdg_runtime_dir() {
     let out = run(&["run", "--rm", &s.image, "echo", "fg"]);
     out.ok();
     assert_eq!(out.stdout, "fg\n");
+}
+
+#[test]
+fn exec_joins_the_container() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    detach(&s, "box", "echo inside > /tmp/marker; sleep 300");
+    std::thread::sleep(Duration::from_millis(200));
+    let run_caps = s.sh(&[], "grep -E 'CapEff|CapBnd|NoNewPrivs' /proc/self/status");
+    run_caps.ok();
+    let out = s.nook(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "cat /tmp/marker; hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc/self/fd | wc -l; grep -E 'CapEff|CapBnd|NoNewPrivs' /proc/self/status",
+    ]);
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "inside", "same filesystem: {}", out.stdout);
+    let hostname = inspect(&s, "box")["Config"]["Hostname"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(lines[1], hostname, "same hostname");
+    assert!(
+        lines[2].starts_with("sh -c echo inside"),
+        "same pid namespace: {}",
+        lines[2]
+    );
+    // 0, 1, 2 and the directory ls reads: nothing of nook's.
+    assert_eq!(lines[3], "4", "leaked descriptors: {}", out.stdout);
+    assert_eq!(
+        lines[4..].join("\n") + "\n",
+        run_caps.stdout,
+        "the same capabilities as run"
+    );
+    let out = s.nook(&[
+        "exec",
+        "-u",
+        "1234",
+        "-w",
+        "/tmp",
+        "-e",
+        "FOO=bar",
+        "box",
+        "sh",
+        "-c",
+        "id -u; pwd; echo $FOO",
+    ]);
+    out.ok();
+    assert_eq!(out.stdout, "1234\n/tmp\nbar\n");
+    assert_eq!(s.nook(&["exec", "box", "sh", "-c", "exit 3"]).code, 3);
+    s.nook(&["exec", "box", "nothere"])
+        .fails_with(127, "executable file not found");
+    let out = s.user.run_input(
+        &["exec", "-i", "box", "cat"],
+        &[("NOOK_TEST_TAG", &s.tag)],
+        b"piped\n",
+    );
+    assert_eq!(out.stdout, "piped\n");
+    s.nook(&[
+        "exec",
+        "-d",
+        "box",
+        "sh",
+        "-c",
+        "sleep 0.2; echo later > /tmp/detached",
+    ])
+    .ok();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.nook(&["exec", "box", "cat", "/tmp/detached"]).stdout != "later\n" {
+        assert!(Instant::now() < deadline, "exec -d did not run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.nook(&["stop", "-t", "0", "box"]).ok();
+    s.nook(&["exec", "box", "true"])
+        .fails_with(125, "is not running");
+    s.nook(&["rm", "box"]).ok();
 }

@@ -41,19 +41,24 @@ fn matches(r: &Record, filters: &[(String, String)]) -> bool {
     let mut keys: Vec<&str> = filters.iter().map(|(k, _)| k.as_str()).collect();
     keys.dedup();
     keys.iter().all(|k| {
-        filters.iter().filter(|(fk, _)| fk == k).any(|(_, v)| match *k {
-            "status" => r.state == *v,
-            "name" => r.name.contains(v.as_str()),
-            "id" => r.id.starts_with(v.as_str()),
-            "ancestor" => {
-                r.image == *v
-                    || r.image.strip_suffix(":latest") == Some(v.as_str())
-                    || v.strip_suffix(":latest") == Some(r.image.as_str())
-                    || r.image_id.to_string() == *v
-                    || r.image_id.hex().starts_with(v.trim_start_matches("sha256:"))
-            }
-            _ => false,
-        })
+        filters
+            .iter()
+            .filter(|(fk, _)| fk == k)
+            .any(|(_, v)| match *k {
+                "status" => r.state == *v,
+                "name" => r.name.contains(v.as_str()),
+                "id" => r.id.starts_with(v.as_str()),
+                "ancestor" => {
+                    r.image == *v
+                        || r.image.strip_suffix(":latest") == Some(v.as_str())
+                        || v.strip_suffix(":latest") == Some(r.image.as_str())
+                        || r.image_id.to_string() == *v
+                        || r.image_id
+                            .hex()
+                            .starts_with(v.trim_start_matches("sha256:"))
+                }
+                _ => false,
+            })
     })
 }
 
@@ -194,7 +199,9 @@ fn since_secs(s: &str) -> Result<i64> {
             num.push(c);
             continue;
         }
-        let n: i64 = num.parse().with_context(|| format!("invalid --since {s:?}"))?;
+        let n: i64 = num
+            .parse()
+            .with_context(|| format!("invalid --since {s:?}"))?;
         num.clear();
         total += n * match c {
             's' => 1,
@@ -302,7 +309,8 @@ pub fn logs(session: &Session, a: LogsArgs) -> Result<i32> {
 pub fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal> {
     use std::str::FromStr;
     if let Ok(n) = s.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(n).with_context(|| format!("invalid signal {s}"));
+        return nix::sys::signal::Signal::try_from(n)
+            .with_context(|| format!("invalid signal {s}"));
     }
     let up = s.to_ascii_uppercase();
     let name = if up.starts_with("SIG") {
@@ -442,7 +450,10 @@ pub fn rename(session: &Session, a: RenameArgs) -> Result<i32> {
     if !crate::container::valid_name(&a.new_name) {
         return Err(crate::container::ContainerError::BadName(a.new_name).into());
     }
-    if c.list().iter().any(|x| x.name == a.new_name && x.id != r.id) {
+    if c.list()
+        .iter()
+        .any(|x| x.name == a.new_name && x.id != r.id)
+    {
         return Err(crate::container::ContainerError::NameInUse(a.new_name).into());
     }
     r.name = a.new_name;
@@ -473,7 +484,8 @@ pub fn container(session: &Session, cmd: ContainerCommand) -> Result<i32> {
             let c = containers(session);
             println!("Deleted Containers:");
             for r in c.list_refreshed() {
-                if r.state != "running" && lifecycle::remove(&c, &r, false, &session.mapping).is_ok()
+                if r.state != "running"
+                    && lifecycle::remove(&c, &r, false, &session.mapping).is_ok()
                 {
                     println!("{}", r.id);
                 }
@@ -501,7 +513,11 @@ pub fn top(session: &Session, a: TopArgs) -> Result<i32> {
         let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        if std::fs::read_link(format!("/proc/{p}/ns/pid")).ok().as_ref() != Some(&ns) {
+        if std::fs::read_link(format!("/proc/{p}/ns/pid"))
+            .ok()
+            .as_ref()
+            != Some(&ns)
+        {
             continue;
         }
         let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
@@ -581,4 +597,55 @@ pub fn inspect_json(c: &Containers, r: &Record) -> serde_json::Value {
         }
     }
     v
+}
+
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct ExecArgs {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Run in the background.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Keep standard input open.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// User (name or uid, optionally :group).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Set an environment variable.
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    pub container: String,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+pub fn exec(session: &Session, a: ExecArgs) -> Result<i32> {
+    let r = containers(session).get(&a.container)?;
+    let req = crate::container::exec::ExecRequest {
+        args: a.command,
+        env: a.env,
+        user: a.user,
+        workdir: a.workdir,
+        tty: a.tty,
+        stdin: a.interactive,
+        detach: a.detach,
+    };
+    match crate::container::exec::exec(&r, &req) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            let code = e.exit_code();
+            eprintln!("Error: {}", super::error_line(&anyhow::Error::new(e)));
+            Ok(code)
+        }
+    }
 }

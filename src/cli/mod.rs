@@ -74,6 +74,8 @@ pub enum Command {
     Port(container::PortArgs),
     /// List containers.
     Ps(lifecycle::PsArgs),
+    /// Run a command in a running container.
+    Exec(lifecycle::ExecArgs),
     /// Show a detached container's output.
     Logs(lifecycle::LogsArgs),
     /// Stop containers: their stop signal, then SIGKILL after a grace time.
@@ -255,6 +257,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Run(a) => container::run(&session, *a),
         Command::Port(a) => container::port(&session, a),
         Command::Ps(a) => lifecycle::ps(&session, a),
+        Command::Exec(a) => lifecycle::exec(&session, a),
         Command::Logs(a) => lifecycle::logs(&session, a),
         Command::Stop(a) => lifecycle::stop(&session, a),
         Command::Kill(a) => lifecycle::kill(&session, a),

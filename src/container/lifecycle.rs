@@ -49,9 +49,7 @@ pub enum LifecycleError {
     Container(#[from] ContainerError),
     #[error("container {0} is not running")]
     NotRunning(String),
-    #[error(
-        "container {0} is running: stop it first, or remove it with -f (it will be killed)"
-    )]
+    #[error("container {0} is running: stop it first, or remove it with -f (it will be killed)")]
     Running(String),
     #[error("container {0} is being removed by another nook")]
     BeingRemoved(String),

@@ -220,7 +220,11 @@ mod tests {
             .collect();
         assert_eq!(
             seen,
-            [("stderr", "oops\n"), ("stdout", "hello\n"), ("stdout", "world")]
+            [
+                ("stderr", "oops\n"),
+                ("stdout", "hello\n"),
+                ("stdout", "world")
+            ]
         );
         for i in 0..40 {
             w.write(0, format!("line {i}\n").as_bytes());
@@ -232,7 +236,15 @@ mod tests {
         assert!(kept.len() < 43, "the oldest entries were dropped");
         let logs: Vec<&str> = kept.iter().map(|e| e.log.as_str()).collect();
         let mut sorted = logs.clone();
-        sorted.sort_by_key(|l| l.trim_start_matches("line ").trim().parse::<u32>().unwrap_or(0));
-        assert!(logs.ends_with(&sorted[sorted.len() - 5..]), "oldest first: {logs:?}");
+        sorted.sort_by_key(|l| {
+            l.trim_start_matches("line ")
+                .trim()
+                .parse::<u32>()
+                .unwrap_or(0)
+        });
+        assert!(
+            logs.ends_with(&sorted[sorted.len() - 5..]),
+            "oldest first: {logs:?}"
+        );
     }
 }

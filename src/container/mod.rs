@@ -8,6 +8,7 @@
 //! lifecycle issue and build on the same records.
 
 pub mod cgroup;
+pub mod exec;
 mod fakeroot;
 mod ids;
 pub mod lifecycle;
@@ -73,6 +74,9 @@ pub struct Record {
     /// HostConfig fields).
     #[serde(default)]
     pub config: serde_json::Value,
+    /// What `nook exec` needs of the container's process.
+    #[serde(default)]
+    pub exec: Option<exec::ExecSpec>,
 }
 
 /// The version of [`Record`] this nook writes.
@@ -225,6 +229,7 @@ mod tests {
             detached: false,
             note: String::new(),
             config: serde_json::Value::Null,
+            exec: None,
         }
     }
 

@@ -303,8 +303,12 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
         detached: req.detach.is_some(),
         note: String::new(),
         config: serde_json::Value::Null,
+        exec: None,
     };
-    let stop_signal = config.config().as_ref().and_then(|c| c.stop_signal().clone());
+    let stop_signal = config
+        .config()
+        .as_ref()
+        .and_then(|c| c.stop_signal().clone());
     record.config = inspect_config(&req, &process, &hostname, stop_signal);
     let dir = containers.dir_of(&id);
     let rt = host.runtime.join("containers").join(&id);
@@ -387,7 +391,10 @@ pub fn run_detached(
                 .strip_prefix("err ")
                 .and_then(|r| r.split_once(' '))
                 .and_then(|(c, m)| Some((c.parse().ok()?, m.to_owned())))
-                .unwrap_or((125, "the container's monitor ended before the container started".into()));
+                .unwrap_or((
+                    125,
+                    "the container's monitor ended before the container started".into(),
+                ));
             Err(RunError::Setup { message, exit })
         }
     }
@@ -427,7 +434,9 @@ fn monitor(
     req.detach = Some(Detach {
         stdout: out_r,
         stderr: err_r,
-        ready: ready.try_clone().map_err(io("cannot keep the start pipe"))?,
+        ready: ready
+            .try_clone()
+            .map_err(io("cannot keep the start pipe"))?,
         rotation,
     });
     run(host, req)
@@ -446,6 +455,7 @@ fn start_and_wait(
     let o = &req.options;
     let etc_files = etc::paths(rt);
     let (uid_map, gid_map) = id_maps(host.mapping, o.userns);
+    record.exec = Some(super::exec::ExecSpec::of(&process, gid_map.lines.len() > 1));
     let mut net = NetStart {
         fallback: o.network == net::Mode::Default,
         mode: network,
@@ -862,7 +872,11 @@ fn inspect_config(
     stop_signal: Option<String>,
 ) -> serde_json::Value {
     let o = &req.options;
-    let env: Vec<String> = process.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let env: Vec<String> = process
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let mounts: Vec<serde_json::Value> = o
         .volumes
         .iter()

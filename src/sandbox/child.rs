@@ -27,10 +27,10 @@ use crate::sys::process::{
     WinSize, cloexec_from, exit_now, reset_signals, set_controlling_tty, set_window_size,
 };
 
-struct Failure {
-    stage: Stage,
-    message: String,
-    exit: i32,
+pub(crate) struct Failure {
+    pub(crate) stage: Stage,
+    pub(crate) message: String,
+    pub(crate) exit: i32,
 }
 
 fn fail<E: std::fmt::Display>(stage: Stage, what: &str) -> impl FnOnce(E) -> Failure + '_ {
@@ -152,7 +152,7 @@ fn setup_and_exec(
             }
         }
     }
-    become_user(plan, &user)?;
+    become_user(&plan.process, plan.gid_map.lines.len() > 1, &user)?;
     chdir(p.cwd.as_str()).map_err(fail(
         Stage::Process,
         &format!("cannot change to the working directory {}", p.cwd),
@@ -192,7 +192,7 @@ fn setup_and_exec(
     Err(exec_failure(&p.args[0], e))
 }
 
-fn cstring(s: &str) -> Result<CString, Failure> {
+pub(crate) fn cstring(s: &str) -> Result<CString, Failure> {
     CString::new(s).map_err(|_| Failure {
         stage: Stage::Process,
         message: format!("{s:?} contains a NUL byte"),
@@ -299,9 +299,13 @@ fn stdio(
 }
 
 /// Capabilities, groups and ids, in the order that keeps the capabilities needed to set them.
-fn become_user(plan: &Plan, user: &User) -> Result<(), Failure> {
+pub(crate) fn become_user(
+    process: &super::plan::Process,
+    multi_gid: bool,
+    user: &User,
+) -> Result<(), Failure> {
     use caps::CapSet;
-    let keep: caps::CapsHashSet = plan.process.caps.iter().copied().collect();
+    let keep: caps::CapsHashSet = process.caps.iter().copied().collect();
     for c in caps::all() {
         if !keep.contains(&c) {
             let _ = caps::drop(None, CapSet::Bounding, c);
@@ -322,7 +326,7 @@ fn become_user(plan: &Plan, user: &User) -> Result<(), Failure> {
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     if let Err(e) = nix::unistd::setgroups(&groups) {
         // With a single mapping setgroups is denied: the process keeps no extra groups.
-        if plan.gid_map.lines.len() > 1 || e != nix::errno::Errno::EPERM {
+        if multi_gid || e != nix::errno::Errno::EPERM {
             return Err(fail(Stage::User, "cannot set supplementary groups")(e));
         }
     }
@@ -335,7 +339,7 @@ fn become_user(plan: &Plan, user: &User) -> Result<(), Failure> {
         caps::set(None, CapSet::Permitted, &keep)
             .map_err(fail(Stage::Process, "cannot set capabilities"))?;
     }
-    if plan.process.no_new_privs {
+    if process.no_new_privs {
         nix::sys::prctl::set_no_new_privs()
             .map_err(fail(Stage::Process, "cannot set no_new_privs"))?;
     }
@@ -343,7 +347,7 @@ fn become_user(plan: &Plan, user: &User) -> Result<(), Failure> {
 }
 
 /// The program to exec: a path as given, else the first executable match in `PATH`.
-fn find_program(arg0: &str, env: &[(String, String)]) -> Result<CString, Failure> {
+pub(crate) fn find_program(arg0: &str, env: &[(String, String)]) -> Result<CString, Failure> {
     let not_found = |msg: String| Failure {
         stage: Stage::Exec,
         message: msg,
@@ -380,7 +384,7 @@ fn find_program(arg0: &str, env: &[(String, String)]) -> Result<CString, Failure
 }
 
 /// The exit status and message docker gives for a failed exec.
-fn exec_failure(arg0: &str, e: nix::errno::Errno) -> Failure {
+pub(crate) fn exec_failure(arg0: &str, e: nix::errno::Errno) -> Failure {
     use nix::errno::Errno;
     let (exit, why) = match e {
         Errno::ENOENT => (127, "no such file or directory"),

@@ -1,0 +1,377 @@
+//! `nook exec`: a new process in a running container, with the container's namespaces, root,
+//! capabilities and no_new_privs, and nothing of nook's: no descriptor, and nook's own image
+//! is not dumpable while it is inside (CVE-2019-5736: a container process must not reach
+//! nook's binary through /proc/PID/exe).
+//!
+//! nook forks a helper that joins the user namespace first and then the others, enters the
+//! container's root, and clones the command's process with CLONE_PARENT, so that the process
+//! is in the container's pid namespace and nook's own child: nook waits for it, forwards
+//! signals and copies the terminal as `run` does.
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::Record;
+use super::supervise::{Signals, supervise};
+use crate::sandbox::plan::Process;
+
+/// What `exec` needs to know of the container's process, kept in its record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    pub env: Vec<(String, String)>,
+    pub user: String,
+    pub group_add: Vec<String>,
+    pub cwd: String,
+    pub caps: Vec<String>,
+    pub no_new_privs: bool,
+    /// More than one gid mapped (setgroups works).
+    pub multi_gid: bool,
+}
+
+impl ExecSpec {
+    pub fn of(p: &Process, multi_gid: bool) -> ExecSpec {
+        ExecSpec {
+            env: p.env.clone(),
+            user: p.user.clone(),
+            group_add: p.group_add.clone(),
+            cwd: p.cwd.clone(),
+            caps: p.caps.iter().map(|c| c.to_string()).collect(),
+            no_new_privs: p.no_new_privs,
+            multi_gid,
+        }
+    }
+}
+
+/// One `nook exec`.
+pub struct ExecRequest {
+    pub args: Vec<String>,
+    /// `-e K=V`.
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub tty: bool,
+    pub stdin: bool,
+    pub detach: bool,
+}
+
+/// Why exec failed before the command ran.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    #[error("container {0} was started by a nook that kept no exec settings: restart it")]
+    NoSpec(String),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{message}")]
+    Setup { message: String, exit: i32 },
+    #[error("invalid environment variable {0:?}: expected K=V")]
+    Env(String),
+}
+
+impl ExecError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ExecError::Setup { exit, .. } => *exit,
+            _ => 125,
+        }
+    }
+}
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
+    move |source| ExecError::Io {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// The namespaces exec joins, user first.
+const NAMESPACES: &[(&str, CloneFlags)] = &[
+    ("user", CloneFlags::CLONE_NEWUSER),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("pid", CloneFlags::CLONE_NEWPID),
+];
+
+/// Runs `req` in container `r`; returns the command's exit status (docker's 126/127 when it
+/// cannot be executed), or 0 at once with `detach`.
+pub fn exec(r: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
+    let Some(pid) = r.pid.filter(|_| r.state == "running") else {
+        return Err(ExecError::NotRunning(r.name.clone()));
+    };
+    let Some(spec) = r.exec.clone() else {
+        return Err(ExecError::NoSpec(r.name.clone()));
+    };
+    let mut env = spec.env.clone();
+    for e in &req.env {
+        let (k, v) = match e.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => match std::env::var(e) {
+                Ok(v) => (e.clone(), v),
+                Err(_) => continue,
+            },
+        };
+        if k.is_empty() {
+            return Err(ExecError::Env(e.clone()));
+        }
+        env.retain(|(ek, _)| *ek != k);
+        env.push((k, v));
+    }
+    // Everything of the container is opened before anything is joined.
+    let mut joins = Vec::new();
+    for (name, flag) in NAMESPACES {
+        let theirs = format!("/proc/{pid}/ns/{name}");
+        let Ok(target) = std::fs::read_link(&theirs) else {
+            continue;
+        };
+        if std::fs::read_link(format!("/proc/self/ns/{name}")).ok() == Some(target) {
+            continue; // shared with the host (--network host): nothing to join
+        }
+        let f =
+            std::fs::File::open(&theirs).map_err(io("cannot open the container's namespaces"))?;
+        joins.push((OwnedFd::from(f), *flag));
+    }
+    let root: OwnedFd = nix::fcntl::open(
+        format!("/proc/{pid}/root").as_str(),
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| io("cannot open the container's root")(e.into()))?;
+    let pty = if req.tty && !req.detach {
+        Some(open_pty().map_err(io("cannot open a terminal"))?)
+    } else {
+        None
+    };
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| io("cannot create a pipe")(e.into()))?;
+    let signals = Signals::block().map_err(io("cannot block signals"))?;
+    let root_guard = root;
+    let target = Target {
+        joins,
+        root: root_guard.as_fd(),
+        env,
+        spec,
+        req,
+        slave: pty.as_ref().map(|(_, s)| s.as_fd()),
+    };
+    let helper = match crate::sys::process::clone_fork(CloneFlags::empty())
+        .map_err(io("cannot start the exec helper"))?
+    {
+        None => {
+            drop(report_r);
+            helper(&target, report_w)
+        }
+        Some(p) => p,
+    };
+    drop(report_w);
+    drop(target);
+    drop(root_guard);
+    // The helper reports the command's pid, or why it could not start it.
+    let mut text = String::new();
+    let _ = std::fs::File::from(report_r).read_to_string(&mut text);
+    let _ = nix::sys::wait::waitpid(helper, None);
+    let text = text.trim();
+    let child = match text
+        .strip_prefix("pid ")
+        .and_then(|p| p.parse::<i32>().ok())
+    {
+        Some(p) => Pid::from_raw(p),
+        None => {
+            let (exit, message) = text
+                .strip_prefix("err ")
+                .and_then(|r| r.split_once(' '))
+                .and_then(|(c, m)| Some((c.parse().ok()?, m.to_owned())))
+                .unwrap_or((125, "the exec helper ended without a word".into()));
+            return Err(ExecError::Setup { message, exit });
+        }
+    };
+    if req.detach {
+        return Ok(0);
+    }
+    let (master, slave) = match pty {
+        Some((m, s)) => (Some(m), Some(s)),
+        None => (None, None),
+    };
+    drop(slave);
+    if let Some(m) = &master
+        && let Some(size) = crate::sys::process::window_size(std::io::stdin().as_fd())
+    {
+        let _ = crate::sys::process::set_window_size(m.as_fd(), size);
+    }
+    supervise(child, &signals, master, req.stdin, None).map_err(io("lost track of the command"))
+}
+
+/// What the helper needs.
+struct Target<'a> {
+    joins: Vec<(OwnedFd, CloneFlags)>,
+    root: std::os::fd::BorrowedFd<'a>,
+    env: Vec<(String, String)>,
+    spec: ExecSpec,
+    req: &'a ExecRequest,
+    slave: Option<std::os::fd::BorrowedFd<'a>>,
+}
+
+fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+    nix::pty::grantpt(&master)?;
+    nix::pty::unlockpt(&master)?;
+    let name = nix::pty::ptsname_r(&master)?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let master: OwnedFd = master.into();
+    Ok((master, slave))
+}
+
+/// The helper: joins, enters the root, clones the command as nook's child, reports its pid.
+fn helper(t: &Target<'_>, report: OwnedFd) -> ! {
+    use std::io::Write;
+    let mut report = std::fs::File::from(report);
+    let _ = nix::sys::prctl::set_dumpable(false);
+    let result = (|| -> Result<Pid, (i32, String)> {
+        let fail = |what: &str| {
+            let what = what.to_owned();
+            move |e: nix::errno::Errno| (125, format!("{what}: {e}"))
+        };
+        for (fd, flag) in &t.joins {
+            nix::sched::setns(fd, *flag).map_err(fail("cannot join the container's namespaces"))?;
+        }
+        nix::unistd::fchdir(t.root).map_err(fail("cannot enter the container's root"))?;
+        nix::unistd::chroot(".").map_err(fail("cannot enter the container's root"))?;
+        nix::unistd::chdir("/").map_err(fail("cannot enter the container's root"))?;
+        let flags = CloneFlags::CLONE_PARENT;
+        match crate::sys::process::clone_fork(flags)
+            .map_err(|e| (125, format!("cannot start the command: {e}")))?
+        {
+            None => command(t, &mut report),
+            Some(p) => Ok(p),
+        }
+    })();
+    match result {
+        Ok(p) => {
+            let _ = writeln!(report, "pid {}", p.as_raw());
+            crate::sys::process::exit_now(0)
+        }
+        Err((code, message)) => {
+            let _ = writeln!(report, "err {code} {}", message.replace('\n', " "));
+            crate::sys::process::exit_now(code)
+        }
+    }
+}
+
+/// The command's process: in every namespace of the container, inside its root.
+fn command(t: &Target<'_>, report: &mut std::fs::File) -> ! {
+    use std::io::Write;
+    let result = (|| -> Result<std::convert::Infallible, crate::sandbox::child::Failure> {
+        // Still nook's image: not dumpable until exec (the flag is reset by execve).
+        let _ = nix::sys::prctl::set_dumpable(false);
+        if !t.req.detach {
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+        }
+        let fail = |what: &str| {
+            let what = what.to_owned();
+            move |e: nix::errno::Errno| crate::sandbox::child::Failure {
+                stage: crate::sandbox::message::Stage::Process,
+                message: format!("{what}: {e}"),
+                exit: 125,
+            }
+        };
+        let _ = nix::unistd::setsid();
+        stdio(t).map_err(fail("cannot set up standard input and output"))?;
+        let process = Process {
+            args: t.req.args.clone(),
+            env: t.env.clone(),
+            cwd: t.req.workdir.clone().unwrap_or_else(|| t.spec.cwd.clone()),
+            user: t.req.user.clone().unwrap_or_else(|| t.spec.user.clone()),
+            group_add: t.spec.group_add.clone(),
+            caps: t.spec.caps.iter().filter_map(|c| c.parse().ok()).collect(),
+            no_new_privs: t.spec.no_new_privs,
+            rlimits: Vec::new(),
+            tty: t.req.tty,
+            stdin: t.req.stdin,
+            init: false,
+        };
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+        let user =
+            crate::sandbox::user::resolve(&process.user, &process.group_add, &passwd, &group)
+                .map_err(|e| crate::sandbox::child::Failure {
+                    stage: crate::sandbox::message::Stage::User,
+                    message: format!("cannot exec in the container: {e}"),
+                    exit: 125,
+                })?;
+        crate::sandbox::child::become_user(&process, t.spec.multi_gid, &user)?;
+        nix::unistd::chdir(process.cwd.as_str()).map_err(fail(&format!(
+            "cannot change to the working directory {}",
+            process.cwd
+        )))?;
+        let program = crate::sandbox::child::find_program(&process.args[0], &process.env)?;
+        let args: Vec<CString> = process
+            .args
+            .iter()
+            .map(|a| crate::sandbox::child::cstring(a))
+            .collect::<Result<_, _>>()?;
+        let mut env: Vec<CString> = process
+            .env
+            .iter()
+            .map(|(k, v)| crate::sandbox::child::cstring(&format!("{k}={v}")))
+            .collect::<Result<_, _>>()?;
+        if !process.env.iter().any(|(k, _)| k == "HOME") {
+            env.push(crate::sandbox::child::cstring(&format!(
+                "HOME={}",
+                user.home
+            ))?);
+        }
+        crate::sys::process::cloexec_from(3).map_err(|e| crate::sandbox::child::Failure {
+            stage: crate::sandbox::message::Stage::Process,
+            message: format!("cannot close nook's descriptors: {e}"),
+            exit: 125,
+        })?;
+        crate::sys::process::reset_signals();
+        let e = nix::unistd::execve(&program, &args, &env).unwrap_err();
+        Err(crate::sandbox::child::exec_failure(&process.args[0], e))
+    })();
+    let Err(f) = result;
+    // The helper reported our pid already; the reason goes to standard error.
+    let _ = report;
+    let _ = writeln!(std::io::stderr(), "Error: {}", f.message);
+    crate::sys::process::exit_now(f.exit)
+}
+
+/// The command's standard streams: the terminal, the caller's (stdin only with -i), or
+/// /dev/null when detached.
+fn stdio(t: &Target<'_>) -> nix::Result<()> {
+    use nix::fcntl::OFlag;
+    let null = || nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty());
+    if let Some(slave) = t.slave {
+        crate::sys::process::set_controlling_tty(slave).map_err(|_| nix::errno::Errno::ENOTTY)?;
+        nix::unistd::dup2_stdin(slave)?;
+        nix::unistd::dup2_stdout(slave)?;
+        nix::unistd::dup2_stderr(slave)?;
+        return Ok(());
+    }
+    if t.req.detach {
+        let n = null()?;
+        nix::unistd::dup2_stdin(&n)?;
+        nix::unistd::dup2_stdout(&n)?;
+        nix::unistd::dup2_stderr(&n)?;
+    } else if !t.req.stdin {
+        nix::unistd::dup2_stdin(&null()?)?;
+    }
+    Ok(())
+}
