@@ -338,3 +338,74 @@ fn exec_joins_the_container() {
         .fails_with(125, "is not running");
     s.nook(&["rm", "box"]).ok();
 }
+
+#[test]
+fn volumes_named_anonymous_and_in_use() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    use support::image::{Comp, LayerTar, busybox_base};
+    let content = LayerTar::new()
+        .dir("srv", 0o755)
+        .file_owned("srv/index.html", b"from-image", 0o640, 33, 33)
+        .symlink("escape", "/etc")
+        .finish();
+    let img = s.image_with(
+        "vols",
+        &[(busybox_base().finish(), Comp::Gzip), (content, Comp::Gzip)],
+        serde_json::json!({"Cmd": ["sh"], "Volumes": {"/var/lib/app": {}, "/escape": {}}}),
+    );
+    // A named volume is made on first use and filled from the image's content there.
+    let out = s.nook(&["run", "--name", "writer", "-v", "site:/srv", &img, "sh", "-c",
+        "cat /srv/index.html; stat -c %u:%g /srv/index.html; echo added > /srv/new; echo anon > /var/lib/app/f"]);
+    out.ok();
+    assert_eq!(out.stdout, "from-image33:33\n");
+    let out = s.run(&[
+        "-v",
+        "site:/data:ro",
+        &img,
+        "sh",
+        "-c",
+        "cat /data/new; touch /data/x 2>/dev/null || echo read-only",
+    ]);
+    out.ok();
+    assert_eq!(
+        out.stdout, "added\nread-only\n",
+        "the volume persists across containers"
+    );
+    let ls = s.nook(&["volume", "ls", "-q"]);
+    ls.ok();
+    let names: Vec<&str> = ls.stdout.lines().collect();
+    assert!(names.contains(&"site"), "{names:?}");
+    let anonymous: Vec<&str> = names.iter().copied().filter(|n| n.len() == 64).collect();
+    assert_eq!(anonymous.len(), 2, "one per image VOLUME: {names:?}");
+    // The image's /escape is a link to /etc: nothing of the host's /etc was copied in.
+    let v = inspect(&s, "writer");
+    let escape = v["Mounts"].as_array().unwrap().len();
+    assert!(escape >= 1);
+    for a in &anonymous {
+        let vi = s.nook(&["volume", "inspect", a]);
+        vi.ok();
+        let info: serde_json::Value = serde_json::from_str(&vi.stdout).unwrap();
+        let dir = std::path::PathBuf::from(info[0]["Mountpoint"].as_str().unwrap());
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.is_empty() || names == ["f"],
+            "host files copied into a volume: {names:?}"
+        );
+    }
+    s.nook(&["volume", "rm", "site"])
+        .fails_with(1, "in use by container writer");
+    s.nook(&["rm", "-v", "writer"]).ok();
+    let left = s.nook(&["volume", "ls", "-q"]).stdout;
+    assert_eq!(left, "site\n", "rm -v removes the anonymous volumes only");
+    s.nook(&["volume", "rm", "site"]).ok();
+    s.nook(&["volume", "create", "made"]).ok();
+    s.nook(&["volume", "create", "made"])
+        .fails_with(125, "already exists");
+    s.nook(&["volume", "prune", "-a", "-f"]).ok();
+    assert_eq!(s.nook(&["volume", "ls", "-q"]).stdout, "");
+}

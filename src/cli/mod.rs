@@ -97,6 +97,9 @@ pub enum Command {
     /// Manage containers.
     #[command(subcommand)]
     Container(lifecycle::ContainerCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(lifecycle::VolumeCommand),
     /// Show what works on this host and which fallbacks nook will use.
     #[command(alias = "doctor")]
     Info(info::InfoArgs),
@@ -268,6 +271,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Pause(a) => lifecycle::pause(&session, a, true),
         Command::Unpause(a) => lifecycle::pause(&session, a, false),
         Command::Container(c) => lifecycle::container(&session, c),
+        Command::Volume(c) => lifecycle::volume(&session, c),
         Command::Info(a) => info::info(&session, a),
         Command::System(c) => system::dispatch(&mut session, c),
         Command::Internal(c) => internal::dispatch(c),

@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod run;
 mod supervise;
+pub mod volumes;
 
 use std::fs;
 use std::io;
@@ -77,6 +78,9 @@ pub struct Record {
     /// What `nook exec` needs of the container's process.
     #[serde(default)]
     pub exec: Option<exec::ExecSpec>,
+    /// The volumes it uses.
+    #[serde(default)]
+    pub volumes: Vec<volumes::VolumeUse>,
 }
 
 /// The version of [`Record`] this nook writes.
@@ -230,6 +234,7 @@ mod tests {
             note: String::new(),
             config: serde_json::Value::Null,
             exec: None,
+            volumes: Vec::new(),
         }
     }
 

@@ -35,6 +35,8 @@ pub enum RunError {
     Cgroup(#[from] cgroup::CgroupError),
     #[error(transparent)]
     Net(#[from] NetError),
+    #[error(transparent)]
+    Volume(#[from] super::volumes::VolumeStoreError),
     #[error("the image config of {0} is not valid")]
     Config(String, #[source] serde_json::Error),
     #[error("{what}")]
@@ -304,6 +306,7 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
         note: String::new(),
         config: serde_json::Value::Null,
         exec: None,
+        volumes: Vec::new(),
     };
     let stop_signal = config
         .config()
@@ -314,6 +317,28 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
     let rt = host.runtime.join("containers").join(&id);
     let mut req = req;
     let detach = req.detach.take();
+    // Named and anonymous volumes (the image's VOLUME entries too) become bind mounts.
+    let image_volumes: Vec<String> = config
+        .config()
+        .as_ref()
+        .and_then(|c| c.volumes().clone())
+        .unwrap_or_default();
+    let layers: Vec<PathBuf> = req
+        .image
+        .layers
+        .iter()
+        .map(|l| host.store.layer_root(&l.diff_id))
+        .collect();
+    let vols = super::volumes::Volumes::new(host.store.root());
+    let (mounts, uses) = super::volumes::resolve(
+        &vols,
+        &req.options.volumes,
+        &image_volumes,
+        &layers,
+        host.mapping,
+    )?;
+    req.options.volumes = mounts;
+    record.volumes = uses;
     let result = start_and_wait(
         host,
         &req,
@@ -335,6 +360,11 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
     record.finished = Some(now());
     if req.remove {
         remove_dir(host, &dir);
+        // As docker's --rm: the anonymous volumes go with the container.
+        let vols = super::volumes::Volumes::new(host.store.root());
+        for u in record.volumes.iter().filter(|u| u.anonymous) {
+            let _ = vols.remove(&u.name, &[], host.mapping);
+        }
     } else {
         if record.state == "running" {
             record.state = "exited".into();
@@ -891,6 +921,13 @@ fn inspect_config(
             }),
             crate::sandbox::volume::Volume::Tmpfs { target, .. } => serde_json::json!({
                 "Type": "tmpfs", "Source": "", "Destination": target, "RW": true,
+            }),
+            crate::sandbox::volume::Volume::Named {
+                name,
+                target,
+                read_only,
+            } => serde_json::json!({
+                "Type": "volume", "Name": name, "Destination": target, "RW": !read_only,
             }),
         })
         .collect();

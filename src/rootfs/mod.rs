@@ -6,7 +6,7 @@
 //! kernel allows it is probed by the first run that tries and cached per kernel release in
 //! the runtime directory, so later runs pay nothing.
 
-mod copy;
+pub mod copy;
 mod overlay;
 
 use std::path::{Path, PathBuf};

@@ -20,6 +20,20 @@ pub enum Volume {
         flags: MsFlags,
         data: String,
     },
+    /// A named volume (`NAME:/path`), or an anonymous one (`/path`, empty name): the run
+    /// resolves it to a bind mount of the volume's directory in the store.
+    Named {
+        name: String,
+        target: String,
+        read_only: bool,
+    },
+}
+
+/// Whether `s` can name a volume (docker's rule).
+pub fn valid_volume_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// What is wrong with a volume flag.
@@ -30,7 +44,7 @@ pub enum VolumeError {
     #[error("invalid volume {0:?}: the container path must be absolute and not /")]
     Target(String),
     #[error(
-        "named and anonymous volumes ({0:?}) are not supported yet: give an absolute host path"
+        "invalid volume name {0:?}: use letters, digits, '_', '.' and '-', or an absolute host path"
     )]
     Named(String),
     #[error("bind source {0:?} does not exist (--mount does not create it; -v does)")]
@@ -81,12 +95,12 @@ fn bind(
 pub fn parse_volume(spec: &str) -> Result<Volume, VolumeError> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (src, dst, opts) = match parts.as_slice() {
-        [dst] => return Err(VolumeError::Named((*dst).to_owned())),
+        [dst] => ("", *dst, ""),
         [src, dst] => (*src, *dst, ""),
         [src, dst, opts] => (*src, *dst, *opts),
         _ => return Err(VolumeError::Spec(spec.to_owned())),
     };
-    if !src.starts_with('/') {
+    if !src.is_empty() && !src.starts_with('/') && !valid_volume_name(src) {
         return Err(VolumeError::Named(src.to_owned()));
     }
     let target = check_target(dst, spec)?;
@@ -100,6 +114,13 @@ pub fn parse_volume(spec: &str) -> Result<Volume, VolumeError> {
             "z" | "Z" | "private" | "rprivate" | "delegated" | "cached" | "consistent" => {}
             _ => return Err(VolumeError::Spec(spec.to_owned())),
         }
+    }
+    if !src.starts_with('/') {
+        return Ok(Volume::Named {
+            name: src.to_owned(),
+            target,
+            read_only,
+        });
     }
     bind(src, target, read_only, true, spec)
 }
@@ -122,8 +143,10 @@ pub fn parse_mount(spec: &str) -> Result<Volume, VolumeError> {
                     "bind"
                 } else if t == "tmpfs" {
                     "tmpfs"
+                } else if t == "volume" {
+                    "volume"
                 } else {
-                    return Err(err("type must be bind or tmpfs"));
+                    return Err(err("type must be bind, volume or tmpfs"));
                 }
             }
             ("source" | "src", Some(s)) => source = Some(s),
@@ -163,9 +186,17 @@ pub fn parse_mount(spec: &str) -> Result<Volume, VolumeError> {
                 data: data.join(","),
             })
         }
-        _ => Err(err(
-            "named volumes are not supported yet: use type=bind or type=tmpfs",
-        )),
+        _ => {
+            let name = source.unwrap_or("");
+            if !name.is_empty() && !valid_volume_name(name) {
+                return Err(VolumeError::Named(name.to_owned()));
+            }
+            Ok(Volume::Named {
+                name: name.to_owned(),
+                target,
+                read_only,
+            })
+        }
     }
 }
 
@@ -204,7 +235,9 @@ pub fn parse_tmpfs(spec: &str) -> Result<Volume, VolumeError> {
 impl Volume {
     pub fn target(&self) -> &str {
         match self {
-            Volume::Bind { target, .. } | Volume::Tmpfs { target, .. } => target,
+            Volume::Bind { target, .. }
+            | Volume::Tmpfs { target, .. }
+            | Volume::Named { target, .. } => target,
         }
     }
 
@@ -228,6 +261,16 @@ impl Volume {
                     MsFlags::empty()
                 },
             },
+            // The run resolves named volumes first; one left over fails at its mount.
+            Volume::Named {
+                target, read_only, ..
+            } => Volume::Bind {
+                source: PathBuf::from("/nonexistent/unresolved-volume"),
+                target: target.clone(),
+                read_only: *read_only,
+                dir: true,
+            }
+            .mount_op(),
             Volume::Tmpfs {
                 target,
                 flags,
@@ -265,11 +308,30 @@ mod tests {
         let created = d.path().join("new/deep");
         parse_volume(&format!("{}:/x", created.display())).unwrap();
         assert!(created.is_dir(), "-v creates a missing source directory");
+        assert_eq!(
+            parse_volume("data:/x:ro").unwrap(),
+            Volume::Named {
+                name: "data".into(),
+                target: "/x".into(),
+                read_only: true
+            }
+        );
+        assert_eq!(
+            parse_volume("/x").unwrap(),
+            Volume::Named {
+                name: String::new(),
+                target: "/x".into(),
+                read_only: false
+            }
+        );
         assert!(matches!(
-            parse_volume("name:/x"),
+            parse_volume("-bad:/x"),
             Err(VolumeError::Named(_))
         ));
-        assert!(matches!(parse_volume("/x"), Err(VolumeError::Named(_))));
+        assert!(matches!(
+            parse_volume("../up:/x"),
+            Err(VolumeError::Named(_))
+        ));
         assert!(matches!(
             parse_volume(&format!("{src}:relative")),
             Err(VolumeError::Target(_))
@@ -317,7 +379,11 @@ mod tests {
                 data: "size=64m,mode=1777".into()
             }
         );
-        assert!(parse_mount("type=volume,source=x,target=/y").is_err());
+        assert!(matches!(
+            parse_mount("type=volume,source=x,target=/y").unwrap(),
+            Volume::Named { ref name, .. } if name == "x"
+        ));
+        assert!(parse_mount("type=volume,source=a/b,target=/y").is_err());
         assert!(parse_mount("type=tmpfs").is_err());
         assert!(parse_mount("type=tmpfs,target=/x,colour=blue").is_err());
     }
