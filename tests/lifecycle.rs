@@ -409,3 +409,58 @@ fn volumes_named_anonymous_and_in_use() {
     s.nook(&["volume", "prune", "-a", "-f"]).ok();
     assert_eq!(s.nook(&["volume", "ls", "-q"]).stdout, "");
 }
+
+#[test]
+fn cp_both_ways_and_no_escape() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    detach(
+        &s,
+        "files",
+        "mkdir -p /data/sub && echo inside > /data/sub/f && chown 33:33 /data/sub/f && ln -s /etc /data/etc-link && ln -s ../../../../../../etc/hostname /data/up && sleep 300",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let host = s.user.write_home("in/hello.txt", b"from-host\n");
+    let dest = s.user.home().join("out");
+    s.nook(&["cp", "files:/data", dest.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::read(dest.join("sub/f")).unwrap(), b"inside\n");
+    // Links come over as links, not as what they point to.
+    let link = std::fs::symlink_metadata(dest.join("etc-link")).unwrap();
+    assert!(link.file_type().is_symlink());
+    assert_eq!(
+        std::fs::read_link(dest.join("etc-link")).unwrap(),
+        std::path::Path::new("/etc")
+    );
+    // A link's target resolves inside the container's root, never on the host.
+    let via = s.user.home().join("via");
+    s.nook(&["cp", "files:/data/etc-link/hostname", via.to_str().unwrap()])
+        .ok();
+    let container_hostname = s.nook(&["exec", "files", "cat", "/etc/hostname"]).stdout;
+    assert_eq!(std::fs::read_to_string(&via).unwrap(), container_hostname);
+    s.nook(&["cp", host.to_str().unwrap(), "files:/data/sub/"])
+        .ok();
+    let out = s.nook(&["exec", "files", "cat", "/data/sub/hello.txt"]);
+    assert_eq!(out.stdout, "from-host\n");
+    s.nook(&["cp", host.to_str().unwrap(), "files:/data/renamed.txt"])
+        .ok();
+    assert_eq!(
+        s.nook(&["exec", "files", "cat", "/data/renamed.txt"])
+            .stdout,
+        "from-host\n"
+    );
+    // Writing through a link that points out of the root lands inside the root.
+    s.nook(&["cp", host.to_str().unwrap(), "files:/data/etc-link/planted"])
+        .ok();
+    assert!(
+        !std::path::Path::new("/etc/planted").exists(),
+        "escaped to the host's /etc"
+    );
+    assert_eq!(
+        s.nook(&["exec", "files", "cat", "/etc/planted"]).stdout,
+        "from-host\n"
+    );
+    s.nook(&["cp", "files:/nonexistent", dest.to_str().unwrap()])
+        .fails_with(125, "cannot read /nonexistent");
+    s.nook(&["rm", "-f", "files"]).ok();
+}

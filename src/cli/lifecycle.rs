@@ -768,3 +768,41 @@ pub fn volume(session: &Session, cmd: VolumeCommand) -> Result<i32> {
         }
     }
 }
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// CONTAINER:PATH or a host path.
+    pub src: String,
+    /// CONTAINER:PATH or a host path.
+    pub dest: String,
+}
+
+/// `CONTAINER:PATH` → (container, path); a host path has no colon before its first slash.
+fn container_path(s: &str) -> Option<(&str, &str)> {
+    let (c, p) = s.split_once(':')?;
+    (!c.is_empty() && !c.contains('/')).then_some((c, p))
+}
+
+pub fn cp(session: &Session, a: CpArgs) -> Result<i32> {
+    let c = containers(session);
+    match (container_path(&a.src), container_path(&a.dest)) {
+        (Some((name, path)), None) => {
+            let r = c.get(name)?;
+            crate::container::cp::copy_out(&r, &absolute(path), std::path::Path::new(&a.dest))?;
+        }
+        (None, Some((name, path))) => {
+            let r = c.get(name)?;
+            crate::container::cp::copy_in(&r, std::path::Path::new(&a.src), &absolute(path))?;
+        }
+        _ => bail!("nook cp copies between a container and the host: one side is CONTAINER:PATH"),
+    }
+    Ok(0)
+}
+
+fn absolute(p: &str) -> String {
+    if p.starts_with('/') {
+        p.to_owned()
+    } else {
+        format!("/{p}")
+    }
+}

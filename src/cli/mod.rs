@@ -76,6 +76,8 @@ pub enum Command {
     Ps(lifecycle::PsArgs),
     /// Run a command in a running container.
     Exec(lifecycle::ExecArgs),
+    /// Copy files between a running container and the host.
+    Cp(lifecycle::CpArgs),
     /// Show a detached container's output.
     Logs(lifecycle::LogsArgs),
     /// Stop containers: their stop signal, then SIGKILL after a grace time.
@@ -261,6 +263,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Port(a) => container::port(&session, a),
         Command::Ps(a) => lifecycle::ps(&session, a),
         Command::Exec(a) => lifecycle::exec(&session, a),
+        Command::Cp(a) => lifecycle::cp(&session, a),
         Command::Logs(a) => lifecycle::logs(&session, a),
         Command::Stop(a) => lifecycle::stop(&session, a),
         Command::Kill(a) => lifecycle::kill(&session, a),

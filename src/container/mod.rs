@@ -8,6 +8,7 @@
 //! lifecycle issue and build on the same records.
 
 pub mod cgroup;
+pub mod cp;
 pub mod exec;
 mod fakeroot;
 mod ids;

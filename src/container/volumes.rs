@@ -339,7 +339,8 @@ mod tests {
             read_only: false,
         }];
         let image = vec!["/var/cache".to_owned(), "/srv/www".to_owned()];
-        let (mounts, uses) = resolve(&vols, &req, &image, std::slice::from_ref(&layer), &me).unwrap();
+        let (mounts, uses) =
+            resolve(&vols, &req, &image, std::slice::from_ref(&layer), &me).unwrap();
         assert_eq!(mounts.len(), 2);
         assert_eq!(uses[0].name, "site");
         assert!(uses[1].anonymous && uses[1].target == "/var/cache");

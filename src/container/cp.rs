@@ -1,0 +1,224 @@
+//! `nook cp`: files between the host and a running container, as a tar stream through a
+//! pipe. The container's side runs in a helper that joins the container's user and mount
+//! namespaces and chroots into its root, so every container path resolves inside the root
+//! (an absolute or `..` symbolic link cannot lead out) and files keep the owners the
+//! container sees; symbolic links are copied as links, never followed.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::sched::CloneFlags;
+
+use super::Record;
+
+/// Why a copy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CpError {
+    #[error("container {0} is not running (nook cp needs a running container)")]
+    NotRunning(String),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Container(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> CpError {
+    let what = what.into();
+    move |source| CpError::Io { what, source }
+}
+
+/// The name a copy gets at its destination: the source's own name when the destination is
+/// an existing directory, else the destination's name (in its parent).
+fn last_name(p: &str) -> Option<String> {
+    Path::new(p)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+}
+
+/// Writes `src` (file, directory or link) to `w` as a tar stream whose top entry is `name`.
+fn archive(src: &Path, name: &str, w: impl io::Write) -> io::Result<()> {
+    let mut b = tar::Builder::new(w);
+    b.follow_symlinks(false);
+    let meta = std::fs::symlink_metadata(src)?;
+    if meta.is_dir() {
+        b.append_dir_all(name, src)?;
+    } else {
+        b.append_path_with_name(src, name)?;
+    }
+    b.into_inner()?.flush()
+}
+
+/// Unpacks a tar stream into `dir` (every entry must stay below it).
+fn unpack(r: impl io::Read, dir: &Path) -> io::Result<()> {
+    let mut a = tar::Archive::new(r);
+    a.set_preserve_permissions(true);
+    a.set_overwrite(true);
+    for entry in a.entries()? {
+        let mut e = entry?;
+        let path = e.path()?.into_owned();
+        if path
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("refusing archive entry {}", path.display()),
+            ));
+        }
+        e.unpack_in(dir)?;
+    }
+    Ok(())
+}
+
+/// Where a copy lands: the directory to unpack in, and the top entry's name.
+fn placement(dest: &Path, src_name: &str) -> io::Result<(PathBuf, String)> {
+    if dest.is_dir() {
+        return Ok((dest.to_owned(), src_name.to_owned()));
+    }
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no destination name"))?;
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    Ok((parent, name))
+}
+
+/// Runs `inside` in a child that has joined the container's user and mount namespaces and
+/// entered its root, with its end of the pipe; runs `outside` here with the other end.
+/// Each side closes the other's end, so that end-of-file arrives.
+fn in_container(
+    r: &Record,
+    (child_end, inside): (OwnedFd, impl FnOnce(File) -> Result<(), String>),
+    (our_end, outside): (OwnedFd, impl FnOnce(File) -> io::Result<()>),
+) -> Result<(), CpError> {
+    let Some(pid) = r.pid.filter(|_| r.state == "running") else {
+        return Err(CpError::NotRunning(r.name.clone()));
+    };
+    let open = |ns: &str| {
+        File::open(format!("/proc/{pid}/ns/{ns}"))
+            .map_err(io_err("cannot open the container's namespaces"))
+    };
+    let (user, mnt) = (open("user")?, open("mnt")?);
+    let root = File::open(format!("/proc/{pid}/root"))
+        .map_err(io_err("cannot open the container's root"))?;
+    let (err_r, err_w) = pipe()?;
+    let child = crate::sys::process::clone_fork(CloneFlags::empty())
+        .map_err(io_err("cannot start the copy helper"))?;
+    let Some(child) = child else {
+        use std::io::Write;
+        drop((err_r, our_end));
+        let _ = nix::sys::prctl::set_dumpable(false);
+        let result = (|| -> Result<(), String> {
+            let join = |e: nix::errno::Errno| format!("cannot join the container: {e}");
+            nix::sched::setns(&user, CloneFlags::CLONE_NEWUSER).map_err(join)?;
+            nix::sched::setns(&mnt, CloneFlags::CLONE_NEWNS).map_err(join)?;
+            let enter = |e: nix::errno::Errno| format!("cannot enter the root: {e}");
+            nix::unistd::fchdir(root.as_fd()).map_err(enter)?;
+            nix::unistd::chroot(".").map_err(enter)?;
+            nix::unistd::chdir("/").map_err(enter)?;
+            inside(File::from(child_end))
+        })();
+        let code = match result {
+            Ok(()) => 0,
+            Err(m) => {
+                let _ = File::from(err_w).write_all(m.as_bytes());
+                1
+            }
+        };
+        crate::sys::process::exit_now(code)
+    };
+    drop((err_w, child_end));
+    let ours = outside(File::from(our_end));
+    let mut text = String::new();
+    let _ = io::Read::read_to_string(&mut File::from(err_r), &mut text);
+    let _ = nix::sys::wait::waitpid(child, None);
+    if !text.is_empty() {
+        return Err(CpError::Container(text));
+    }
+    ours.map_err(io_err("cannot copy"))
+}
+
+/// `nook cp CONTAINER:SRC DEST`.
+pub fn copy_out(r: &Record, src: &str, dest: &Path) -> Result<(), CpError> {
+    let src_name = last_name(src).unwrap_or_else(|| "root".into());
+    let (dir, name) = placement(dest, &src_name).map_err(io_err("invalid destination"))?;
+    let (pr, pw) = pipe()?;
+    let src = src.to_owned();
+    in_container(
+        r,
+        (pw, move |w: File| {
+            archive(Path::new(&src), &name, w)
+                .map_err(|e| format!("cannot read {src} in the container: {e}"))
+        }),
+        (pr, move |rd: File| unpack(rd, &dir)),
+    )
+}
+
+/// `nook cp SRC CONTAINER:DEST`.
+pub fn copy_in(r: &Record, src: &Path, dest: &str) -> Result<(), CpError> {
+    std::fs::symlink_metadata(src).map_err(io_err(format!("cannot read {}", src.display())))?;
+    let src_name = last_name(&src.to_string_lossy()).unwrap_or_else(|| "root".into());
+    let (pr, pw) = pipe()?;
+    let dest = dest.to_owned();
+    let src = src.to_owned();
+    let name = src_name.clone();
+    in_container(
+        r,
+        (pr, move |rd: File| {
+            let (dir, name) = placement(Path::new(&dest), &src_name).map_err(|e| e.to_string())?;
+            // The archive's top entry is named for the source; it is renamed in place.
+            let staging = dir.join(format!(".nook-cp-{}", std::process::id()));
+            std::fs::create_dir(&staging).map_err(|e| format!("cannot write {dest}: {e}"))?;
+            let r = unpack(rd, &staging)
+                .and_then(|()| std::fs::rename(staging.join(&src_name), dir.join(&name)));
+            let _ = std::fs::remove_dir_all(&staging);
+            r.map_err(|e| format!("cannot write {dest} in the container: {e}"))
+        }),
+        (pw, move |w: File| archive(&src, &name, w)),
+    )
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), CpError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| io_err("cannot create a pipe")(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archives_keep_links_as_links() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("sub/f"), b"data").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", src.join("link")).unwrap();
+        let mut buf = Vec::new();
+        archive(&src, "copy", &mut buf).unwrap();
+        let out = d.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        unpack(&buf[..], &out).unwrap();
+        assert_eq!(std::fs::read(out.join("copy/sub/f")).unwrap(), b"data");
+        assert!(
+            std::fs::symlink_metadata(out.join("copy/link"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(placement(&out, "x").unwrap(), (out.clone(), "x".to_owned()));
+        assert_eq!(
+            placement(&out.join("new"), "x").unwrap(),
+            (out.clone(), "new".to_owned())
+        );
+    }
+}
