@@ -464,3 +464,29 @@ fn cp_both_ways_and_no_escape() {
         .fails_with(125, "cannot read /nonexistent");
     s.nook(&["rm", "-f", "files"]).ok();
 }
+
+#[test]
+fn create_then_start_detached_and_attached() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    let script = format!(
+        "echo run-$(cat /count 2>/dev/null || echo 0); echo 1 > /count; : {}",
+        s.tag
+    );
+    let out = s.nook(&["create", "--name", "later", &s.image, "sh", "-c", &script]);
+    out.ok();
+    assert_eq!(out.stdout.trim().len(), 64);
+    assert!(s.nook(&["ps", "-a"]).stdout.contains("Created"));
+    assert_eq!(s.nook(&["ps", "-q"]).stdout, "", "created is not running");
+    let started = s.nook(&["start", "later"]);
+    started.ok();
+    assert_eq!(started.stdout, "later\n");
+    assert_eq!(s.nook(&["wait", "later"]).stdout, "0\n");
+    assert_eq!(s.nook(&["logs", "later"]).stdout, "run-0\n");
+    // Started again, attached: the same writable layer, the output here.
+    let again = s.nook(&["start", "-a", "later"]);
+    again.ok();
+    assert_eq!(again.stdout, "run-1\n");
+    s.nook(&["rm", "later"]).ok();
+}

@@ -220,6 +220,16 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Starts nook (with the test's tag) and waits for the container to print "ready".
+fn start_ready(s: &Sandbox, mut cmd: Command) -> ChildGuard {
+    cmd.env("NOOK_TEST_TAG", &s.tag);
+    let mut guard = ChildGuard(Some(cmd.spawn().unwrap()));
+    let child = guard.0.as_mut().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut stdout, "ready");
+    guard
+}
+
 fn wait_for_line(r: &mut impl BufRead, want: &str) {
     let mut line = String::new();
     while r.read_line(&mut line).unwrap() > 0 {
@@ -266,7 +276,7 @@ fn published_ports_over_loopback_and_free_ones() {
             "mkdir /www && echo served-by-{net} > /www/f && httpd -p 80 -h /www && (/probe/netprobe udp-echo 7 1 &) && (/probe/netprobe tcp-peer 81 &) && echo ready && sleep 60; : {}",
             s.tag
         );
-        let mut cmd = s.user.nook(&[
+        let cmd = s.user.nook(&[
             "run",
             "--rm",
             "--init",
@@ -289,11 +299,8 @@ fn published_ports_over_loopback_and_free_ones() {
             "-c",
             &script,
         ]);
-        cmd.env("NOOK_TEST_TAG", &s.tag);
-        let mut guard = ChildGuard(Some(cmd.spawn().unwrap()));
+        let mut guard = start_ready(&s, cmd);
         let child = guard.0.as_mut().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        wait_for_line(&mut stdout, "ready");
 
         let page = tcp_talk(web, b"GET /f HTTP/1.0\r\n\r\n");
         assert!(page.contains(&format!("served-by-{net}")), "{page}");
@@ -388,7 +395,7 @@ fn publish_all_takes_the_images_exposed_ports() {
         "mkdir /www && echo exposed > /www/f && httpd -p 80 -h /www && echo ready && sleep 60; : {}",
         s.tag
     );
-    let mut cmd = s.user.nook(&[
+    let cmd = s.user.nook(&[
         "run",
         "--rm",
         "--name",
@@ -401,11 +408,7 @@ fn publish_all_takes_the_images_exposed_ports() {
         "-c",
         &script,
     ]);
-    cmd.env("NOOK_TEST_TAG", &s.tag);
-    let mut guard = ChildGuard(Some(cmd.spawn().unwrap()));
-    let child = guard.0.as_mut().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    wait_for_line(&mut stdout, "ready");
+    let _guard = start_ready(&s, cmd);
     let listed = s.nook(&["port", "exposed"]);
     listed.ok();
     let lines: Vec<&str> = listed.stdout.lines().collect();

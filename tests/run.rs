@@ -203,8 +203,8 @@ fn volumes_tmpfs_and_read_only_root() {
         "touch /data/ok && touch /dev/shm/ok",
     )
     .ok();
-    s.sh(&["-v", "relative:/x"], "true")
-        .fails_with(125, "not supported yet");
+    s.sh(&["-v", "./relative:/x"], "true")
+        .fails_with(125, "invalid volume name");
 }
 
 #[test]

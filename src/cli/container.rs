@@ -243,6 +243,25 @@ fn find_or_pull(store: &Store, a: &RunArgs) -> Result<ImageRecord> {
 }
 
 pub fn run(session: &Session, a: RunArgs) -> Result<i32> {
+    run_as(session, a, None, true)
+}
+
+/// The arguments after `run` or `create` on this command line (what `start` replays).
+fn run_args() -> Vec<String> {
+    std::env::args()
+        .skip(1)
+        .skip_while(|a| a != "run" && a != "create")
+        .skip(1)
+        .collect()
+}
+
+/// A `run` of new container, or (`existing`) a `start` of one that `create` made.
+fn run_as(
+    session: &Session,
+    a: RunArgs,
+    existing: Option<crate::container::Record>,
+    print_id: bool,
+) -> Result<i32> {
     let options = options(&a)?;
     let limits = Limits {
         memory: a
@@ -269,12 +288,18 @@ pub fn run(session: &Session, a: RunArgs) -> Result<i32> {
         options,
         limits,
         detach: None,
+        args: existing
+            .as_ref()
+            .map_or_else(run_args, |r| r.create_args.clone()),
+        existing,
     };
     if a.detach {
         let rotation = log_options(&a.log_opt)?;
         return match crate::container::run::run_detached(&host, request, rotation) {
             Ok(id) => {
-                println!("{id}");
+                if print_id {
+                    println!("{id}");
+                }
                 Ok(0)
             }
             Err(e) => {
@@ -357,4 +382,89 @@ fn log_options(opts: &[String]) -> Result<crate::container::logs::Rotation> {
         }
     }
     Ok(r)
+}
+
+/// `nook create`: validates like `run`, pulls the image when missing, and records the
+/// container without starting it; prints its id.
+pub fn create(session: &Session, a: RunArgs) -> Result<i32> {
+    options(&a)?;
+    let store = session.store_without_userns()?;
+    let image = find_or_pull(&store, &a)?;
+    let containers = crate::container::Containers::new(&session.root);
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut record = crate::container::Record::new(
+        crate::container::new_id(),
+        a.image.clone(),
+        image.id.clone(),
+        a.command.clone(),
+        created,
+        "created",
+    );
+    record.name = a.name.clone().unwrap_or_default();
+    record.create_args = run_args();
+    {
+        let _lock = store.lock("containers", true)?;
+        containers.create(&mut record)?;
+    }
+    println!("{}", record.id);
+    Ok(0)
+}
+
+/// clap's view of the replayed arguments.
+#[derive(Debug, clap::Parser)]
+#[command(name = "nook run", disable_help_flag = true)]
+struct Replay {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Attach: stay in the foreground with the container's output, and end with its status.
+    #[arg(short, long)]
+    pub attach: bool,
+    /// Keep standard input open (with -a).
+    #[arg(short, long)]
+    pub interactive: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `nook start`: runs created (or exited) containers again, with the arguments they were made
+/// with, in the background, or attached with `-a`.
+pub fn start(session: &Session, a: StartArgs) -> Result<i32> {
+    let containers = crate::container::Containers::new(&session.root);
+    let mut code = 0;
+    for name in &a.containers {
+        let r = containers.get(name)?;
+        if r.state == "running" {
+            println!("{name}");
+            continue;
+        }
+        let replay = <Replay as clap::Parser>::try_parse_from(
+            std::iter::once("nook-run".to_owned()).chain(r.create_args.iter().cloned()),
+        )
+        .with_context(|| format!("container {name} was made by a nook that kept no arguments"))?;
+        let mut args = replay.run;
+        args.rm = false;
+        args.name = None;
+        args.interactive = a.interactive;
+        args.detach = !a.attach;
+        let quiet_detach = args.detach;
+        if quiet_detach {
+            // run -d prints the id; start prints the name it was given, as docker.
+            let out = run_as(session, args, Some(r.clone()), false)?;
+            if out != 0 {
+                code = out;
+            } else {
+                println!("{name}");
+            }
+        } else {
+            code = run_as(session, args, Some(r), true)?;
+        }
+    }
+    Ok(code)
 }

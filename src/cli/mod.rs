@@ -70,6 +70,10 @@ pub enum Command {
     Logout(login::LogoutArgs),
     /// Run a command in a new container.
     Run(Box<container::RunArgs>),
+    /// Create a container without starting it.
+    Create(Box<container::RunArgs>),
+    /// Start created or stopped containers.
+    Start(container::StartArgs),
     /// List a container's published ports.
     Port(container::PortArgs),
     /// List containers.
@@ -261,6 +265,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Logout(a) => login::logout(a),
         Command::Run(a) => container::run(&session, *a),
         Command::Port(a) => container::port(&session, a),
+        Command::Create(a) => container::create(&session, *a),
+        Command::Start(a) => container::start(&session, a),
         Command::Ps(a) => lifecycle::ps(&session, a),
         Command::Exec(a) => lifecycle::exec(&session, a),
         Command::Cp(a) => lifecycle::cp(&session, a),

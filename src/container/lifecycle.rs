@@ -206,29 +206,36 @@ pub fn remove(
 }
 
 /// Removes a container's directory, entering a user namespace that maps the subordinate
-/// range where its files belong to it. Runs the removal in a child process for that, so
-/// that the caller stays outside any namespace.
+/// range where its files belong to it.
 pub fn remove_tree(dir: &Path, mapping: &Mapping) -> std::io::Result<()> {
     if crate::sys::confined::remove_tree(dir).is_ok() {
         return Ok(());
     }
+    as_store(mapping, || crate::sys::confined::remove_tree(dir))
+}
+
+/// Runs `f` where the store's files can be handled with their owners: in a child process
+/// that enters a user namespace mapping the subordinate range (so that the caller stays
+/// outside any namespace), or here with a single mapping.
+pub fn as_store(mapping: &Mapping, f: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
     let Mapping::Range {
         helpers,
         uids,
         gids,
     } = mapping
     else {
-        return crate::sys::confined::remove_tree(dir);
+        return f();
     };
     match crate::sys::process::clone_fork(nix::sched::CloneFlags::empty())? {
         None => {
-            let ok = crate::sys::userns::enter(uids, gids, Some(helpers)).is_ok()
-                && crate::sys::confined::remove_tree(dir).is_ok();
+            let ok = crate::sys::userns::enter(uids, gids, Some(helpers)).is_ok() && f().is_ok();
             crate::sys::process::exit_now(if ok { 0 } else { 1 })
         }
         Some(child) => match nix::sys::wait::waitpid(child, None) {
             Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
-            _ => crate::sys::confined::remove_tree(dir),
+            _ => Err(std::io::Error::other(
+                "the work in the store's user namespace failed",
+            )),
         },
     }
 }

@@ -82,10 +82,50 @@ pub struct Record {
     /// The volumes it uses.
     #[serde(default)]
     pub volumes: Vec<volumes::VolumeUse>,
+    /// The `run`/`create` arguments it was made with, for `nook start`.
+    #[serde(default)]
+    pub create_args: Vec<String>,
 }
 
 /// The version of [`Record`] this nook writes.
 pub const RECORD_VERSION: u32 = 1;
+
+impl Record {
+    /// A record in state `state` with nothing run yet.
+    pub fn new(
+        id: String,
+        image: String,
+        image_id: Digest,
+        command: Vec<String>,
+        created: u64,
+        state: &str,
+    ) -> Record {
+        Record {
+            id,
+            name: String::new(),
+            image,
+            image_id,
+            command,
+            created,
+            state: state.into(),
+            pid: None,
+            exit_code: None,
+            finished: None,
+            driver: String::new(),
+            network: String::new(),
+            ports: Vec::new(),
+            version: RECORD_VERSION,
+            monitor: None,
+            started: None,
+            detached: false,
+            note: String::new(),
+            config: serde_json::Value::Null,
+            exec: None,
+            volumes: Vec::new(),
+            create_args: Vec::new(),
+        }
+    }
+}
 
 /// Why a container record could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -214,29 +254,16 @@ mod tests {
     use super::*;
 
     fn record(id: &str, name: &str) -> Record {
-        Record {
-            id: id.into(),
-            name: name.into(),
-            image: "busybox".into(),
-            image_id: Digest::sha256_of(b"x"),
-            command: vec!["true".into()],
-            created: 1,
-            state: "created".into(),
-            pid: None,
-            exit_code: None,
-            finished: None,
-            driver: String::new(),
-            network: String::new(),
-            ports: Vec::new(),
-            version: RECORD_VERSION,
-            monitor: None,
-            started: None,
-            detached: false,
-            note: String::new(),
-            config: serde_json::Value::Null,
-            exec: None,
-            volumes: Vec::new(),
-        }
+        let mut r = Record::new(
+            id.into(),
+            "busybox".into(),
+            Digest::sha256_of(b"x"),
+            vec!["true".into()],
+            1,
+            "created",
+        );
+        r.name = name.into();
+        r
     }
 
     #[test]

@@ -79,6 +79,10 @@ pub struct RunRequest {
     pub limits: Limits,
     /// `run -d`: this process is the container's monitor.
     pub detach: Option<Detach>,
+    /// `nook start`: the container that `create` (or an earlier run) made.
+    pub existing: Option<super::Record>,
+    /// The command line's `run` arguments (kept for `nook start`).
+    pub args: Vec<String>,
 }
 
 /// What a detached run's monitor holds: the read ends of the container's stdout and stderr
@@ -244,7 +248,7 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
     let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&config_bytes)
         .map_err(|e| RunError::Config(req.image_name.clone(), e))?;
     let o = &req.options;
-    let id = new_id();
+    let id = req.existing.as_ref().map_or_else(new_id, |r| r.id.clone());
     let network = net::choose(&o.network, host.runtime);
     if network.mode == net::Mode::None
         && let Some(why) = &network.why
@@ -285,29 +289,24 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
         process.user = format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid());
     }
     let containers = Containers::new(host.store.root());
-    let mut record = Record {
-        id: id.clone(),
-        name: req.name.clone().unwrap_or_default(),
-        image: req.image_name.clone(),
-        image_id: req.image.id.clone(),
-        command: process.args.clone(),
-        created: now(),
-        state: "created".into(),
-        pid: None,
-        exit_code: None,
-        finished: None,
-        driver: String::new(),
-        network: String::new(),
-        ports,
-        version: super::RECORD_VERSION,
-        monitor: super::lifecycle::this_monitor(),
-        started: None,
-        detached: req.detach.is_some(),
-        note: String::new(),
-        config: serde_json::Value::Null,
-        exec: None,
-        volumes: Vec::new(),
-    };
+    let mut record = Record::new(
+        id.clone(),
+        req.image_name.clone(),
+        req.image.id.clone(),
+        process.args.clone(),
+        req.existing.as_ref().map_or_else(now, |r| r.created),
+        "created",
+    );
+    record.name = req
+        .existing
+        .as_ref()
+        .map(|r| r.name.clone())
+        .or_else(|| req.name.clone())
+        .unwrap_or_default();
+    record.ports = ports;
+    record.monitor = super::lifecycle::this_monitor();
+    record.detached = req.detach.is_some();
+    record.create_args = req.args.clone();
     let stop_signal = config
         .config()
         .as_ref()

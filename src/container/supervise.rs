@@ -134,16 +134,9 @@ pub fn supervise(
                 fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
             }
         }
-        match poll(&mut fds, PollTimeout::NONE) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-            Ok(_) => {}
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
+        let Some(ready) = wait_ready(fds)? else {
+            continue;
+        };
         if let (Some(m), Some(true)) = (&pty, ready.get(1)) {
             pump_out(m.as_fd(), &mut buf);
         }
@@ -208,16 +201,9 @@ fn supervise_detached(
         for i in &live {
             fds.push(PollFd::new(sources[*i].0, PollFlags::POLLIN));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-            Ok(_) => {}
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
+        let Some(ready) = wait_ready(fds)? else {
+            continue;
+        };
         for (k, i) in live.iter().enumerate() {
             if ready[k + 1] && !drain(sources[*i], &mut buf, &mut o.log) {
                 open[*i] = false;
@@ -247,6 +233,19 @@ fn supervise_detached(
                 }
             }
         }
+    }
+}
+
+/// Polls `fds`; which of them are ready, or `None` when interrupted.
+fn wait_ready(mut fds: Vec<PollFd<'_>>) -> io::Result<Option<Vec<bool>>> {
+    match poll(&mut fds, PollTimeout::NONE) {
+        Err(nix::errno::Errno::EINTR) => Ok(None),
+        Err(e) => Err(e.into()),
+        Ok(_) => Ok(Some(
+            fds.iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect(),
+        )),
     }
 }
 

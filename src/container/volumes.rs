@@ -221,30 +221,9 @@ pub fn inside(root: &Path, rel: &str) -> Option<PathBuf> {
     Some(p)
 }
 
-/// Copies the layers' trees into `dest`, in a child process that enters the store's user
-/// namespace when the files belong to a subordinate range.
+/// Copies the layers' trees into `dest` with their owners.
 fn copy_as_store(sources: &[PathBuf], dest: &Path, mapping: &Mapping) -> io::Result<()> {
-    let Mapping::Range {
-        helpers,
-        uids,
-        gids,
-    } = mapping
-    else {
-        return crate::rootfs::copy::copy_layers(sources, dest);
-    };
-    match crate::sys::process::clone_fork(nix::sched::CloneFlags::empty())? {
-        None => {
-            let ok = crate::sys::userns::enter(uids, gids, Some(helpers)).is_ok()
-                && crate::rootfs::copy::copy_layers(sources, dest).is_ok();
-            crate::sys::process::exit_now(if ok { 0 } else { 1 })
-        }
-        Some(child) => match nix::sys::wait::waitpid(child, None) {
-            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
-            _ => Err(io::Error::other(
-                "copying the image's files into the volume failed",
-            )),
-        },
-    }
+    super::lifecycle::as_store(mapping, || crate::rootfs::copy::copy_layers(sources, dest))
 }
 
 /// Resolves the run's named and anonymous volumes (and the image's VOLUME entries not
