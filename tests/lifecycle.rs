@@ -92,6 +92,16 @@ fn detached_run_logs_stop_wait_rm() {
             .count(),
         2
     );
+    assert!(
+        s.nook(&["logs", "--since", "1h", "ticker"])
+            .stdout
+            .starts_with("started\n")
+    );
+    assert_eq!(
+        s.nook(&["logs", "--since", "2099-01-01T00:00:00Z", "ticker"])
+            .stdout,
+        ""
+    );
     // sh as pid 1 ignores SIGTERM: stop ends it with SIGKILL after the timeout.
     let t = Instant::now();
     s.nook(&["stop", "-t", "1", "ticker"]).ok();
