@@ -472,6 +472,18 @@ fn cp_both_ways_and_no_escape() {
     );
     s.nook(&["cp", "files:/nonexistent", dest.to_str().unwrap()])
         .fails_with(125, "cannot read /nonexistent");
+    // A stopped container: its root is assembled again for the copy.
+    s.nook(&["stop", "-t", "0", "files"]).ok();
+    let stopped = s.user.home().join("stopped-f");
+    s.nook(&["cp", "files:/data/sub/f", stopped.to_str().unwrap()])
+        .ok();
+    assert_eq!(std::fs::read(&stopped).unwrap(), b"inside\n");
+    s.nook(&["cp", host.to_str().unwrap(), "files:/data/after-stop.txt"])
+        .ok();
+    let back = s.user.home().join("back.txt");
+    s.nook(&["cp", "files:/data/after-stop.txt", back.to_str().unwrap()])
+        .ok();
+    assert_eq!(std::fs::read(&back).unwrap(), b"from-host\n");
     s.nook(&["rm", "-f", "files"]).ok();
 }
 

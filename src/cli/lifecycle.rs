@@ -785,18 +785,63 @@ fn container_path(s: &str) -> Option<(&str, &str)> {
 
 pub fn cp(session: &Session, a: CpArgs) -> Result<i32> {
     let c = containers(session);
-    match (container_path(&a.src), container_path(&a.dest)) {
-        (Some((name, path)), None) => {
-            let r = c.get(name)?;
-            crate::container::cp::copy_out(&r, &absolute(path), std::path::Path::new(&a.dest))?;
-        }
-        (None, Some((name, path))) => {
-            let r = c.get(name)?;
-            crate::container::cp::copy_in(&r, std::path::Path::new(&a.src), &absolute(path))?;
-        }
+    let (name, path, out) = match (container_path(&a.src), container_path(&a.dest)) {
+        (Some((name, path)), None) => (name, path, true),
+        (None, Some((name, path))) => (name, path, false),
         _ => bail!("nook cp copies between a container and the host: one side is CONTAINER:PATH"),
-    }
+    };
+    let r = c.get(name)?;
+    let runtime = crate::config::runtime_dir()?;
+    let mountpoint = runtime.join(format!("cp-{}", std::process::id()));
+    let stopped = if r.state == "running" {
+        None
+    } else {
+        Some(stopped_root(session, &c, &r, &mountpoint)?)
+    };
+    let result = if out {
+        crate::container::cp::copy_out(
+            &r,
+            stopped.as_ref(),
+            &absolute(path),
+            std::path::Path::new(&a.dest),
+        )
+    } else {
+        crate::container::cp::copy_in(
+            &r,
+            stopped.as_ref(),
+            std::path::Path::new(&a.src),
+            &absolute(path),
+        )
+    };
+    let _ = std::fs::remove_dir(&mountpoint);
+    result?;
     Ok(0)
+}
+
+/// What the copy needs to assemble a stopped container's root.
+fn stopped_root(
+    session: &Session,
+    c: &Containers,
+    r: &Record,
+    mountpoint: &std::path::Path,
+) -> Result<crate::container::cp::Stopped> {
+    let store = session.store_without_userns()?;
+    let image = store
+        .find_image(&r.image_id.to_string())
+        .with_context(|| format!("the image of container {} is gone", r.name))?;
+    std::fs::create_dir_all(mountpoint)?;
+    Ok(crate::container::cp::Stopped {
+        mapping: session.mapping.clone(),
+        layers_dir: store.root().join("layers"),
+        lowers: image
+            .layers
+            .iter()
+            .rev()
+            .map(|l| format!("{}/root", l.diff_id.hex()))
+            .collect(),
+        dir: c.dir_of(&r.id),
+        mountpoint: mountpoint.to_owned(),
+    })
 }
 
 fn absolute(p: &str) -> String {

@@ -16,7 +16,7 @@ use super::Record;
 /// Why a copy failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CpError {
-    #[error("container {0} is not running (nook cp needs a running container)")]
+    #[error("container {0} is not running")]
     NotRunning(String),
     #[error("{what}")]
     Io {
@@ -97,19 +97,27 @@ fn placement(dest: &Path, src_name: &str) -> io::Result<(PathBuf, String)> {
 /// Each side closes the other's end, so that end-of-file arrives.
 fn in_container(
     r: &Record,
+    stopped: Option<&Stopped>,
     (child_end, inside): (OwnedFd, impl FnOnce(File) -> Result<(), String>),
     (our_end, outside): (OwnedFd, impl FnOnce(File) -> io::Result<()>),
 ) -> Result<(), CpError> {
-    let Some(pid) = r.pid.filter(|_| r.state == "running") else {
-        return Err(CpError::NotRunning(r.name.clone()));
+    let entry = match (r.pid.filter(|_| r.state == "running"), stopped) {
+        (Some(pid), _) => {
+            let open = |ns: &str| {
+                File::open(format!("/proc/{pid}/ns/{ns}"))
+                    .map_err(io_err("cannot open the container's namespaces"))
+            };
+            let root = File::open(format!("/proc/{pid}/root"))
+                .map_err(io_err("cannot open the container's root"))?;
+            Entry::Running {
+                user: open("user")?,
+                mnt: open("mnt")?,
+                root,
+            }
+        }
+        (None, Some(s)) => Entry::Stopped(s),
+        (None, None) => return Err(CpError::NotRunning(r.name.clone())),
     };
-    let open = |ns: &str| {
-        File::open(format!("/proc/{pid}/ns/{ns}"))
-            .map_err(io_err("cannot open the container's namespaces"))
-    };
-    let (user, mnt) = (open("user")?, open("mnt")?);
-    let root = File::open(format!("/proc/{pid}/root"))
-        .map_err(io_err("cannot open the container's root"))?;
     let (err_r, err_w) = pipe()?;
     let child = crate::sys::process::clone_fork(CloneFlags::empty())
         .map_err(io_err("cannot start the copy helper"))?;
@@ -118,11 +126,19 @@ fn in_container(
         drop((err_r, our_end));
         let _ = nix::sys::prctl::set_dumpable(false);
         let result = (|| -> Result<(), String> {
-            let join = |e: nix::errno::Errno| format!("cannot join the container: {e}");
-            nix::sched::setns(&user, CloneFlags::CLONE_NEWUSER).map_err(join)?;
-            nix::sched::setns(&mnt, CloneFlags::CLONE_NEWNS).map_err(join)?;
             let enter = |e: nix::errno::Errno| format!("cannot enter the root: {e}");
-            nix::unistd::fchdir(root.as_fd()).map_err(enter)?;
+            match &entry {
+                Entry::Running { user, mnt, root } => {
+                    let join = |e: nix::errno::Errno| format!("cannot join the container: {e}");
+                    nix::sched::setns(user, CloneFlags::CLONE_NEWUSER).map_err(join)?;
+                    nix::sched::setns(mnt, CloneFlags::CLONE_NEWNS).map_err(join)?;
+                    nix::unistd::fchdir(root.as_fd()).map_err(enter)?;
+                }
+                Entry::Stopped(s) => {
+                    let root = s.assemble()?;
+                    nix::unistd::chdir(&root).map_err(enter)?;
+                }
+            }
             nix::unistd::chroot(".").map_err(enter)?;
             nix::unistd::chdir("/").map_err(enter)?;
             inside(File::from(child_end))
@@ -147,14 +163,82 @@ fn in_container(
     ours.map_err(io_err("cannot copy"))
 }
 
+/// How the helper reaches a container's root.
+enum Entry<'a> {
+    Running { user: File, mnt: File, root: File },
+    Stopped(&'a Stopped),
+}
+
+/// A stopped container's root, assembled again for the copy: its layers and writable layer
+/// under a kernel overlay in a user and mount namespace of the helper's own (or, for the copy
+/// rung, its private copy).
+pub struct Stopped {
+    pub mapping: crate::sys::idmap::Mapping,
+    /// The store's `layers/` directory and the lower layers in it, top first.
+    pub layers_dir: PathBuf,
+    pub lowers: Vec<String>,
+    /// The container's directory (`upper/`, `work/`, or `rootfs/` on the copy rung).
+    pub dir: PathBuf,
+    /// An empty directory to mount on.
+    pub mountpoint: PathBuf,
+}
+
+impl Stopped {
+    /// In the helper: a user namespace like the container's, a mount namespace, the root.
+    fn assemble(&self) -> Result<PathBuf, String> {
+        use crate::sys::idmap::{IdMap, Mapping};
+        let entered = match &self.mapping {
+            Mapping::Range {
+                helpers,
+                uids,
+                gids,
+            } => crate::sys::userns::enter(uids, gids, Some(helpers)),
+            Mapping::Single { uid, gid, .. } => {
+                crate::sys::userns::enter(&IdMap::single(*uid), &IdMap::single(*gid), None)
+            }
+            Mapping::Root => Ok(()),
+        };
+        entered.map_err(|e| format!("cannot enter the store's user namespace: {e}"))?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("cannot make a mount namespace: {e}"))?;
+        let copy = self.dir.join("rootfs");
+        if copy.is_dir() {
+            return Ok(copy);
+        }
+        nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|e| format!("cannot make the mounts private: {e}"))?;
+        crate::rootfs::overlay::mount_overlay(
+            &self.layers_dir,
+            &self.lowers,
+            &self.dir.join("upper"),
+            &self.dir.join("work"),
+            &self.mountpoint,
+        )
+        .map_err(|e| format!("cannot assemble the container's root: {e}"))?;
+        Ok(self.mountpoint.clone())
+    }
+}
+
 /// `nook cp CONTAINER:SRC DEST`.
-pub fn copy_out(r: &Record, src: &str, dest: &Path) -> Result<(), CpError> {
+pub fn copy_out(
+    r: &Record,
+    stopped: Option<&Stopped>,
+    src: &str,
+    dest: &Path,
+) -> Result<(), CpError> {
     let src_name = last_name(src).unwrap_or_else(|| "root".into());
     let (dir, name) = placement(dest, &src_name).map_err(io_err("invalid destination"))?;
     let (pr, pw) = pipe()?;
     let src = src.to_owned();
     in_container(
         r,
+        stopped,
         (pw, move |w: File| {
             archive(Path::new(&src), &name, w)
                 .map_err(|e| format!("cannot read {src} in the container: {e}"))
@@ -164,7 +248,12 @@ pub fn copy_out(r: &Record, src: &str, dest: &Path) -> Result<(), CpError> {
 }
 
 /// `nook cp SRC CONTAINER:DEST`.
-pub fn copy_in(r: &Record, src: &Path, dest: &str) -> Result<(), CpError> {
+pub fn copy_in(
+    r: &Record,
+    stopped: Option<&Stopped>,
+    src: &Path,
+    dest: &str,
+) -> Result<(), CpError> {
     std::fs::symlink_metadata(src).map_err(io_err(format!("cannot read {}", src.display())))?;
     let src_name = last_name(&src.to_string_lossy()).unwrap_or_else(|| "root".into());
     let (pr, pw) = pipe()?;
@@ -173,6 +262,7 @@ pub fn copy_in(r: &Record, src: &Path, dest: &str) -> Result<(), CpError> {
     let name = src_name.clone();
     in_container(
         r,
+        stopped,
         (pr, move |rd: File| {
             let (dir, name) = placement(Path::new(&dest), &src_name).map_err(|e| e.to_string())?;
             // The archive's top entry is named for the source; it is renamed in place.

@@ -7,7 +7,7 @@
 //! the runtime directory, so later runs pay nothing.
 
 pub mod copy;
-mod overlay;
+pub mod overlay;
 
 use std::path::{Path, PathBuf};
 
