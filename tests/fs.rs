@@ -512,3 +512,26 @@ fn single_mapping_package_install_workload() {
     );
     assert!(lines[4].contains("app      app"), "{}", out.stdout);
 }
+
+#[test]
+fn single_mapping_exec_sees_and_records_owners() {
+    let Some(s) = setup(Mode::Single) else { return };
+    let image = owners_image(&s);
+    let script = format!("echo up; sleep 300; : {}", s.tag);
+    let out = s.nook(&["run", "-d", "--name", "fr", &image, "sh", "-c", &script]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // exec'd commands get the fakeroot too: the image's owners, and chown recorded.
+    let out = s.nook(&[
+        "exec",
+        "fr",
+        "sh",
+        "-c",
+        "stat -c '%u:%g %a' /srv/owned && echo x > /srv/g && chown 42:43 /srv/g && stat -c '%u:%g' /srv/g",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "1234:1234 640\n42:43\n");
+    // The container's own processes see what exec recorded.
+    let out = s.nook(&["exec", "fr", "stat", "-c", "%u:%g", "/srv/g"]);
+    assert_eq!(out.stdout, "42:43\n");
+    assert_eq!(s.nook(&["rm", "-f", "fr"]).code, 0);
+}

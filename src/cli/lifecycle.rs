@@ -643,6 +643,7 @@ pub fn exec(session: &Session, a: ExecArgs) -> Result<i32> {
         tty: a.tty,
         stdin: a.interactive,
         detach: a.detach,
+        runtime: crate::config::runtime_dir()?,
     };
     match crate::container::exec::exec(&r, &req) {
         Ok(code) => Ok(code),

@@ -31,6 +31,9 @@ pub struct ExecSpec {
     pub no_new_privs: bool,
     /// More than one gid mapped (setgroups works).
     pub multi_gid: bool,
+    /// The container runs with nook's fakeroot: exec'd commands get its filter too.
+    #[serde(default)]
+    pub fakeroot: bool,
 }
 
 impl ExecSpec {
@@ -43,6 +46,7 @@ impl ExecSpec {
             caps: p.caps.iter().map(|c| c.to_string()).collect(),
             no_new_privs: p.no_new_privs,
             multi_gid,
+            fakeroot: false,
         }
     }
 }
@@ -57,6 +61,8 @@ pub struct ExecRequest {
     pub tty: bool,
     pub stdin: bool,
     pub detach: bool,
+    /// nook's runtime directory (where the container's fakeroot door is).
+    pub runtime: std::path::PathBuf,
 }
 
 /// Why exec failed before the command ran.
@@ -154,6 +160,23 @@ pub fn exec(r: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
     } else {
         None
     };
+    // With the fakeroot, the command's filter goes to the monitor through its door (reached
+    // here, before any namespace is joined).
+    let door = if spec.fakeroot {
+        let rt = std::fs::File::open(req.runtime.join("containers").join(&r.id))
+            .map_err(io("cannot open the container's runtime directory"))?;
+        let path = format!(
+            "/proc/self/fd/{}/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&rt),
+            super::fakeroot::DOOR
+        );
+        Some(
+            std::os::unix::net::UnixStream::connect(path)
+                .map_err(io("cannot reach the container's fakeroot"))?,
+        )
+    } else {
+        None
+    };
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| io("cannot create a pipe")(e.into()))?;
     let signals = Signals::block().map_err(io("cannot block signals"))?;
@@ -165,6 +188,7 @@ pub fn exec(r: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
         spec,
         req,
         slave: pty.as_ref().map(|(_, s)| s.as_fd()),
+        door,
     };
     let helper = match crate::sys::process::clone_fork(CloneFlags::empty())
         .map_err(io("cannot start the exec helper"))?
@@ -221,6 +245,7 @@ struct Target<'a> {
     spec: ExecSpec,
     req: &'a ExecRequest,
     slave: Option<std::os::fd::BorrowedFd<'a>>,
+    door: Option<std::os::unix::net::UnixStream>,
 }
 
 fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
@@ -315,6 +340,13 @@ fn command(t: &Target<'_>, report: &mut std::fs::File) -> ! {
                     message: format!("cannot exec in the container: {e}"),
                     exit: 125,
                 })?;
+        if let Some(door) = &t.door {
+            fakeroot(door).map_err(|e| crate::sandbox::child::Failure {
+                stage: crate::sandbox::message::Stage::Process,
+                message: format!("cannot hand the fakeroot this command: {e}"),
+                exit: 125,
+            })?;
+        }
         crate::sandbox::child::become_user(&process, t.spec.multi_gid, &user)?;
         nix::unistd::chdir(process.cwd.as_str()).map_err(fail(&format!(
             "cannot change to the working directory {}",
@@ -351,6 +383,26 @@ fn command(t: &Target<'_>, report: &mut std::fs::File) -> ! {
     let _ = report;
     let _ = writeln!(std::io::stderr(), "Error: {}", f.message);
     crate::sys::process::exit_now(f.exit)
+}
+
+/// Installs the fakeroot's filter (while the capabilities last) and hands its listener to
+/// the monitor; returns once the monitor supervises it.
+fn fakeroot(door: &std::os::unix::net::UnixStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let program = crate::sys::seccomp::notify_program(crate::sandbox::fakeroot::SYSCALLS);
+    let listener = crate::sys::seccomp::install_listener(&program)?;
+    crate::sandbox::message::send(
+        door.as_fd(),
+        &crate::sandbox::message::ToParent::Fakeroot,
+        Some(listener.as_raw_fd()),
+    )?;
+    drop(listener);
+    let mut ack = [0u8; 1];
+    let mut d = door;
+    match std::io::Read::read(&mut d, &mut ack)? {
+        1 => Ok(()),
+        _ => Err(std::io::Error::other("the monitor did not take it")),
+    }
 }
 
 /// The command's standard streams: the terminal, the caller's (stdin only with -i), or

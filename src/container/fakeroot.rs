@@ -39,10 +39,11 @@ pub struct Fakeroot {
 }
 
 /// What the supervisor needs of nook's FUSE server.
+#[derive(Clone)]
 pub struct Overlayfs {
     pub overlay: Arc<Overlay>,
     /// Drops the kernel's cached attributes of an inode.
-    pub invalidate: Box<dyn Fn(u64) + Send>,
+    pub invalidate: Arc<dyn Fn(u64) + Send + Sync>,
 }
 
 struct Supervisor {
@@ -147,8 +148,24 @@ impl Supervisor {
         };
         match self.handle(n, call) {
             Ok(a) => a,
+            // A caller nook may not look into (nook exec's own, non-dumpable image before
+            // it execs the command): the kernel runs its call as if there were no fakeroot.
+            Err(Errno::EACCES | Errno::EPERM) if !self.can_see(Pid::from_raw(n.pid as i32)) => {
+                Answer::Continue
+            }
             Err(e) => Answer::Errno(e as i32),
         }
+    }
+
+    /// Whether the caller's /proc entries are open to nook.
+    fn can_see(&self, pid: Pid) -> bool {
+        openat(
+            &self.proc,
+            format!("{}/root", pid.as_raw()).as_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .is_ok()
     }
 
     fn handle(&self, n: &Notification, call: Call) -> Result<Answer, Errno> {
@@ -322,4 +339,75 @@ fn read_path(pid: Pid, addr: u64) -> Result<CString, Errno> {
         at += n;
     }
     Err(Errno::ENAMETOOLONG)
+}
+
+/// Where `nook exec` hands the fakeroot the listener of its command's filter: a socket in the
+/// container's runtime directory, served by a thread of the monitor. Each listener gets a
+/// supervisor of its own; all end with the door.
+pub struct Door {
+    wake: Option<OwnedFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The door's socket in a container's runtime directory.
+pub const DOOR: &str = "fakeroot.sock";
+
+impl Door {
+    pub fn open(rt: &std::path::Path, init: Pid, fs: Overlayfs) -> io::Result<Door> {
+        use std::os::fd::AsRawFd;
+        let dir = std::fs::File::open(rt)?;
+        // Through the directory's descriptor: the runtime path may be too long for a socket.
+        let path = format!("/proc/self/fd/{}/{DOOR}", dir.as_raw_fd());
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path)?;
+        let (wake_r, wake_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let thread = std::thread::Builder::new()
+            .name("fakeroot-door".into())
+            .spawn(move || serve_door(listener, wake_r, init, fs))?;
+        Ok(Door {
+            wake: Some(wake_w),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Door {
+    fn drop(&mut self) {
+        self.wake.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_door(listener: std::os::unix::net::UnixListener, wake: OwnedFd, init: Pid, fs: Overlayfs) {
+    use std::io::Write;
+    let mut supervisors = Vec::new();
+    loop {
+        let mut fds = [
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            Err(_) => return,
+            Ok(_) => {}
+        }
+        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+            return;
+        }
+        let Ok((mut conn, _)) = listener.accept() else {
+            continue;
+        };
+        let got = crate::sandbox::message::recv::<crate::sandbox::message::ToParent>(conn.as_fd());
+        if let Ok(Some((crate::sandbox::message::ToParent::Fakeroot, Some(fd)))) = got {
+            match Fakeroot::start(fd, init, fs.clone()) {
+                Ok(f) => {
+                    supervisors.push(f);
+                    let _ = conn.write_all(b"k");
+                }
+                Err(e) => tracing::warn!("fakeroot: cannot supervise an exec: {e}"),
+            }
+        }
+    }
 }

@@ -559,6 +559,9 @@ fn start_and_wait(
                 record.pid = Some(pid.as_raw());
                 record.driver = driver;
                 record.network = net.name().into();
+                if let Some(e) = record.exec.as_mut() {
+                    e.fakeroot = fakeroot.as_ref().is_some_and(|(_, d)| d.is_some());
+                }
                 record.started = Some(now());
                 let _ = containers.save(record);
                 let outputs = match detach.take() {
@@ -594,8 +597,9 @@ enum Launch {
         driver: String,
         /// nook's FUSE overlay serving the root, when that rung is used.
         server: Option<crate::fuse::Server>,
-        /// The fakeroot supervising stat and chown, with one id mapped on the FUSE rung.
-        fakeroot: Option<super::fakeroot::Fakeroot>,
+        /// The fakeroot supervising stat and chown, with one id mapped on the FUSE rung, and
+        /// its door for `nook exec`.
+        fakeroot: Option<(super::fakeroot::Fakeroot, Option<super::fakeroot::Door>)>,
         /// slirp4netns or pasta.
         helper: Option<net::Helper>,
     },
@@ -664,6 +668,7 @@ fn launch(
         let _ = message::send(ours.as_fd(), &ToChild::NetworkReady, None);
     }
     let (mut pty, mut driver, mut server, mut fakeroot) = (None, String::new(), None, None);
+    let mut door = None;
     loop {
         match message::recv::<ToParent>(ours.as_fd()) {
             Ok(Some((ToParent::Mounted { driver: d }, _))) => driver = d,
@@ -681,6 +686,11 @@ fn launch(
                     overlay: s.overlay().clone(),
                     invalidate: s.invalidator(),
                 };
+                let rt = plan.mountpoint.parent().unwrap_or(&plan.mountpoint);
+                match super::fakeroot::Door::open(rt, pid, fs.clone()) {
+                    Ok(d) => door = Some(d),
+                    Err(e) => tracing::warn!("fakeroot: no door for nook exec: {e}"),
+                }
                 match super::fakeroot::Fakeroot::start(fd, pid, fs) {
                     Ok(f) => fakeroot = Some(f),
                     // The init is gone already (its report follows): nothing to supervise.
@@ -704,7 +714,7 @@ fn launch(
                     pty,
                     driver,
                     server,
-                    fakeroot,
+                    fakeroot: fakeroot.map(|f| (f, door)),
                     helper,
                 });
             }

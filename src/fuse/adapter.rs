@@ -635,9 +635,9 @@ impl Server {
     }
 
     /// `invalidate`, for another thread.
-    pub fn invalidator(&self) -> Box<dyn Fn(u64) + Send> {
+    pub fn invalidator(&self) -> std::sync::Arc<dyn Fn(u64) + Send + Sync> {
         let n = self.notifier.clone();
-        Box::new(move |ino| {
+        std::sync::Arc::new(move |ino| {
             let _ = n.inval_inode(INodeNo(ino), -1, 0);
         })
     }
