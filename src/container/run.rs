@@ -560,7 +560,7 @@ fn start_and_wait(
                 record.driver = driver;
                 record.network = net.name().into();
                 if let Some(e) = record.exec.as_mut() {
-                    e.fakeroot = fakeroot.as_ref().is_some_and(|(_, d)| d.is_some());
+                    e.fakeroot = fakeroot.as_ref().is_some_and(|f| f.1.is_some());
                 }
                 record.started = Some(now());
                 let _ = containers.save(record);
@@ -599,7 +599,7 @@ enum Launch {
         server: Option<crate::fuse::Server>,
         /// The fakeroot supervising stat and chown, with one id mapped on the FUSE rung, and
         /// its door for `nook exec`.
-        fakeroot: Option<(super::fakeroot::Fakeroot, Option<super::fakeroot::Door>)>,
+        fakeroot: Option<Box<(super::fakeroot::Fakeroot, Option<super::fakeroot::Door>)>>,
         /// slirp4netns or pasta.
         helper: Option<net::Helper>,
     },
@@ -714,7 +714,7 @@ fn launch(
                     pty,
                     driver,
                     server,
-                    fakeroot: fakeroot.map(|f| (f, door)),
+                    fakeroot: fakeroot.map(|f| Box::new((f, door))),
                     helper,
                 });
             }
