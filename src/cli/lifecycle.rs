@@ -834,12 +834,7 @@ fn stopped_root(
     Ok(crate::container::cp::Stopped {
         mapping: session.mapping.clone(),
         layers_dir: store.root().join("layers"),
-        lowers: image
-            .layers
-            .iter()
-            .rev()
-            .map(|l| format!("{}/root", l.diff_id.hex()))
-            .collect(),
+        lowers: crate::container::run::overlay_lowers(&image),
         dir: c.dir_of(&r.id),
         mountpoint: mountpoint.to_owned(),
     })

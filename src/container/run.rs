@@ -194,16 +194,21 @@ fn choose_driver(host: &Host<'_>, driver: Driver) -> (Rung, Option<String>) {
     }
 }
 
+/// The image's layers as overlay lower directories: top first, relative to `layers/`.
+pub fn overlay_lowers(image: &ImageRecord) -> Vec<String> {
+    image
+        .layers
+        .iter()
+        .rev()
+        .map(|l| format!("{}/root", l.diff_id.hex()))
+        .collect()
+}
+
 fn rootfs_plan(store: &Store, image: &ImageRecord, dir: &Path, rung: Rung) -> RootfsPlan {
     match rung {
         Rung::Overlay => RootfsPlan::Overlay {
             layers_dir: store.root().join("layers"),
-            lowers: image
-                .layers
-                .iter()
-                .rev()
-                .map(|l| format!("{}/root", l.diff_id.hex()))
-                .collect(),
+            lowers: overlay_lowers(image),
             upper: dir.join("upper"),
             work: dir.join("work"),
         },

@@ -147,33 +147,43 @@ pub fn supervise(
             }
         }
         if ready[0] {
-            while let Ok(Some(info)) = signals.fd.read_signal() {
-                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
-                    continue;
-                };
-                match sig {
-                    Signal::SIGCHLD => {
-                        if let Ok(status) = waitpid(pid, Some(WaitPidFlag::WNOHANG))
-                            && let Some(code) = exit_code(status)
-                        {
-                            if let Some(m) = &pty {
-                                pump_out(m.as_fd(), &mut buf);
-                            }
-                            return Ok(code);
-                        }
-                    }
-                    Signal::SIGWINCH => {
-                        if let (Some(m), Some(size)) = (&pty, window_size(io::stdin().as_fd())) {
-                            let _ = set_window_size(m.as_fd(), size);
-                        }
-                    }
-                    s => {
-                        let _ = kill(pid, s);
-                    }
+            let resize = || {
+                if let (Some(m), Some(size)) = (&pty, window_size(io::stdin().as_fd())) {
+                    let _ = set_window_size(m.as_fd(), size);
                 }
+            };
+            if let Some(code) = handle_signals(pid, signals, resize) {
+                if let Some(m) = &pty {
+                    pump_out(m.as_fd(), &mut buf);
+                }
+                return Ok(code);
             }
         }
     }
+}
+
+/// Reads the pending signals: forwards them to `pid`, calls `resize` on SIGWINCH, and returns
+/// `pid`'s exit status once it has ended.
+fn handle_signals(pid: Pid, signals: &Signals, resize: impl Fn()) -> Option<i32> {
+    while let Ok(Some(info)) = signals.fd.read_signal() {
+        let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+            continue;
+        };
+        match sig {
+            Signal::SIGCHLD => {
+                if let Ok(status) = waitpid(pid, Some(WaitPidFlag::WNOHANG))
+                    && let Some(code) = exit_code(status)
+                {
+                    return Some(code);
+                }
+            }
+            Signal::SIGWINCH => resize(),
+            s => {
+                let _ = kill(pid, s);
+            }
+        }
+    }
+    None
 }
 
 /// The detached loop: output (the terminal's, or the two pipes) to the log, signals to the
@@ -209,29 +219,14 @@ fn supervise_detached(
                 open[*i] = false;
             }
         }
-        if ready[0] {
-            while let Ok(Some(info)) = signals.fd.read_signal() {
-                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
-                    continue;
-                };
-                match sig {
-                    Signal::SIGCHLD => {
-                        if let Ok(status) = waitpid(pid, Some(WaitPidFlag::WNOHANG))
-                            && let Some(code) = exit_code(status)
-                        {
-                            for s in &sources {
-                                drain(*s, &mut buf, &mut o.log);
-                            }
-                            o.log.flush();
-                            return Ok(code);
-                        }
-                    }
-                    Signal::SIGWINCH => {}
-                    s => {
-                        let _ = kill(pid, s);
-                    }
-                }
+        if ready[0]
+            && let Some(code) = handle_signals(pid, signals, || {})
+        {
+            for s in &sources {
+                drain(*s, &mut buf, &mut o.log);
             }
+            o.log.flush();
+            return Ok(code);
         }
     }
 }
