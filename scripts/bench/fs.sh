@@ -14,23 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-5}
-NOOK=${NOOK:-$PWD/target/release/nook}
-[ -x "$NOOK" ] || cargo build --release --locked
-for t in unshare fuse-overlayfs gcc tar python3 skopeo docker-registry; do
-  command -v "$t" >/dev/null || { echo "bench: $t is missing (scripts/setup.sh installs it)"; exit 1; }
-done
-
-BASE=${BENCH_DIR:-/dev/shm}
-[ -d "$BASE" ] && [ -w "$BASE" ] || BASE=/tmp
-WORK=$(mktemp -d "$BASE/nook-bench-fs.XXXXXX")
-chmod 755 "$WORK"
-AS=(env)
-if [ "$(id -u)" = 0 ]; then
-  id nooktest >/dev/null 2>&1 || { echo "bench: run scripts/setup.sh first (needs user nooktest)"; exit 1; }
-  AS=(setpriv --reuid=nooktest --regid=nooktest --init-groups env)
-  cp "$NOOK" "$WORK/nook" && chmod 755 "$WORK/nook" && NOOK=$WORK/nook
-  chown nooktest: "$WORK"
-fi
+# shellcheck source=../lib/bench.sh
+. scripts/lib/bench.sh
+bench_init fs unshare fuse-overlayfs gcc tar python3 skopeo docker-registry
 as_user() { "${AS[@]}" -i PATH=/usr/bin:/bin:/usr/sbin:/sbin HOME="$WORK" "$@"; }
 REG_PID=
 cleanup() {

@@ -14,23 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-3}
 SECS=${2:-3}
-NOOK=${NOOK:-$PWD/target/release/nook}
-[ -x "$NOOK" ] || cargo build --release --locked
-for t in docker-registry skopeo hyperfine python3 iperf3 pasta slirp4netns; do
-  command -v "$t" >/dev/null || { echo "bench: $t is missing (scripts/setup.sh installs it)"; exit 1; }
-done
-
-BASE=${BENCH_DIR:-/dev/shm}
-[ -d "$BASE" ] && [ -w "$BASE" ] || BASE=/tmp
-WORK=$(mktemp -d "$BASE/nook-bench-net.XXXXXX")
-chmod 755 "$WORK"
-REG_PID=
-AS=(env)
-if [ "$(id -u)" = 0 ]; then
-  id nooktest >/dev/null 2>&1 || { echo "bench: run scripts/setup.sh first (needs user nooktest)"; exit 1; }
-  AS=(setpriv --reuid=nooktest --regid=nooktest --init-groups env)
-  cp "$NOOK" "$WORK/nook" && chmod 755 "$WORK/nook" && NOOK=$WORK/nook
-fi
+# shellcheck source=../lib/bench.sh
+. scripts/lib/bench.sh
+bench_init net docker-registry skopeo hyperfine python3 iperf3 pasta slirp4netns
 # A short runtime directory: podman puts slirp4netns's API socket there, and slirp4netns
 # refuses a socket path of 108 bytes or more.
 RUN=$(mktemp -d /tmp/nbr.XXXXXX)

@@ -13,27 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-5}
-NOOK=${NOOK:-$PWD/target/release/nook}
-[ -x "$NOOK" ] || cargo build --release --locked
-for t in docker-registry skopeo hyperfine python3 gzip; do
-  command -v "$t" >/dev/null || { echo "bench: $t is missing (scripts/setup.sh installs it)"; exit 1; }
-done
-
-BASE=${BENCH_DIR:-/dev/shm}
-[ -d "$BASE" ] && [ -w "$BASE" ] || BASE=/tmp
-WORK=$(mktemp -d "$BASE/nook-bench-pull.XXXXXX")
-chmod 755 "$WORK"
-REG_PID=
+# shellcheck source=../lib/bench.sh
+. scripts/lib/bench.sh
+bench_init pull docker-registry skopeo hyperfine python3 gzip
 cleanup() { [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$WORK" 2>/dev/null || true; }
 trap cleanup EXIT
-
-AS=()
-if [ "$(id -u)" = 0 ]; then
-  id nooktest >/dev/null 2>&1 || { echo "bench: run scripts/setup.sh first (needs user nooktest)"; exit 1; }
-  chown nooktest: "$WORK"
-  AS=(runuser -u nooktest --)
-  cp "$NOOK" "$WORK/nook" && chmod 755 "$WORK/nook" && NOOK=$WORK/nook
-fi
 USER_ENV=(env -i PATH=/usr/bin:/bin:/usr/sbin:/sbin HOME="$WORK" XDG_RUNTIME_DIR="$WORK")
 
 # shellcheck source=../lib/registry.sh

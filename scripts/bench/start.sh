@@ -10,23 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-50}
-NOOK=${NOOK:-$PWD/target/release/nook}
-[ -x "$NOOK" ] || cargo build --release --locked
-for t in docker-registry skopeo hyperfine python3 bwrap; do
-  command -v "$t" >/dev/null || { echo "bench: $t is missing (scripts/setup.sh installs it)"; exit 1; }
-done
-
-BASE=${BENCH_DIR:-/dev/shm}
-[ -d "$BASE" ] && [ -w "$BASE" ] || BASE=/tmp
-WORK=$(mktemp -d "$BASE/nook-bench-start.XXXXXX")
-chmod 755 "$WORK"
-REG_PID=
-AS=(env)
-if [ "$(id -u)" = 0 ]; then
-  id nooktest >/dev/null 2>&1 || { echo "bench: run scripts/setup.sh first (needs user nooktest)"; exit 1; }
-  AS=(setpriv --reuid=nooktest --regid=nooktest --init-groups env)
-  cp "$NOOK" "$WORK/nook" && chmod 755 "$WORK/nook" && NOOK=$WORK/nook
-fi
+# shellcheck source=../lib/bench.sh
+. scripts/lib/bench.sh
+bench_init start docker-registry skopeo hyperfine python3 bwrap
 USER_ENV=(-i PATH=/usr/bin:/bin:/usr/sbin:/sbin HOME="$WORK" XDG_RUNTIME_DIR="$WORK/run" NOOK_ROOT="$WORK/nook-store")
 as_user() { "${AS[@]}" "${USER_ENV[@]}" "$@"; }
 cleanup() {

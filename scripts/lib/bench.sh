@@ -1,0 +1,26 @@
+# The benchmarks' common start. `bench_init NAME TOOL...`: nook's release binary (built when
+# missing), the tools the benchmark needs, a work directory on tmpfs (BENCH_DIR overrides:
+# this VM's discard-mounted ext4 would measure the disk), and, run as root, the test user
+# nooktest with a copy of nook it can execute. Sets NOOK, WORK, REG_PID and AS, the prefix
+# that runs a command as that user (an `env` to add variables to).
+bench_init() {
+  local name=$1 t
+  shift
+  NOOK=${NOOK:-$PWD/target/release/nook}
+  [ -x "$NOOK" ] || cargo build --release --locked
+  for t in "$@"; do
+    command -v "$t" >/dev/null || { echo "bench: $t is missing (scripts/setup.sh installs it)"; exit 1; }
+  done
+  BASE=${BENCH_DIR:-/dev/shm}
+  [ -d "$BASE" ] && [ -w "$BASE" ] || BASE=/tmp
+  WORK=$(mktemp -d "$BASE/nook-bench-$name.XXXXXX")
+  chmod 755 "$WORK"
+  REG_PID=
+  AS=(env)
+  if [ "$(id -u)" = 0 ]; then
+    id nooktest >/dev/null 2>&1 || { echo "bench: run scripts/setup.sh first (needs user nooktest)"; exit 1; }
+    AS=(setpriv --reuid=nooktest --regid=nooktest --init-groups env)
+    cp "$NOOK" "$WORK/nook" && chmod 755 "$WORK/nook" && NOOK=$WORK/nook
+    chown nooktest: "$WORK"
+  fi
+}
