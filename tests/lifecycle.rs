@@ -217,25 +217,30 @@ fn twenty_at_once_and_two_removals_race() {
     let mut want = names.clone();
     want.sort();
     assert_eq!(running, want);
-    // Two removals of each container at once: one wins, the other says why it lost.
+    // Stopped, then removed twice at once: one removal wins, the other says why it lost.
+    let mut kill = vec!["kill"];
+    kill.extend(names.iter().map(String::as_str));
+    s.nook(&kill).ok();
+    for n in &names {
+        assert_eq!(s.nook(&["wait", n]).stdout, "137\n");
+    }
     std::thread::scope(|scope| {
         for n in &names {
             let s = &s;
             scope.spawn(move || {
                 let (a, b) = std::thread::scope(|inner| {
-                    let a = inner.spawn(|| s.nook(&["rm", "-f", n]));
+                    let a = inner.spawn(|| s.nook(&["rm", n]));
                     let b = inner.spawn(|| s.nook(&["rm", n]));
                     (a.join().unwrap(), b.join().unwrap())
                 });
-                assert_eq!(a.code, 0, "rm -f {n}: {a:?}");
-                if b.code != 0 {
-                    assert!(
-                        b.stderr.contains("being removed")
-                            || b.stderr.contains("no such container")
-                            || b.stderr.contains("is running"),
-                        "{n}: {b:?}"
-                    );
-                }
+                let (won, lost) = if a.code == 0 { (a, b) } else { (b, a) };
+                assert_eq!(won.code, 0, "{n}: neither removal won: {won:?} {lost:?}");
+                assert_ne!(lost.code, 0, "{n}: both removals won");
+                assert!(
+                    lost.stderr.contains("being removed")
+                        || lost.stderr.contains("no such container"),
+                    "{n}: {lost:?}"
+                );
             });
         }
     });

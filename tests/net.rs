@@ -51,6 +51,14 @@ fn tools(need_jail: bool) -> bool {
     true
 }
 
+/// The test user's sandbox when this host has the tools (`jail`: those of the jail too).
+fn setup(mode: Mode, jail: bool) -> Option<Sandbox> {
+    if !tools(jail) {
+        return None;
+    }
+    Sandbox::new(mode)
+}
+
 /// The jail's setup, before the test's own script; `nook` runs nook without the jail's
 /// capabilities, as an ordinary process.
 const JAIL: &str = r#"set -e
@@ -125,10 +133,7 @@ sleep 0.3
 
 #[test]
 fn host_loopback_is_closed_unless_allowed() {
-    if !tools(true) {
-        return;
-    }
-    let Some(s) = Sandbox::new(Mode::Single) else {
+    let Some(s) = setup(Mode::Single, true) else {
         return;
     };
     let connect = |net: &str, addr: &str| {
@@ -182,10 +187,7 @@ sleep 0.3
 
 #[test]
 fn dns_goes_through_the_drivers_forwarder() {
-    if !tools(true) {
-        return;
-    }
-    let Some(s) = Sandbox::new(Mode::Single) else {
+    let Some(s) = setup(Mode::Single, true) else {
         return;
     };
     let mut script = DNS.to_owned();
@@ -262,10 +264,7 @@ fn tcp_talk(port: u16, send: &[u8]) -> String {
 
 #[test]
 fn published_ports_over_loopback_and_free_ones() {
-    if !tools(false) {
-        return;
-    }
-    let Some(s) = Sandbox::new(Mode::Range) else {
+    let Some(s) = setup(Mode::Range, false) else {
         return;
     };
     let probe = probe_dir().expect("probe binaries");
@@ -377,10 +376,7 @@ fn published_ports_over_loopback_and_free_ones() {
 
 #[test]
 fn publish_all_takes_the_images_exposed_ports() {
-    if !tools(false) {
-        return;
-    }
-    let Some(s) = Sandbox::new(Mode::Range) else {
+    let Some(s) = setup(Mode::Range, false) else {
         return;
     };
     let img = s.image_with(
@@ -457,10 +453,7 @@ fn gone(pid: u32) -> bool {
 
 #[test]
 fn helpers_end_with_the_container_and_with_a_killed_nook() {
-    if !tools(false) {
-        return;
-    }
-    let Some(s) = Sandbox::new(Mode::Range) else {
+    let Some(s) = setup(Mode::Range, false) else {
         return;
     };
     for net in DRIVERS {
@@ -499,10 +492,7 @@ fn helpers_end_with_the_container_and_with_a_killed_nook() {
 
 #[test]
 fn bad_network_options_fail_clearly() {
-    if !tools(false) {
-        return;
-    }
-    let Some(s) = Sandbox::new(Mode::Range) else {
+    let Some(s) = setup(Mode::Range, false) else {
         return;
     };
     let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
@@ -514,6 +504,8 @@ fn bad_network_options_fail_clearly() {
         let p = format!("127.0.0.1:{}:80", start - 1);
         s.run(&["--network", "slirp4netns", "-p", &p, &s.image, "true"])
             .fails_with(125, "ip_unprivileged_port_start");
+    } else {
+        support::skip("net.ipv4.ip_unprivileged_port_start is 0 or 1: every port is unprivileged");
     }
     s.run(&["--network", "none", "-p", "8080:80", &s.image, "true"])
         .fails_with(125, "published only with --network pasta or slirp4netns");
@@ -535,10 +527,7 @@ fn bad_network_options_fail_clearly() {
 
 #[test]
 fn default_network_is_the_ladders_choice() {
-    if !tools(false) {
-        return;
-    }
-    let Some(s) = Sandbox::new(Mode::Range) else {
+    let Some(s) = setup(Mode::Range, false) else {
         return;
     };
     let info = s.nook(&["info"]);
@@ -588,10 +577,7 @@ fn default_network_is_the_ladders_choice() {
 
 #[test]
 fn udp_and_client_addresses_from_a_remote_host() {
-    if !tools(true) {
-        return;
-    }
-    let Some(s) = Sandbox::new(Mode::Single) else {
+    let Some(s) = setup(Mode::Single, true) else {
         return;
     };
     // From the jail's "remote" host, not its loopback: Debian 12's slirp4netns 1.2.0 drops

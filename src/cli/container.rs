@@ -449,21 +449,15 @@ pub fn start(session: &Session, a: StartArgs) -> Result<i32> {
         )
         .with_context(|| format!("container {name} was made by a nook that kept no arguments"))?;
         let mut args = replay.run;
-        args.rm = false;
         args.name = None;
         args.interactive = a.interactive;
         args.detach = !a.attach;
-        let quiet_detach = args.detach;
-        if quiet_detach {
-            // run -d prints the id; start prints the name it was given, as docker.
-            let out = run_as(session, args, Some(r.clone()), false)?;
-            if out != 0 {
-                code = out;
-            } else {
-                println!("{name}");
-            }
+        // Detached, start prints the name it was given (not the id, as run -d), as docker.
+        let out = run_as(session, args, Some(r), false)?;
+        if out != 0 || a.attach {
+            code = out;
         } else {
-            code = run_as(session, args, Some(r), true)?;
+            println!("{name}");
         }
     }
     Ok(code)

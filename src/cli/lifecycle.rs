@@ -39,6 +39,7 @@ pub struct PsArgs {
 fn matches(r: &Record, filters: &[(String, String)]) -> bool {
     // docker: the same key several times is OR, different keys AND.
     let mut keys: Vec<&str> = filters.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort_unstable();
     keys.dedup();
     keys.iter().all(|k| {
         filters
@@ -245,8 +246,7 @@ pub fn logs(session: &Session, a: LogsArgs) -> Result<i32> {
     }
     let since = a.since.as_deref().map(since_secs).transpose()?;
     let path = c.dir_of(&r.id).join("container.log");
-    let rotation = logs::Rotation::default();
-    let mut entries = logs::read_all(&path, rotation.max_files);
+    let mut entries = logs::read_all(&path);
     if let Some(t) = since {
         entries.retain(|e| super::format::parse_rfc3339(&e.time).is_some_and(|x| x >= t));
     }

@@ -32,10 +32,38 @@ use crate::fuse::{Overlay, Owner};
 use crate::sandbox::fakeroot::{Call, Object, decode, may_chown};
 use crate::sys::seccomp::{AUDIT_ARCH, Answer, Notification, receive, respond, still_waiting};
 
-/// The running supervisor; dropping it stops and joins the thread.
-pub struct Fakeroot {
+/// A thread that serves until its wake pipe closes; dropping it stops and joins it.
+struct Served {
     wake: Option<OwnedFd>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl Served {
+    /// Spawns `name` running `serve` with the read end of the wake pipe.
+    fn spawn(name: &str, serve: impl FnOnce(OwnedFd) + Send + 'static) -> io::Result<Served> {
+        let (wake_r, wake_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || serve(wake_r))?;
+        Ok(Served {
+            wake: Some(wake_w),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.wake.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The running supervisor; dropping it stops and joins the thread.
+pub struct Fakeroot {
+    _served: Served,
 }
 
 /// What the supervisor needs of nook's FUSE server.
@@ -67,7 +95,6 @@ impl Fakeroot {
             format!("{}/root", init.as_raw()).as_str(),
             nix::fcntl::AtFlags::empty(),
         )?;
-        let (wake_r, wake_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         let own_root = nix::fcntl::open(
             "/",
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -80,22 +107,7 @@ impl Fakeroot {
             fuse_dev: root.st_dev,
             fs,
         };
-        let thread = std::thread::Builder::new()
-            .name("fakeroot".into())
-            .spawn(move || s.serve(wake_r))?;
-        Ok(Fakeroot {
-            wake: Some(wake_w),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Fakeroot {
-    fn drop(&mut self) {
-        self.wake.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        Served::spawn("fakeroot", move |wake| s.serve(wake)).map(|f| Fakeroot { _served: f })
     }
 }
 
@@ -345,8 +357,7 @@ fn read_path(pid: Pid, addr: u64) -> Result<CString, Errno> {
 /// container's runtime directory, served by a thread of the monitor. Each listener gets a
 /// supervisor of its own; all end with the door.
 pub struct Door {
-    wake: Option<OwnedFd>,
-    thread: Option<JoinHandle<()>>,
+    _served: Served,
 }
 
 /// The door's socket in a container's runtime directory.
@@ -360,23 +371,10 @@ impl Door {
         let path = format!("/proc/self/fd/{}/{DOOR}", dir.as_raw_fd());
         let _ = std::fs::remove_file(&path);
         let listener = std::os::unix::net::UnixListener::bind(&path)?;
-        let (wake_r, wake_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        let thread = std::thread::Builder::new()
-            .name("fakeroot-door".into())
-            .spawn(move || serve_door(listener, wake_r, init, fs))?;
-        Ok(Door {
-            wake: Some(wake_w),
-            thread: Some(thread),
+        Served::spawn("fakeroot-door", move |wake| {
+            serve_door(listener, wake, init, fs)
         })
-    }
-}
-
-impl Drop for Door {
-    fn drop(&mut self) {
-        self.wake.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        .map(|d| Door { _served: d })
     }
 }
 

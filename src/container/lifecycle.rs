@@ -10,18 +10,7 @@ use nix::unistd::Pid;
 
 use super::{ContainerError, Containers, Record};
 use crate::sys::idmap::Mapping;
-
-/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat).
-pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit(')').next()?;
-    // After the command: state is field 3, start time field 22.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    if fields.first().is_some_and(|s| *s == "Z" || *s == "X") {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
-}
+use crate::sys::process::start_time;
 
 /// This process as a record's monitor.
 pub fn this_monitor() -> Option<(i32, u64)> {
@@ -193,7 +182,7 @@ pub fn remove(
         let _ = signal(r, Signal::SIGKILL);
         // The monitor ends once the init has: its record is gone, so watch the processes.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while (monitor_alive(r) || r.pid.is_some_and(crate::net::alive))
+        while (monitor_alive(r) || r.pid.is_some_and(crate::sys::process::alive))
             && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(10));

@@ -130,12 +130,14 @@ fn numbered(path: &Path, i: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Every entry still kept, oldest first.
-pub fn read_all(path: &Path, max_files: u32) -> Vec<Entry> {
-    let mut files: Vec<PathBuf> = (1..max_files.max(1))
-        .rev()
+/// Every entry still kept, oldest first (whatever `max-file` the container ran with: the
+/// rotated files are numbered from 1 without gaps).
+pub fn read_all(path: &Path) -> Vec<Entry> {
+    let mut files: Vec<PathBuf> = (1..)
         .map(|i| numbered(path, i))
+        .take_while(|p| p.exists())
         .collect();
+    files.reverse();
     files.push(path.to_owned());
     let mut out = Vec::new();
     for f in files {
@@ -213,7 +215,7 @@ mod tests {
         w.write(1, b"oops\n");
         w.write(0, b"lo\nworld");
         w.flush();
-        let all = read_all(&p, 3);
+        let all = read_all(&p);
         let seen: Vec<(&str, &str)> = all
             .iter()
             .map(|e| (e.stream.as_str(), e.log.as_str()))
@@ -231,7 +233,7 @@ mod tests {
         }
         assert!(numbered(&p, 1).exists() && numbered(&p, 2).exists());
         assert!(!numbered(&p, 3).exists());
-        let kept = read_all(&p, 3);
+        let kept = read_all(&p);
         assert_eq!(kept.last().unwrap().log, "line 39\n");
         assert!(kept.len() < 43, "the oldest entries were dropped");
         let logs: Vec<&str> = kept.iter().map(|e| e.log.as_str()).collect();

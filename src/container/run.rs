@@ -277,8 +277,13 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
             }
             .into());
         }
-        _ => net::ports::resolve(&mut ports, matches!(host.mapping, Mapping::Root))
-            .map_err(NetError::from)?,
+        _ => {
+            let start = match host.mapping {
+                Mapping::Root => 0,
+                _ => net::ports::unprivileged_start(),
+            };
+            net::ports::resolve(&mut ports, start).map_err(NetError::from)?
+        }
     }
     let hostname = match (&o.hostname, &network.mode) {
         (Some(h), _) => h.clone(),
@@ -496,6 +501,7 @@ fn start_and_wait(
         ports: record.ports.clone(),
         runtime: host.runtime.to_owned(),
         rt: rt.to_owned(),
+        hostname: hostname.to_owned(),
     };
     let ns = Namespaces {
         net: net.mode.private(),
@@ -662,7 +668,7 @@ fn launch(
     let helper = match net.start(pid) {
         Ok(h) => h,
         // The init gave up first (its namespace went with it): its own report follows.
-        Err(_) if !net::alive(pid.as_raw()) => None,
+        Err(_) if !crate::sys::process::alive(pid.as_raw()) => None,
         Err(e) => {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(pid, None);
@@ -752,6 +758,8 @@ struct NetStart {
     ports: Vec<net::Publish>,
     runtime: PathBuf,
     rt: PathBuf,
+    /// For the /etc files of a driver that takes over from pasta.
+    hostname: String,
 }
 
 impl NetStart {
@@ -775,15 +783,13 @@ impl NetStart {
             Err(e @ (NetError::Failed { .. } | NetError::Timeout { .. }))
                 if self.fallback
                     && matches!(self.mode, net::Mode::Pasta(_))
-                    && net::alive(pid.as_raw()) =>
+                    && crate::sys::process::alive(pid.as_raw()) =>
             {
                 // pasta does not work here: remember it, and take slirp4netns.
                 net::record_pasta_refused(&self.runtime, &e.to_string());
                 tracing::debug!(error = %e, "pasta failed; using slirp4netns");
                 self.mode = net::Mode::Slirp(net::SlirpOptions::default());
-                let hostname =
-                    std::fs::read_to_string(self.rt.join("hostname")).unwrap_or_default();
-                etc::write(&self.rt, hostname.trim(), &self.mode).map_err(|source| {
+                etc::write(&self.rt, &self.hostname, &self.mode).map_err(|source| {
                     NetError::Spawn {
                         tool: "slirp4netns",
                         source,

@@ -213,10 +213,11 @@ pub fn record_pasta_refused(runtime: &Path, why: &str) {
     let _ = std::fs::write(probe_file(runtime), why);
 }
 
-/// Whether the host has a default route (pasta needs an interface to copy).
-fn host_has_route() -> bool {
-    let v4 = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    let v6 = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
+/// Whether the network namespace whose /proc view is `proc_net` (`/proc/net`,
+/// `/proc/PID/net`) has a default route: pasta copies the host's, and adds it last.
+fn has_default_route(proc_net: &str) -> bool {
+    let v4 = std::fs::read_to_string(format!("{proc_net}/route")).unwrap_or_default();
+    let v6 = std::fs::read_to_string(format!("{proc_net}/ipv6_route")).unwrap_or_default();
     v4.lines()
         .skip(1)
         .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
@@ -256,7 +257,7 @@ pub fn choose(mode: &Mode, runtime: &Path) -> Choice {
         Some("pasta is not installed".to_owned())
     } else if let Ok(why) = std::fs::read_to_string(probe_file(runtime)) {
         Some(format!("pasta failed here before: {}", why.trim()))
-    } else if !host_has_route() {
+    } else if !has_default_route("/proc/net") {
         Some("the host has no default route for pasta to copy".to_owned())
     } else {
         None
@@ -345,16 +346,9 @@ pub fn names(mode: &Mode) -> Names {
 
 /// A running slirp4netns or pasta, killed and reaped when dropped.
 pub struct Helper {
-    tool: &'static str,
     child: Child,
     /// Kept open: slirp4netns exits when it closes (its --exit-fd).
     _exit_fd: Option<std::os::fd::OwnedFd>,
-}
-
-impl Helper {
-    pub fn tool(&self) -> &'static str {
-        self.tool
-    }
 }
 
 impl Drop for Helper {
@@ -384,14 +378,6 @@ pub fn start(
         Mode::Slirp(o) => slirp::start(o, pid, (runtime, rt), ports).map(Some),
         Mode::Pasta(o) => pasta::start(o, pid, rt, ports).map(Some),
     }
-}
-
-/// Whether process `pid` still runs: not gone, not a zombie.
-pub fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_owned()))
-        .is_some_and(|state| !state.starts_with('Z') && !state.starts_with('X'))
 }
 
 /// Reads what a failed helper wrote to its stderr (a file in the runtime directory).

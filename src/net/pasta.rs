@@ -57,21 +57,6 @@ fn args(o: &PastaOptions, pid: i32, ports: &[Publish]) -> Vec<String> {
     a
 }
 
-/// Whether the namespace of `pid` has a default route yet.
-fn routed(pid: i32) -> bool {
-    let v4 = std::fs::read_to_string(format!("/proc/{pid}/net/route")).unwrap_or_default();
-    if v4
-        .lines()
-        .skip(1)
-        .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
-    {
-        return true;
-    }
-    let v6 = std::fs::read_to_string(format!("/proc/{pid}/net/ipv6_route")).unwrap_or_default();
-    v6.lines()
-        .any(|l| l.starts_with("00000000000000000000000000000000 00") && !l.ends_with(" lo"))
-}
-
 /// Starts pasta for the init `pid`.
 pub fn start(o: &PastaOptions, pid: i32, rt: &Path, ports: &[Publish]) -> Result<Helper, NetError> {
     let tool = find_tool(TOOL).ok_or(NetError::Missing(TOOL))?;
@@ -86,17 +71,16 @@ pub fn start(o: &PastaOptions, pid: i32, rt: &Path, ports: &[Publish]) -> Result
     let child = crate::sys::process::spawn_tied(&mut cmd, &[])
         .map_err(|source| NetError::Spawn { tool: TOOL, source })?;
     let mut helper = Helper {
-        tool: TOOL,
         child,
         _exit_fd: None,
     };
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut nap = Duration::from_micros(200);
     loop {
-        if routed(pid) {
+        if super::has_default_route(&format!("/proc/{pid}/net")) {
             return Ok(helper);
         }
-        if !super::alive(pid) {
+        if !crate::sys::process::alive(pid) {
             return Err(NetError::Failed {
                 tool: TOOL,
                 message: "the container ended before its network was up".into(),

@@ -146,12 +146,12 @@ pub fn unprivileged_start() -> u16 {
         .unwrap_or(1024)
 }
 
-/// Checks the host ports an ordinary user asks for, and picks free ones where none is
-/// given (bound and released at once, as docker and podman do).
-pub fn resolve(ports: &mut [Publish], privileged: bool) -> Result<(), PortError> {
-    let start = unprivileged_start();
+/// Checks that no host port lies below `start` (the first port this user may bind: see
+/// [`unprivileged_start`]), and picks free ones where none is given (bound and released at
+/// once, as docker and podman do).
+pub fn resolve(ports: &mut [Publish], start: u16) -> Result<(), PortError> {
     for p in ports.iter_mut() {
-        if p.host_port != 0 && p.host_port < start && !privileged {
+        if p.host_port != 0 && p.host_port < start {
             return Err(PortError::Privileged {
                 port: p.host_port,
                 start,
@@ -219,15 +219,15 @@ mod tests {
 
     #[test]
     fn privileged_ports_are_refused_with_a_reason() {
-        let start = unprivileged_start();
-        if start == 0 {
-            return;
-        }
-        let mut p = vec![parse(&format!("127.0.0.1:{}:80", start - 1)).unwrap()];
-        let e = resolve(&mut p, false).unwrap_err().to_string();
-        assert!(e.contains("ip_unprivileged_port_start"), "{e}");
+        let mut p = vec![parse("127.0.0.1:80:80").unwrap()];
+        let e = resolve(&mut p, 1024).unwrap_err().to_string();
+        assert!(
+            e.contains("ip_unprivileged_port_start") && e.contains("-p 8080:80"),
+            "{e}"
+        );
+        resolve(&mut p, 0).unwrap();
         let mut free = vec![parse("127.0.0.1::80").unwrap()];
-        resolve(&mut free, false).unwrap();
+        resolve(&mut free, 1024).unwrap();
         assert!(free[0].host_port >= 1);
     }
 }

@@ -147,7 +147,6 @@ pub fn start(
     .map_err(|source| NetError::Spawn { tool: TOOL, source })?;
     drop((ready_w, exit_r));
     let mut helper = Helper {
-        tool: TOOL,
         child,
         _exit_fd: Some(exit_w),
     };

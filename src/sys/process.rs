@@ -191,6 +191,23 @@ pub fn spawn_tied(
     cmd.spawn()
 }
 
+/// A running process's start time in clock ticks since boot (field 22 of /proc/PID/stat);
+/// `None` when it is gone or a zombie. With the pid, it names one process for good.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command (which may hold spaces and parentheses): the state, field 3, first.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if fields.first().is_some_and(|s| *s == "Z" || *s == "X") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Whether process `pid` still runs: not gone, not a zombie.
+pub fn alive(pid: i32) -> bool {
+    start_time(pid).is_some()
+}
+
 /// The number of threads of this process (clone is only safe with one).
 pub fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/status")
