@@ -6,11 +6,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# What nook and its tests need. skopeo pushes the demo's image (scripts/demo.sh). The
+# benchmarks' peers (podman, runc, bubblewrap, fuse-overlayfs, hyperfine, iperf3) are installed
+# by scripts/bench/ when a benchmark first needs them (scripts/lib/bench.sh `bench_need`).
 PACKAGES=(
-  uidmap fuse3 fuse-overlayfs slirp4netns passt docker-registry busybox-static
-  podman skopeo bubblewrap attr hyperfine iperf3 pigz zstd ca-certificates iproute2 procps
-  util-linux coreutils python3 linux-perf runc gcc libc6-dev
+  uidmap fuse3 slirp4netns passt docker-registry busybox-static skopeo attr ca-certificates
+  iproute2 procps util-linux coreutils python3 gcc libc6-dev
 )
+
+missing_packages() {
+  local p
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
 
 add_subids() { # user file
   local user=$1 file=$2
@@ -21,10 +30,7 @@ add_subids() { # user file
 }
 
 if [ "$(id -u)" = 0 ]; then
-  missing=()
-  for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
+  mapfile -t missing < <(missing_packages)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     apt-get update -qq
@@ -45,11 +51,18 @@ if [ "$(id -u)" = 0 ]; then
   id nooksingle >/dev/null 2>&1 || useradd -m -s /bin/sh nooksingle
   sed -i '/^nooksingle:/d' /etc/subuid /etc/subgid
 else
-  echo "setup: not root: skipping system packages, device modes and test users"
-  for t in docker-registry busybox newuidmap; do
-    command -v "$t" >/dev/null || echo "setup: warning: $t is missing (run this script as root)"
-  done
+  # An ordinary user builds; root adds what the system lacks.
+  mapfile -t missing < <(missing_packages)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: not root: ask root to run: apt-get install ${missing[*]}"
+  fi
+  if [ ! -r /dev/fuse ] || [ ! -w /dev/fuse ]; then
+    echo "setup: /dev/fuse is not open to you (root: chmod 0666 /dev/fuse); nook falls back to copying the image"
+  fi
+  grep -q "^$(id -un):" /etc/subuid 2>/dev/null ||
+    echo "setup: no /etc/subuid range for $(id -un): nook maps your id alone (see 'nook info')"
 fi
 
+command -v cargo >/dev/null || { echo "setup: cargo is missing: install Rust (https://rustup.rs)"; exit 1; }
 cargo build --release --locked
 echo "setup: done; nook is at target/release/nook"

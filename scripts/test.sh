@@ -3,6 +3,19 @@
 # Under CI=true a missing prerequisite fails its test instead of skipping it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Every skipped test writes its name and reason here (tests/support/mod.rs `skip`).
+NOOK_SKIP_LOG=$(mktemp /tmp/nook-skips.XXXXXX)
+export NOOK_SKIP_LOG
+chmod 666 "$NOOK_SKIP_LOG"
+report_skips() {
+  local n
+  n=$(wc -l <"$NOOK_SKIP_LOG")
+  echo "test.sh: $n skipped test(s)"
+  sed 's/^/  SKIP /' "$NOOK_SKIP_LOG"
+  rm -f "$NOOK_SKIP_LOG"
+}
+trap report_skips EXIT
+
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets -- --test-threads="${NOOK_TEST_THREADS:-4}"

@@ -45,9 +45,12 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn hostile_layers_change_nothing_outside() {
     for mode in [Mode::Range, Mode::Single] {
-        let Some(user) = User::new(mode) else { return };
+        // A mode this host lacks skips that mode only (User::new says why), not the others.
+        let Some(user) = User::new(mode) else {
+            continue;
+        };
         let Some(reg) = TestRegistry::start() else {
-            return;
+            continue;
         };
         let outside = user.work.path().join("outside");
         std::fs::create_dir_all(outside.join("dir")).unwrap();

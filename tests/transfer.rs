@@ -109,6 +109,25 @@ fn server_errors_are_retried() {
         content.answer(req)
     });
     user.run(&["pull", &format!("{}/{REPO}", m.host())]).ok();
+    // Two 503s, each retried: every blob fetched once more than it failed, and no more.
+    let blob_paths: Vec<String> = m
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/blobs/"))
+        .map(|r| r.path.clone())
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = blob_paths.iter().collect();
+    assert_eq!(
+        n.load(Ordering::SeqCst),
+        blob_paths.len(),
+        "the counter sees every blob request"
+    );
+    assert_eq!(
+        blob_paths.len(),
+        distinct.len() + 2,
+        "each of the two failed requests retried exactly once: {blob_paths:?}"
+    );
+    assert_eq!(distinct.len(), 1 + b.layer_digests.len(), "config and every layer");
 }
 
 #[test]

@@ -16,7 +16,7 @@ RUNS=${1:-3}
 SECS=${2:-3}
 # shellcheck source=../lib/bench.sh
 . scripts/lib/bench.sh
-bench_init net docker-registry skopeo hyperfine python3 iperf3 pasta slirp4netns
+bench_init net docker-registry skopeo hyperfine python3 iperf3 pasta slirp4netns podman runc
 # A short runtime directory: podman puts slirp4netns's API socket there, and slirp4netns
 # refuses a socket path of 108 bytes or more.
 RUN=$(mktemp -d /tmp/nbr.XXXXXX)

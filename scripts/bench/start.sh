@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 RUNS=${1:-50}
 # shellcheck source=../lib/bench.sh
 . scripts/lib/bench.sh
-bench_init start docker-registry skopeo hyperfine python3 bwrap
+bench_init start docker-registry skopeo hyperfine python3 bwrap podman runc
 USER_ENV=(-i PATH=/usr/bin:/bin:/usr/sbin:/sbin HOME="$WORK" XDG_RUNTIME_DIR="$WORK/run" NOOK_ROOT="$WORK/nook-store")
 as_user() { "${AS[@]}" "${USER_ENV[@]}" "$@"; }
 cleanup() {

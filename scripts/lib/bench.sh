@@ -3,14 +3,34 @@
 # this VM's discard-mounted ext4 would measure the disk), and, run as root, the test user
 # nooktest with a copy of nook it can execute. Sets NOOK, WORK, REG_PID and AS, the prefix
 # that runs a command as that user (an `env` to add variables to).
+# `bench_need TOOL...`: installs the Debian packages of missing tools (as root), or names them.
+bench_need() {
+  local t pkgs=()
+  for t in "$@"; do
+    command -v "$t" >/dev/null && continue
+    case $t in
+      pasta) pkgs+=(passt) ;;
+      bwrap) pkgs+=(bubblewrap) ;;
+      unshare) pkgs+=(util-linux) ;;
+      *) pkgs+=("$t") ;;
+    esac
+  done
+  [ ${#pkgs[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "bench: missing peers; ask root to run: apt-get install ${pkgs[*]}"
+    exit 1
+  fi
+  echo "bench: installing ${pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+}
+
 bench_init() {
   local name=$1 t
   shift
   NOOK=${NOOK:-$PWD/target/release/nook}
   [ -x "$NOOK" ] || cargo build --release --locked
-  for t in "$@"; do
-    command -v "$t" >/dev/null || { echo "bench: $t is missing (scripts/setup.sh installs it)"; exit 1; }
-  done
+  bench_need "$@"
   BASE=${BENCH_DIR:-/dev/shm}
   [ -d "$BASE" ] && [ -w "$BASE" ] || BASE=/tmp
   WORK=$(mktemp -d "$BASE/nook-bench-$name.XXXXXX")
