@@ -399,7 +399,41 @@ impl Overlay {
             n.lookups += 1;
             n.lowers.clear();
         }
-        Ok(self.attr(ino, &st, None))
+        let owner = self.new_owner(ino, pfd, name, &st, caller);
+        Ok(self.attr(ino, &st, owner))
+    }
+
+    /// With one id mapped that is not root, an object without a record is root's: a new one
+    /// records its creator (files and directories; other kinds cannot carry the record).
+    fn new_owner(
+        &self,
+        ino: u64,
+        pfd: &OwnedFd,
+        name: &OsStr,
+        st: &nix::sys::stat::FileStat,
+        caller: Caller,
+    ) -> Option<Owner> {
+        if self.owners != Owners::Single || self.single_id().0 == 0 {
+            return None;
+        }
+        let (node, _) = self.node(ino).ok()?;
+        if !matches!(node.kind, Kind::File | Kind::Dir) {
+            return None;
+        }
+        let fd = nix::fcntl::openat(
+            pfd,
+            name,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let o = Owner {
+            uid: caller.uid,
+            gid: caller.gid,
+            mode: st.st_mode & 0o7777,
+        };
+        self.record(ino, &node, Some(o), &fd).ok()?;
+        Some(o)
     }
 
     pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, caller: Caller) -> Result<Attr> {

@@ -41,6 +41,29 @@ pub enum Owners {
     Single,
 }
 
+/// What the kernel is told about an object whose real owner and mode are `real`, where the
+/// one id mapped is `me` (uid, gid; not root). The kernel refuses every write to an inode
+/// whose owner or group it cannot map, even one its mode allows (`/tmp`): such an object
+/// that `me` may write shows as `me`'s own, with the bits of the class `me` falls in; one it
+/// may not write keeps its real owner, so the kernel applies the group or other bits (and
+/// `stat` shows it as nobody, except through the fakeroot). The owner's own objects show
+/// under `me`'s gid, the only group the kernel can name; their owner bits decide.
+pub fn shown_to_kernel(real: Owner, me: (u32, u32)) -> (u32, u32, u32) {
+    let perm = real.mode & 0o7777;
+    if real.uid == me.0 {
+        return (me.0, me.1, perm);
+    }
+    let class = if real.gid == me.1 {
+        (perm >> 3) & 0o7
+    } else {
+        perm & 0o7
+    };
+    if class & 0o2 != 0 {
+        return (me.0, me.1, (perm & 0o1000) | class * 0o111);
+    }
+    (real.uid, real.gid, perm)
+}
+
 /// Attributes of one object, as reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attr {
@@ -360,12 +383,20 @@ impl Overlay {
             uid = o.uid;
             gid = o.gid;
         }
-        if self.owners == Owners::Single {
-            // One id exists in the container's namespace (root, or you with keep-id): the
-            // kernel could show nothing else (and refuses writes to files whose owner it cannot
-            // map), so everything shows as that id. The recorded owner reaches `stat` through
-            // the fakeroot.
+        if self.owners == Owners::Single && self.single_id.0 == 0 {
+            // Only root exists in the container's namespace: it may do anything, and the
+            // kernel can name no other owner, so everything shows as root. The recorded owner
+            // reaches `stat` through the fakeroot.
             (uid, gid) = self.single_id;
+        } else if self.owners == Owners::Single {
+            // One other id (the image's USER, or you with keep-id): the kernel checks modes
+            // as the image means them. An object without a record is root's.
+            let real = owner.unwrap_or(Owner {
+                uid: 0,
+                gid: 0,
+                mode: perm,
+            });
+            (uid, gid, perm) = shown_to_kernel(real, self.single_id);
         }
         Attr {
             ino,
@@ -389,9 +420,38 @@ impl Overlay {
         self.single_id
     }
 
-    /// The owner and mode the container should see (for the fakeroot's `stat`).
+    /// The owner and mode the container should see (for the fakeroot's `stat`). With one
+    /// id mapped that is not root, an object without a record is root's, with its mode on disk.
     pub fn recorded(&self, ino: u64) -> Option<Owner> {
-        self.table.read().ok()?.get(ino)?.owner
+        let (node, l, path) = self.location(ino).ok()?;
+        if node.owner.is_some() || self.owners != Owners::Single || self.single_id.0 == 0 {
+            return node.owner;
+        }
+        let st = match (node.upper, node.unlinked, node.stat) {
+            (false, false, Some(st)) => st,
+            _ => {
+                let fd = self
+                    .layers
+                    .open(l, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
+                    .ok()?;
+                nix::sys::stat::fstat(&fd).ok()?
+            }
+        };
+        Some(Owner {
+            uid: 0,
+            gid: 0,
+            mode: st.st_mode & 0o7777,
+        })
+    }
+
+    /// Whether `caller` may change the mode, owner or times of `ino` as its owner: the
+    /// kernel asks nothing of objects that show as the caller's only so that it lets the
+    /// caller write to them (see [`shown_to_kernel`]).
+    pub fn owns(&self, ino: u64, caller_uid: u32) -> bool {
+        if self.owners != Owners::Single || self.single_id.0 == 0 || caller_uid == 0 {
+            return true;
+        }
+        self.recorded(ino).is_none_or(|o| o.uid == caller_uid)
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {

@@ -319,7 +319,7 @@ pub(crate) fn become_user(
     let unmapped = |what: &str, id: u32| Failure {
         stage: Stage::User,
         message: format!(
-            "{what} {id} is not mapped in this container: users other than root need a subordinate id range (/etc/subuid), or use --userns keep-id"
+            "{what} {id} is not mapped in this container: without a subordinate id range (/etc/subuid) only one id is (the image's USER, or root); pick it with --user"
         ),
         exit: 125,
     };
@@ -338,6 +338,13 @@ pub(crate) fn become_user(
             .map_err(fail(Stage::Process, "cannot set capabilities"))?;
         caps::set(None, CapSet::Permitted, &keep)
             .map_err(fail(Stage::Process, "cannot set capabilities"))?;
+    } else {
+        // Under a single mapping the init already runs as this id, so setresuid changed
+        // nothing and the kernel kept the namespace's full capabilities: drop them here.
+        caps::clear(None, CapSet::Effective)
+            .map_err(fail(Stage::Process, "cannot drop capabilities"))?;
+        caps::clear(None, CapSet::Permitted)
+            .map_err(fail(Stage::Process, "cannot drop capabilities"))?;
     }
     if process.no_new_privs {
         nix::sys::prctl::set_no_new_privs()
