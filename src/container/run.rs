@@ -668,6 +668,11 @@ fn launch(
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                     Err(e) => return Err(io("cannot start nook's fakeroot")(e)),
                 }
+                let invalidate = s.invalidator();
+                for ino in s.overlay().enforce_owners() {
+                    invalidate(ino);
+                }
+                let _ = message::send(ours.as_fd(), &ToChild::FakerootReady, None);
             }
             Ok(Some((ToParent::Fakeroot, None))) => {
                 return Err(io("the fakeroot's listener got lost")(

@@ -403,7 +403,7 @@ impl Overlay {
         Ok(self.attr(ino, &st, owner))
     }
 
-    /// With one id mapped that is not root, an object without a record is root's: a new one
+    /// While the image's owners decide, an object without a record is root's: a new one
     /// records its creator (files and directories; other kinds cannot carry the record).
     fn new_owner(
         &self,
@@ -413,7 +413,7 @@ impl Overlay {
         st: &nix::sys::stat::FileStat,
         caller: Caller,
     ) -> Option<Owner> {
-        if self.owners != Owners::Single || self.single_id().0 == 0 {
+        if !self.enforcing() {
             return None;
         }
         let (node, _) = self.node(ino).ok()?;

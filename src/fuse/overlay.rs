@@ -94,6 +94,9 @@ pub struct Overlay {
     pub(super) owners: Owners,
     /// With one id mapped: that id (the owner of the upper layer, as this process sees it).
     single_id: (u32, u32),
+    /// With one id mapped that is not root: the init has set up the container (as root
+    /// would) and the image's owners now decide (see [`Overlay::enforce_owners`]).
+    enforced: std::sync::atomic::AtomicBool,
     /// Open backing files, by inode (the kernel sends no OPEN: see `adapter`).
     pub(super) files: Files,
     /// Directory listings being read, by inode.
@@ -164,6 +167,7 @@ impl Overlay {
             .unwrap_or((0, 0));
         Overlay {
             single_id,
+            enforced: std::sync::atomic::AtomicBool::new(false),
             layers,
             table: RwLock::new(Table::new(root)),
             change: Mutex::new(()),
@@ -383,7 +387,7 @@ impl Overlay {
             uid = o.uid;
             gid = o.gid;
         }
-        if self.owners == Owners::Single && self.single_id.0 == 0 {
+        if self.owners == Owners::Single && !self.enforcing() {
             // Only root exists in the container's namespace: it may do anything, and the
             // kernel can name no other owner, so everything shows as root. The recorded owner
             // reaches `stat` through the fakeroot.
@@ -415,6 +419,24 @@ impl Overlay {
         }
     }
 
+    /// Whether the image's owners decide what the one mapped id may do: with a single
+    /// mapping whose id is not root, once the init has set the container up.
+    pub(super) fn enforcing(&self) -> bool {
+        self.owners == Owners::Single
+            && self.single_id.0 != 0
+            && self.enforced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Ends the init's setup: until now every object showed as the one mapped id, so that
+    /// the init (root of the namespace in all but name) could create mount points; from now
+    /// on the image's owners decide. Returns the inodes whose cached attributes the kernel
+    /// must drop.
+    pub fn enforce_owners(&self) -> Vec<u64> {
+        self.enforced
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.table.read().map(|t| t.inodes()).unwrap_or_default()
+    }
+
     /// With one id mapped: that id, as the container sees it.
     pub(super) fn single_id(&self) -> (u32, u32) {
         self.single_id
@@ -424,7 +446,7 @@ impl Overlay {
     /// id mapped that is not root, an object without a record is root's, with its mode on disk.
     pub fn recorded(&self, ino: u64) -> Option<Owner> {
         let (node, l, path) = self.location(ino).ok()?;
-        if node.owner.is_some() || self.owners != Owners::Single || self.single_id.0 == 0 {
+        if node.owner.is_some() || !self.enforcing() {
             return node.owner;
         }
         let st = match (node.upper, node.unlinked, node.stat) {
@@ -448,7 +470,7 @@ impl Overlay {
     /// kernel asks nothing of objects that show as the caller's only so that it lets the
     /// caller write to them (see [`shown_to_kernel`]).
     pub fn owns(&self, ino: u64, caller_uid: u32) -> bool {
-        if self.owners != Owners::Single || self.single_id.0 == 0 || caller_uid == 0 {
+        if !self.enforcing() || caller_uid == 0 {
             return true;
         }
         self.recorded(ino).is_none_or(|o| o.uid == caller_uid)

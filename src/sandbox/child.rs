@@ -152,6 +152,19 @@ fn setup_and_exec(
             }
         }
     }
+    if plan.fakeroot {
+        // The command must not run before nook applies the image's owners.
+        match message::recv::<ToChild>(sock) {
+            Ok(Some((ToChild::FakerootReady, _))) => {}
+            _ => {
+                return Err(Failure {
+                    stage: Stage::Process,
+                    message: "nook went away before the fakeroot was ready".into(),
+                    exit: 125,
+                });
+            }
+        }
+    }
     become_user(&plan.process, plan.gid_map.lines.len() > 1, &user)?;
     chdir(p.cwd.as_str()).map_err(fail(
         Stage::Process,
