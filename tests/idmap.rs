@@ -190,3 +190,25 @@ fn range_mapping_runs_the_same_image_as_before() {
         ["0", &s.user.uid.to_string(), "1"]
     );
 }
+
+#[test]
+fn single_mapping_never_reads_a_passwd_outside_the_image() {
+    let Some(s) = Sandbox::new(Mode::Single) else {
+        return;
+    };
+    // A host file that would resolve `app`, and an image whose /etc/passwd points at it.
+    let host = s.user.write_home("passwd", b"app:x:1234:1234::/:/bin/sh\n");
+    let top = LayerTar::new()
+        .whiteout("etc", "passwd")
+        .symlink("etc/passwd", host.to_str().unwrap())
+        .finish();
+    let img = s.image_with(
+        "linkedpasswd",
+        &[(busybox_base().finish(), Comp::Gzip), (top, Comp::Gzip)],
+        json!({"User": "app", "Cmd": ["sh"]}),
+    );
+    s.run(&[&img, "true"]).fails_with(
+        125,
+        "unable to find user app: no matching entries in passwd file",
+    );
+}
