@@ -106,20 +106,27 @@ fn single_mapping_runs_image_with_non_root_user() {
     );
     let out = sh(&s, &["--rootfs-driver", "fuse"], &img, AS_APP);
     assert_runs_as_app(&out);
-    // Only root's chmod, and the owner's, change a mode; /tmp is writable, not root's to give.
-    let out = sh(
-        &s,
-        &["--rootfs-driver", "fuse"],
-        &img,
-        "chmod 700 /tmp 2>&1; chmod 600 /home/app/notes && stat -c %a /home/app/notes",
-    );
+    // Only the owner changes a mode: /tmp is writable, not the user's to chmod. Fifos (which
+    // cannot carry an owner record) work for the user that makes them.
+    let script = "chmod 700 /tmp 2>&1; chmod 600 /home/app/notes && stat -c %a /home/app/notes
+        cd /home/app && mkfifo p && (echo through > p &) && cat p && mv p q && rm q && echo fifo-ok
+        rm rootfile 2>&1; echo \"rm=$?\"";
+    let out = sh(&s, &["--rootfs-driver", "fuse"], &img, script);
     out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
     assert!(
-        out.stdout.contains("Operation not permitted"),
+        lines[0].contains("Operation not permitted"),
         "{}",
         out.stdout
     );
-    assert!(out.stdout.ends_with("600\n"), "{}", out.stdout);
+    assert_eq!(lines[1..4], ["600", "through", "fifo-ok"], "{}", out.stdout);
+    // The kernel's limit (may_delete): an object whose owner is not mapped cannot be removed
+    // or renamed, even from a directory the user owns (EOVERFLOW).
+    assert!(
+        lines[4].contains("Value too large for defined data type") && lines[5] == "rm=1",
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -210,5 +217,22 @@ fn single_mapping_never_reads_a_passwd_outside_the_image() {
     s.run(&[&img, "true"]).fails_with(
         125,
         "unable to find user app: no matching entries in passwd file",
+    );
+}
+
+#[test]
+fn info_says_how_a_single_mapping_maps_ids() {
+    let Some(s) = Sandbox::new(Mode::Single) else {
+        return;
+    };
+    let out = s.nook(&["info", "--format", "json"]);
+    out.ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let ids = v["rungs"]["ids"].as_str().unwrap();
+    assert!(
+        ids.starts_with("single mapping (no entry for ")
+            && ids.contains("/etc/subuid")
+            && ids.contains("the image's USER, or root) is you"),
+        "{ids}"
     );
 }

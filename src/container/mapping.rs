@@ -6,6 +6,18 @@
 //! `app` where the range is missing. The parent writes the maps right after `clone`, before
 //! anything is mounted, so it reads the image's /etc/passwd and /etc/group straight from the
 //! layers (see [`crate::sandbox::user::read_layered`]).
+//!
+//! On nook's FUSE overlay the image's owners then decide what that user may do (the init
+//! sets the container up first, as root would: `fuse::Overlay::enforce_owners`), and the
+//! fakeroot shows them to `stat`. What a single mapping cannot give, because the kernel
+//! knows no owner but the one id:
+//! - removing or renaming an object whose owner is another id (root's file in the user's
+//!   home) fails with EOVERFLOW, the kernel's `may_delete` check, where Linux would allow it;
+//! - fifos, sockets and symlinks cannot carry an owner record: the kernel lets the user use
+//!   them, `stat` shows them as root's;
+//! - no supplementary groups (setgroups stays denied), and `chown` to anyone else is EPERM;
+//! - on the kernel overlay and copy rungs (no fakeroot) every file is the user's, writable
+//!   wherever its owner bits allow, as every file was root's before.
 
 use std::path::{Path, PathBuf};
 

@@ -404,7 +404,8 @@ impl Overlay {
     }
 
     /// While the image's owners decide, an object without a record is root's: a new one
-    /// records its creator (files and directories; other kinds cannot carry the record).
+    /// records its creator. Other kinds cannot carry the record (user xattrs are for files
+    /// and directories): the kernel sees them as the user's (see [`Overlay::attr`]).
     fn new_owner(
         &self,
         ino: u64,
@@ -417,6 +418,11 @@ impl Overlay {
             return None;
         }
         let (node, _) = self.node(ino).ok()?;
+        let o = Owner {
+            uid: caller.uid,
+            gid: caller.gid,
+            mode: st.st_mode & 0o7777,
+        };
         if !matches!(node.kind, Kind::File | Kind::Dir) {
             return None;
         }
@@ -427,11 +433,6 @@ impl Overlay {
             Mode::empty(),
         )
         .ok()?;
-        let o = Owner {
-            uid: caller.uid,
-            gid: caller.gid,
-            mode: st.st_mode & 0o7777,
-        };
         self.record(ino, &node, Some(o), &fd).ok()?;
         Some(o)
     }

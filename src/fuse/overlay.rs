@@ -36,8 +36,9 @@ pub fn errno(e: io::Error) -> Errno {
 pub enum Owners {
     /// Ids are mapped (a subordinate range): report and set the real ones.
     Mapped,
-    /// Only root is mapped: report root to the kernel, keep the image's owners in the override
-    /// xattr (nook's fakeroot shows them to `stat`).
+    /// One id is mapped: keep the image's owners in the override xattr (nook's fakeroot
+    /// shows them to `stat`); report that id to the kernel when it is root, else the owners
+    /// and modes that make the kernel decide as the image means (see [`shown_to_kernel`]).
     Single,
 }
 
@@ -59,7 +60,7 @@ pub fn shown_to_kernel(real: Owner, me: (u32, u32)) -> (u32, u32, u32) {
         perm & 0o7
     };
     if class & 0o2 != 0 {
-        return (me.0, me.1, (perm & 0o1000) | class * 0o111);
+        return (me.0, me.1, (perm & 0o1000) | (class * 0o111));
     }
     (real.uid, real.gid, perm)
 }
@@ -394,13 +395,22 @@ impl Overlay {
             (uid, gid) = self.single_id;
         } else if self.owners == Owners::Single {
             // One other id (the image's USER, or you with keep-id): the kernel checks modes
-            // as the image means them. An object without a record is root's.
-            let real = owner.unwrap_or(Owner {
-                uid: 0,
-                gid: 0,
-                mode: perm,
-            });
-            (uid, gid, perm) = shown_to_kernel(real, self.single_id);
+            // as the image means them. A file or directory without a record is root's; other
+            // kinds cannot carry one, and show as the user's so that it can use, move and
+            // remove the fifos, sockets and links it makes (its directories' modes still
+            // guard them).
+            let (me, kind) = (self.single_id, Kind::from_mode(st.st_mode));
+            (uid, gid, perm) = match owner {
+                None if !matches!(kind, Kind::File | Kind::Dir) => (me.0, me.1, perm),
+                _ => {
+                    let real = owner.unwrap_or(Owner {
+                        uid: 0,
+                        gid: 0,
+                        mode: perm,
+                    });
+                    shown_to_kernel(real, me)
+                }
+            };
         }
         Attr {
             ino,
