@@ -405,7 +405,7 @@ impl Overlay {
 
     /// While the image's owners decide, an object without a record is root's: a new one
     /// records its creator. Other kinds cannot carry the record (user xattrs are for files
-    /// and directories): the kernel sees them as the user's (see [`Overlay::attr`]).
+    /// and directories): the kernel sees them as the user's (see `Overlay::attr`).
     fn new_owner(
         &self,
         ino: u64,

@@ -332,7 +332,7 @@ pub(crate) fn become_user(
     let unmapped = |what: &str, id: u32| Failure {
         stage: Stage::User,
         message: format!(
-            "{what} {id} is not mapped in this container: without a subordinate id range (/etc/subuid) only one id is (the image's USER, or root); pick it with --user"
+            "{what} {id} is not mapped in this container: without a subordinate id range (/etc/subuid) only the container's user is (the image's USER, or nook run --user)"
         ),
         exit: 125,
     };
