@@ -79,6 +79,10 @@ fn userns_checks(out: &mut Vec<Check>) {
     ));
 }
 
+/// What a single mapping means inside a container.
+const SINGLE: &str =
+    "the container's user (the image's USER, or root) is you; no other id exists inside";
+
 fn mapping_checks(mapping: &Mapping, out: &mut Vec<Check>) {
     let user = nix::unistd::User::from_uid(nix::unistd::getuid())
         .ok()
@@ -105,7 +109,7 @@ fn mapping_checks(mapping: &Mapping, out: &mut Vec<Check>) {
         Mapping::Single { why, .. } => out.push(check(
             "subordinate id range",
             false,
-            format!("single mapping (container root = you): {why}"),
+            format!("single mapping: {why}"),
             Some(format!(
                 "sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}"
             )),
@@ -246,7 +250,7 @@ pub fn info(session: &Session, a: InfoArgs) -> Result<i32> {
     let ids = match &session.mapping {
         Mapping::Root => "root".to_owned(),
         Mapping::Range { .. } => "subordinate range (newuidmap/newgidmap)".to_owned(),
-        Mapping::Single { .. } => "single mapping (container root = you)".to_owned(),
+        Mapping::Single { why, .. } => format!("single mapping ({why}): {SINGLE}"),
     };
     let network = crate::net::describe(
         runtime

@@ -29,7 +29,7 @@ use nix::sys::uio::{RemoteIoVec, process_vm_readv, process_vm_writev};
 use nix::unistd::Pid;
 
 use crate::fuse::{Overlay, Owner};
-use crate::sandbox::fakeroot::{Call, Object, decode, may_chown};
+use crate::sandbox::fakeroot::{Call, Object, decode, fs_ids, may_chown, owner_may_chown};
 use crate::sys::seccomp::{AUDIT_ARCH, Answer, Notification, receive, respond, still_waiting};
 
 /// A thread that serves until its wake pipe closes; dropping it stops and joins it.
@@ -227,7 +227,13 @@ impl Supervisor {
                 .map(|fd| std::io::read_to_string(std::fs::File::from(fd)).unwrap_or_default())
                 .map_err(|_| Errno::ESRCH)?;
                 if !may_chown(&status) {
-                    return Ok(Answer::Errno(libc::EPERM));
+                    let owner = self.fs.overlay.recorded(st.st_ino).map(|o| (o.uid, o.gid));
+                    let allowed = fs_ids(&status)
+                        .zip(owner)
+                        .is_some_and(|(c, o)| owner_may_chown(c, o, uid, gid));
+                    if !allowed {
+                        return Ok(Answer::Errno(libc::EPERM));
+                    }
                 }
                 if !still_waiting(self.listener.as_fd(), n.id) {
                     return Ok(Answer::Errno(libc::ENOENT));

@@ -14,6 +14,7 @@ mod fakeroot;
 mod ids;
 pub mod lifecycle;
 pub mod logs;
+mod mapping;
 pub mod run;
 mod supervise;
 pub mod volumes;

@@ -37,6 +37,8 @@ pub enum RunError {
     Net(#[from] NetError),
     #[error(transparent)]
     Volume(#[from] super::volumes::VolumeStoreError),
+    #[error("cannot start the container")]
+    User(#[source] crate::sandbox::user::UserError),
     #[error("the image config of {0} is not valid")]
     Config(String, #[source] serde_json::Error),
     #[error("{what}")]
@@ -100,57 +102,6 @@ pub struct Host<'a> {
     pub store: &'a Store,
     pub mapping: &'a Mapping,
     pub runtime: &'a Path,
-}
-
-/// The id maps for the container.
-fn id_maps(mapping: &Mapping, userns: UserNs) -> (IdMap, IdMap) {
-    let (uid, gid) = (
-        nix::unistd::getuid().as_raw(),
-        nix::unistd::getgid().as_raw(),
-    );
-    let ranges = |m: &IdMap| -> Vec<crate::sys::idmap::SubRange> {
-        m.lines[1..]
-            .iter()
-            .map(|l| crate::sys::idmap::SubRange {
-                start: l.outside,
-                count: l.count,
-            })
-            .collect()
-    };
-    match (mapping, userns) {
-        (Mapping::Root, _) => {
-            let all = IdMap {
-                lines: vec![crate::sys::idmap::MapLine {
-                    inside: 0,
-                    outside: 0,
-                    count: u32::MAX,
-                }],
-            };
-            (all.clone(), all)
-        }
-        (Mapping::Range { uids, gids, .. }, UserNs::Auto) => (uids.clone(), gids.clone()),
-        (Mapping::Range { uids, gids, .. }, UserNs::KeepId) => (
-            IdMap::keep_id(uid, uid, &ranges(uids)),
-            IdMap::keep_id(gid, gid, &ranges(gids)),
-        ),
-        (Mapping::Single { .. }, UserNs::Auto) => (IdMap::single(uid), IdMap::single(gid)),
-        (Mapping::Single { .. }, UserNs::KeepId) => (
-            IdMap {
-                lines: vec![crate::sys::idmap::MapLine {
-                    inside: uid,
-                    outside: uid,
-                    count: 1,
-                }],
-            },
-            IdMap {
-                lines: vec![crate::sys::idmap::MapLine {
-                    inside: gid,
-                    outside: gid,
-                    count: 1,
-                }],
-            },
-        ),
-    }
 }
 
 /// The rungs of the rootfs ladder.
@@ -493,7 +444,16 @@ fn start_and_wait(
 ) -> Result<i32, RunError> {
     let o = &req.options;
     let etc_files = etc::paths(rt);
-    let (uid_map, gid_map) = id_maps(host.mapping, o.userns);
+    let image_layers: Vec<PathBuf> = req
+        .image
+        .layers
+        .iter()
+        .map(|l| host.store.layer_root(&l.diff_id))
+        .collect();
+    let layers = super::mapping::layers_top_first(&dir.join("upper"), &image_layers);
+    let (uid_map, gid_map) =
+        super::mapping::maps_for_run(host.mapping, o.userns, &process.user, &layers)
+            .map_err(RunError::User)?;
     record.exec = Some(super::exec::ExecSpec::of(&process, gid_map.lines.len() > 1));
     let mut net = NetStart {
         fallback: o.network == net::Mode::Default,
@@ -708,6 +668,11 @@ fn launch(
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                     Err(e) => return Err(io("cannot start nook's fakeroot")(e)),
                 }
+                let invalidate = s.invalidator();
+                for ino in s.overlay().enforce_owners() {
+                    invalidate(ino);
+                }
+                let _ = message::send(ours.as_fd(), &ToChild::FakerootReady, None);
             }
             Ok(Some((ToParent::Fakeroot, None))) => {
                 return Err(io("the fakeroot's listener got lost")(

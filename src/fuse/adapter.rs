@@ -178,7 +178,7 @@ impl Filesystem for Fs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -202,7 +202,19 @@ impl Filesystem for Fs {
             atime: time(atime),
             mtime: time(mtime),
         };
-        match run(|| self.ov.setattr(ino.0, s, fh.map(|f| f.0))) {
+        // What only an owner may change (chmod, chown, utimes with a given time).
+        let explicit = |t: &Option<TimeOrNow>| matches!(t, Some(TimeOrNow::SpecificTime(_)));
+        let owners_only = mode.is_some()
+            || uid.is_some()
+            || gid.is_some()
+            || explicit(&atime)
+            || explicit(&mtime);
+        let r = if owners_only && !self.ov.owns(ino.0, req.uid()) {
+            Err(fuser::Errno::EPERM)
+        } else {
+            run(|| self.ov.setattr(ino.0, s, fh.map(|f| f.0)))
+        };
+        match r {
             Ok(a) => reply.attr(&TTL, &fattr(&a)),
             Err(e) => reply.error(e),
         }

@@ -399,7 +399,42 @@ impl Overlay {
             n.lookups += 1;
             n.lowers.clear();
         }
-        Ok(self.attr(ino, &st, None))
+        let owner = self.new_owner(ino, pfd, name, &st, caller);
+        Ok(self.attr(ino, &st, owner))
+    }
+
+    /// While the image's owners decide, an object without a record is root's: a new one
+    /// records its creator. Other kinds cannot carry the record (user xattrs are for files
+    /// and directories): the kernel sees them as the user's (see `Overlay::attr`).
+    fn new_owner(
+        &self,
+        ino: u64,
+        pfd: &OwnedFd,
+        name: &OsStr,
+        st: &nix::sys::stat::FileStat,
+        caller: Caller,
+    ) -> Option<Owner> {
+        if !self.enforcing() {
+            return None;
+        }
+        let (node, _) = self.node(ino).ok()?;
+        let o = Owner {
+            uid: caller.uid,
+            gid: caller.gid,
+            mode: st.st_mode & 0o7777,
+        };
+        if !matches!(node.kind, Kind::File | Kind::Dir) {
+            return None;
+        }
+        let fd = nix::fcntl::openat(
+            pfd,
+            name,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        self.record(ino, &node, Some(o), &fd).ok()?;
+        Some(o)
     }
 
     pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, caller: Caller) -> Result<Attr> {

@@ -36,9 +36,33 @@ pub fn errno(e: io::Error) -> Errno {
 pub enum Owners {
     /// Ids are mapped (a subordinate range): report and set the real ones.
     Mapped,
-    /// Only root is mapped: report root to the kernel, keep the image's owners in the override
-    /// xattr (nook's fakeroot shows them to `stat`).
+    /// One id is mapped: keep the image's owners in the override xattr (nook's fakeroot
+    /// shows them to `stat`); report that id to the kernel when it is root, else the owners
+    /// and modes that make the kernel decide as the image means (see [`shown_to_kernel`]).
     Single,
+}
+
+/// What the kernel is told about an object whose real owner and mode are `real`, where the
+/// one id mapped is `me` (uid, gid; not root). The kernel refuses every write to an inode
+/// whose owner or group it cannot map, even one its mode allows (`/tmp`): such an object
+/// that `me` may write shows as `me`'s own, with the bits of the class `me` falls in; one it
+/// may not write keeps its real owner, so the kernel applies the group or other bits (and
+/// `stat` shows it as nobody, except through the fakeroot). The owner's own objects show
+/// under `me`'s gid, the only group the kernel can name; their owner bits decide.
+pub fn shown_to_kernel(real: Owner, me: (u32, u32)) -> (u32, u32, u32) {
+    let perm = real.mode & 0o7777;
+    if real.uid == me.0 {
+        return (me.0, me.1, perm);
+    }
+    let class = if real.gid == me.1 {
+        (perm >> 3) & 0o7
+    } else {
+        perm & 0o7
+    };
+    if class & 0o2 != 0 {
+        return (me.0, me.1, (perm & 0o1000) | (class * 0o111));
+    }
+    (real.uid, real.gid, perm)
 }
 
 /// Attributes of one object, as reported.
@@ -71,6 +95,9 @@ pub struct Overlay {
     pub(super) owners: Owners,
     /// With one id mapped: that id (the owner of the upper layer, as this process sees it).
     single_id: (u32, u32),
+    /// With one id mapped that is not root: the init has set up the container (as root
+    /// would) and the image's owners now decide (see [`Overlay::enforce_owners`]).
+    enforced: std::sync::atomic::AtomicBool,
     /// Open backing files, by inode (the kernel sends no OPEN: see `adapter`).
     pub(super) files: Files,
     /// Directory listings being read, by inode.
@@ -141,6 +168,7 @@ impl Overlay {
             .unwrap_or((0, 0));
         Overlay {
             single_id,
+            enforced: std::sync::atomic::AtomicBool::new(false),
             layers,
             table: RwLock::new(Table::new(root)),
             change: Mutex::new(()),
@@ -360,12 +388,29 @@ impl Overlay {
             uid = o.uid;
             gid = o.gid;
         }
-        if self.owners == Owners::Single {
-            // One id exists in the container's namespace (root, or you with keep-id): the
-            // kernel could show nothing else (and refuses writes to files whose owner it cannot
-            // map), so everything shows as that id. The recorded owner reaches `stat` through
-            // the fakeroot.
+        if self.owners == Owners::Single && !self.enforcing() {
+            // Only root exists in the container's namespace: it may do anything, and the
+            // kernel can name no other owner, so everything shows as root. The recorded owner
+            // reaches `stat` through the fakeroot.
             (uid, gid) = self.single_id;
+        } else if self.owners == Owners::Single {
+            // One other id (the image's USER, or you with keep-id): the kernel checks modes
+            // as the image means them. A file or directory without a record is root's; other
+            // kinds cannot carry one, and show as the user's so that it can use, move and
+            // remove the fifos, sockets and links it makes (its directories' modes still
+            // guard them).
+            let (me, kind) = (self.single_id, Kind::from_mode(st.st_mode));
+            (uid, gid, perm) = match owner {
+                None if !matches!(kind, Kind::File | Kind::Dir) => (me.0, me.1, perm),
+                _ => {
+                    let real = owner.unwrap_or(Owner {
+                        uid: 0,
+                        gid: 0,
+                        mode: perm,
+                    });
+                    shown_to_kernel(real, me)
+                }
+            };
         }
         Attr {
             ino,
@@ -384,14 +429,61 @@ impl Overlay {
         }
     }
 
+    /// Whether the image's owners decide what the one mapped id may do: with a single
+    /// mapping whose id is not root, once the init has set the container up.
+    pub(super) fn enforcing(&self) -> bool {
+        self.owners == Owners::Single
+            && self.single_id.0 != 0
+            && self.enforced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Ends the init's setup: until now every object showed as the one mapped id, so that
+    /// the init (root of the namespace in all but name) could create mount points; from now
+    /// on the image's owners decide. Returns the inodes whose cached attributes the kernel
+    /// must drop.
+    pub fn enforce_owners(&self) -> Vec<u64> {
+        self.enforced
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.table.read().map(|t| t.inodes()).unwrap_or_default()
+    }
+
     /// With one id mapped: that id, as the container sees it.
     pub(super) fn single_id(&self) -> (u32, u32) {
         self.single_id
     }
 
-    /// The owner and mode the container should see (for the fakeroot's `stat`).
+    /// The owner and mode the container should see (for the fakeroot's `stat`). With one
+    /// id mapped that is not root, an object without a record is root's, with its mode on disk.
     pub fn recorded(&self, ino: u64) -> Option<Owner> {
-        self.table.read().ok()?.get(ino)?.owner
+        let (node, l, path) = self.location(ino).ok()?;
+        if node.owner.is_some() || !self.enforcing() {
+            return node.owner;
+        }
+        let st = match (node.upper, node.unlinked, node.stat) {
+            (false, false, Some(st)) => st,
+            _ => {
+                let fd = self
+                    .layers
+                    .open(l, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
+                    .ok()?;
+                nix::sys::stat::fstat(&fd).ok()?
+            }
+        };
+        Some(Owner {
+            uid: 0,
+            gid: 0,
+            mode: st.st_mode & 0o7777,
+        })
+    }
+
+    /// Whether `caller` may change the mode, owner or times of `ino` as its owner: the
+    /// kernel asks nothing of objects that show as the caller's only so that it lets the
+    /// caller write to them (see [`shown_to_kernel`]).
+    pub fn owns(&self, ino: u64, caller_uid: u32) -> bool {
+        if !self.enforcing() || caller_uid == 0 {
+            return true;
+        }
+        self.recorded(ino).is_none_or(|o| o.uid == caller_uid)
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {

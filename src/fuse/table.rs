@@ -143,6 +143,11 @@ impl Table {
         }
     }
 
+    /// Every inode the table holds.
+    pub fn inodes(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
     pub fn get(&self, ino: u64) -> Option<&Node> {
         self.nodes.get(&ino)
     }

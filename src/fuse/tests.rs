@@ -471,3 +471,67 @@ fn a_removed_file_in_use_keeps_its_data_until_forgotten() {
     t.ov.forget(a.ino, 1);
     assert_eq!(fs::read_dir(&work).unwrap().count(), 0);
 }
+
+#[test]
+fn single_user_sees_image_modes_through_the_kernel() {
+    use super::overlay::shown_to_kernel;
+    use super::table::Owner;
+    let me = (1234, 1234);
+    let o = |uid, gid, mode| Owner { uid, gid, mode };
+    // Its own objects: as they are, under its group.
+    assert_eq!(shown_to_kernel(o(1234, 0, 0o750), me), (1234, 1234, 0o750));
+    // Root's, read-only to others: the real owner (unmapped), so the other bits decide.
+    assert_eq!(shown_to_kernel(o(0, 0, 0o644), me), (0, 0, 0o644));
+    assert_eq!(shown_to_kernel(o(0, 0, 0o700), me), (0, 0, 0o700));
+    // Writable by its class (/tmp, a group-writable file): shown as its own, with those bits.
+    assert_eq!(shown_to_kernel(o(0, 0, 0o1777), me), (1234, 1234, 0o1777));
+    assert_eq!(shown_to_kernel(o(33, 1234, 0o664), me), (1234, 1234, 0o666));
+    assert_eq!(shown_to_kernel(o(33, 1234, 0o646), me), (33, 1234, 0o646));
+    // setuid bits of another's file never reach the kernel as the user's.
+    assert_eq!(shown_to_kernel(o(0, 0, 0o4777), me), (1234, 1234, 0o777));
+}
+
+#[test]
+fn single_user_creates_its_own_objects_once_owners_apply() {
+    let d = tempfile::tempdir().unwrap();
+    let (lower, upper, work) = (d.path().join("l"), d.path().join("u"), d.path().join("w"));
+    for p in [&lower, &upper, &work] {
+        fs::create_dir(p).unwrap();
+    }
+    fs::write(lower.join("rootfile"), "r").unwrap();
+    if nix::unistd::geteuid().is_root() {
+        // The upper layer's owner is the one id mapped: make it a user's.
+        std::os::unix::fs::chown(&upper, Some(1234), Some(1234)).unwrap();
+    }
+    let layers = Layers::new(&upper, &work, std::slice::from_ref(&lower)).unwrap();
+    let ov = Overlay::new(layers, Owners::Single);
+    let (uid, gid) = ov.single_id();
+    assert_ne!(uid, 0);
+    let me = Caller { uid, gid };
+    let setup = ov.mkdir(ROOT, OsStr::new("setup"), 0o755, me).unwrap();
+    let root_file = ov.lookup(ROOT, OsStr::new("rootfile")).unwrap();
+    assert_eq!(
+        root_file.uid, uid,
+        "before the owners apply, all is the user's"
+    );
+    assert!(ov.recorded(root_file.ino).is_none());
+    ov.enforce_owners();
+    let mine = ov.mkdir(ROOT, OsStr::new("mine"), 0o700, me).unwrap();
+    assert_eq!((mine.uid, mine.perm), (uid, 0o700));
+    assert!(
+        ov.recorded(mine.ino)
+            .is_some_and(|o| (o.uid, o.gid) == (uid, gid))
+    );
+    let root_file = ov.getattr(root_file.ino).unwrap();
+    assert_eq!(
+        root_file.uid, 0,
+        "root's file shows as root's to the kernel"
+    );
+    assert!(
+        ov.recorded(root_file.ino)
+            .is_some_and(|o| (o.uid, o.mode) == (0, 0o644))
+    );
+    // What the init made while setting up is root's, as under docker.
+    assert!(ov.recorded(setup.ino).is_some_and(|o| o.uid == 0));
+    assert!(ov.owns(mine.ino, uid) && !ov.owns(root_file.ino, uid));
+}

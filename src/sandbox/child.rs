@@ -152,6 +152,19 @@ fn setup_and_exec(
             }
         }
     }
+    if plan.fakeroot {
+        // The command must not run before nook applies the image's owners.
+        match message::recv::<ToChild>(sock) {
+            Ok(Some((ToChild::FakerootReady, _))) => {}
+            _ => {
+                return Err(Failure {
+                    stage: Stage::Process,
+                    message: "nook went away before the fakeroot was ready".into(),
+                    exit: 125,
+                });
+            }
+        }
+    }
     become_user(&plan.process, plan.gid_map.lines.len() > 1, &user)?;
     chdir(p.cwd.as_str()).map_err(fail(
         Stage::Process,
@@ -319,7 +332,7 @@ pub(crate) fn become_user(
     let unmapped = |what: &str, id: u32| Failure {
         stage: Stage::User,
         message: format!(
-            "{what} {id} is not mapped in this container: users other than root need a subordinate id range (/etc/subuid), or use --userns keep-id"
+            "{what} {id} is not mapped in this container: without a subordinate id range (/etc/subuid) only the container's user is (the image's USER, or nook run --user)"
         ),
         exit: 125,
     };
@@ -338,6 +351,13 @@ pub(crate) fn become_user(
             .map_err(fail(Stage::Process, "cannot set capabilities"))?;
         caps::set(None, CapSet::Permitted, &keep)
             .map_err(fail(Stage::Process, "cannot set capabilities"))?;
+    } else {
+        // Under a single mapping the init already runs as this id, so setresuid changed
+        // nothing and the kernel kept the namespace's full capabilities: drop them here.
+        caps::clear(None, CapSet::Effective)
+            .map_err(fail(Stage::Process, "cannot drop capabilities"))?;
+        caps::clear(None, CapSet::Permitted)
+            .map_err(fail(Stage::Process, "cannot drop capabilities"))?;
     }
     if process.no_new_privs {
         nix::sys::prctl::set_no_new_privs()

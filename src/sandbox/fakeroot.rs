@@ -142,6 +142,34 @@ pub fn may_chown(status: &str) -> bool {
         .is_some_and(|caps| caps & 1 != 0) // CAP_CHOWN is capability 0
 }
 
+/// The caller's filesystem uid and gid, from its /proc/PID/status.
+pub fn fs_ids(status: &str) -> Option<(u32, u32)> {
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))?
+            .split_whitespace()
+            .nth(3)?
+            .parse::<u32>()
+            .ok()
+    };
+    Some((field("Uid:")?, field("Gid:")?))
+}
+
+/// Whether a caller without CAP_CHOWN may make a chown, as chown(2) allows: the owner may
+/// name itself as owner and give the object its own group (the only group the one mapped
+/// id has, setgroups being denied); anything else is EPERM, as on any Linux.
+pub fn owner_may_chown(
+    caller: (u32, u32),
+    owner: (u32, u32),
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> bool {
+    caller.0 == owner.0
+        && uid.is_none_or(|u| u == owner.0)
+        && gid.is_none_or(|g| g == owner.1 || g == caller.1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +229,30 @@ mod tests {
         assert!(may_chown("Name:\tsh\nCapEff:\t00000000a80425fb\n"));
         assert!(!may_chown("CapEff:\t0000000000000000\n"));
         assert!(!may_chown("Name: x\n"));
+    }
+
+    #[test]
+    fn only_root_gives_files_away() {
+        let status = "Name:\tsh\nUid:\t1234\t1234\t1234\t1234\nGid:\t50\t50\t50\t50\nCapEff:\t0000000000000000\n";
+        assert_eq!(fs_ids(status), Some((1234, 50)));
+        assert!(!may_chown(status));
+        let me = (1234, 50);
+        assert!(owner_may_chown(me, (1234, 0), Some(1234), None));
+        assert!(
+            owner_may_chown(me, (1234, 0), None, Some(50)),
+            "chgrp to own group"
+        );
+        assert!(
+            !owner_may_chown(me, (1234, 0), Some(0), None),
+            "gave a file away"
+        );
+        assert!(
+            !owner_may_chown(me, (0, 0), Some(1234), Some(50)),
+            "took root's file"
+        );
+        assert!(
+            !owner_may_chown(me, (1234, 0), None, Some(7)),
+            "chgrp to a foreign group"
+        );
     }
 }

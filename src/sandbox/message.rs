@@ -17,6 +17,8 @@ pub enum ToChild {
     MapsWritten,
     /// slirp4netns or pasta has configured the network: the command may run.
     NetworkReady,
+    /// The fakeroot supervises, and nook's FUSE overlay applies the image's owners.
+    FakerootReady,
 }
 
 /// init → nook.

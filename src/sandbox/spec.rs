@@ -10,7 +10,8 @@ use super::volume::Volume;
 /// `--userns`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserNs {
-    /// The subordinate range when there is one, else a single mapping; container root is you.
+    /// The subordinate range when there is one, else a single mapping: the user the
+    /// command runs as (the image's USER, or root) is you.
     Auto,
     /// Your own uid and gid inside, as Apptainer users expect.
     KeepId,

@@ -144,14 +144,107 @@ pub fn read_confined(root: &RootDir, path: &str) -> String {
     let Ok(fd) = root.open_file(&components(path), flags) else {
         return String::new();
     };
-    let file = std::fs::File::from(fd);
+    read_small(std::fs::File::from(fd)).unwrap_or_default()
+}
+
+/// What one layer says about a path.
+enum InLayer {
+    /// A regular file, read (up to [`LIMIT`]).
+    Found(String),
+    /// A whiteout, or something nook refuses to read (a symlink, a FIFO, a file too large):
+    /// the layers below do not show through.
+    Hidden,
+    /// Absent here; `opaque` when a directory on the way hides the layers below.
+    Missing { opaque: bool },
+}
+
+fn opaque_dir(fd: &std::os::fd::OwnedFd) -> bool {
+    crate::sys::xattr::fget(fd, crate::unpack::OPAQUE_XATTR)
+        .ok()
+        .flatten()
+        .is_some_and(|v| v == b"y")
+}
+
+/// Looks `comps` up in one layer, one component at a time and never following a symlink: a
+/// link in an image layer could point anywhere on the host, since no root confines it here.
+fn look_in(layer: &std::path::Path, comps: &[std::ffi::OsString]) -> InLayer {
+    use nix::sys::stat::{SFlag, fstatat};
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let Ok(mut dir) = nix::fcntl::open(layer, dir_flags, nix::sys::stat::Mode::empty()) else {
+        return InLayer::Missing { opaque: false };
+    };
+    let mut opaque = opaque_dir(&dir);
+    for (i, name) in comps.iter().enumerate() {
+        let st = match fstatat(
+            &dir,
+            name.as_os_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => st,
+            Err(_) => return InLayer::Missing { opaque },
+        };
+        let kind = SFlag::from_bits_truncate(st.st_mode & libc::S_IFMT);
+        if kind == SFlag::S_IFCHR && st.st_rdev == 0 {
+            return InLayer::Hidden;
+        }
+        let last = i + 1 == comps.len();
+        let flags = if last {
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY
+        } else {
+            dir_flags
+        };
+        let want = if last { SFlag::S_IFREG } else { SFlag::S_IFDIR };
+        if kind != want {
+            return InLayer::Hidden;
+        }
+        let Ok(fd) = nix::fcntl::openat(
+            &dir,
+            name.as_os_str(),
+            flags | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) else {
+            return InLayer::Hidden;
+        };
+        if last {
+            return match read_small(std::fs::File::from(fd)) {
+                Some(text) => InLayer::Found(text),
+                None => InLayer::Hidden,
+            };
+        }
+        opaque |= opaque_dir(&fd);
+        dir = fd;
+    }
+    InLayer::Missing { opaque }
+}
+
+/// The text of a regular file of at most [`LIMIT`] bytes.
+fn read_small(file: std::fs::File) -> Option<String> {
     match file.metadata() {
         Ok(m) if m.is_file() && m.len() <= LIMIT => {}
-        _ => return String::new(),
+        _ => return None,
     }
     let mut text = String::new();
-    let _ = file.take(LIMIT).read_to_string(&mut text);
-    text
+    file.take(LIMIT).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// Reads a small regular file (`/etc/passwd`, `/etc/group`) as the overlay of `layers`
+/// (top first: the container's upper layer, then the image's from the top) will show it,
+/// before any of it is mounted: whiteouts and opaque directories hide what is below them.
+/// A symlink anywhere on the path, a special file or one over the size limit reads as empty.
+pub fn read_layered(layers: &[std::path::PathBuf], path: &str) -> String {
+    let comps = components(path);
+    if comps.is_empty() {
+        return String::new();
+    }
+    for layer in layers {
+        match look_in(layer, &comps) {
+            InLayer::Found(text) => return text,
+            InLayer::Hidden | InLayer::Missing { opaque: true } => return String::new(),
+            InLayer::Missing { opaque: false } => {}
+        }
+    }
+    String::new()
 }
 
 #[cfg(test)]
@@ -229,5 +322,118 @@ mod tests {
             "x:x:1:1::/:/\n",
             "the link resolves inside the root"
         );
+    }
+
+    fn layer_with(
+        root: &std::path::Path,
+        name: &str,
+        files: &[(&str, &str)],
+    ) -> std::path::PathBuf {
+        let l = root.join(name);
+        std::fs::create_dir_all(l.join("etc")).unwrap();
+        for (p, text) in files {
+            std::fs::write(l.join(p), text).unwrap();
+        }
+        l
+    }
+
+    fn whiteout(path: &std::path::Path) {
+        use nix::sys::stat::{Mode, SFlag, mknod};
+        mknod(path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o600), 0).unwrap();
+    }
+
+    #[test]
+    fn layered_lookup_takes_the_topmost_copy() {
+        let d = tempfile::tempdir().unwrap();
+        let bottom = layer_with(
+            d.path(),
+            "bottom",
+            &[("etc/passwd", "old\n"), ("etc/group", "g\n")],
+        );
+        let top = layer_with(d.path(), "top", &[("etc/passwd", "new\n")]);
+        let upper = d.path().join("upper");
+        std::fs::create_dir(&upper).unwrap();
+        let layers = [upper.clone(), top.clone(), bottom.clone()];
+        assert_eq!(read_layered(&layers, "/etc/passwd"), "new\n");
+        assert_eq!(
+            read_layered(&layers, "/etc/group"),
+            "g\n",
+            "lower shows through"
+        );
+        std::fs::create_dir(upper.join("etc")).unwrap();
+        std::fs::write(upper.join("etc/passwd"), "upper\n").unwrap();
+        assert_eq!(read_layered(&layers, "/etc/passwd"), "upper\n");
+        assert_eq!(read_layered(&layers, "/etc/shadow"), "");
+        assert_eq!(
+            read_layered(&[d.path().join("gone"), bottom], "/etc/group"),
+            "g\n"
+        );
+    }
+
+    #[test]
+    fn layered_lookup_honours_whiteouts_and_opaque_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        let bottom = layer_with(
+            d.path(),
+            "bottom",
+            &[("etc/passwd", "p\n"), ("etc/group", "g\n")],
+        );
+        let top = layer_with(d.path(), "top", &[]);
+        whiteout(&top.join("etc/passwd"));
+        let layers = [top.clone(), bottom.clone()];
+        assert_eq!(read_layered(&layers, "/etc/passwd"), "", "whiteout ignored");
+        assert_eq!(read_layered(&layers, "/etc/group"), "g\n");
+        crate::sys::xattr::fset(
+            std::fs::File::open(top.join("etc")).unwrap(),
+            crate::unpack::OPAQUE_XATTR,
+            b"y",
+        )
+        .unwrap();
+        assert_eq!(
+            read_layered(&layers, "/etc/group"),
+            "",
+            "opaque directory ignored"
+        );
+        let whole = layer_with(d.path(), "whole", &[]);
+        std::fs::remove_dir(whole.join("etc")).unwrap();
+        whiteout(&whole.join("etc"));
+        assert_eq!(
+            read_layered(&[whole, bottom], "/etc/passwd"),
+            "",
+            "whited-out /etc ignored"
+        );
+    }
+
+    #[test]
+    fn layered_lookup_refuses_symlinks_and_huge_files() {
+        let d = tempfile::tempdir().unwrap();
+        let host = layer_with(d.path(), "host", &[("etc/passwd", "host:x:0:0::/:/\n")]);
+        let bottom = layer_with(
+            d.path(),
+            "bottom",
+            &[("etc/passwd", "p\n"), ("etc/group", "g\n")],
+        );
+        let top = layer_with(d.path(), "top", &[]);
+        std::os::unix::fs::symlink(host.join("etc/passwd"), top.join("etc/passwd")).unwrap();
+        let layers = [top.clone(), bottom.clone()];
+        assert_eq!(
+            read_layered(&layers, "/etc/passwd"),
+            "",
+            "a symlinked file was followed"
+        );
+        let linked = d.path().join("linked");
+        std::fs::create_dir(&linked).unwrap();
+        std::os::unix::fs::symlink(host.join("etc"), linked.join("etc")).unwrap();
+        assert_eq!(
+            read_layered(&[linked, bottom.clone()], "/etc/group"),
+            "",
+            "a symlinked directory was followed"
+        );
+        let big = layer_with(d.path(), "big", &[]);
+        std::fs::File::create(big.join("etc/group"))
+            .unwrap()
+            .set_len(LIMIT + 1)
+            .unwrap();
+        assert_eq!(read_layered(&[big, bottom], "/etc/group"), "");
     }
 }

@@ -2,7 +2,8 @@
 //! map lines a user namespace gets.
 //!
 //! With a subordinate range, container id 0 is the user and ids 1..=N are the range (as
-//! podman does); without one, only id 0 exists (the user). The arithmetic lives in one place,
+//! podman does); without one, only one id exists: the user the command runs as (root, or the
+//! image's USER: see `container::mapping`). The arithmetic lives in one place,
 //! [`IdMap`], and is tested exhaustively at its edges (youki's off-by-one was here).
 
 use std::path::{Path, PathBuf};
