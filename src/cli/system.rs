@@ -33,8 +33,10 @@ fn reset(session: &mut Session, a: ResetArgs) -> Result<i32> {
             session.root.display()
         );
     }
+    // Located before a user namespace is entered: the fallback's name holds our uid.
+    let runtime = crate::config::runtime_dir()?;
     if !session.root.exists() {
-        return Ok(0);
+        return remove_runtime(&runtime);
     }
     // Files owned by the subordinate range can only be removed from inside its namespace.
     if let Mapping::Range {
@@ -49,5 +51,12 @@ fn reset(session: &mut Session, a: ResetArgs) -> Result<i32> {
     remove_tree(&session.root)
         .with_context(|| format!("cannot remove {}", session.root.display()))?;
     println!("Removed {}", session.root.display());
+    remove_runtime(&runtime)
+}
+
+/// Removes the runtime directory: every container's mount point and generated files, and
+/// the probes cached there.
+fn remove_runtime(runtime: &std::path::Path) -> Result<i32> {
+    remove_tree(runtime).with_context(|| format!("cannot remove {}", runtime.display()))?;
     Ok(0)
 }

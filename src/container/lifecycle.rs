@@ -31,6 +31,20 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The first child of `pid` (the command an `--init` reaper started: the reaper forks it
+/// before anything else, and the kernel lists children in the order they came).
+pub fn first_child(pid: i32) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    first_pid(&text)
+}
+
+fn first_pid(text: &str) -> Option<i32> {
+    text.split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .filter(|p| *p > 0)
+}
+
 /// Why a lifecycle command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -155,13 +169,14 @@ pub fn stop(
 }
 
 /// `nook rm [-f]`: claims the container by renaming its directory (one of two concurrent
-/// removals wins), kills it with `force`, and removes its files. Files the subordinate range
-/// owns are removed from inside a user namespace that maps it.
+/// removals wins), kills it with `force`, and removes its files: those in the store and
+/// those in the `runtime` directory. Files the subordinate range owns are removed from
+/// inside a user namespace that maps it.
 pub fn remove(
     c: &Containers,
     r: &Record,
     force: bool,
-    mapping: &Mapping,
+    (runtime, mapping): (&Path, &Mapping),
 ) -> Result<(), LifecycleError> {
     if r.state == "running" && !force {
         return Err(LifecycleError::Running(r.name.clone()));
@@ -188,10 +203,22 @@ pub fn remove(
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    remove_tree(&claimed, mapping).map_err(|source| LifecycleError::Remove {
+    let failed = |source| LifecycleError::Remove {
         name: r.name.clone(),
         source,
-    })
+    };
+    remove_tree(&claimed, mapping).map_err(failed)?;
+    // A monitor that ends now removes this directory as well: one of the two finds it gone.
+    match remove_tree(&runtime_dir_of(runtime, &r.id), mapping) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(failed(e)),
+        _ => Ok(()),
+    }
+}
+
+/// A container's directory in the runtime directory (mount point, generated `/etc` files,
+/// the network helper's log).
+pub fn runtime_dir_of(runtime: &Path, id: &str) -> std::path::PathBuf {
+    runtime.join("containers").join(id)
 }
 
 /// Removes a container's directory, entering a user namespace that maps the subordinate
@@ -268,6 +295,14 @@ mod tests {
         assert!(monitor_alive(&r));
         r.monitor = Some((me.0, me.1 + 1));
         assert!(!monitor_alive(&r), "a reused pid is not the monitor");
+    }
+
+    #[test]
+    fn first_pid_of_a_children_list() {
+        assert_eq!(first_pid("4242 4250 \n"), Some(4242));
+        assert_eq!(first_pid(""), None);
+        assert_eq!(first_pid("x 12"), None);
+        assert_eq!(first_pid("-3"), None);
     }
 
     #[test]

@@ -102,6 +102,11 @@ fn setup_and_exec(
         exit: 125,
     })?;
     let p = &plan.process;
+    if let Some(a) = &p.keep_id {
+        // Best effort, as the rest of the image's files: without the entry the command
+        // still runs, as a uid without a name (HOME=/).
+        let _ = super::user::add_account(&root, a);
+    }
     let user = resolve(
         &p.user,
         &p.group_add,
