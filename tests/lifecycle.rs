@@ -632,7 +632,19 @@ fn removed_containers_leave_no_trace(init: bool) {
     s.nook(&["run", "--name", "exited", &s.image, "sh", "-c", &script])
         .ok();
     let exited = id_of("exited");
-    s.nook(&["system", "reset", "-f"]).ok();
+    // The runtime directory is the user's, shared by every store: another store's
+    // container keeps its directory there.
+    let other = s
+        .user
+        .runtime_dir()
+        .join("containers")
+        .join(format!("{:0>64}", support::sandbox::rand_suffix()));
+    std::fs::create_dir_all(&other).unwrap();
+    let reset = s.nook(&["system", "reset", "-f"]);
+    let kept = other.is_dir();
+    let _ = std::fs::remove_dir(&other);
+    reset.ok();
+    assert!(kept, "reset removed another store's container directory");
     assert_no_trace_of(&stopped[..12], &s.user);
     assert_no_trace_of(&exited[..12], &s.user);
 }

@@ -33,11 +33,13 @@ fn reset(session: &mut Session, a: ResetArgs) -> Result<i32> {
             session.root.display()
         );
     }
-    // Located before a user namespace is entered: the fallback's name holds our uid.
-    let runtime = crate::config::runtime_dir()?;
     if !session.root.exists() {
-        return remove_runtime(&runtime);
+        return Ok(0);
     }
+    // Found before a user namespace is entered: the fallback's name holds our uid. Other
+    // stores' containers share the runtime directory: only this store's go.
+    let runtime = crate::config::runtime_dir()?;
+    let ids = crate::container::Containers::new(&session.root).ids();
     // Files owned by the subordinate range can only be removed from inside its namespace.
     if let Mapping::Range {
         helpers,
@@ -50,13 +52,16 @@ fn reset(session: &mut Session, a: ResetArgs) -> Result<i32> {
     }
     remove_tree(&session.root)
         .with_context(|| format!("cannot remove {}", session.root.display()))?;
+    for id in ids {
+        // Mount points and generated /etc files, owned by the user.
+        let dir = crate::container::lifecycle::runtime_dir_of(&runtime, &id);
+        match remove_tree(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove {}", dir.display()));
+            }
+            _ => {}
+        }
+    }
     println!("Removed {}", session.root.display());
-    remove_runtime(&runtime)
-}
-
-/// Removes the runtime directory: every container's mount point and generated files, and
-/// the probes cached there.
-fn remove_runtime(runtime: &std::path::Path) -> Result<i32> {
-    remove_tree(runtime).with_context(|| format!("cannot remove {}", runtime.display()))?;
     Ok(0)
 }

@@ -104,6 +104,20 @@ impl Containers {
         }
     }
 
+    /// The id of every container directory: records that cannot be read and containers
+    /// being removed included.
+    pub fn ids(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .map(|n| n.strip_prefix(".removing-").unwrap_or(&n).to_owned())
+            .filter(|n| is_id(n))
+            .collect()
+    }
+
     /// Every record, refreshed.
     pub fn list_refreshed(&self) -> Vec<Record> {
         self.list().into_iter().map(|r| self.refresh(r)).collect()
@@ -215,6 +229,12 @@ pub fn remove(
     }
 }
 
+/// Whether `name` has the form of a container id (64 hex digits), so that it names nothing
+/// but a container's directory when joined to a path.
+fn is_id(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// A container's directory in the runtime directory (mount point, generated `/etc` files,
 /// the network helper's log).
 pub fn runtime_dir_of(runtime: &Path, id: &str) -> std::path::PathBuf {
@@ -295,6 +315,24 @@ mod tests {
         assert!(monitor_alive(&r));
         r.monitor = Some((me.0, me.1 + 1));
         assert!(!monitor_alive(&r), "a reused pid is not the monitor");
+    }
+
+    #[test]
+    fn ids_of_every_container_directory_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Containers::new(d.path());
+        let (a, b) = ("a".repeat(64), "0123456789abcdef".repeat(4));
+        for n in [
+            a.clone(),
+            format!(".removing-{b}"),
+            "..".into(),
+            "x".repeat(64),
+        ] {
+            std::fs::create_dir_all(d.path().join("containers").join(n)).unwrap();
+        }
+        let mut ids = c.ids();
+        ids.sort();
+        assert_eq!(ids, vec![b, a]);
     }
 
     #[test]

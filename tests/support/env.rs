@@ -352,6 +352,16 @@ impl User {
             PathBuf::from(format!("/tmp/nook-{}", self.uid)),
         ]
     }
+
+    /// The runtime directory [`User::nook`]'s commands use.
+    pub fn runtime_dir(&self) -> PathBuf {
+        let [xdg, fallback] = self.runtime_dirs();
+        if std::env::var_os("NOOK_TEST_NO_XDG").is_some() {
+            fallback
+        } else {
+            xdg
+        }
+    }
 }
 
 /// Fails the test if anything of container `id` remains with `user`: a file or directory
