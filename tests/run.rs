@@ -206,6 +206,18 @@ fn keep_id_gives_the_user_a_passwd_entry_and_home() {
             s.user.name, s.user.uid, s.user.gid, s.user.name
         )
     );
+    // A passwd of the user's own, mounted in, is not nook's to change.
+    let theirs = s
+        .user
+        .write_home("mine/passwd", b"root:x:0:0::/root:/bin/sh\n");
+    let bind = format!("{}:/etc/passwd", theirs.display());
+    let out = s.sh(&["--userns", "keep-id", "-v", &bind], "echo $HOME");
+    out.ok();
+    assert_eq!(out.stdout, "/\n", "no entry, no home");
+    assert_eq!(
+        std::fs::read(&theirs).unwrap(),
+        b"root:x:0:0::/root:/bin/sh\n"
+    );
     // exec finds the entry too.
     let sleep = format!("sleep 300; : {}", s.tag);
     s.nook(&[
