@@ -1,17 +1,93 @@
 //! Containers as objects, as an ordinary user: detached runs and their monitor, ps, logs,
 //! stop, kill, rm, wait, inspect, top, rename, prune, names, and many at once.
+//!
+//! Every test runs twice: as `plain::NAME` and as `init::NAME`, where each `run` and
+//! `create` adds `--init` (pid 1 is then nook's reaper, which exec, cp and top must get past).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::io::{BufRead, BufReader};
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use support::env::Mode;
+use support::env::{Mode, Out, assert_no_trace_of};
 use support::sandbox::Sandbox;
 
+/// Each named test, once without `--init` (`plain::`) and once with it (`init::`).
+macro_rules! with_and_without_init {
+    ($($name:ident),* $(,)?) => {
+        mod plain {
+            $(#[test] fn $name() { super::$name(false) })*
+        }
+        mod init {
+            $(#[test] fn $name() { super::$name(true) })*
+        }
+    };
+}
+
+with_and_without_init!(
+    detached_run_logs_stop_wait_rm,
+    kill_rm_force_and_names,
+    a_dead_monitor_shows_exited,
+    twenty_at_once_and_two_removals_race,
+    works_without_xdg_runtime_dir,
+    exec_joins_the_container,
+    volumes_named_anonymous_and_in_use,
+    cp_both_ways_and_no_escape,
+    create_then_start_detached_and_attached,
+    removed_containers_leave_no_trace,
+    ps_shows_ports_only_while_running,
+);
+
+/// A sandbox whose `run` and `create` commands get `--init` in the `init::` variants.
+struct Case {
+    s: Sandbox,
+    init: bool,
+}
+
+impl Deref for Case {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.s
+    }
+}
+
+impl Case {
+    fn new(init: bool) -> Option<Case> {
+        Sandbox::new(Mode::Range).map(|s| Case { s, init })
+    }
+
+    /// `args` with `--init` after `run` or `create` in the `init::` variants.
+    fn args<'a>(&self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
+        if self.init && matches!(args.first(), Some(&"run" | &"create")) {
+            all.insert(1, "--init");
+        }
+        all
+    }
+
+    fn nook(&self, args: &[&str]) -> Out {
+        self.s.nook(&self.args(args))
+    }
+
+    /// `nook run --rm IMAGE ARGS...`
+    fn run(&self, args: &[&str]) -> Out {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        self.nook(&all)
+    }
+
+    /// `nook run --rm [FLAGS] IMAGE sh -c SCRIPT`
+    fn sh(&self, flags: &[&str], script: &str) -> Out {
+        let mut all: Vec<&str> = flags.to_vec();
+        all.extend([self.image.as_str(), "sh", "-c", script]);
+        self.run(&all)
+    }
+}
+
 /// `nook run -d` with the test's tag in the command (so that leftovers are found).
-fn detach(s: &Sandbox, name: &str, script: &str) -> String {
+fn detach(s: &Case, name: &str, script: &str) -> String {
     let script = format!("{script}; : {}", s.tag);
     let out = s.nook(&["run", "-d", "--name", name, &s.image, "sh", "-c", &script]);
     out.ok();
@@ -23,16 +99,15 @@ fn detach(s: &Sandbox, name: &str, script: &str) -> String {
     id
 }
 
-fn inspect(s: &Sandbox, name: &str) -> serde_json::Value {
+fn inspect(s: &Case, name: &str) -> serde_json::Value {
     let out = s.nook(&["inspect", name]);
     out.ok();
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     v[0].clone()
 }
 
-#[test]
-fn detached_run_logs_stop_wait_rm() {
-    let Some(s) = Sandbox::new(Mode::Range) else {
+fn detached_run_logs_stop_wait_rm(init: bool) {
+    let Some(s) = Case::new(init) else {
         return;
     };
     let id = detach(
@@ -102,35 +177,41 @@ fn detached_run_logs_stop_wait_rm() {
             .stdout,
         ""
     );
-    // sh as pid 1 ignores SIGTERM: stop ends it with SIGKILL after the timeout.
+    // sh as pid 1 ignores SIGTERM: stop ends it with SIGKILL after the timeout. Under
+    // --init the reaper passes SIGTERM on to sh, which is no pid 1 there and ends of it.
     let t = Instant::now();
     s.nook(&["stop", "-t", "1", "ticker"]).ok();
     let took = t.elapsed();
     assert!(
-        took >= Duration::from_millis(900),
+        init || took >= Duration::from_millis(900),
         "stop waited for the timeout: {took:?}"
     );
     // logs -f ends with the container.
     assert!(child.wait().unwrap().success());
     let v = inspect(&s, "ticker");
     assert_eq!(v["State"]["Status"], "exited");
-    assert_eq!(v["State"]["ExitCode"], 137);
+    let code = if init { 143 } else { 137 };
+    assert_eq!(v["State"]["ExitCode"], code);
     assert_eq!(v["Id"], id.as_str());
     assert_eq!(v["Name"], "/ticker");
     assert!(v["LogPath"].as_str().unwrap().ends_with("container.log"));
-    assert_eq!(s.nook(&["wait", "ticker"]).stdout, "137\n");
+    assert_eq!(s.nook(&["wait", "ticker"]).stdout, format!("{code}\n"));
     let ps = s.nook(&["ps", "-a", "--filter", "status=exited"]);
-    assert!(ps.stdout.contains("Exited (137)"), "{}", ps.stdout);
+    assert!(
+        ps.stdout.contains(&format!("Exited ({code})")),
+        "{}",
+        ps.stdout
+    );
     assert_eq!(s.nook(&["ps", "-q"]).stdout, "", "nothing runs");
     s.nook(&["rm", "ticker"]).ok();
     assert_eq!(s.nook(&["ps", "-aq"]).stdout, "");
+    assert_no_trace_of(&id[..12], &s.user);
     s.nook(&["logs", "ticker"])
         .fails_with(125, "no such container: ticker");
 }
 
-#[test]
-fn kill_rm_force_and_names() {
-    let Some(s) = Sandbox::new(Mode::Range) else {
+fn kill_rm_force_and_names(init: bool) {
+    let Some(s) = Case::new(init) else {
         return;
     };
     detach(&s, "sleeper", "sleep 300");
@@ -139,11 +220,16 @@ fn kill_rm_force_and_names() {
     s.nook(&["rm", "sleeper"])
         .fails_with(1, "is running: stop it first, or remove it with -f");
     s.nook(&["kill", "-s", "TERM", "sleeper"]).ok();
-    std::thread::sleep(Duration::from_millis(300));
-    // pid 1 has no handler for TERM: still up.
-    assert!(s.nook(&["ps", "-q"]).stdout.len() == 13);
-    s.nook(&["kill", "sleeper"]).ok();
-    assert_eq!(s.nook(&["wait", "sleeper"]).stdout, "137\n");
+    if init {
+        // The reaper passes TERM on to the command, which has no handler for it.
+        assert_eq!(s.nook(&["wait", "sleeper"]).stdout, "143\n");
+    } else {
+        std::thread::sleep(Duration::from_millis(300));
+        // pid 1 has no handler for TERM: still up.
+        assert!(s.nook(&["ps", "-q"]).stdout.len() == 13);
+        s.nook(&["kill", "sleeper"]).ok();
+        assert_eq!(s.nook(&["wait", "sleeper"]).stdout, "137\n");
+    }
     s.nook(&["kill", "sleeper"])
         .fails_with(1, "container sleeper is not running");
     s.nook(&["rename", "sleeper", "napper"]).ok();
@@ -153,6 +239,9 @@ fn kill_rm_force_and_names() {
     let top = s.nook(&["top", &id[..8]]);
     top.ok();
     assert!(top.stdout.contains("sleep 300"), "{}", top.stdout);
+    // A header, sh and its sleep, and the reaper as pid 1 under --init.
+    let rows = if init { 4 } else { 3 };
+    assert_eq!(top.stdout.lines().count(), rows, "{}", top.stdout);
     s.nook(&["pause", "other"]).fails_with(1, "cgroup");
     s.nook(&["inspect", "nosuch"])
         .fails_with(1, "no such image");
@@ -161,9 +250,8 @@ fn kill_rm_force_and_names() {
     assert_eq!(s.nook(&["ps", "-aq"]).stdout, "");
 }
 
-#[test]
-fn a_dead_monitor_shows_exited() {
-    let Some(s) = Sandbox::new(Mode::Range) else {
+fn a_dead_monitor_shows_exited(init: bool) {
+    let Some(s) = Case::new(init) else {
         return;
     };
     detach(&s, "orphan", "sleep 300");
@@ -192,9 +280,8 @@ fn a_dead_monitor_shows_exited() {
     s.nook(&["rm", "orphan"]).ok();
 }
 
-#[test]
-fn twenty_at_once_and_two_removals_race() {
-    let Some(s) = Sandbox::new(Mode::Range) else {
+fn twenty_at_once_and_two_removals_race(init: bool) {
+    let Some(s) = Case::new(init) else {
         return;
     };
     let names: Vec<String> = (0..20).map(|i| format!("par{i}")).collect();
@@ -247,13 +334,12 @@ fn twenty_at_once_and_two_removals_race() {
     assert_eq!(s.nook(&["ps", "-aq"]).stdout, "");
 }
 
-#[test]
-fn works_without_xdg_runtime_dir() {
-    let Some(s) = Sandbox::new(Mode::Range) else {
+fn works_without_xdg_runtime_dir(init: bool) {
+    let Some(s) = Case::new(init) else {
         return;
     };
     let run = |args: &[&str]| {
-        let mut c = s.user.nook(args);
+        let mut c = s.user.nook(&s.args(args));
         c.env_remove("XDG_RUNTIME_DIR").env("NOOK_TEST_TAG", &s.tag);
         support::env::Out::from(c.output().unwrap())
     };
@@ -274,22 +360,20 @@ fn works_without_xdg_runtime_dir() {
     assert_eq!(out.stdout, "fg\n");
 }
 
-#[test]
-fn exec_joins_the_container() {
-    let Some(s) = Sandbox::new(Mode::Range) else {
+fn exec_joins_the_container(init: bool) {
+    let Some(s) = Case::new(init) else {
         return;
     };
     detach(&s, "box", "echo inside > /tmp/marker; sleep 300");
     std::thread::sleep(Duration::from_millis(200));
     let run_caps = s.sh(&[], "grep -E 'CapEff|CapBnd|NoNewPrivs' /proc/self/status");
     run_caps.ok();
-    let out = s.nook(&[
-        "exec",
-        "box",
-        "sh",
-        "-c",
-        "cat /tmp/marker; hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc/self/fd | wc -l; grep -E 'CapEff|CapBnd|NoNewPrivs' /proc/self/status",
-    ]);
+    // The command is pid 1, or pid 2 under the reaper.
+    let command_pid = if init { 2 } else { 1 };
+    let script = format!(
+        "cat /tmp/marker; hostname; cat /proc/{command_pid}/cmdline | tr '\\0' ' '; echo; ls /proc/self/fd | wc -l; grep -E 'CapEff|CapBnd|NoNewPrivs' /proc/self/status"
+    );
+    let out = s.nook(&["exec", "box", "sh", "-c", &script]);
     out.ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines[0], "inside", "same filesystem: {}", out.stdout);
@@ -354,9 +438,8 @@ fn exec_joins_the_container() {
     s.nook(&["rm", "box"]).ok();
 }
 
-#[test]
-fn volumes_named_anonymous_and_in_use() {
-    let Some(s) = Sandbox::new(Mode::Range) else {
+fn volumes_named_anonymous_and_in_use(init: bool) {
+    let Some(s) = Case::new(init) else {
         return;
     };
     use support::image::{Comp, LayerTar, busybox_base};
@@ -425,9 +508,8 @@ fn volumes_named_anonymous_and_in_use() {
     assert_eq!(s.nook(&["volume", "ls", "-q"]).stdout, "");
 }
 
-#[test]
-fn cp_both_ways_and_no_escape() {
-    let Some(s) = Sandbox::new(Mode::Range) else {
+fn cp_both_ways_and_no_escape(init: bool) {
+    let Some(s) = Case::new(init) else {
         return;
     };
     detach(
@@ -492,9 +574,8 @@ fn cp_both_ways_and_no_escape() {
     s.nook(&["rm", "-f", "files"]).ok();
 }
 
-#[test]
-fn create_then_start_detached_and_attached() {
-    let Some(s) = Sandbox::new(Mode::Range) else {
+fn create_then_start_detached_and_attached(init: bool) {
+    let Some(s) = Case::new(init) else {
         return;
     };
     let script = format!(
@@ -516,4 +597,122 @@ fn create_then_start_detached_and_attached() {
     again.ok();
     assert_eq!(again.stdout, "run-1\n");
     s.nook(&["rm", "later"]).ok();
+}
+
+fn removed_containers_leave_no_trace(init: bool) {
+    let Some(s) = Case::new(init) else {
+        return;
+    };
+    let id_of = |name: &str| inspect(&s, name)["Id"].as_str().unwrap().to_owned();
+    // Run in the foreground without --rm, then removed.
+    let script = format!("hostname; : {}", s.tag);
+    s.nook(&["run", "--name", "fg", &s.image, "sh", "-c", &script])
+        .ok();
+    let fg = id_of("fg");
+    s.nook(&["rm", "fg"]).ok();
+    assert_no_trace_of(&fg[..12], &s.user);
+    // Detached, stopped, removed.
+    let bg = detach(&s, "bg", "sleep 300");
+    s.nook(&["stop", "-t", "0", "bg"]).ok();
+    s.nook(&["rm", "bg"]).ok();
+    assert_no_trace_of(&bg[..12], &s.user);
+    // Running, removed with -f.
+    let forced = detach(&s, "forced", "sleep 300");
+    s.nook(&["rm", "-f", "forced"]).ok();
+    assert_no_trace_of(&forced[..12], &s.user);
+    // Removed by prune.
+    s.nook(&["run", "--name", "pruned", &s.image, "sh", "-c", &script])
+        .ok();
+    let pruned = id_of("pruned");
+    s.nook(&["container", "prune"]).ok();
+    assert_no_trace_of(&pruned[..12], &s.user);
+    // A reset takes every container's files, stopped ones' too.
+    let stopped = detach(&s, "stopped", "sleep 300");
+    s.nook(&["stop", "-t", "0", "stopped"]).ok();
+    s.nook(&["run", "--name", "exited", &s.image, "sh", "-c", &script])
+        .ok();
+    let exited = id_of("exited");
+    // The runtime directory is the user's, shared by every store: another store's
+    // container keeps its directory there.
+    let other = s
+        .user
+        .runtime_dir()
+        .join("containers")
+        .join(format!("{:0>64}", support::sandbox::rand_suffix()));
+    std::fs::create_dir_all(&other).unwrap();
+    let reset = s.nook(&["system", "reset", "-f"]);
+    let kept = other.is_dir();
+    let _ = std::fs::remove_dir(&other);
+    reset.ok();
+    assert!(kept, "reset removed another store's container directory");
+    assert_no_trace_of(&stopped[..12], &s.user);
+    assert_no_trace_of(&exited[..12], &s.user);
+}
+
+fn ps_shows_ports_only_while_running(init: bool) {
+    let Some(s) = Case::new(init) else {
+        return;
+    };
+    let port = support::registry::free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    let script = format!("sleep 300; : {}", s.tag);
+    s.nook(&[
+        "run", "-d", "--name", "web", "-p", &publish, &s.image, "sh", "-c", &script,
+    ])
+    .ok();
+    let shown = format!("127.0.0.1:{port}->80/tcp");
+    let ps = s.nook(&["ps"]);
+    assert!(ps.stdout.contains(&shown), "{}", ps.stdout);
+    s.nook(&["stop", "-t", "0", "web"]).ok();
+    let ps = s.nook(&["ps", "-a"]);
+    ps.ok();
+    assert!(ps.stdout.contains("Exited"), "{}", ps.stdout);
+    assert!(
+        !ps.stdout.contains("->"),
+        "an exited container publishes nothing: {}",
+        ps.stdout
+    );
+    let json = s.nook(&["ps", "-a", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    assert_eq!(v["Ports"], "", "{v}");
+    s.nook(&["rm", "web"]).ok();
+}
+
+/// The commands of issue 11 on a container run with `--init` (whose pid 1, nook's reaper,
+/// is not dumpable and so closed to them): exec, cp and top go in through the command.
+#[test]
+fn exec_cp_top_enter_an_init_container() {
+    let Some(s) = Case::new(true) else {
+        return;
+    };
+    detach(&s, "i1", "sleep 300");
+    let out = s.nook(&["exec", "i1", "ps"]);
+    out.ok();
+    assert!(out.stdout.contains("sleep 300"), "{}", out.stdout);
+    let copied = s.user.home().join("hostname");
+    s.nook(&["cp", "i1:/etc/hostname", copied.to_str().unwrap()])
+        .ok();
+    let hostname = inspect(&s, "i1")["Config"]["Hostname"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(std::fs::read_to_string(&copied).unwrap(), hostname + "\n");
+    let into = s.user.write_home("in.txt", b"from-host\n");
+    s.nook(&["cp", into.to_str().unwrap(), "i1:/tmp/in.txt"])
+        .ok();
+    let out = s.nook(&["exec", "i1", "cat", "/tmp/in.txt"]);
+    assert_eq!(out.stdout, "from-host\n");
+    let top = s.nook(&["top", "i1"]);
+    top.ok();
+    assert!(top.stdout.contains("sleep 300"), "{}", top.stdout);
+    // The reaper stays out of the container's reach all the same.
+    let out = s.nook(&[
+        "exec",
+        "i1",
+        "sh",
+        "-c",
+        "readlink /proc/1/exe || echo hidden",
+    ]);
+    assert_eq!(out.stdout, "hidden\n", "{out:?}");
+    s.nook(&["rm", "-f", "i1"]).ok();
 }

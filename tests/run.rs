@@ -175,6 +175,95 @@ fn id_maps_in_range_single_and_keep_id_modes() {
 }
 
 #[test]
+fn keep_id_gives_the_user_a_passwd_entry_and_home() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(s.user.gid))
+        .unwrap()
+        .unwrap()
+        .name;
+    let home = s.user.home().display().to_string();
+    let script = "whoami; id -gn; echo $HOME; grep -c \"^$(whoami):\" /etc/passwd";
+    let out = s.nook(&[
+        "run", "--name", "me", "--userns", "keep-id", &s.image, "sh", "-c", script,
+    ]);
+    out.ok();
+    assert_eq!(
+        out.stdout,
+        format!("{}\n{group}\n{home}\n1\n", s.user.name),
+        "{out:?}"
+    );
+    // The entry is the user's, with the image's root shell; a second start adds none.
+    let again = s.nook(&["start", "-a", "me"]);
+    again.ok();
+    assert_eq!(again.stdout, out.stdout);
+    let entry = s.sh(
+        &["--userns", "keep-id"],
+        &format!("grep '^{}:' /etc/passwd", s.user.name),
+    );
+    entry.ok();
+    assert_eq!(
+        entry.stdout,
+        format!(
+            "{}:x:{}:{}:{}:{home}:/bin/sh\n",
+            s.user.name, s.user.uid, s.user.gid, s.user.name
+        )
+    );
+    // A passwd of the user's own, mounted in, is not nook's to change.
+    let theirs = s
+        .user
+        .write_home("mine/passwd", b"root:x:0:0::/root:/bin/sh\n");
+    let bind = format!("{}:/etc/passwd", theirs.display());
+    let out = s.sh(&["--userns", "keep-id", "-v", &bind], "echo $HOME");
+    out.ok();
+    assert_eq!(out.stdout, "/\n", "no entry, no home");
+    assert_eq!(
+        std::fs::read(&theirs).unwrap(),
+        b"root:x:0:0::/root:/bin/sh\n"
+    );
+    // exec finds the entry too.
+    let sleep = format!("sleep 300; : {}", s.tag);
+    s.nook(&[
+        "run", "-d", "--name", "me2", "--userns", "keep-id", &s.image, "sh", "-c", &sleep,
+    ])
+    .ok();
+    let exec = s.nook(&["exec", "me2", "sh", "-c", "whoami; echo $HOME"]);
+    exec.ok();
+    assert_eq!(exec.stdout, format!("{}\n{home}\n", s.user.name));
+    s.nook(&["rm", "-f", "me2"]).ok();
+    s.nook(&["rm", "me"]).ok();
+    drop(s);
+    // With one id mapped (nook's FUSE overlay and fakeroot) as well.
+    let Some(single) = Sandbox::new(Mode::Single) else {
+        return;
+    };
+    let out = single.sh(&["--userns", "keep-id"], "whoami; echo $HOME");
+    out.ok();
+    assert_eq!(
+        out.stdout,
+        format!("{}\n{}\n", single.user.name, single.user.home().display())
+    );
+}
+
+#[test]
+fn a_missing_image_is_one_error_line() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    let missing = format!("{}/nosuchimage", s.reg.host);
+    let out = s.nook(&["run", "--rm", &missing, "true"]);
+    assert_eq!(out.code, 125, "{out:?}");
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("Error"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", out.stderr);
+    assert!(errors[0].contains("nosuchimage"), "{}", out.stderr);
+}
+
+#[test]
 fn volumes_tmpfs_and_read_only_root() {
     let Some(s) = Sandbox::new(Mode::Range) else {
         return;

@@ -215,7 +215,8 @@ fn pull(image: &str, platform: Option<&str>) -> Result<()> {
     }
     let status = c.status().context("cannot run nook pull")?;
     if !status.success() {
-        bail!("pulling {image} failed");
+        // The pull has printed its own error line; a second one would only repeat it.
+        return Err(super::Reported.into());
     }
     Ok(())
 }

@@ -64,7 +64,7 @@ fn matches(r: &Record, filters: &[(String, String)]) -> bool {
 }
 
 fn ports_column(r: &Record) -> String {
-    r.ports
+    r.published()
         .iter()
         .map(|p| {
             format!(
@@ -108,7 +108,7 @@ pub fn ps(session: &Session, a: PsArgs) -> Result<i32> {
             let v = serde_json::json!({
                 "Id": r.id, "Names": [r.name], "Image": r.image, "ImageID": r.image_id.to_string(),
                 "Command": r.command, "Created": r.created, "State": r.state,
-                "Status": lifecycle::status(r, age), "Ports": r.ports, "ExitCode": r.exit_code,
+                "Status": lifecycle::status(r, age), "Ports": ports_column(r), "ExitCode": r.exit_code,
                 "Pid": r.pid, "Note": r.note,
             });
             println!("{v}");
@@ -400,13 +400,14 @@ pub struct RmArgs {
 
 pub fn rm(session: &Session, a: RmArgs) -> Result<i32> {
     let c = containers(session);
+    let runtime = crate::config::runtime_dir()?;
     Ok(each(&a.containers, |n| {
         let r = match c.get(n) {
             Ok(r) => r,
             Err(crate::container::ContainerError::NotFound(_)) if a.force => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        lifecycle::remove(&c, &r, a.force, &session.mapping)?;
+        lifecycle::remove(&c, &r, a.force, (&runtime, &session.mapping))?;
         if a.volumes {
             let vols = crate::container::volumes::Volumes::new(&session.root);
             let users = volume_users(&c);
@@ -486,10 +487,11 @@ pub fn container(session: &Session, cmd: ContainerCommand) -> Result<i32> {
         ContainerCommand::Ls(a) => ps(session, a),
         ContainerCommand::Prune(_) => {
             let c = containers(session);
+            let runtime = crate::config::runtime_dir()?;
             println!("Deleted Containers:");
             for r in c.list_refreshed() {
                 if r.state != "running"
-                    && lifecycle::remove(&c, &r, false, &session.mapping).is_ok()
+                    && lifecycle::remove(&c, &r, false, (&runtime, &session.mapping)).is_ok()
                 {
                     println!("{}", r.id);
                 }
@@ -507,7 +509,7 @@ pub struct TopArgs {
 /// `nook top`: the processes in the container's pid namespace.
 pub fn top(session: &Session, a: TopArgs) -> Result<i32> {
     let r = containers(session).get(&a.container)?;
-    let Some(pid) = r.pid.filter(|_| r.state == "running") else {
+    let Some(pid) = r.entry_pid() else {
         bail!("container {} is not running", r.name);
     };
     let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid"))
@@ -517,10 +519,13 @@ pub fn top(session: &Session, a: TopArgs) -> Result<i32> {
         let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        if std::fs::read_link(format!("/proc/{p}/ns/pid"))
-            .ok()
-            .as_ref()
-            != Some(&ns)
+        // The `--init` reaper's namespaces are closed to us (it is not dumpable); it is the
+        // container's pid 1 all the same.
+        if Some(p) != r.pid
+            && std::fs::read_link(format!("/proc/{p}/ns/pid"))
+                .ok()
+                .as_ref()
+                != Some(&ns)
         {
             continue;
         }

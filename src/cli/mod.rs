@@ -232,12 +232,19 @@ pub fn main() -> i32 {
     logging::init(&cli.log_level);
     match run(cli) {
         Ok(code) => code,
+        Err(e) if e.is::<Reported>() => EXIT_NOOK,
         Err(e) => {
             eprintln!("Error: {}", error_line(&e));
             EXIT_NOOK
         }
     }
 }
+
+/// A failure the user has been told about already (by a child nook, on the same standard
+/// error): nook exits with its status and prints nothing more.
+#[derive(Debug, thiserror::Error)]
+#[error("the error above")]
+pub struct Reported;
 
 /// The whole error chain on one line, skipping links that only repeat the next one.
 pub fn error_line(e: &anyhow::Error) -> String {

@@ -36,6 +36,10 @@ fn reset(session: &mut Session, a: ResetArgs) -> Result<i32> {
     if !session.root.exists() {
         return Ok(0);
     }
+    // Found before a user namespace is entered: the fallback's name holds our uid. Other
+    // stores' containers share the runtime directory: only this store's go.
+    let runtime = crate::config::runtime_dir()?;
+    let ids = crate::container::Containers::new(&session.root).ids();
     // Files owned by the subordinate range can only be removed from inside its namespace.
     if let Mapping::Range {
         helpers,
@@ -48,6 +52,16 @@ fn reset(session: &mut Session, a: ResetArgs) -> Result<i32> {
     }
     remove_tree(&session.root)
         .with_context(|| format!("cannot remove {}", session.root.display()))?;
+    for id in ids {
+        // Mount points and generated /etc files, owned by the user.
+        let dir = crate::container::lifecycle::runtime_dir_of(&runtime, &id);
+        match remove_tree(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove {}", dir.display()));
+            }
+            _ => {}
+        }
+    }
     println!("Removed {}", session.root.display());
     Ok(0)
 }

@@ -101,7 +101,7 @@ fn in_container(
     (child_end, inside): (OwnedFd, impl FnOnce(File) -> Result<(), String>),
     (our_end, outside): (OwnedFd, impl FnOnce(File) -> io::Result<()>),
 ) -> Result<(), CpError> {
-    let entry = match (r.pid.filter(|_| r.state == "running"), stopped) {
+    let entry = match (r.entry_pid(), stopped) {
         (Some(pid), _) => {
             let open = |ns: &str| {
                 File::open(format!("/proc/{pid}/ns/{ns}"))

@@ -114,7 +114,7 @@ const NAMESPACES: &[(&str, CloneFlags)] = &[
 /// Runs `req` in container `r`; returns the command's exit status (docker's 126/127 when it
 /// cannot be executed), or 0 at once with `detach`.
 pub fn exec(r: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
-    let Some(pid) = r.pid.filter(|_| r.state == "running") else {
+    let Some(pid) = r.entry_pid() else {
         return Err(ExecError::NotRunning(r.name.clone()));
     };
     let Some(spec) = r.exec.clone() else {
@@ -329,6 +329,7 @@ fn command(t: &Target<'_>, report: &mut std::fs::File) -> ! {
             rlimits: Vec::new(),
             tty: t.req.tty,
             stdin: t.req.stdin,
+            keep_id: None,
             init: false,
         };
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();

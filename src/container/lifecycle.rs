@@ -31,6 +31,20 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The first child of `pid` (the command an `--init` reaper started: the reaper forks it
+/// before anything else, and the kernel lists children in the order they came).
+pub fn first_child(pid: i32) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    first_pid(&text)
+}
+
+fn first_pid(text: &str) -> Option<i32> {
+    text.split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .filter(|p| *p > 0)
+}
+
 /// Why a lifecycle command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -88,6 +102,20 @@ impl Containers {
                 source,
             }),
         }
+    }
+
+    /// The id of every container directory: records that cannot be read and containers
+    /// being removed included.
+    pub fn ids(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .map(|n| n.strip_prefix(".removing-").unwrap_or(&n).to_owned())
+            .filter(|n| is_id(n))
+            .collect()
     }
 
     /// Every record, refreshed.
@@ -155,13 +183,14 @@ pub fn stop(
 }
 
 /// `nook rm [-f]`: claims the container by renaming its directory (one of two concurrent
-/// removals wins), kills it with `force`, and removes its files. Files the subordinate range
-/// owns are removed from inside a user namespace that maps it.
+/// removals wins), kills it with `force`, and removes its files: those in the store and
+/// those in the `runtime` directory. Files the subordinate range owns are removed from
+/// inside a user namespace that maps it.
 pub fn remove(
     c: &Containers,
     r: &Record,
     force: bool,
-    mapping: &Mapping,
+    (runtime, mapping): (&Path, &Mapping),
 ) -> Result<(), LifecycleError> {
     if r.state == "running" && !force {
         return Err(LifecycleError::Running(r.name.clone()));
@@ -188,10 +217,28 @@ pub fn remove(
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    remove_tree(&claimed, mapping).map_err(|source| LifecycleError::Remove {
+    let failed = |source| LifecycleError::Remove {
         name: r.name.clone(),
         source,
-    })
+    };
+    remove_tree(&claimed, mapping).map_err(failed)?;
+    // A monitor that ends now removes this directory as well: one of the two finds it gone.
+    match remove_tree(&runtime_dir_of(runtime, &r.id), mapping) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(failed(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `name` has the form of a container id (64 hex digits), so that it names nothing
+/// but a container's directory when joined to a path.
+fn is_id(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A container's directory in the runtime directory (mount point, generated `/etc` files,
+/// the network helper's log).
+pub fn runtime_dir_of(runtime: &Path, id: &str) -> std::path::PathBuf {
+    runtime.join("containers").join(id)
 }
 
 /// Removes a container's directory, entering a user namespace that maps the subordinate
@@ -268,6 +315,32 @@ mod tests {
         assert!(monitor_alive(&r));
         r.monitor = Some((me.0, me.1 + 1));
         assert!(!monitor_alive(&r), "a reused pid is not the monitor");
+    }
+
+    #[test]
+    fn ids_of_every_container_directory_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Containers::new(d.path());
+        let (a, b) = ("a".repeat(64), "0123456789abcdef".repeat(4));
+        for n in [
+            a.clone(),
+            format!(".removing-{b}"),
+            "..".into(),
+            "x".repeat(64),
+        ] {
+            std::fs::create_dir_all(d.path().join("containers").join(n)).unwrap();
+        }
+        let mut ids = c.ids();
+        ids.sort();
+        assert_eq!(ids, vec![b, a]);
+    }
+
+    #[test]
+    fn first_pid_of_a_children_list() {
+        assert_eq!(first_pid("4242 4250 \n"), Some(4242));
+        assert_eq!(first_pid(""), None);
+        assert_eq!(first_pid("x 12"), None);
+        assert_eq!(first_pid("-3"), None);
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub struct Record {
     pub state: String,
     #[serde(default)]
     pub pid: Option<i32>,
+    /// With `--init`, the command under the reaper: exec, cp and top enter the container
+    /// through it (see [`Record::entry_pid`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<i32>,
     #[serde(default)]
     pub exit_code: Option<i32>,
     #[serde(default)]
@@ -110,6 +114,7 @@ impl Record {
             created,
             state: state.into(),
             pid: None,
+            entry: None,
             exit_code: None,
             finished: None,
             driver: String::new(),
@@ -124,6 +129,31 @@ impl Record {
             exec: None,
             volumes: Vec::new(),
             create_args: Vec::new(),
+        }
+    }
+}
+
+impl Record {
+    /// The process through which exec, cp and top reach a running container's namespaces
+    /// and root. The `--init` reaper is a fork of nook that never execs; it is not dumpable
+    /// (so that the container cannot reach nook's binary through `/proc/1/exe`), and that
+    /// also closes its `/proc/<pid>/ns` and `/root` to the user. The command under it was
+    /// exec'd inside the container's user namespace, so its entries are open to the user,
+    /// as the init's are without `--init`.
+    pub fn entry_pid(&self) -> Option<i32> {
+        if self.state != "running" {
+            return None;
+        }
+        self.entry.or(self.pid)
+    }
+
+    /// The ports published now: those of the run while it runs, none once it has stopped
+    /// (as docker's `ps`: the forwarders are gone with the container).
+    pub fn published(&self) -> &[crate::net::Publish] {
+        if self.state == "running" {
+            &self.ports
+        } else {
+            &[]
         }
     }
 }
@@ -265,6 +295,23 @@ mod tests {
         );
         r.name = name.into();
         r
+    }
+
+    #[test]
+    fn stopped_containers_publish_nothing_and_init_ones_are_entered_through_the_command() {
+        let mut r = record("abc", "web");
+        r.ports = vec![crate::net::ports::parse("8080:80").unwrap()];
+        r.pid = Some(10);
+        assert!(r.published().is_empty(), "created");
+        assert_eq!(r.entry_pid(), None, "created");
+        r.state = "running".into();
+        assert_eq!(r.published().len(), 1);
+        assert_eq!(r.entry_pid(), Some(10), "without --init: the init");
+        r.entry = Some(11);
+        assert_eq!(r.entry_pid(), Some(11), "with --init: the command");
+        r.state = "exited".into();
+        assert!(r.published().is_empty(), "exited");
+        assert_eq!(r.entry_pid(), None, "exited");
     }
 
     #[test]

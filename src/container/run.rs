@@ -249,6 +249,9 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
         // keep-id means running as yourself, whatever the image's USER says (as podman).
         process.user = format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid());
     }
+    if o.userns == UserNs::KeepId {
+        process.keep_id = keep_id_account();
+    }
     let containers = Containers::new(host.store.root());
     let mut record = Record::new(
         id.clone(),
@@ -528,6 +531,11 @@ fn start_and_wait(
                 }
                 record.state = "running".into();
                 record.pid = Some(pid.as_raw());
+                // The reaper has forked the command before it reported the start.
+                record.entry = o
+                    .init
+                    .then(|| super::lifecycle::first_child(pid.as_raw()))
+                    .flatten();
                 record.driver = driver;
                 record.network = net.name().into();
                 if let Some(e) = record.exec.as_mut() {
@@ -852,6 +860,24 @@ fn write_maps(
     write("uid_map", &uids.proc_text())?;
     write("gid_map", &gids.proc_text())?;
     meanwhile()
+}
+
+/// The user as `--userns keep-id` adds them to the container's passwd and group: the
+/// host's names (the uid and gid as names where the host has none) and home path.
+fn keep_id_account() -> Option<crate::sandbox::user::Account> {
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    let user = nix::unistd::User::from_uid(uid).ok().flatten();
+    let home = crate::config::home_dir()?.to_str()?.to_owned();
+    Some(crate::sandbox::user::Account {
+        name: user.map_or_else(|| uid.to_string(), |u| u.name),
+        uid: uid.as_raw(),
+        gid: gid.as_raw(),
+        group: nix::unistd::Group::from_gid(gid)
+            .ok()
+            .flatten()
+            .map_or_else(|| gid.to_string(), |g| g.name),
+        home,
+    })
 }
 
 /// Removes a container directory (files owned by the subordinate range included).

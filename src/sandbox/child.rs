@@ -96,6 +96,12 @@ fn setup_and_exec(
     );
     let root =
         RootDir::open(&plan.mountpoint).map_err(fail(Stage::Rootfs, "cannot open the root"))?;
+    if let Some(a) = &plan.process.keep_id {
+        // Into the writable layer, before any volume is mounted (a volume's files are not
+        // nook's to change). Best effort: without the entry the command still runs, as a
+        // uid without a name (HOME=/).
+        let _ = super::user::add_account(&root, a);
+    }
     apply(&mut RealSys { root: &root }, &plan.mounts).map_err(|e| Failure {
         stage: Stage::Mounts,
         message: format!("{e}: {}", e.source),

@@ -117,6 +117,8 @@ pub struct Process {
     pub tty: bool,
     pub stdin: bool,
     pub init: bool,
+    /// `--userns keep-id`: the user's entries, added to the image's passwd and group.
+    pub keep_id: Option<super::user::Account>,
 }
 
 /// Everything the child does, in order.

@@ -206,6 +206,7 @@ pub fn process(
         rlimits: o.ulimits.clone(),
         tty: o.tty,
         stdin: o.stdin,
+        keep_id: None,
         init: o.init,
     })
 }

@@ -137,6 +137,81 @@ pub fn resolve(
     })
 }
 
+/// The user's own entries for the container's /etc/passwd and /etc/group under
+/// `--userns keep-id` (as podman): the host's name, uid, gid and home directory path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub group: String,
+    pub home: String,
+}
+
+/// A field of a passwd or group line: no separator, no line break.
+fn field_ok(s: &str) -> bool {
+    !s.is_empty() && !s.contains([':', '\n', '\r', '\0'])
+}
+
+/// The line to append to the image's `passwd` for `a`, if it has no entry for the uid yet.
+/// The shell is the image's root's, else `/bin/sh`.
+pub fn passwd_line(passwd: &str, a: &Account) -> Option<String> {
+    if passwd_entries(passwd).any(|e| e.uid == a.uid) || !field_ok(&a.name) || !field_ok(&a.home) {
+        return None;
+    }
+    let shell = passwd
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 7 && f[2] == "0")
+        .map(|f| f[6])
+        .filter(|s| field_ok(s))
+        .unwrap_or("/bin/sh");
+    Some(format!(
+        "{}:x:{}:{}:{}:{}:{shell}\n",
+        a.name, a.uid, a.gid, a.name, a.home
+    ))
+}
+
+/// The line to append to the image's `group` for `a`'s group, if it has none with the gid.
+pub fn group_line(group: &str, a: &Account) -> Option<String> {
+    if group_entries(group).any(|(_, gid, _)| gid == a.gid) || !field_ok(&a.group) {
+        return None;
+    }
+    Some(format!("{}:x:{}:\n", a.group, a.gid))
+}
+
+/// Appends `line` to the regular file at `path` below `root` (a missing file is created).
+/// A file that is not regular is left alone: the image's files are hostile.
+pub fn append_confined(root: &RootDir, path: &str, line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let flags = OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
+    let fd = match root.open_file(&components(path), flags) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            root.create_path(path, false)?;
+            root.open_file(&components(path), flags)?
+        }
+        other => other?,
+    };
+    let mut file = std::fs::File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    file.write_all(line.as_bytes())
+}
+
+/// Adds `a` to the container's /etc/passwd and /etc/group where they have no entry for its
+/// ids yet (the writable layer keeps them for the next start).
+pub fn add_account(root: &RootDir, a: &Account) -> std::io::Result<()> {
+    if let Some(line) = passwd_line(&read_confined(root, "/etc/passwd"), a) {
+        append_confined(root, "/etc/passwd", &line)?;
+    }
+    if let Some(line) = group_line(&read_confined(root, "/etc/group"), a) {
+        append_confined(root, "/etc/group", &line)?;
+    }
+    Ok(())
+}
+
 /// Reads a small regular file below `root`, or an empty string if it is missing, not a
 /// regular file, or too large.
 pub fn read_confined(root: &RootDir, path: &str) -> String {
@@ -253,6 +328,51 @@ mod tests {
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/var/www:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n#c:x:5:5::/:/bin/sh\nbroken\n";
     const GROUP: &str = "root:x:0:\nwww:x:33:\nstaff:x:50:app,www\naudio:x:29:app\napp:x:1000:\n";
+
+    fn me() -> Account {
+        Account {
+            name: "alice".into(),
+            uid: 1003,
+            gid: 1004,
+            group: "alices".into(),
+            home: "/home/alice".into(),
+        }
+    }
+
+    #[test]
+    fn keep_id_entries_added_once() {
+        assert_eq!(
+            passwd_line(PASSWD, &me()).as_deref(),
+            Some("alice:x:1003:1004:alice:/home/alice:/bin/sh\n")
+        );
+        let zsh = "root:x:0:0::/root:/bin/zsh\n";
+        assert_eq!(
+            passwd_line(zsh, &me()).as_deref(),
+            Some("alice:x:1003:1004:alice:/home/alice:/bin/zsh\n"),
+            "the image's root's shell"
+        );
+        let mut taken = me();
+        taken.uid = 1000;
+        assert_eq!(passwd_line(PASSWD, &taken), None, "the uid has an entry");
+        assert_eq!(
+            group_line(GROUP, &me()).as_deref(),
+            Some("alices:x:1004:\n")
+        );
+        let mut g = me();
+        g.gid = 50;
+        assert_eq!(group_line(GROUP, &g), None, "the gid has an entry");
+        // Nothing a field separator or line break could smuggle in.
+        let mut bad = me();
+        bad.name = "x:0:0".into();
+        assert_eq!(passwd_line(PASSWD, &bad), None);
+        bad.group = "a\nroot".into();
+        assert_eq!(group_line(GROUP, &bad), None);
+        assert_eq!(
+            passwd_line("", &me()).as_deref(),
+            Some("alice:x:1003:1004:alice:/home/alice:/bin/sh\n"),
+            "an image without passwd"
+        );
+    }
 
     #[test]
     fn docker_user_forms() {

@@ -342,3 +342,58 @@ pub fn assert_no_leftovers(tag: &str, below: &Path) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+impl User {
+    /// Where nook keeps this user's runtime state: `$XDG_RUNTIME_DIR/nook` (the work
+    /// directory here) and the fallback without XDG_RUNTIME_DIR.
+    pub fn runtime_dirs(&self) -> [PathBuf; 2] {
+        [
+            self.work.path().join("nook"),
+            PathBuf::from(format!("/tmp/nook-{}", self.uid)),
+        ]
+    }
+
+    /// The runtime directory [`User::nook`]'s commands use.
+    pub fn runtime_dir(&self) -> PathBuf {
+        let [xdg, fallback] = self.runtime_dirs();
+        if std::env::var_os("NOOK_TEST_NO_XDG").is_some() {
+            fallback
+        } else {
+            xdg
+        }
+    }
+}
+
+/// Fails the test if anything of container `id` remains with `user`: a file or directory
+/// whose name holds the id, or a small file whose text does (records, logs, generated /etc
+/// files), in the store, the home, or either runtime directory.
+pub fn assert_no_trace_of(id: &str, user: &User) {
+    let mut found = Vec::new();
+    // The first runtime directory lies inside the work directory.
+    let [_, fallback] = user.runtime_dirs();
+    let mut dirs = vec![user.work.path().to_owned(), fallback];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if e.file_name().to_string_lossy().contains(id) {
+                found.push(path.clone());
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if meta.is_file()
+                && meta.len() < 1 << 20
+                && std::fs::read(&path)
+                    .is_ok_and(|b| b.windows(id.len()).any(|w| w == id.as_bytes()))
+            {
+                found.push(path);
+            }
+        }
+    }
+    assert!(found.is_empty(), "container {id} left behind: {found:?}");
+}
