@@ -14,6 +14,7 @@ pub mod reference;
 pub mod registry;
 pub mod rootfs;
 pub mod sandbox;
+pub mod secret;
 pub mod store;
 pub mod sys;
 pub mod unpack;
