@@ -2,7 +2,8 @@
 //!
 //! The rooms of `DESIGN.md`, one module per concern. Data flows one way: a [`reference`] is
 //! resolved by the [`registry`] client into blobs kept by the [`store`], layers are unpacked by
-//! [`unpack`], and (later) a sandbox runs them. `unsafe` lives in [`sys`] only.
+//! [`unpack`] ([`pull`] runs those three as one pipeline), and (later) a sandbox runs them.
+//! `unsafe` lives in [`sys`] only.
 
 pub mod cli;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod container;
 pub mod digest;
 pub mod fuse;
 pub mod net;
+pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod rootfs;

@@ -13,8 +13,6 @@ mod lifecycle;
 mod logging;
 mod login;
 mod progress;
-pub mod pull;
-mod stream;
 mod system;
 
 use std::path::PathBuf;
