@@ -1,8 +1,10 @@
 //! nook: a rootless container sandbox.
 //!
-//! The rooms of `DESIGN.md`, one module per concern. Data flows one way: a [`reference`] is
-//! resolved by the [`registry`] client into blobs kept by the [`store`], layers are unpacked by
-//! [`unpack`], and (later) a sandbox runs them. `unsafe` lives in [`sys`] only.
+//! The rooms of `DESIGN.md`, one module per concern. Data flows one way: a
+//! [`reference`](mod@reference) is resolved by the [`registry`] client into blobs kept by the
+//! [`store`], layers are unpacked by [`unpack`] ([`pull`] runs those three as one pipeline); a
+//! [`container`] runs them through the [`sandbox`] on a [`rootfs`]. `unsafe` lives in [`sys`]
+//! only.
 
 pub mod cli;
 pub mod config;
@@ -10,10 +12,12 @@ pub mod container;
 pub mod digest;
 pub mod fuse;
 pub mod net;
+pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod rootfs;
 pub mod sandbox;
+pub mod secret;
 pub mod store;
 pub mod sys;
 pub mod unpack;

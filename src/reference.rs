@@ -172,15 +172,6 @@ impl Reference {
             (None, Some(_)) => None,
         }
     }
-
-    /// A copy naming `digest` instead of any tag.
-    pub fn with_digest(&self, digest: Digest) -> Reference {
-        Reference {
-            digest: Some(digest),
-            tag: None,
-            ..self.clone()
-        }
-    }
 }
 
 impl fmt::Display for Reference {

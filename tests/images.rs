@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use support::env::{Mode, User};
 use support::image::{self, Comp, ImageOpts, LayerTar, busybox_base};
 use support::registry::TestRegistry;
+use support::sandbox::Sandbox;
 
 fn arch_image(arch: &str, variant: Option<&str>, oci: bool) -> image::Built {
     let marker = LayerTar::new()
@@ -331,4 +332,33 @@ fn system_reset_removes_everything_including_range_owned_files() {
     assert!(user.store().exists());
     user.run(&["system", "reset", "-f"]).ok();
     assert!(!user.store().exists());
+}
+
+/// `rmi` and `image prune` are told by the container records which images are in use (the
+/// store does not read those records itself): a container's image stays until it goes.
+#[test]
+fn an_image_a_container_uses_stays_until_the_container_goes() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    let script = format!(": {}", s.tag);
+    s.nook(&[
+        "create", "--name", "holds-bb", &s.image, "sh", "-c", &script,
+    ])
+    .ok();
+    s.nook(&["rmi", &s.image])
+        .fails_with(1, "is used by container holds-bb");
+    s.nook(&["image", "prune", "-a", "-f"]).ok();
+    let kept = s.nook(&["images", "-q"]);
+    kept.ok();
+    assert_eq!(
+        kept.stdout.lines().count(),
+        1,
+        "prune -a kept it: {}",
+        kept.stdout
+    );
+    s.nook(&["rm", "holds-bb"]).ok();
+    let out = s.nook(&["rmi", &s.image]);
+    out.ok();
+    assert!(out.stdout.contains("Deleted: sha256:"), "{}", out.stdout);
 }

@@ -9,10 +9,11 @@ use serde_json::json;
 use super::Session;
 use super::format::{human_age, human_size, parse_rfc3339, print_table};
 use super::progress::{Progress, ProgressMode};
-use super::pull::Puller;
+use crate::container::{Containers, lifecycle};
+use crate::pull::Puller;
 use crate::reference::Reference;
 use crate::registry::platform::Platform;
-use crate::store::{ImageRecord, Removal, Store};
+use crate::store::{ImageRecord, InUse, Removal, Store};
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
@@ -338,9 +339,10 @@ fn print_removals(removals: &[Removal]) {
 
 pub fn rmi(session: &mut Session, a: RmiArgs) -> Result<i32> {
     let (store, _) = session.writable_store()?;
+    let in_use = images_in_use(&store);
     let mut code = 0;
     for q in &a.images {
-        match store.remove_image(q, a.force) {
+        match store.remove_image(q, a.force, &in_use) {
             Ok(r) => print_removals(&r),
             Err(e) => {
                 eprintln!("Error: {e}");
@@ -357,6 +359,11 @@ pub fn tag(session: &mut Session, a: TagArgs) -> Result<i32> {
     let target = Reference::parse(&a.target)?;
     store.tag(&a.source, &target)?;
     Ok(0)
+}
+
+/// The container records are the container module's: the store is told what they use.
+fn images_in_use(store: &Store) -> InUse {
+    lifecycle::images_in_use(&Containers::new(store.root()).list())
 }
 
 fn confirm(question: &str) -> Result<bool> {
@@ -384,7 +391,7 @@ pub fn prune(session: &mut Session, a: PruneArgs) -> Result<i32> {
         return Ok(0);
     }
     let (store, _) = session.writable_store()?;
-    let removed = store.prune(a.all)?;
+    let removed = store.prune(a.all, &images_in_use(&store))?;
     let freed = store.gc()?;
     if !removed.is_empty() {
         println!("Deleted Images:");

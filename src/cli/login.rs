@@ -9,8 +9,8 @@ use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
 
 use super::Session;
 use crate::config::auth;
-use crate::registry::auth::Credential;
 use crate::registry::{Registry, RegistryError, RegistryOptions};
+use crate::secret::{Credential, Secret};
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
@@ -18,7 +18,7 @@ pub struct LoginArgs {
     pub username: Option<String>,
     /// Password (visible to other users in `ps`; prefer --password-stdin).
     #[arg(short, long)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Read the password from standard input.
     #[arg(long)]
     pub password_stdin: bool,
@@ -45,7 +45,7 @@ fn prompt_line(prompt: &str) -> Result<String> {
 }
 
 /// Reads a line from the terminal with echo off, restoring the terminal afterwards.
-fn prompt_secret(prompt: &str) -> Result<String> {
+fn prompt_secret(prompt: &str) -> Result<Secret> {
     let stdin = std::io::stdin();
     let saved = tcgetattr(&stdin).context("cannot read the terminal settings")?;
     let mut quiet = saved.clone();
@@ -54,7 +54,7 @@ fn prompt_secret(prompt: &str) -> Result<String> {
     let line = prompt_line(prompt);
     let _ = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
     eprintln!();
-    line
+    line.map(Secret::from)
 }
 
 pub fn login(session: &Session, a: LoginArgs) -> Result<i32> {
@@ -68,7 +68,7 @@ pub fn login(session: &Session, a: LoginArgs) -> Result<i32> {
     let password = if a.password_stdin {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;
-        s.trim_end_matches(['\n', '\r']).to_owned()
+        Secret::new(s.trim_end_matches(['\n', '\r']))
     } else {
         match a.password {
             Some(p) => p,

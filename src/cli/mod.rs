@@ -13,8 +13,6 @@ mod lifecycle;
 mod logging;
 mod login;
 mod progress;
-pub mod pull;
-mod stream;
 mod system;
 
 use std::path::PathBuf;
@@ -24,10 +22,10 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, UserConfig};
-use crate::registry::auth::Credential;
 use crate::registry::proxy::ProxyEnv;
 use crate::registry::transport::TransportOptions;
 use crate::registry::{Registry, RegistryOptions};
+use crate::secret::Credential;
 use crate::store::Store;
 use crate::sys::idmap::Mapping;
 use crate::unpack::Owners;
@@ -192,11 +190,7 @@ impl Session {
 /// Credentials from docker's and podman's files, as the registry client wants them.
 fn lookup_credential(host: &str) -> Option<Credential> {
     match config::auth::lookup(host) {
-        Ok(Some(config::auth::Secret::Basic { username, password })) => {
-            Some(Credential::Basic { username, password })
-        }
-        Ok(Some(config::auth::Secret::IdentityToken(t))) => Some(Credential::IdentityToken(t)),
-        Ok(None) => None,
+        Ok(found) => found,
         Err(e) => {
             tracing::warn!("{e}");
             None

@@ -1,5 +1,5 @@
-//! Pull progress: a bar per layer on a terminal, a line per finished layer otherwise,
-//! nothing with `-q`.
+//! Pull progress as `nook pull` draws it: a bar per layer on a terminal, a line per finished
+//! layer otherwise, nothing with `-q`. The pull itself ([`crate::pull`]) only reports.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::digest::Digest;
+use crate::pull::{self, LayerState};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,10 +57,6 @@ impl Progress {
         }
     }
 
-    pub fn quiet(&self) -> bool {
-        self.mode == ProgressMode::Quiet
-    }
-
     /// A status line outside the bars (`latest: Pulling from library/busybox`).
     pub fn say(&self, text: &str) {
         match self.mode {
@@ -74,7 +71,7 @@ impl Progress {
         }
     }
 
-    pub fn layer(&self, digest: &Digest, total: u64) -> LayerProgress<'_> {
+    fn layer_bar(&self, digest: &Digest, total: u64) -> LayerProgress<'_> {
         let short = digest.short().to_owned();
         let bar = (self.mode == ProgressMode::Bars).then(|| {
             let b = self.multi.add(ProgressBar::new(total));
@@ -96,20 +93,31 @@ impl Progress {
     }
 }
 
-impl LayerProgress<'_> {
-    pub fn status(&self, msg: &'static str) {
+impl pull::Progress for Progress {
+    fn say(&self, text: &str) {
+        Progress::say(self, text);
+    }
+
+    fn layer(&self, digest: &Digest, size: u64) -> Box<dyn pull::LayerProgress + '_> {
+        Box::new(self.layer_bar(digest, size))
+    }
+}
+
+impl pull::LayerProgress for LayerProgress<'_> {
+    fn status(&self, state: LayerState) {
         if let Some(b) = &self.bar {
-            b.set_message(msg);
+            b.set_message(state.label());
         }
     }
 
-    pub fn advance(&self, n: u64) {
+    fn advance(&self, n: u64) {
         if let Some(b) = &self.bar {
             b.inc(n);
         }
     }
 
-    pub fn done(&self, msg: &'static str) {
+    fn done(&self, state: LayerState) {
+        let msg = state.label();
         match &self.bar {
             Some(b) => {
                 b.set_message(msg);

@@ -16,6 +16,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use super::{ConfigError, config_home, home_dir};
+use crate::secret::{Credential, Secret};
 
 /// Docker Hub's key in docker's `auths`, and what its helpers are asked for.
 pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
@@ -25,22 +26,6 @@ const HUB_ALIASES: &[&str] = &[
     "registry-1.docker.io",
     "registry.hub.docker.com",
 ];
-
-/// Credentials as stored.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Secret {
-    Basic { username: String, password: String },
-    IdentityToken(String),
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Secret::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
-            Secret::IdentityToken(_) => write!(f, "IdentityToken(***)"),
-        }
-    }
-}
 
 /// `host` as docker's files key it: `docker.io` for every Hub alias, no scheme or path.
 pub fn normalize_key(key: &str) -> String {
@@ -124,13 +109,13 @@ fn helper_for(file: &Map<String, Value>, host: &str) -> Option<String> {
 }
 
 /// Decodes one `auths` entry.
-pub fn decode_entry(entry: &Value) -> Option<Secret> {
+pub fn decode_entry(entry: &Value) -> Option<Credential> {
     if let Some(t) = entry
         .get("identitytoken")
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
     {
-        return Some(Secret::IdentityToken(t.to_owned()));
+        return Some(Credential::IdentityToken(Secret::new(t)));
     }
     if let Some(a) = entry
         .get("auth")
@@ -142,21 +127,21 @@ pub fn decode_entry(entry: &Value) -> Option<Secret> {
             .ok()?;
         let text = String::from_utf8(raw).ok()?;
         let (u, p) = text.split_once(':')?;
-        return Some(Secret::Basic {
+        return Some(Credential::Basic {
             username: u.to_owned(),
-            password: p.to_owned(),
+            password: Secret::new(p),
         });
     }
     let u = entry.get("username").and_then(Value::as_str)?;
     let p = entry.get("password").and_then(Value::as_str)?;
-    Some(Secret::Basic {
+    Some(Credential::Basic {
         username: u.to_owned(),
-        password: p.to_owned(),
+        password: Secret::new(p),
     })
 }
 
 /// Finds credentials for `host` in one parsed file.
-pub fn lookup_in(file: &Map<String, Value>, host: &str) -> Result<Option<Secret>, ConfigError> {
+pub fn lookup_in(file: &Map<String, Value>, host: &str) -> Result<Option<Credential>, ConfigError> {
     let host = normalize_key(host);
     if let Some(helper) = helper_for(file, &host) {
         match helper_get(&helper, &host) {
@@ -172,7 +157,7 @@ pub fn lookup_in(file: &Map<String, Value>, host: &str) -> Result<Option<Secret>
 }
 
 /// Credentials for `host` from the first file that has them.
-pub fn lookup(host: &str) -> Result<Option<Secret>, ConfigError> {
+pub fn lookup(host: &str) -> Result<Option<Credential>, ConfigError> {
     for path in auth_files() {
         let Some(file) = read_json(&path)? else {
             continue;
@@ -223,7 +208,7 @@ fn run_helper(
 }
 
 /// `docker-credential-HELPER get`.
-fn helper_get(helper: &str, host: &str) -> Result<Option<Secret>, ConfigError> {
+fn helper_get(helper: &str, host: &str) -> Result<Option<Credential>, ConfigError> {
     let (ok, stdout, stderr) = run_helper(helper, "get", &server_url(host))?;
     if !ok {
         if stdout.contains("credentials not found") || stderr.contains("credentials not found") {
@@ -247,11 +232,11 @@ fn helper_get(helper: &str, host: &str) -> Result<Option<Secret>, ConfigError> {
         return Ok(None);
     }
     Ok(Some(if user == "<token>" {
-        Secret::IdentityToken(secret.to_owned())
+        Credential::IdentityToken(Secret::new(secret))
     } else {
-        Secret::Basic {
+        Credential::Basic {
             username: user.to_owned(),
-            password: secret.to_owned(),
+            password: Secret::new(secret),
         }
     }))
 }
@@ -291,12 +276,12 @@ fn write_json(path: &Path, file: &Map<String, Value>) -> Result<(), ConfigError>
 }
 
 /// Saves credentials for `host`; returns where they went.
-pub fn save(host: &str, username: &str, password: &str) -> Result<String, ConfigError> {
+pub fn save(host: &str, username: &str, password: &Secret) -> Result<String, ConfigError> {
     let host = normalize_key(host);
     let path = login_file();
     let mut file = read_json(&path)?.unwrap_or_default();
     if let Some(helper) = helper_for(&file, &host) {
-        let input = serde_json::json!({"ServerURL": server_url(&host), "Username": username, "Secret": password});
+        let input = serde_json::json!({"ServerURL": server_url(&host), "Username": username, "Secret": password.expose()});
         let (ok, stdout, stderr) = run_helper(&helper, "store", &input.to_string())?;
         if !ok {
             return Err(ConfigError::Helper {
@@ -314,8 +299,8 @@ pub fn save(host: &str, username: &str, password: &str) -> Result<String, Config
     }
     if let Some(a) = auths.as_object_mut() {
         a.retain(|k, _| normalize_key(k) != host);
-        let encoded =
-            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        let encoded = base64::engine::general_purpose::STANDARD
+            .encode(format!("{username}:{}", password.expose()));
         a.insert(server_url(&host), serde_json::json!({ "auth": encoded }));
     }
     write_json(&path, &file)?;
@@ -374,7 +359,7 @@ mod tests {
         );
         assert_eq!(
             lookup_in(&f, "docker.io").unwrap(),
-            Some(Secret::Basic {
+            Some(Credential::Basic {
                 username: "user".into(),
                 password: "pa:ss".into()
             })
@@ -385,11 +370,11 @@ mod tests {
         );
         assert_eq!(
             lookup_in(&f, "ghcr.io").unwrap(),
-            Some(Secret::IdentityToken("tok".into()))
+            Some(Credential::IdentityToken("tok".into()))
         );
         assert_eq!(
             lookup_in(&f, "localhost:5000").unwrap(),
-            Some(Secret::Basic {
+            Some(Credential::Basic {
                 username: "u".into(),
                 password: "p".into()
             })
@@ -408,7 +393,7 @@ mod tests {
         let f = parse(r#"{"credsStore":"nook-test-absent","auths":{"x.io":{"auth":"dTpw"}}}"#);
         assert_eq!(
             lookup_in(&f, "x.io").unwrap(),
-            Some(Secret::Basic {
+            Some(Credential::Basic {
                 username: "u".into(),
                 password: "p".into()
             })

@@ -9,8 +9,20 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::{ContainerError, Containers, Record};
+use crate::store::InUse;
 use crate::sys::idmap::Mapping;
 use crate::sys::process::start_time;
+
+/// The images that containers use, each with the name of the first container found using it:
+/// what `rmi` refuses and `image prune` keeps.
+pub fn images_in_use(records: &[Record]) -> InUse {
+    let mut out = InUse::new();
+    for r in records {
+        out.entry(r.image_id.clone())
+            .or_insert_with(|| r.name.clone());
+    }
+    out
+}
 
 /// This process as a record's monitor.
 pub fn this_monitor() -> Option<(i32, u64)> {
@@ -341,6 +353,23 @@ mod tests {
         assert_eq!(first_pid(""), None);
         assert_eq!(first_pid("x 12"), None);
         assert_eq!(first_pid("-3"), None);
+    }
+
+    #[test]
+    fn images_in_use_names_one_container_each() {
+        let rec = |name: &str, image: &[u8]| -> Record {
+            serde_json::from_value(serde_json::json!({
+                "id": name, "name": name, "image": "i",
+                "image_id": crate::digest::Digest::sha256_of(image),
+                "command": [], "created": 1, "state": "exited"
+            }))
+            .unwrap()
+        };
+        let used = images_in_use(&[rec("a", b"x"), rec("b", b"x"), rec("c", b"y")]);
+        assert_eq!(used.len(), 2);
+        assert_eq!(used[&crate::digest::Digest::sha256_of(b"x")], "a");
+        assert_eq!(used[&crate::digest::Digest::sha256_of(b"y")], "c");
+        assert!(images_in_use(&[]).is_empty());
     }
 
     #[test]

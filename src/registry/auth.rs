@@ -12,34 +12,16 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde::Deserialize;
 
-/// Credentials for one registry, as found in docker's or podman's configuration.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Credential {
-    Basic {
-        username: String,
-        password: String,
-    },
-    /// An OAuth2 refresh token (docker's `identitytoken`).
-    IdentityToken(String),
-}
+pub use crate::secret::Credential;
+use crate::secret::Secret;
 
-impl std::fmt::Debug for Credential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Credential::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
-            Credential::IdentityToken(_) => write!(f, "IdentityToken(***)"),
-        }
-    }
-}
-
-impl Credential {
-    pub fn basic_header(username: &str, password: &str) -> String {
-        let raw = format!("{username}:{password}");
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        )
-    }
+/// The `Authorization` value for Basic credentials.
+pub fn basic_header(username: &str, password: &Secret) -> Secret {
+    let raw = format!("{username}:{}", password.expose());
+    Secret::new(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    ))
 }
 
 /// One parsed challenge.
@@ -148,18 +130,18 @@ impl Parser<'_> {
 #[derive(Debug, Deserialize)]
 pub struct TokenResponse {
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     #[serde(default)]
-    pub access_token: Option<String>,
+    pub access_token: Option<Secret>,
     #[serde(default)]
     pub expires_in: Option<u64>,
 }
 
 impl TokenResponse {
-    pub fn bearer(&self) -> Option<&str> {
+    pub fn bearer(&self) -> Option<&Secret> {
         self.token
-            .as_deref()
-            .or(self.access_token.as_deref())
+            .as_ref()
+            .or(self.access_token.as_ref())
             .filter(|t| !t.is_empty())
     }
 
@@ -182,14 +164,14 @@ pub struct TokenKey {
 /// Tokens by (realm, service, scope), and the scheme each registry host asked for.
 #[derive(Default)]
 pub struct AuthCache {
-    tokens: Mutex<HashMap<TokenKey, (String, Instant)>>,
+    tokens: Mutex<HashMap<TokenKey, (Secret, Instant)>>,
     /// Per registry host and scope: the token key its last challenge named, or `None` for Basic.
     hosts: Mutex<HashMap<(String, String), Option<TokenKey>>>,
 }
 
 impl AuthCache {
     /// A still-valid token for `key`.
-    pub fn token(&self, key: &TokenKey) -> Option<String> {
+    pub fn token(&self, key: &TokenKey) -> Option<Secret> {
         let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         tokens
             .get(key)
@@ -197,7 +179,7 @@ impl AuthCache {
             .map(|(t, _)| t.clone())
     }
 
-    pub fn store_token(&self, key: TokenKey, token: String, lifetime: Duration) {
+    pub fn store_token(&self, key: TokenKey, token: Secret, lifetime: Duration) {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         tokens.insert(key, (token, Instant::now() + lifetime));
     }
@@ -284,10 +266,10 @@ mod tests {
     #[test]
     fn token_lifetime_and_cache() {
         let t: TokenResponse = serde_json::from_str(r#"{"token":"abc","expires_in":300}"#).unwrap();
-        assert_eq!(t.bearer(), Some("abc"));
+        assert_eq!(t.bearer().map(Secret::expose), Some("abc"));
         assert_eq!(t.lifetime(), Duration::from_secs(290));
         let t: TokenResponse = serde_json::from_str(r#"{"access_token":"x"}"#).unwrap();
-        assert_eq!(t.bearer(), Some("x"));
+        assert_eq!(t.bearer().map(Secret::expose), Some("x"));
         assert_eq!(t.lifetime(), Duration::from_secs(50));
         let cache = AuthCache::default();
         let key = TokenKey {
@@ -296,7 +278,7 @@ mod tests {
             scope: "x".into(),
         };
         cache.store_token(key.clone(), "tok".into(), Duration::from_secs(10));
-        assert_eq!(cache.token(&key).as_deref(), Some("tok"));
+        assert_eq!(cache.token(&key), Some(Secret::new("tok")));
         cache.store_token(key.clone(), "old".into(), Duration::ZERO);
         assert_eq!(cache.token(&key), None);
     }
@@ -307,14 +289,5 @@ mod tests {
             query_escape("repository:a/b:pull"),
             "repository%3Aa%2Fb%3Apull"
         );
-    }
-
-    #[test]
-    fn credential_debug_hides_secrets() {
-        let c = Credential::Basic {
-            username: "u".into(),
-            password: "secret".into(),
-        };
-        assert!(!format!("{c:?}").contains("secret"));
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::auth::{self, Credential, TokenKey, TokenResponse, query_escape};
 use super::transport::{Method, Request, Response, TransportError};
 use super::{Endpoint, Registry, RegistryError, is_loopback_host};
+use crate::secret::Secret;
 
 const TOKEN_LIMIT: u64 = 1 << 20;
 
@@ -97,22 +98,24 @@ impl Registry {
         &self,
         ep: &Endpoint,
         scope: &str,
-    ) -> Result<Option<String>, RegistryError> {
+    ) -> Result<Option<Secret>, RegistryError> {
+        let bearer = |t: &Secret| Secret::new(format!("Bearer {}", t.expose()));
         match self.auth.scheme_for(&ep.host, scope) {
             None => Ok(None),
             Some(None) => Ok(self.credential(&ep.login_host).and_then(|c| match c {
                 Credential::Basic { username, password } => {
-                    Some(Credential::basic_header(&username, &password))
+                    Some(auth::basic_header(&username, &password))
                 }
                 Credential::IdentityToken(_) => None,
             })),
             Some(Some(key)) => {
                 if let Some(t) = self.auth.token(&key) {
-                    return Ok(Some(format!("Bearer {t}")));
+                    return Ok(Some(bearer(&t)));
                 }
                 let (token, lifetime) = self.fetch_token(ep, &key)?;
-                self.auth.store_token(key, token.clone(), lifetime);
-                Ok(Some(format!("Bearer {token}")))
+                let header = bearer(&token);
+                self.auth.store_token(key, token, lifetime);
+                Ok(Some(header))
             }
         }
     }
@@ -121,7 +124,7 @@ impl Registry {
         &self,
         ep: &Endpoint,
         key: &TokenKey,
-    ) -> Result<(String, Duration), RegistryError> {
+    ) -> Result<(Secret, Duration), RegistryError> {
         let realm = &key.realm;
         let realm_host = realm
             .strip_prefix("https://")
@@ -154,7 +157,7 @@ impl Registry {
             Some(Credential::IdentityToken(refresh)) => {
                 params.push("grant_type=refresh_token".into());
                 params.push("client_id=nook".into());
-                params.push(format!("refresh_token={}", query_escape(refresh)));
+                params.push(format!("refresh_token={}", query_escape(refresh.expose())));
                 let mut r = Request::get(realm.clone())
                     .header("content-type", "application/x-www-form-urlencoded");
                 r.method = Method::Post;
@@ -170,7 +173,7 @@ impl Registry {
                 };
                 let mut r = Request::get(url);
                 if let Some(Credential::Basic { username, password }) = other {
-                    r.authorization = Some(Credential::basic_header(username, password));
+                    r.authorization = Some(auth::basic_header(username, password));
                 }
                 r
             }
@@ -203,6 +206,6 @@ impl Registry {
         let token = parsed.bearer().ok_or_else(|| RegistryError::TokenBody {
             realm: realm.clone(),
         })?;
-        Ok((token.to_owned(), parsed.lifetime()))
+        Ok((token.clone(), parsed.lifetime()))
     }
 }

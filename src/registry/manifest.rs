@@ -20,8 +20,6 @@ const SCHEMA1: &[&str] = &[
     "application/vnd.docker.distribution.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
 ];
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -255,6 +253,8 @@ pub fn choose<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";

@@ -112,7 +112,7 @@ impl Default for RegistryOptions {
 pub struct Endpoint {
     /// `https://registry-1.docker.io` or `http://127.0.0.1:5000`.
     pub base: String,
-    /// The host[:port] the requests go to.
+    /// The `host[:port]` the requests go to.
     pub host: String,
     /// The name credentials are stored under and `nook login` takes (`docker.io` for Hub).
     pub login_host: String,

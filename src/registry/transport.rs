@@ -16,6 +16,7 @@ use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::{Agent, Body};
 
 use super::proxy::ProxyEnv;
+use crate::secret::Secret;
 
 const MAX_REDIRECTS: usize = 10;
 const MAX_ATTEMPTS: u32 = 6;
@@ -69,7 +70,7 @@ pub struct Request {
     pub method: Method,
     pub url: String,
     pub headers: Vec<(String, String)>,
-    pub authorization: Option<String>,
+    pub authorization: Option<Secret>,
     pub body: Option<Vec<u8>>,
     pub tls_verify: bool,
 }
@@ -197,7 +198,7 @@ impl Transport {
         let mut url = req.url.clone();
         let mut auth = req.authorization.clone();
         for _ in 0..=MAX_REDIRECTS {
-            let resp = self.send_once(req, &url, auth.as_deref())?;
+            let resp = self.send_once(req, &url, auth.as_ref())?;
             if !matches!(resp.status, 301 | 302 | 303 | 307 | 308) {
                 return Ok(resp);
             }
@@ -228,7 +229,7 @@ impl Transport {
         &self,
         req: &Request,
         url: &str,
-        auth: Option<&str>,
+        auth: Option<&Secret>,
     ) -> Result<Response, TransportError> {
         let agent = self.agent_for(url, req.tls_verify)?;
         let err = |source| TransportError::Request {
@@ -249,7 +250,7 @@ impl Transport {
             builder = builder.header(k.as_str(), v.as_str());
         }
         if let Some(a) = auth {
-            builder = builder.header("authorization", a);
+            builder = builder.header("authorization", a.expose());
         }
         let body = req.body.clone().unwrap_or_default();
         let http_req = builder.body(body).map_err(|e| err(ureq::Error::Http(e)))?;

@@ -198,12 +198,15 @@ impl Sys for RealSys<'_> {
     }
 }
 
-/// A [`Sys`] that records what it was asked, for tests.
+/// A [`Sys`] that records what it was asked: the double unit tests check mount plans with,
+/// without privileges. Not part of the library.
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct RecordingSys {
     pub calls: Vec<String>,
 }
 
+#[cfg(test)]
 impl Sys for RecordingSys {
     fn fs(&mut self, fstype: &str, target: &Target, flags: MsFlags, data: &str) -> io::Result<()> {
         self.calls

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io;
 use std::time::{Duration, SystemTime};
 
 use super::{Store, StoreError, io_err};
@@ -16,6 +15,9 @@ use crate::sys::confined::remove_tree;
 
 /// Partial downloads younger than this survive gc, so an interrupted pull can resume.
 const KEEP_PARTIAL: Duration = Duration::from_secs(24 * 3600);
+
+/// Image ids that containers use, each with the name of one such container.
+pub type InUse = BTreeMap<Digest, String>;
 
 /// One line of `nook rmi`'s output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,43 +35,18 @@ pub struct GcStats {
 }
 
 impl Store {
-    /// Image ids used by containers, with one container each (for messages): the `image_id`
-    /// of each `containers/<id>/config.json`.
-    pub fn images_in_use(&self) -> Result<BTreeMap<Digest, String>, StoreError> {
-        let dir = self.root.join("containers");
-        let mut out = BTreeMap::new();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(io_err(&dir)(e)),
-        };
-        for entry in entries.flatten() {
-            let Ok(bytes) = fs::read(entry.path().join("config.json")) else {
-                continue;
-            };
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                continue;
-            };
-            if let Some(id) = v
-                .get("image_id")
-                .and_then(|i| i.as_str())
-                .and_then(|i| Digest::parse(i).ok())
-            {
-                let name = v.get("name").and_then(|n| n.as_str()).map(str::to_owned);
-                out.entry(id).or_insert_with(|| {
-                    name.unwrap_or_else(|| entry.file_name().to_string_lossy().into_owned())
-                });
-            }
-        }
-        Ok(out)
-    }
-
     /// `nook rmi QUERY`: untags a tag; deletes the image when no tag is left, or when named by
     /// id (refusing an image with several tags or used by a container unless `force`).
-    pub fn remove_image(&self, query: &str, force: bool) -> Result<Vec<Removal>, StoreError> {
+    /// `in_use` maps the image ids containers use to one such container (for the message);
+    /// the container records are not the store's to read.
+    pub fn remove_image(
+        &self,
+        query: &str,
+        force: bool,
+        in_use: &InUse,
+    ) -> Result<Vec<Removal>, StoreError> {
         let _gc = self.lock("gc", true)?;
         let rec = self.find_image(query)?;
-        let in_use = self.images_in_use()?;
         let _lock = self.lock("store", true)?;
         let mut tags = self.read_tags()?;
         let mine: Vec<String> = tags
@@ -117,10 +94,10 @@ impl Store {
     }
 
     /// `nook image prune [-a]`: removes untagged images, or with `all` every image no
-    /// container uses. Call [`gc`](Self::gc) afterwards.
-    pub fn prune(&self, all: bool) -> Result<Vec<Removal>, StoreError> {
+    /// container uses (`in_use`, as for [`remove_image`](Self::remove_image)). Call
+    /// [`gc`](Self::gc) afterwards.
+    pub fn prune(&self, all: bool, in_use: &InUse) -> Result<Vec<Removal>, StoreError> {
         let _gc = self.lock("gc", true)?;
-        let in_use = self.images_in_use()?;
         let _lock = self.lock("store", true)?;
         let mut tags = self.read_tags()?;
         let mut out = Vec::new();
@@ -238,16 +215,17 @@ mod tests {
             ],
         )
         .unwrap();
+        let none = InUse::new();
         let orphan = Digest::sha256_of(b"orphan");
         s.put_blob(&orphan, b"orphan").unwrap();
         fs::write(s.tmp_path("write"), b"stale").unwrap();
 
         assert!(matches!(
-            s.remove_image(&a.id.to_string(), false),
+            s.remove_image(&a.id.to_string(), false, &none),
             Err(StoreError::ManyTags { .. })
         ));
         assert_eq!(
-            s.remove_image("a:1", false).unwrap(),
+            s.remove_image("a:1", false, &none).unwrap(),
             vec![Removal::Untagged("docker.io/library/a:1".into())]
         );
         let g = s.gc().unwrap();
@@ -255,7 +233,7 @@ mod tests {
         assert!(s.has_blob(&layer_blob));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
 
-        let out = s.remove_image("a:2", false).unwrap();
+        let out = s.remove_image("a:2", false, &none).unwrap();
         assert_eq!(
             out,
             vec![
@@ -275,6 +253,27 @@ mod tests {
         let a = record(b"a", 1);
         s.add_image(a.clone(), &["docker.io/library/a:1".into()])
             .unwrap();
+        let in_use = InUse::from([(a.id.clone(), "c1".to_owned())]);
+        match s.remove_image("a:1", false, &in_use) {
+            Err(StoreError::InUse { container, .. }) => assert_eq!(container, "c1"),
+            other => panic!("rmi of an image in use: {other:?}"),
+        }
+        assert!(
+            s.find_image("a:1").is_ok(),
+            "a refused rmi must leave the tag"
+        );
+        assert!(s.prune(true, &in_use).unwrap().is_empty());
+        assert_eq!(s.prune(true, &InUse::new()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn store_ignores_container_records_on_disk() {
+        // The caller says what is in use; a record in `containers/` is not the store's to read.
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), "single").unwrap();
+        let a = record(b"a", 1);
+        s.add_image(a.clone(), &["docker.io/library/a:1".into()])
+            .unwrap();
         let c = dir.path().join("containers").join("c1");
         fs::create_dir_all(&c).unwrap();
         fs::write(
@@ -282,17 +281,19 @@ mod tests {
             serde_json::json!({"name": "c1", "image_id": a.id.to_string()}).to_string(),
         )
         .unwrap();
-        assert!(matches!(
-            s.remove_image("a:1", false),
-            Err(StoreError::InUse { .. })
-        ));
-        assert!(
-            s.find_image("a:1").is_ok(),
-            "a refused rmi must leave the tag"
-        );
-        assert!(s.prune(true).unwrap().is_empty());
-        fs::remove_dir_all(&c).unwrap();
-        assert_eq!(s.prune(true).unwrap().len(), 2);
+        assert_eq!(s.prune(true, &InUse::new()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn forced_rmi_deletes_an_image_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), "single").unwrap();
+        let a = record(b"a", 1);
+        s.add_image(a.clone(), &["docker.io/library/a:1".into()])
+            .unwrap();
+        let in_use = InUse::from([(a.id.clone(), "c1".to_owned())]);
+        let out = s.remove_image("a:1", true, &in_use).unwrap();
+        assert_eq!(out.last(), Some(&Removal::Deleted(a.id)));
     }
 
     #[test]
@@ -303,7 +304,10 @@ mod tests {
             .unwrap();
         let b = record(b"b", 2);
         s.add_image(b.clone(), &[]).unwrap();
-        assert_eq!(s.prune(false).unwrap(), vec![Removal::Deleted(b.id)]);
+        assert_eq!(
+            s.prune(false, &InUse::new()).unwrap(),
+            vec![Removal::Deleted(b.id)]
+        );
         assert_eq!(s.images().unwrap().len(), 1);
     }
 }

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-pub use gc::{GcStats, Removal};
+pub use gc::{GcStats, InUse, Removal};
 pub use images::{ImageRecord, LayerRef};
 
 use crate::digest::Digest;

@@ -104,7 +104,8 @@ pub fn receive(listener: BorrowedFd<'_>) -> io::Result<Notification> {
 
 /// Whether the call `id` still waits (its thread has not died and been replaced since).
 pub fn still_waiting(listener: BorrowedFd<'_>, id: u64) -> bool {
-    // SAFETY: NOTIF_ID_VALID reads one u64.
+    // SAFETY: NOTIF_ID_VALID only reads one u64 through the pointer, which points at `id`, alive
+    // for the call; the listener is a borrowed, open descriptor.
     unsafe {
         libc::ioctl(
             listener.as_raw_fd(),

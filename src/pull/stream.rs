@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::mpsc::{Receiver, SyncSender};
 
-use super::progress::LayerProgress;
+use super::LayerProgress;
 use crate::digest::Hasher;
 
 /// Bytes per chunk between stages.
@@ -59,7 +59,7 @@ pub fn pump(
     mut copy_to: Option<&mut File>,
     hasher: &mut Hasher,
     total: &mut u64,
-    bar: &LayerProgress<'_>,
+    bar: &dyn LayerProgress,
     tx: &SyncSender<Chunk>,
 ) -> io::Result<bool> {
     loop {
@@ -128,5 +128,81 @@ impl Read for ChannelReader {
         buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::sync::Mutex;
+    use std::sync::mpsc::sync_channel;
+
+    use super::*;
+    use crate::digest::{Algorithm, Digest};
+    use crate::pull::LayerState;
+
+    #[derive(Default)]
+    struct Counted(Mutex<u64>);
+
+    impl LayerProgress for Counted {
+        fn status(&self, _: LayerState) {}
+        fn advance(&self, n: u64) {
+            *self.0.lock().unwrap() += n;
+        }
+        fn done(&self, _: LayerState) {}
+    }
+
+    /// Runs `input` through pump → decompress and returns what comes out.
+    fn through_pipeline(input: &[u8]) -> (Vec<u8>, u64, Digest) {
+        let (tx, rx) = sync_channel::<Chunk>(4);
+        let (out_tx, out_rx) = sync_channel::<Chunk>(4);
+        let bar = Counted::default();
+        let mut hasher = Hasher::new(Algorithm::Sha256);
+        let mut total = 0;
+        let out = std::thread::scope(|s| {
+            let inflater = s.spawn(|| decompress(rx, out_tx));
+            let reader = s.spawn(|| {
+                let mut out = Vec::new();
+                ChannelReader::new(out_rx).read_to_end(&mut out).unwrap();
+                out
+            });
+            let mut src = input;
+            assert!(pump(&mut src, None, &mut hasher, &mut total, &bar, &tx).unwrap());
+            drop(tx);
+            inflater.join().unwrap().unwrap();
+            reader.join().unwrap()
+        });
+        assert_eq!(*bar.0.lock().unwrap(), total, "progress sees every byte");
+        (out, total, hasher.finish())
+    }
+
+    #[test]
+    fn gzip_and_plain_streams_come_out_whole() {
+        let plain: Vec<u8> = (0..3 * CHUNK + 17).map(|i| (i % 251) as u8).collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&plain).unwrap();
+        let gz = gz.finish().unwrap();
+        let (out, total, digest) = through_pipeline(&gz);
+        assert_eq!(out, plain);
+        assert_eq!(total, gz.len() as u64);
+        assert_eq!(
+            digest,
+            Digest::sha256_of(&gz),
+            "the blob digest covers the compressed bytes"
+        );
+        let (out, _, _) = through_pipeline(&plain);
+        assert_eq!(out, plain);
+    }
+
+    #[test]
+    fn a_broken_gzip_stream_is_an_error_downstream() {
+        let (tx, rx) = sync_channel::<Chunk>(4);
+        let (out_tx, out_rx) = sync_channel::<Chunk>(4);
+        tx.send(Ok(vec![0x1f, 0x8b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]))
+            .unwrap();
+        drop(tx);
+        assert!(decompress(rx, out_tx).is_err());
+        let mut sink = Vec::new();
+        assert!(ChannelReader::new(out_rx).read_to_end(&mut sink).is_err());
     }
 }
