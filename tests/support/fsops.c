@@ -18,7 +18,7 @@
  * (deleted by a whiteout in the image's second layer).
  *
  *   f "hello\n" 0644   g "other data\n" 0644   s -> f   d/ (d/x "x\n")   e/ (empty)
- *   n/ (n/y "y\n")     sub/ (empty)
+ *   n/ (n/y "y\n")     sub/ (empty)         p (fifo 0644)
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -86,11 +86,13 @@ static void make_set(void) {
 			printf("  setup mkdir %s -> %s\n", dirs[i], ename(errno));
 	put(at("d/x"), "x\n", 0644);
 	put(at("n/y"), "y\n", 0644);
+	if (mkfifo(at("p"), 0644) != 0)
+		printf("  setup mkfifo -> %s\n", ename(errno));
 }
 
 static void remove_set(void) {
-	const char *files[] = {"f", "g", "s", "d/x", "n/y"};
-	for (size_t i = 0; i < 5; i++)
+	const char *files[] = {"f", "g", "s", "p", "d/x", "n/y"};
+	for (size_t i = 0; i < 6; i++)
 		if (unlink(at(files[i])) != 0)
 			printf("  setup unlink %s -> %s\n", files[i], ename(errno));
 	const char *dirs[] = {"d", "e", "n", "sub"};
@@ -102,8 +104,8 @@ static void remove_set(void) {
 /* Copies every entry up without changing what stat shows: chmod to the same mode, and an
  * owner change to the same owner for the symlink. */
 static void copy_up_set(void) {
-	const char *all[] = {"f", "g", "d", "e", "n", "sub", "d/x", "n/y"};
-	for (size_t i = 0; i < 8; i++) {
+	const char *all[] = {"f", "g", "p", "d", "e", "n", "sub", "d/x", "n/y"};
+	for (size_t i = 0; i < 9; i++) {
 		struct stat st;
 		if (lstat(at(all[i]), &st) != 0 || chmod(at(all[i]), st.st_mode & 07777) != 0)
 			printf("  setup copy-up %s -> %s\n", all[i], ename(errno));
@@ -243,6 +245,7 @@ static void rename_across_dirs(void) {
 	S(rename(at("d"), at("sub/d2")));
 	S(rename(at("n/y"), at("e/y")));
 	S(rename(at("s"), at("sub/s2")));
+	S(rename(at("p"), at("sub/p2")));
 }
 
 static void rename_noreplace(void) {
@@ -277,6 +280,7 @@ static void unlink_(void) {
 	S(unlink(at("f")));
 	S(unlink(at("d")));
 	S(unlink(at("s")));
+	S(unlink(at("p")));
 	S(unlink(at("d/x")));
 }
 
@@ -320,6 +324,7 @@ static void chmod_(void) {
 	S(chmod(at("d"), 0700));
 	S(chmod(at("s"), 0640));
 	S(chmod(at("g"), 04755));
+	S(chmod(at("p"), 0600));
 	S(chmod(at("none"), 0644));
 }
 
@@ -328,6 +333,7 @@ static void chown_(void) {
 	S(lchown(at("s"), 1234, 1234));
 	S(chown(at("d"), 1234, -1));
 	S(chown(at("e"), -1, 1235));
+	S(chown(at("p"), 1234, 1234));
 	S(chmod(at("g"), 06755));
 	S(chown(at("g"), 1234, 1234));
 }
@@ -336,6 +342,7 @@ static void truncate_(void) {
 	S(truncate(at("f"), 3));
 	S(truncate(at("g"), 20));
 	S(truncate(at("d"), 0));
+	S(truncate(at("p"), 0));
 	S(truncate(at("d/x"), 0));
 	S(truncate(at("none"), 0));
 }
@@ -369,6 +376,8 @@ static void utimensat_(void) {
 	S(utimensat(AT_FDCWD, at("d"), NULL, 0));
 	S(utimensat(AT_FDCWD, at("e"), set, 0));
 	times_of("e");
+	S(utimensat(AT_FDCWD, at("p"), set, 0));
+	times_of("p");
 }
 
 static void open_(void) {
@@ -409,6 +418,7 @@ static void xattr_(void) {
 	S(removexattr(at("f"), "user.c"));
 	S(setxattr(at("d"), "user.dir", "D", 1, 0));
 	S(lsetxattr(at("s"), "user.l", "L", 1, 0));
+	S(setxattr(at("p"), "user.p", "P", 1, 0));
 	S(setxattr(at("g"), "user.keep", "k", 1, 0));
 	get("g", "user.keep");
 }
