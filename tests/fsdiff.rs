@@ -88,6 +88,8 @@ fn fixture_set(t: LayerTar, dir: &str) -> LayerTar {
         .dir(&format!("{dir}/n"), 0o755)
         .file(&format!("{dir}/n/y"), b"y\n", 0o644)
         .dir(&format!("{dir}/sub"), 0o755)
+        .file_owned(&format!("{dir}/u"), b"mine\n", 0o644, 1234, 1234)
+        .dir_owned(&format!("{dir}/w"), 0o755, 1234, 1234)
         .raw(
             format!("{dir}/p").as_bytes(),
             tar::EntryType::Fifo,
@@ -113,7 +115,7 @@ fn fixture_image(s: &Sandbox, ops: &[String], kinds: &[String]) -> String {
             }
             if kind == "layerwh" {
                 top = top.dir(&dir, 0o755);
-                for name in ["f", "g", "s", "p", "d", "e", "n", "sub"] {
+                for name in ["f", "g", "s", "p", "u", "d", "e", "n", "sub", "w"] {
                     top = top.whiteout(&dir, name);
                 }
             }
@@ -163,6 +165,23 @@ fn blocks(out: &str) -> BTreeMap<String, Vec<String>> {
         }
     }
     map
+}
+
+/// The output less the blocks of operation `op` (on every kind).
+fn without_op(out: &str, op: &str) -> String {
+    let head = format!("{op}.");
+    let mut keep = true;
+    let mut kept = String::new();
+    for line in out.lines() {
+        if !line.starts_with(' ') {
+            keep = !line.starts_with(&head);
+        }
+        if keep {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    kept
 }
 
 /// An allowed difference: (block, kernel line, fuse line), lines without their indent.
@@ -270,8 +289,13 @@ fn fuse_agrees_with_kernel_overlay_with_a_single_mapping() {
     let Some(single) = Sandbox::new(Mode::Single) else {
         return;
     };
-    let kernel = kernel_output(&s, &fixture_image(&s, &ops, &kinds));
-    let fuse = run_script(&single, "fuse", &fixture_image(&single, &ops, &kinds));
+    // A single mapping has no uid 1234 to switch to: "as_user" is compared with an id range only.
+    let kernel = without_op(
+        &kernel_output(&s, &fixture_image(&s, &ops, &kinds)),
+        "as_user",
+    );
+    let mut fuse = run_script(&single, "fuse", &fixture_image(&single, &ops, &kinds));
+    fuse.stdout = without_op(&fuse.stdout, "as_user");
     let allowed = [EXPECTED, EXPECTED_SINGLE].concat();
     let used = assert_agree(&kernel, &fuse, "fuse-single", &allowed);
     // The exceptions are nook's own behaviour, so they must show: those owners went unrecorded.
@@ -298,6 +322,11 @@ fn differences_name_the_block_and_honour_the_allowed_list() {
     for a in [exact, any_kind] {
         assert_eq!(differences(kernel, fuse, &[a]), (String::new(), vec![true]));
     }
+    let two = "op.lower\n  a -> 0\nas_user.lower\n  b -> 0\nprepare as_user.lower\n";
+    assert_eq!(
+        without_op(two, "as_user"),
+        "op.lower\n  a -> 0\nprepare as_user.lower\n"
+    );
     let (diff, used) = differences(kernel, fuse, &[other]);
     assert!(diff.contains("EPERM"), "{diff}");
     assert_eq!(used, vec![false]);

@@ -19,6 +19,10 @@
  *
  *   f "hello\n" 0644   g "other data\n" 0644   s -> f   d/ (d/x "x\n")   e/ (empty)
  *   n/ (n/y "y\n")     sub/ (empty)         p (fifo 0644)
+ *   u "mine\n" 0644 and w/ 0755 (empty), both owned by 1234:1234
+ *
+ * The operation "as_user" runs as uid/gid 1234, which a single id mapping does not have: the
+ * test leaves its blocks out there.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -31,7 +35,9 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
+#include <grp.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -88,15 +94,18 @@ static void make_set(void) {
 	put(at("n/y"), "y\n", 0644);
 	if (mkfifo(at("p"), 0644) != 0)
 		printf("  setup mkfifo -> %s\n", ename(errno));
+	put(at("u"), "mine\n", 0644);
+	if (mkdir(at("w"), 0755) != 0 || chown(at("u"), 1234, 1234) != 0 || chown(at("w"), 1234, 1234) != 0)
+		printf("  setup owned -> %s\n", ename(errno));
 }
 
 static void remove_set(void) {
-	const char *files[] = {"f", "g", "s", "p", "d/x", "n/y"};
-	for (size_t i = 0; i < 6; i++)
+	const char *files[] = {"f", "g", "s", "p", "u", "d/x", "n/y"};
+	for (size_t i = 0; i < 7; i++)
 		if (unlink(at(files[i])) != 0)
 			printf("  setup unlink %s -> %s\n", files[i], ename(errno));
-	const char *dirs[] = {"d", "e", "n", "sub"};
-	for (size_t i = 0; i < 4; i++)
+	const char *dirs[] = {"d", "e", "n", "sub", "w"};
+	for (size_t i = 0; i < 5; i++)
 		if (rmdir(at(dirs[i])) != 0)
 			printf("  setup rmdir %s -> %s\n", dirs[i], ename(errno));
 }
@@ -104,8 +113,8 @@ static void remove_set(void) {
 /* Copies every entry up without changing what stat shows: chmod to the same mode, and an
  * owner change to the same owner for the symlink. */
 static void copy_up_set(void) {
-	const char *all[] = {"f", "g", "p", "d", "e", "n", "sub", "d/x", "n/y"};
-	for (size_t i = 0; i < 9; i++) {
+	const char *all[] = {"f", "g", "p", "u", "d", "e", "n", "sub", "w", "d/x", "n/y"};
+	for (size_t i = 0; i < 11; i++) {
 		struct stat st;
 		if (lstat(at(all[i]), &st) != 0 || chmod(at(all[i]), st.st_mode & 07777) != 0)
 			printf("  setup copy-up %s -> %s\n", all[i], ename(errno));
@@ -423,6 +432,52 @@ static void xattr_(void) {
 	get("g", "user.keep");
 }
 
+/* As uid/gid 1234: refused on root's entries, allowed on its own (copying them up). */
+static void as_user_steps(void) {
+	int fd;
+	struct timespec set[2] = {{1000000000, 0}, {1100000000, 0}};
+	S(open(at("f"), O_WRONLY));
+	S(chmod(at("f"), 0600));
+	S(chown(at("f"), 1234, 1234));
+	S(unlink(at("f")));
+	S(rename(at("f"), at("h")));
+	S(utimensat(AT_FDCWD, at("f"), NULL, 0));
+	S(utimensat(AT_FDCWD, at("f"), set, 0));
+	S(setxattr(at("f"), "user.u", "1", 1, 0));
+	S(truncate(at("f"), 0));
+	S(mkdir(at("d/new"), 0755));
+	S(chmod(at("u"), 0600));
+	S(utimensat(AT_FDCWD, at("u"), set, 0));
+	S(setxattr(at("u"), "user.mine", "m", 1, 0));
+	S(fd = open(at("u"), O_WRONLY | O_APPEND));
+	S(write(fd, "more\n", 5));
+	close(fd);
+	S(chown(at("u"), -1, 1234));
+	S(chown(at("u"), -1, 0));
+	S(mkdir(at("w/sub"), 0755));
+	S(fd = open(at("w/nf"), O_WRONLY | O_CREAT | O_EXCL, 0644));
+	close(fd);
+	S(symlink("../u", at("w/sl")));
+	S(rename(at("w/nf"), at("w/nf2")));
+	S(rmdir(at("w/sub")));
+}
+
+static void as_user(void) {
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		gid_t g = 1234;
+		if (setgroups(1, &g) != 0 || setresgid(1234, 1234, 1234) != 0 || setresuid(1234, 1234, 1234) != 0) {
+			printf("  setup setresuid -> %s\n", ename(errno));
+			exit(1);
+		}
+		as_user_steps();
+		exit(0);
+	}
+	int status = 0;
+	waitpid(pid, &status, 0);
+}
+
 static const struct {
 	const char *name;
 	void (*run)(void);
@@ -449,6 +504,7 @@ static const struct {
     {"utimensat", utimensat_},
     {"open", open_},
     {"xattr", xattr_},
+    {"as_user", as_user},
 };
 #define NOPS (sizeof ops / sizeof ops[0])
 
