@@ -43,6 +43,31 @@ const EXPECTED: &[Allowed] = &[
         ". dir 0755 nlink=1 ids=0:0 mtime=new ctime=new",
         ". dir 0755 nlink=1 ids=0:0 mtime=old ctime=old",
     ),
+    // The kernel overlay copies a file up when it is opened for writing; nook's FUSE server
+    // answers OPEN with ENOSYS (the kernel then opens files itself and sends no OPEN at all), so
+    // it learns of the file only at its first change and copies up then. An open that writes
+    // nothing therefore leaves the lower copy in place: no new change time, and the parents
+    // stay unmerged (their own link counts).
+    (
+        "open_for_writing_only.lower",
+        ". dir 0755 nlink=1 ids=0:0 mtime=old ctime=new",
+        ". dir 0755 nlink=7 ids=0:0 mtime=old ctime=old",
+    ),
+    (
+        "open_for_writing_only.lower",
+        "./d dir 0755 nlink=1 ids=0:0 mtime=old ctime=new",
+        "./d dir 0755 nlink=2 ids=0:0 mtime=old ctime=old",
+    ),
+    (
+        "open_for_writing_only.lower",
+        r#"./d/x reg 0644 nlink=1 ids=0:0 mtime=old ctime=new size=2 data="x\x0a""#,
+        r#"./d/x reg 0644 nlink=1 ids=0:0 mtime=old ctime=old size=2 data="x\x0a""#,
+    ),
+    (
+        "open_for_writing_only.lower",
+        r#"./f reg 0644 nlink=1 ids=0:0 mtime=old ctime=new size=6 data="hello\x0a""#,
+        r#"./f reg 0644 nlink=1 ids=0:0 mtime=old ctime=old size=6 data="hello\x0a""#,
+    ),
 ];
 
 /// Under a single mapping the FUSE overlay keeps owners the namespace cannot map in the

@@ -409,6 +409,15 @@ static void open_(void) {
 	close(fd);
 }
 
+/* Opening for writing copies up without changing anything the container asked for. */
+static void open_for_writing_only(void) {
+	int fd;
+	S(fd = open(at("f"), O_WRONLY));
+	close(fd);
+	S(fd = open(at("d/x"), O_RDWR));
+	close(fd);
+}
+
 static void get(const char *name, const char *key) {
 	char v[64];
 	ssize_t n = getxattr(at(name), key, v, sizeof v - 1);
@@ -503,6 +512,7 @@ static const struct {
     {"ftruncate", ftruncate_},
     {"utimensat", utimensat_},
     {"open", open_},
+    {"open_for_writing_only", open_for_writing_only},
     {"xattr", xattr_},
     {"as_user", as_user},
 };
