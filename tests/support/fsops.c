@@ -418,6 +418,32 @@ static void open_for_writing_only(void) {
 	close(fd);
 }
 
+/* The same changes through descriptors (read-only ones, for a file: the attribute calls need
+ * no write access), with a fstat printed after them. */
+static void through_fds(void) {
+	struct timespec set[2] = {{1000000000, 0}, {1100000000, 0}};
+	char v[8] = "";
+	int fd, dfd;
+	S(fd = open(at("f"), O_RDONLY));
+	S(fchmod(fd, 0600));
+	S(fchown(fd, 1234, 1235));
+	S(futimens(fd, set));
+	S(fsetxattr(fd, "user.fd", "F", 1, 0));
+	S(fgetxattr(fd, "user.fd", v, sizeof v - 1));
+	S(fremovexattr(fd, "user.nope"));
+	S(ftruncate(fd, 0));
+	struct stat st;
+	if (fstat(fd, &st) == 0)
+		printf("  fstat f %04o %u:%u size=%lld\n", st.st_mode & 07777, st.st_uid, st.st_gid, (long long)st.st_size);
+	close(fd);
+	S(dfd = open(at("d"), O_RDONLY | O_DIRECTORY));
+	S(fchmod(dfd, 0700));
+	S(fsetxattr(dfd, "user.dir", "D", 1, 0));
+	S(mkdirat(dfd, "inner", 0755));
+	S(unlinkat(dfd, "x", 0));
+	close(dfd);
+}
+
 static void get(const char *name, const char *key) {
 	char v[64];
 	ssize_t n = getxattr(at(name), key, v, sizeof v - 1);
@@ -513,6 +539,7 @@ static const struct {
     {"utimensat", utimensat_},
     {"open", open_},
     {"open_for_writing_only", open_for_writing_only},
+    {"through_fds", through_fds},
     {"xattr", xattr_},
     {"as_user", as_user},
 };
