@@ -1015,7 +1015,6 @@ impl Overlay {
     }
 }
 
-/// Removes a whiteout at `name` (nothing else); returns whether there was one.
 /// Puts the access and modification times of `dir` back as `before` had them: a copy-up
 /// adds entries to upper directories, which is no change the container made (the kernel
 /// overlay restores them too).
@@ -1040,6 +1039,7 @@ fn copy_times_at(dir: &OwnedFd, name: &OsStr, st: &nix::sys::stat::FileStat) -> 
     )
 }
 
+/// Removes a whiteout at `name` (nothing else); returns whether there was one.
 fn remove_whiteout(dir: &OwnedFd, name: &OsStr) -> Result<bool> {
     match super::layers::stat_in(dir.as_fd(), name) {
         Ok(st) if is_whiteout(&st) => {
