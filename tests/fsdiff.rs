@@ -7,7 +7,11 @@
 //!
 //! The kernel overlay mounts only with an id range (Mode::Range); the FUSE overlay runs in
 //! both modes, and under a single mapping it records owners itself, so its output is held to
-//! the same kernel output.
+//! the same kernel output (less the "as_user" operation, which needs a second id).
+//!
+//! A difference is either a bug to fix in src/fuse or an entry in `EXPECTED` /
+//! `EXPECTED_SINGLE` that says why the kernel's behaviour is not nook's to copy. On failure the
+//! differing blocks are printed side by side; NOOK_FSDIFF_OUT=DIR keeps both whole outputs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
