@@ -171,6 +171,13 @@ static void show_xattrs(const char *path) {
 	}
 }
 
+static void print_data(const char *b, ssize_t n) {
+	printf(" data=\"");
+	for (ssize_t i = 0; i < n; i++)
+		printf(b[i] >= 32 && b[i] < 127 ? "%c" : "\\x%02x", (unsigned char)b[i]);
+	printf("\"");
+}
+
 static void show_content(const char *path) {
 	char b[33];
 	int fd = open(path, O_RDONLY | O_NOFOLLOW);
@@ -180,10 +187,7 @@ static void show_content(const char *path) {
 	}
 	ssize_t n = read(fd, b, 32);
 	close(fd);
-	printf(" data=\"");
-	for (ssize_t i = 0; i < n; i++)
-		printf(b[i] >= 32 && b[i] < 127 ? "%c" : "\\x%02x", (unsigned char)b[i]);
-	printf("\"");
+	print_data(b, n);
 }
 
 static void show(const char *rel, const char *path);
@@ -444,6 +448,36 @@ static void through_fds(void) {
 	close(dfd);
 }
 
+/* A descriptor opened before the copy-up reads what was written through another one, and a
+ * listing read again after rewinddir shows the names changed meanwhile. */
+static void open_across_changes(void) {
+	char b[32] = "";
+	int ro, wr;
+	S(ro = open(at("f"), O_RDONLY));
+	S(wr = open(at("f"), O_WRONLY | O_APPEND));
+	S(write(wr, "more\n", 5));
+	ssize_t n = pread(ro, b, sizeof b, 0);
+	printf("  pread fd opened before the copy-up -> %zd", n);
+	print_data(b, n);
+	printf("\n");
+	close(ro);
+	close(wr);
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	int before = 0, after = 0;
+	while (readdir(d))
+		before++;
+	S(mkdir(at("made"), 0755));
+	S(unlink(at("g")));
+	S(unlink(at("u")));
+	rewinddir(d);
+	while (readdir(d))
+		after++;
+	closedir(d);
+	printf("  entries before=%d after=%d\n", before, after);
+}
+
 static void get(const char *name, const char *key) {
 	char v[64];
 	ssize_t n = getxattr(at(name), key, v, sizeof v - 1);
@@ -540,6 +574,7 @@ static const struct {
     {"open", open_},
     {"open_for_writing_only", open_for_writing_only},
     {"through_fds", through_fds},
+    {"open_across_changes", open_across_changes},
     {"xattr", xattr_},
     {"as_user", as_user},
 };
