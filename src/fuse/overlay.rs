@@ -392,16 +392,6 @@ impl Overlay {
         }
     }
 
-    /// Whether `ino` is a directory merged from several layers. The kernel overlay shows these
-    /// with one link, as counting subdirectories across layers is not worth it (`find` and
-    /// friends take 1 as "unknown"); nook shows the same.
-    fn merged_dir(&self, ino: u64) -> bool {
-        self.table.read().ok().is_some_and(|t| {
-            t.get(ino)
-                .is_some_and(|n| n.kind == Kind::Dir && n.lowers.len() + usize::from(n.upper) > 1)
-        })
-    }
-
     /// With one id mapped: that id, as the container sees it.
     pub(super) fn single_id(&self) -> (u32, u32) {
         self.single_id
@@ -491,6 +481,16 @@ impl Overlay {
         if let Ok(mut l) = self.listings.lock() {
             l.remove(&ino);
         }
+    }
+
+    /// Whether `ino` is a directory merged from several layers. The kernel overlay shows these
+    /// with one link, as counting subdirectories across layers is not worth it (`find` and
+    /// friends take 1 as "unknown"); nook shows the same.
+    fn merged_dir(&self, ino: u64) -> bool {
+        self.table.read().ok().is_some_and(|t| {
+            t.get(ino)
+                .is_some_and(|n| n.kind == Kind::Dir && n.lowers.len() + usize::from(n.upper) > 1)
+        })
     }
 
     /// The parent of a directory (for `..` in listings).
