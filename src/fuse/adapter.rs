@@ -627,6 +627,12 @@ pub fn serve(fd: OwnedFd, overlay: Overlay, threads: usize) -> io::Result<Server
         config,
     )?;
     let notifier = session.notifier();
+    let n = notifier.clone();
+    // Only attributes are dropped (no page cache, no entry): that takes no inode lock, so it is
+    // safe from inside a request.
+    let _ = ov.stale.set(Box::new(move |ino| {
+        let _ = n.inval_inode(INodeNo(ino), -1, 0);
+    }));
     let bg = session.spawn()?;
     Ok(Server {
         session: Some(bg),

@@ -86,10 +86,12 @@ impl Overlay {
         let st = fstat(&src)?;
         let (dir, name) = split(&path);
         let pfd = self.upper_dir(dir)?;
+        let parent_times = fstat(pfd.as_ref())?;
         match mkdirat(&pfd, name, Mode::from_bits_truncate(0o700)) {
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(e),
         }
+        restore_times(pfd.as_ref(), &parent_times)?;
         let dst = openat(
             &pfd,
             name,
@@ -98,6 +100,10 @@ impl Overlay {
         )?;
         self.copy_meta(&src, &dst, &st)?;
         self.set_upper(ino);
+        // Merged now: the kernel's cached link count and change time are stale.
+        if let Some(stale) = self.stale.get() {
+            stale(ino);
+        }
         Ok(())
     }
 
@@ -180,6 +186,7 @@ impl Overlay {
         let upper_parent = self.upper_dir(dir)?;
         let lower_parent = self.layers.dir(l, dir).map_err(errno)?;
         let st = super::layers::stat_in(lower_parent.as_fd(), name).map_err(errno)?;
+        let parent_times = fstat(upper_parent.as_ref())?;
         match node.kind {
             Kind::File => self.copy_file_up(&lower_parent, name, &upper_parent, &st, name)?,
             Kind::Symlink => {
@@ -195,6 +202,7 @@ impl Overlay {
                         AtFlags::AT_SYMLINK_NOFOLLOW,
                     );
                 }
+                copy_times_at(&upper_parent, name, &st)?;
             }
             _ => {
                 remove_whiteout(&upper_parent, name)?;
@@ -206,8 +214,10 @@ impl Overlay {
                     Mode::from_bits_truncate(st.st_mode & 0o7777),
                     st.st_rdev,
                 )?;
+                copy_times_at(&upper_parent, name, &st)?;
             }
         }
+        restore_times(upper_parent.as_ref(), &parent_times)?;
         self.set_upper(ino);
         // Other names of a lower hard link follow, as the kernel overlay's index keeps them.
         let names = self.table.read().map_err(|_| Errno::EIO)?.names(ino);
@@ -1038,6 +1048,30 @@ impl Overlay {
             .open(Layer::Upper, &path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
             .map_err(errno)
     }
+}
+
+/// Puts the access and modification times of `dir` back as `before` had them: a copy-up
+/// adds entries to upper directories, which is no change the container made (the kernel
+/// overlay restores them too).
+fn restore_times(dir: &OwnedFd, before: &nix::sys::stat::FileStat) -> Result<()> {
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        proc_path(dir).as_c_str(),
+        &nix::sys::time::TimeSpec::new(before.st_atime, before.st_atime_nsec),
+        &nix::sys::time::TimeSpec::new(before.st_mtime, before.st_mtime_nsec),
+        nix::sys::stat::UtimensatFlags::FollowSymlink,
+    )
+}
+
+/// Gives the copied-up entry `name` of `dir` (not followed) the times of its lower copy.
+fn copy_times_at(dir: &OwnedFd, name: &OsStr, st: &nix::sys::stat::FileStat) -> Result<()> {
+    nix::sys::stat::utimensat(
+        dir,
+        name,
+        &nix::sys::time::TimeSpec::new(st.st_atime, st.st_atime_nsec),
+        &nix::sys::time::TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
 }
 
 /// Removes a whiteout at `name` (nothing else); returns whether there was one.

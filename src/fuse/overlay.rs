@@ -13,7 +13,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::SystemTime;
 
 use nix::errno::Errno;
@@ -103,6 +103,9 @@ pub struct Overlay {
     /// Directory listings being read, by inode.
     listings: Mutex<HashMap<u64, Listing>>,
     pub(super) tmp: AtomicU64,
+    /// Tells the kernel to drop the attributes it cached for an inode nook changed without
+    /// its asking (a directory copied up under a changing child); set once the server runs.
+    pub(super) stale: OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
 }
 
 /// The directories of one merged directory, in each layer that has it (upper first): lookups
@@ -176,6 +179,7 @@ impl Overlay {
             files: Files::new(),
             listings: Mutex::new(HashMap::new()),
             tmp: AtomicU64::new(0),
+            stale: OnceLock::new(),
         }
     }
 
@@ -421,7 +425,11 @@ impl Overlay {
             mtime: time(st.st_mtime, st.st_mtime_nsec),
             ctime: time(st.st_ctime, st.st_ctime_nsec),
             perm,
-            nlink: st.st_nlink as u32,
+            nlink: if self.merged_dir(ino) {
+                1
+            } else {
+                st.st_nlink as u32
+            },
             uid,
             gid,
             rdev: st.st_rdev as u32,
@@ -565,6 +573,16 @@ impl Overlay {
         if let Ok(mut l) = self.listings.lock() {
             l.remove(&ino);
         }
+    }
+
+    /// Whether `ino` is a directory merged from several layers. The kernel overlay shows these
+    /// with one link, as counting subdirectories across layers is not worth it (`find` and
+    /// friends take 1 as "unknown"); nook shows the same.
+    fn merged_dir(&self, ino: u64) -> bool {
+        self.table.read().ok().is_some_and(|t| {
+            t.get(ino)
+                .is_some_and(|n| n.kind == Kind::Dir && n.lowers.len() + usize::from(n.upper) > 1)
+        })
     }
 
     /// The parent of a directory (for `..` in listings).

@@ -130,6 +130,45 @@ fn lookups_and_listings_merge_the_layers() {
 }
 
 #[test]
+fn merged_directories_show_one_link_as_the_kernel_overlay_does() {
+    let t = setup(Owners::Mapped);
+    let opq = ino(&t, "opq");
+    assert_eq!(
+        t.ov.getattr(opq).unwrap().nlink,
+        2,
+        "one layer (the rest hidden by opaque): its own count"
+    );
+    assert_eq!(t.ov.getattr(ino(&t, "etc")).unwrap().nlink, 1, "two layers");
+    t.ov.copy_up(opq).unwrap();
+    assert_eq!(t.ov.getattr(opq).unwrap().nlink, 1, "upper and a lower");
+    let fresh = t.ov.mkdir(ROOT, OsStr::new("fresh"), 0o755, ME).unwrap();
+    assert_eq!(fresh.nlink, 2, "upper only: its own count");
+}
+
+#[test]
+fn copy_up_keeps_the_parents_times_and_a_symlinks_own() {
+    let t = setup(Owners::Mapped);
+    let dir = t.lowers[0].join("d");
+    fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::symlink("target", dir.join("link")).unwrap();
+    let old = nix::sys::time::TimeSpec::new(1_000_000_000, 0);
+    for (p, follow) in [
+        (
+            dir.join("link"),
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        ),
+        (dir.clone(), nix::sys::stat::UtimensatFlags::FollowSymlink),
+    ] {
+        nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, &p, &old, &old, follow).unwrap();
+    }
+    t.ov.copy_up(ino(&t, "d/link")).unwrap();
+    for p in [t.upper.join("d/link"), t.upper.join("d")] {
+        let m = fs::symlink_metadata(&p).unwrap();
+        assert_eq!(m.mtime(), 1_000_000_000, "{}", p.display());
+    }
+}
+
+#[test]
 fn single_mapping_reports_the_mapped_id_and_keeps_the_record() {
     let t = setup(Owners::Single);
     let owned = ino(&t, "owned");
