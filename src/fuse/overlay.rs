@@ -75,6 +75,8 @@ pub struct Overlay {
     pub(super) files: Files,
     /// Directory listings being read, by inode.
     listings: Mutex<HashMap<u64, Listing>>,
+    /// The names of lower hard links, for their copy-up.
+    pub(super) links: super::links::LowerLinks,
     pub(super) tmp: AtomicU64,
 }
 
@@ -147,6 +149,7 @@ impl Overlay {
             owners,
             files: Files::new(),
             listings: Mutex::new(HashMap::new()),
+            links: Default::default(),
             tmp: AtomicU64::new(0),
         }
     }
