@@ -116,7 +116,11 @@ mod tests {
         assert_eq!(capacity_for(1024), 256);
         assert_eq!(capacity_for(4096), 1024);
         assert_eq!(capacity_for(16), FLOOR, "a tiny limit keeps the floor");
-        assert_eq!(capacity_for(u64::MAX), CEILING, "an unlimited one the ceiling");
+        assert_eq!(
+            capacity_for(u64::MAX),
+            CEILING,
+            "an unlimited one the ceiling"
+        );
         assert!(
             2 * capacity_for(1024) < 1024,
             "both caches together leave room for everything else"

@@ -111,12 +111,7 @@ impl Layers {
     /// The directory `rel` of layer `l`, as an `O_PATH` handle.
     pub fn dir(&self, l: Layer, rel: &Path) -> io::Result<Arc<OwnedFd>> {
         let key = (l, rel.to_path_buf());
-        if let Some(fd) = self
-            .dirs
-            .lock()
-            .ok()
-            .and_then(|mut d| d.get(&key).cloned())
-        {
+        if let Some(fd) = self.dirs.lock().ok().and_then(|mut d| d.get(&key).cloned()) {
             return Ok(fd);
         }
         let fd = Arc::new(self.open(l, rel, OFlag::O_PATH | OFlag::O_DIRECTORY)?);

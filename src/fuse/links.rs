@@ -35,11 +35,7 @@ pub struct LowerLinks {
 impl LowerLinks {
     /// The names of backing inode `ino` of lower layer `layer`.
     fn names(&self, layers: &Layers, layer: usize, ino: u64) -> Vec<PathBuf> {
-        let known = self
-            .layers
-            .lock()
-            .ok()
-            .and_then(|l| l.get(&layer).cloned());
+        let known = self.layers.lock().ok().and_then(|l| l.get(&layer).cloned());
         let names = match known {
             Some(n) => n,
             None => {

@@ -503,16 +503,33 @@ fn hard_links_share_content_after_copy_up() {
     let main = up("data/keep/k").unwrap();
     assert_eq!(main.nlink(), 3, "k, hard and far: not the whited-out name");
     for p in ["data/keep/hard", "elsewhere/deep/far"] {
-        assert_eq!(up(p).unwrap().ino(), main.ino(), "{p} is linked to the copy");
-        assert_eq!(read_all(&t, ino(&t, p)), b"a\nb\n", "{p} shows the new data");
+        assert_eq!(
+            up(p).unwrap().ino(),
+            main.ino(),
+            "{p} is linked to the copy"
+        );
+        assert_eq!(
+            read_all(&t, ino(&t, p)),
+            b"a\nb\n",
+            "{p} shows the new data"
+        );
         assert_eq!(t.ov.getattr(ino(&t, p)).unwrap().nlink, 3);
     }
-    assert!(up("elsewhere/gone").is_err(), "a removed name is not linked back");
-    assert!(t.ov.lookup(ino(&t, "elsewhere"), OsStr::new("gone")).is_err());
+    assert!(
+        up("elsewhere/gone").is_err(),
+        "a removed name is not linked back"
+    );
+    assert!(
+        t.ov.lookup(ino(&t, "elsewhere"), OsStr::new("gone"))
+            .is_err()
+    );
     // A restart over the same upper layer sees the same.
     let lowers = t.lowers.clone();
     let work = t.upper.parent().unwrap().join("work");
-    let again = Overlay::new(Layers::new(&t.upper, &work, &lowers).unwrap(), Owners::Mapped);
+    let again = Overlay::new(
+        Layers::new(&t.upper, &work, &lowers).unwrap(),
+        Owners::Mapped,
+    );
     let t2 = T { ov: again, ..t };
     for p in ["data/keep/k", "data/keep/hard", "elsewhere/deep/far"] {
         assert_eq!(read_all(&t2, ino(&t2, p)), b"a\nb\n", "{p} after a restart");
@@ -526,7 +543,11 @@ fn removing_copied_up_hard_links_never_brings_back_lower_data() {
     let hard = ino(&t, "data/keep/hard");
     t.ov.write(ino(&t, "data/keep/k"), 0, b"z").unwrap();
     t.ov.unlink(keep, OsStr::new("k")).unwrap();
-    assert_eq!(read_all(&t, hard), b"z\n", "the other name keeps the new data");
+    assert_eq!(
+        read_all(&t, hard),
+        b"z\n",
+        "the other name keeps the new data"
+    );
     t.ov.unlink(keep, OsStr::new("hard")).unwrap();
     assert!(names(&t, keep).is_empty(), "{:?}", names(&t, keep));
     t.ov.rmdir(ino(&t, "data"), OsStr::new("keep")).unwrap();
