@@ -773,11 +773,14 @@ fn interrupted_requests_leave_no_fuser_errors_on_the_terminal() {
         ],
         json!({"Cmd": ["sh"]}),
     );
-    let script = "i=0; while [ $i -lt 60 ]; do \
-                    for f in a b c; do cat /big/$f /big/$f > /dev/null & done; \
-                    find / -xdev > /dev/null 2>&1 & \
-                    sleep 0.0$((i % 5 + 1)); kill -9 $(jobs -p) 2>/dev/null; wait; \
-                    i=$((i + 1)); done; echo done";
+    // The shell appends to a file (a WRITE each time) while a sibling signals it: the kernel
+    // sends INTERRUPT for requests nook has often answered already (fuser's reply to it then
+    // finds no request). Readers killed mid-file, and the container ending during readahead.
+    let script = "trap 'n=$((n+1))' USR1; p=$$; \
+                  (while kill -USR1 $p 2>/dev/null; do :; done) & k=$!; \
+                  i=0; while [ $i -lt 3000 ]; do echo x >> /w; i=$((i+1)); done; kill $k; \
+                  for f in a b c; do cat /big/$f > /dev/null & done; sleep 0.02; \
+                  kill -9 $(jobs -p) 2>/dev/null; cat /big/a > /dev/null & echo done";
     let out = s.run(&[
         "--network",
         "none",
