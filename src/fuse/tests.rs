@@ -494,7 +494,7 @@ fn read_all(t: &T, ino: u64) -> Vec<u8> {
 }
 
 #[test]
-fn hard_links_share_content_after_copy_up() {
+fn a_copied_up_hard_link_takes_all_its_visible_names() {
     let t = linked_layers();
     // Only `k` is known when it is written: its other names follow all the same.
     let k = ino(&t, "data/keep/k");
