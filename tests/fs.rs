@@ -535,3 +535,267 @@ fn single_mapping_exec_sees_and_records_owners() {
     assert_eq!(out.stdout, "42:43\n");
     assert_eq!(s.nook(&["rm", "-f", "fr"]).code, 0);
 }
+
+/// An image with `n` directories below /many (1000 to a directory) in one layer.
+fn huge_tree_image(s: &Sandbox, n: usize) -> String {
+    let mut l = LayerTar::new().dir("many", 0o755);
+    for i in 0..n.div_ceil(1000) {
+        l = l.dir(&format!("many/d{i}"), 0o755);
+        for j in 0..1000.min(n - i * 1000) {
+            l = l.dir(&format!("many/d{i}/e{j}"), 0o755);
+        }
+    }
+    s.image_with(
+        "huge",
+        &[
+            (support::image::busybox_base().finish(), Comp::Gzip),
+            (l.finish(), Comp::Gzip),
+        ],
+        json!({"Cmd": ["sh"]}),
+    )
+}
+
+/// The process serving this sandbox's FUSE overlay: nook's, holding /dev/fuse.
+fn fuse_server_pid(s: &Sandbox) -> u32 {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        if !env.windows(s.tag.len()).any(|w| w == s.tag.as_bytes()) {
+            continue;
+        }
+        let serves = std::fs::read_dir(e.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|f| std::fs::read_link(f.path()).is_ok_and(|l| l == Path::new("/dev/fuse")));
+        if serves {
+            found.push(pid);
+        }
+    }
+    assert_eq!(found.len(), 1, "FUSE servers of this sandbox: {found:?}");
+    found[0]
+}
+
+/// The soft descriptor limit of process `pid`.
+fn soft_nofile(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+/// Under the usual soft limit of 1024 (hard 4096 here), a walk of a tree with more directories
+/// than that ran nook's FUSE server out of descriptors: `ls` and later execs failed with
+/// EMFILE. The server raises its own soft limit and holds a bounded share of it.
+fn fds_stay_bounded(mode: Mode) {
+    // Three times the hard limit: no cache of one descriptor per directory could hold them.
+    // (Directories cost ~4 ms each to make and remove on these machines: 50,000 took minutes.)
+    const DIRS: usize = 12_000;
+    // Two caches of a quarter of the raised limit each, the FUSE channels and some slack.
+    const BOUND: usize = 4096 / 2 + 256;
+    let Some(s) = Sandbox::new(mode) else { return };
+    let image = huge_tree_image(&s, DIRS);
+    let nook = |args: &[&str]| {
+        let mut c = s.user.nook_nofile(1024, 4096, args);
+        c.env("NOOK_TEST_TAG", &s.tag);
+        Out::from(c.output().unwrap())
+    };
+    let script = format!("sleep 600; : {}", s.tag);
+    let out = nook(&[
+        "run",
+        "-d",
+        "--name",
+        "huge",
+        "--network",
+        "none",
+        "--rootfs-driver",
+        "fuse",
+        &image,
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = nook(&["exec", "huge", "sh", "-c", "find / -xdev | wc -l; ls /"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        !out.stderr.contains("Too many open files"),
+        "{}",
+        out.stderr
+    );
+    let walked: usize = out.stdout.lines().next().unwrap().trim().parse().unwrap();
+    assert!(walked > DIRS, "find saw {walked} entries");
+    assert!(out.stdout.lines().any(|l| l == "many"), "{}", out.stdout);
+    let server = fuse_server_pid(&s);
+    let fds = std::fs::read_dir(format!("/proc/{server}/fd"))
+        .unwrap()
+        .count();
+    assert!(fds <= BOUND, "the FUSE server holds {fds} descriptors");
+    assert_eq!(
+        soft_nofile(server),
+        4096,
+        "the server raised its soft limit"
+    );
+    let init = running_pid(&s, "huge");
+    assert_eq!(
+        soft_nofile(init as u32),
+        1024,
+        "the container keeps the caller's limit"
+    );
+    let out = nook(&["exec", "huge", "ls", "/many/d7/e999"]);
+    assert_eq!(out.code, 0, "a later exec works: {}", out.stderr);
+    assert_eq!(nook(&["rm", "-f", "huge"]).code, 0);
+}
+
+#[test]
+fn fuse_server_fds_stay_bounded_on_a_huge_tree() {
+    fds_stay_bounded(Mode::Single);
+}
+
+#[test]
+fn fuse_server_fds_stay_bounded_on_a_huge_tree_with_a_range() {
+    fds_stay_bounded(Mode::Range);
+}
+
+/// /data/keep and /data/move, each with a file of two names (k and hard, m and hard2).
+fn links_image(s: &Sandbox) -> String {
+    let l = LayerTar::new()
+        .dir("data", 0o755)
+        .dir("data/keep", 0o755)
+        .file("data/keep/k", b"a\n", 0o644)
+        .hardlink("data/keep/hard", "data/keep/k")
+        .dir("data/move", 0o755)
+        .file("data/move/m", b"a\n", 0o644)
+        .hardlink("data/move/hard2", "data/move/m")
+        .finish();
+    s.image_with(
+        "links",
+        &[
+            (support::image::busybox_base().finish(), Comp::Gzip),
+            (l, Comp::Gzip),
+        ],
+        json!({"Cmd": ["sh"]}),
+    )
+}
+
+/// Runs `script` once in a new container named `name`, then again in the same container (a
+/// new server over the same writable layer); returns both outputs.
+fn run_and_restart(s: &Sandbox, driver: &str, name: &str, image: &str, script: &str) -> [Out; 2] {
+    let first = s.nook(&[
+        "run",
+        "--name",
+        name,
+        "--network",
+        "none",
+        "--rootfs-driver",
+        driver,
+        image,
+        "sh",
+        "-c",
+        script,
+    ]);
+    let again = s.nook(&["start", "-a", name]);
+    assert_eq!(s.nook(&["rm", "-f", name]).code, 0);
+    [first, again]
+}
+
+/// Writing one name of a lower hard link copied it up alone: the other name showed the old
+/// data with one link, and came back after a restart. Every name now follows the copy, as
+/// with the kernel overlay's `index=on` (off here, so the kernel driver is not compared).
+#[test]
+fn hard_links_share_content_after_copy_up() {
+    let Some(s) = setup(Mode::Range) else { return };
+    let image = links_image(&s);
+    let script = "test -e /done || { echo b >> /data/keep/k && touch /done; }; \
+                  tr '\\n' '|' < /data/keep/hard; echo; stat -c %h /data/keep/hard /data/keep/k";
+    for out in run_and_restart(&s, "fuse", "links", &image, script) {
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(out.stdout, "a|b|\n2\n2\n", "{}", out.stderr);
+    }
+}
+
+/// `rm -r` of a directory whose hard link was copied up failed on the other name (ENOENT),
+/// which then came back with the lower data; `mv` of such a directory (a copy and an `rm -r`)
+/// failed with ENOTEMPTY. Both drivers now agree, before and after a restart.
+#[test]
+fn rm_and_mv_of_dir_with_copied_up_hard_links() {
+    let Some(s) = setup(Mode::Range) else { return };
+    let image = links_image(&s);
+    let script = "if ! test -e /done; then \
+                    echo b >> /data/keep/k; echo b >> /data/move/m; \
+                    rm -r /data/keep; echo rm=$?; mv /data/move /data/moved; echo mv=$?; \
+                    touch /done; fi; \
+                  ls -A /data | tr '\\n' ' '; echo; ls -A /data/moved | tr '\\n' ' '; echo; \
+                  cat /data/moved/m";
+    let mut outs = Vec::new();
+    for d in DRIVERS {
+        let [first, again] = run_and_restart(&s, d, &format!("rmmv-{d}"), &image, script);
+        assert_eq!(first.code, 0, "{d}: {}\n{}", first.stdout, first.stderr);
+        assert_eq!(
+            first.stdout, "rm=0\nmv=0\nmoved \nhard2 m \na\nb\n",
+            "{d}: {}",
+            first.stderr
+        );
+        assert_eq!(again.code, 0, "{d}: {}", again.stderr);
+        assert_eq!(
+            again.stdout, "moved \nhard2 m \na\nb\n",
+            "{d} after a restart: {}",
+            again.stderr
+        );
+        outs.push((first.stdout, again.stdout));
+    }
+    assert_eq!(outs[0], outs[1], "the kernel overlay and nook's agree");
+}
+
+/// fuser's "Failed to send FUSE reply: No such file or directory" (a reply to a request whose
+/// caller was killed) reached the container's terminal. Interrupted readers and walkers must
+/// leave no such line at the default log level.
+#[test]
+fn interrupted_requests_leave_no_fuser_errors_on_the_terminal() {
+    let Some(s) = setup(Mode::Range) else { return };
+    let big = vec![b'x'; 8 << 20];
+    let l = LayerTar::new()
+        .dir("big", 0o755)
+        .file("big/a", &big, 0o644)
+        .file("big/b", &big, 0o644)
+        .file("big/c", &big, 0o644)
+        .finish();
+    let image = s.image_with(
+        "bigfiles",
+        &[
+            (support::image::busybox_base().finish(), Comp::Gzip),
+            (l, Comp::Gzip),
+        ],
+        json!({"Cmd": ["sh"]}),
+    );
+    // The shell appends to a file (a WRITE each time) while a sibling signals it: the kernel
+    // sends INTERRUPT for requests nook has often answered already (fuser's reply to it then
+    // finds no request). Readers killed mid-file, and the container ending during readahead.
+    let script = "trap 'n=$((n+1))' USR1; p=$$; \
+                  (while kill -USR1 $p 2>/dev/null; do :; done) & k=$!; \
+                  i=0; while [ $i -lt 3000 ]; do echo x >> /w; i=$((i+1)); done; kill $k; \
+                  for f in a b c; do cat /big/$f > /dev/null & done; sleep 0.02; \
+                  kill -9 $(jobs -p) 2>/dev/null; cat /big/a > /dev/null & echo done";
+    let out = s.run(&[
+        "--network",
+        "none",
+        "--rootfs-driver",
+        "fuse",
+        &image,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.ends_with("done\n"), "{}", out.stdout);
+    assert!(
+        !out.stderr.contains("Failed to send FUSE reply"),
+        "{}",
+        out.stderr
+    );
+}

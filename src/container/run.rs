@@ -802,6 +802,12 @@ fn serve_fuse(
         Mapping::Single { .. } => crate::fuse::Owners::Single,
         _ => crate::fuse::Owners::Mapped,
     };
+    // The container is cloned already: its limit stays the caller's. The server's caches of
+    // descriptors are sized from the raised one.
+    match crate::fuse::raise_fd_limit() {
+        Ok(n) => tracing::debug!("FUSE server descriptor limit: {n}"),
+        Err(e) => tracing::debug!("FUSE server keeps its descriptor limit: {e}"),
+    }
     let hints: Vec<bool> = lowers
         .iter()
         .map(|l| crate::store::Store::may_have_owner_records(l))

@@ -180,6 +180,10 @@ impl Overlay {
         if node.kind == Kind::Dir {
             return self.ensure_upper_dir(ino);
         }
+        if let Some(link) = node.link {
+            // All of its names move up together (below), those the kernel has not asked for too.
+            self.learn_link_names(link);
+        }
         self.ensure_upper_dir(node.parent)?;
         let l = node.top().ok_or(Errno::ENOENT)?;
         let (dir, name) = split(&path);

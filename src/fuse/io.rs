@@ -3,7 +3,6 @@
 //! open backing files serves them. A write first copies the file up; a cached lower copy is
 //! never used again once the upper one exists.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -13,12 +12,10 @@ use std::sync::{Arc, Mutex};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 
+use super::fdcache::Lru;
 use super::layers::Layer;
 use super::overlay::{Overlay, Result, errno};
 use super::table::Kind;
-
-/// How many backing files stay open.
-const CAPACITY: usize = 1024;
 
 struct Open {
     file: Arc<File>,
@@ -26,33 +23,28 @@ struct Open {
     writable: bool,
 }
 
-/// Open backing files by inode.
+/// Open backing files by inode, as many as the descriptor limit allows (see `fdcache`): one
+/// dropped while a request reads it closes when that request is done, and the next use opens
+/// it again by its path, through the layer's root-confined handle.
 pub struct Files {
-    open: Mutex<HashMap<u64, Open>>,
+    open: Mutex<Lru<u64, Open>>,
 }
 
 impl Files {
     pub fn new() -> Files {
         Files {
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(Lru::new(super::fdcache::capacity())),
         }
     }
 
     fn get(&self, ino: u64, layer: Layer, write: bool) -> Option<Arc<File>> {
-        let open = self.open.lock().ok()?;
+        let mut open = self.open.lock().ok()?;
         let o = open.get(&ino)?;
         (o.layer == layer && (o.writable || !write)).then(|| o.file.clone())
     }
 
     fn put(&self, ino: u64, o: Open) {
         if let Ok(mut open) = self.open.lock() {
-            if open.len() >= CAPACITY {
-                // Any quarter goes: they reopen on their next use.
-                let out: Vec<u64> = open.keys().take(CAPACITY / 4).copied().collect();
-                for k in out {
-                    open.remove(&k);
-                }
-            }
             open.insert(ino, o);
         }
     }

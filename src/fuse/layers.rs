@@ -6,7 +6,6 @@
 //! namespace — would reach the host. On kernels without openat2 the path is walked one
 //! component at a time with `O_NOFOLLOW`.
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -18,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
 use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
+
+use super::fdcache::Lru;
 
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
@@ -40,12 +41,10 @@ pub struct Layers {
     /// Per lower layer: whether it may hold owner records (the store knows which do not).
     owners: Vec<bool>,
     /// Directories opened before, by layer and path: lower ones never change; upper ones are
-    /// dropped whenever an upper directory goes or moves (`forget_upper_dirs`).
-    dirs: Mutex<HashMap<(Layer, PathBuf), Arc<OwnedFd>>>,
+    /// dropped whenever an upper directory goes or moves (`forget_upper_dirs`). Bounded by the
+    /// descriptor limit (see `fdcache`).
+    dirs: Mutex<Lru<(Layer, PathBuf), Arc<OwnedFd>>>,
 }
-
-/// How many directory handles the cache keeps.
-const DIR_CACHE: usize = 4096;
 
 fn open_root(p: &Path) -> io::Result<OwnedFd> {
     Ok(nix::fcntl::open(
@@ -66,7 +65,7 @@ impl Layers {
                 .map(|l| open_root(l))
                 .collect::<io::Result<_>>()?,
             owners: vec![true; lowers.len()],
-            dirs: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(Lru::new(super::fdcache::capacity())),
         })
     }
 
@@ -112,14 +111,11 @@ impl Layers {
     /// The directory `rel` of layer `l`, as an `O_PATH` handle.
     pub fn dir(&self, l: Layer, rel: &Path) -> io::Result<Arc<OwnedFd>> {
         let key = (l, rel.to_path_buf());
-        if let Some(fd) = self.dirs.lock().ok().and_then(|d| d.get(&key).cloned()) {
+        if let Some(fd) = self.dirs.lock().ok().and_then(|mut d| d.get(&key).cloned()) {
             return Ok(fd);
         }
         let fd = Arc::new(self.open(l, rel, OFlag::O_PATH | OFlag::O_DIRECTORY)?);
         if let Ok(mut d) = self.dirs.lock() {
-            if d.len() >= DIR_CACHE {
-                d.clear();
-            }
             d.insert(key, fd.clone());
         }
         Ok(fd)

@@ -7,13 +7,16 @@
 
 mod adapter;
 mod change;
+mod fdcache;
 mod io;
 mod layers;
+mod links;
 pub mod overlay;
 mod table;
 
 pub use adapter::{Server, serve};
 pub use change::{Caller, SetAttr, Time};
+pub use fdcache::raise_fd_limit;
 pub use layers::Layers;
 pub use overlay::{Attr, Overlay, Owners};
 pub use table::{Kind, Owner};

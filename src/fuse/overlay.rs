@@ -102,6 +102,8 @@ pub struct Overlay {
     pub(super) files: Files,
     /// Directory listings being read, by inode.
     listings: Mutex<HashMap<u64, Listing>>,
+    /// The names of lower hard links, for their copy-up.
+    pub(super) links: super::links::LowerLinks,
     pub(super) tmp: AtomicU64,
     /// Tells the kernel to drop the attributes it cached for an inode nook changed without
     /// its asking (a directory copied up under a changing child); set once the server runs.
@@ -178,6 +180,7 @@ impl Overlay {
             owners,
             files: Files::new(),
             listings: Mutex::new(HashMap::new()),
+            links: Default::default(),
             tmp: AtomicU64::new(0),
             stale: OnceLock::new(),
         }

@@ -574,3 +574,91 @@ fn single_user_creates_its_own_objects_once_owners_apply() {
     assert!(ov.recorded(setup.ino).is_some_and(|o| o.uid == 0));
     assert!(ov.owns(mine.ino, uid) && !ov.owns(root_file.ino, uid));
 }
+
+/// A lower file with names in two directories, one of them also whited out in a layer above.
+fn linked_layers() -> T {
+    let t = setup(Owners::Mapped);
+    let l1 = &t.lowers[1];
+    fs::create_dir_all(l1.join("data/keep")).unwrap();
+    fs::create_dir_all(l1.join("elsewhere/deep")).unwrap();
+    fs::write(l1.join("data/keep/k"), "a\n").unwrap();
+    fs::hard_link(l1.join("data/keep/k"), l1.join("data/keep/hard")).unwrap();
+    fs::hard_link(l1.join("data/keep/k"), l1.join("elsewhere/deep/far")).unwrap();
+    fs::hard_link(l1.join("data/keep/k"), l1.join("elsewhere/gone")).unwrap();
+    fs::create_dir_all(t.lowers[0].join("elsewhere")).unwrap();
+    whiteout(&t.lowers[0].join("elsewhere/gone"));
+    t
+}
+
+fn read_all(t: &T, ino: u64) -> Vec<u8> {
+    let mut buf = [0u8; 64];
+    let n = t.ov.read(ino, 0, &mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+#[test]
+fn a_copied_up_hard_link_takes_all_its_visible_names() {
+    let t = linked_layers();
+    // Only `k` is known when it is written: its other names follow all the same.
+    let k = ino(&t, "data/keep/k");
+    t.ov.write(k, 2, b"b\n").unwrap();
+    let up = |p: &str| fs::symlink_metadata(t.upper.join(p));
+    let main = up("data/keep/k").unwrap();
+    assert_eq!(main.nlink(), 3, "k, hard and far: not the whited-out name");
+    for p in ["data/keep/hard", "elsewhere/deep/far"] {
+        assert_eq!(
+            up(p).unwrap().ino(),
+            main.ino(),
+            "{p} is linked to the copy"
+        );
+        assert_eq!(
+            read_all(&t, ino(&t, p)),
+            b"a\nb\n",
+            "{p} shows the new data"
+        );
+        assert_eq!(t.ov.getattr(ino(&t, p)).unwrap().nlink, 3);
+    }
+    assert!(
+        up("elsewhere/gone").is_err(),
+        "a removed name is not linked back"
+    );
+    assert!(
+        t.ov.lookup(ino(&t, "elsewhere"), OsStr::new("gone"))
+            .is_err()
+    );
+    // A restart over the same upper layer sees the same.
+    let lowers = t.lowers.clone();
+    let work = t.upper.parent().unwrap().join("work");
+    let again = Overlay::new(
+        Layers::new(&t.upper, &work, &lowers).unwrap(),
+        Owners::Mapped,
+    );
+    let t2 = T { ov: again, ..t };
+    for p in ["data/keep/k", "data/keep/hard", "elsewhere/deep/far"] {
+        assert_eq!(read_all(&t2, ino(&t2, p)), b"a\nb\n", "{p} after a restart");
+    }
+}
+
+#[test]
+fn removing_copied_up_hard_links_never_brings_back_lower_data() {
+    let t = linked_layers();
+    let keep = ino(&t, "data/keep");
+    let hard = ino(&t, "data/keep/hard");
+    t.ov.write(ino(&t, "data/keep/k"), 0, b"z").unwrap();
+    t.ov.unlink(keep, OsStr::new("k")).unwrap();
+    assert_eq!(
+        read_all(&t, hard),
+        b"z\n",
+        "the other name keeps the new data"
+    );
+    t.ov.unlink(keep, OsStr::new("hard")).unwrap();
+    assert!(names(&t, keep).is_empty(), "{:?}", names(&t, keep));
+    t.ov.rmdir(ino(&t, "data"), OsStr::new("keep")).unwrap();
+    assert!(t.ov.lookup(ino(&t, "data"), OsStr::new("keep")).is_err());
+    // far still has the copied-up data; renaming it leaves no lower name behind.
+    let deep = ino(&t, "elsewhere/deep");
+    t.ov.rename(deep, OsStr::new("far"), ROOT, OsStr::new("moved"), 0)
+        .unwrap();
+    assert!(names(&t, deep).is_empty());
+    assert_eq!(read_all(&t, ino(&t, "moved")), b"z\n");
+}

@@ -156,9 +156,26 @@ impl User {
 
     /// A nook command as this user, with a clean environment of its own.
     pub fn nook(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.args(args)
-            .env_clear()
+        let mut c = self.command(&self.bin);
+        c.args(args);
+        c
+    }
+
+    /// A nook command as this user under the descriptor limits `soft`:`hard` (set by
+    /// prlimit(1) before nook starts, as a login shell would).
+    pub fn nook_nofile(&self, soft: u64, hard: u64, args: &[&str]) -> Command {
+        let mut c = self.command(Path::new("prlimit"));
+        c.arg(format!("--nofile={soft}:{hard}"))
+            .arg("--")
+            .arg(&self.bin)
+            .args(args);
+        c
+    }
+
+    /// `program` as this user, with nook's clean environment.
+    fn command(&self, program: &Path) -> Command {
+        let mut c = Command::new(program);
+        c.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
             .env("HOME", self.home())
             .env("USER", &self.name)
