@@ -283,9 +283,9 @@ pub fn run(program: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> Option<u32> 
         match off {
             OFFSET_NR => Some(nr),
             OFFSET_ARCH => Some(arch),
-            o if (OFFSET_ARGS..OFFSET_ARGS + 48).contains(&o) && o % 4 == 0 => {
+            o if (OFFSET_ARGS..OFFSET_ARGS + 48).contains(&o) && o.is_multiple_of(4) => {
                 let a = args[((o - OFFSET_ARGS) / 8) as usize];
-                Some(if (o - OFFSET_ARGS) % 8 == 0 {
+                Some(if (o - OFFSET_ARGS).is_multiple_of(8) {
                     a as u32
                 } else {
                     (a >> 32) as u32

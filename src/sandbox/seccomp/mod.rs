@@ -193,8 +193,9 @@ pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
 }
 
 fn has_cap(caps: &[Capability], name: &str) -> bool {
-    caps.iter()
-        .any(|c| c.to_string().eq_ignore_ascii_case(name))
+    name.to_ascii_uppercase()
+        .parse::<Capability>()
+        .is_ok_and(|c| caps.contains(&c))
 }
 
 /// Whether a rule applies to this container (docker's includes/excludes).
@@ -347,7 +348,7 @@ impl<'de> Deserialize<'de> for Program {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text)
             .map_err(D::Error::custom)?;
-        if bytes.len() % 8 != 0 || bytes.len() / 8 > compile::MAX_LEN {
+        if !bytes.len().is_multiple_of(8) || bytes.len() / 8 > compile::MAX_LEN {
             return Err(D::Error::custom("not a seccomp program"));
         }
         Ok(Program(
