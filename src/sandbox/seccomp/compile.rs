@@ -1,9 +1,10 @@
 //! Resolved seccomp rules → a classic BPF program.
 //!
 //! Layout: check the architecture (and, on x86_64, reject the x32 ABI, whose numbers carry
-//! bit 30), load the call's number, then a binary search over the numbers that have rules
-//! (`JGE` splits, unconditional `JA` over the lower half, so no jump is limited to 255
-//! instructions); a leaf compares a few numbers with `JEQ` and runs the matching call's rules.
+//! bit 30), load the call's number, then a binary search (`JGE`, with an unconditional `JA`
+//! over a lower half longer than a short jump reaches) over segments of numbers: a run of
+//! consecutive calls with the same rules is one segment, so docker's allow-list costs a few
+//! hundred instructions, which keeps the kernel's JIT and every call cheap.
 //! A call's rules are tried in order: the first whose argument checks all hold gives its
 //! action; none, or a call with no rules, gives the default action. Every path ends in a
 //! `RET`, so blocks can be laid out one after another with no jump out of a block.
@@ -26,8 +27,6 @@ const OFFSET_ARGS: u32 = 16;
 pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 /// The kernel's limit on a filter's length (BPF_MAXINSNS).
 pub const MAX_LEN: usize = 4096;
-/// Numbers compared one by one at the bottom of the search.
-const LEAF: usize = 4;
 
 /// One BPF instruction, as `struct sock_filter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,27 +226,41 @@ fn ja(n: usize) -> Result<Insn, CompileError> {
         .map_err(|_| CompileError::TooLong(n))
 }
 
-/// Code for the calls in `calls` (sorted by number); the accumulator holds the number.
-fn search(calls: &[(u32, Vec<Insn>)], default_action: u32) -> Result<Vec<Insn>, CompileError> {
-    if calls.len() <= LEAF {
-        let mut out = Vec::new();
-        for (nr, b) in calls {
-            match u8::try_from(b.len()) {
-                Ok(n) => out.push(insn(JEQ_K, 0, n, *nr)),
-                Err(_) => {
-                    out.push(insn(JEQ_K, 1, 0, *nr));
-                    out.push(ja(b.len())?);
-                }
-            }
-            out.extend_from_slice(b);
+/// The numbers from 0 up as segments `(first number, code)`: consecutive numbers with the
+/// same code share one (most of an allow-list is runs of allowed calls), gaps get `default`.
+fn segments(calls: Vec<(u32, Vec<Insn>)>, default: &[Insn]) -> Vec<(u32, Vec<Insn>)> {
+    fn push(out: &mut Vec<(u32, Vec<Insn>)>, start: u32, code: Vec<Insn>) {
+        if out.last().is_none_or(|(_, c)| *c != code) {
+            out.push((start, code));
         }
-        out.push(insn(RET_K, 0, 0, default_action));
-        return Ok(out);
     }
-    let mid = calls.len() / 2;
-    let lower = search(&calls[..mid], default_action)?;
-    let upper = search(&calls[mid..], default_action)?;
-    let mut out = vec![insn(JGE_K, 0, 1, calls[mid].0), ja(lower.len())?];
+    let mut out = Vec::new();
+    let mut next = 0u32;
+    for (nr, code) in calls {
+        if nr > next {
+            push(&mut out, next, default.to_vec());
+        }
+        push(&mut out, nr, code);
+        next = nr.saturating_add(1);
+    }
+    push(&mut out, next, default.to_vec());
+    out
+}
+
+/// A binary search over `segs` (sorted, covering every number from the first one's start);
+/// the accumulator holds the call's number.
+fn search(segs: &[(u32, Vec<Insn>)]) -> Result<Vec<Insn>, CompileError> {
+    if let [(_, code)] = segs {
+        return Ok(code.clone());
+    }
+    let mid = segs.len() / 2;
+    let lower = search(&segs[..mid])?;
+    let upper = search(&segs[mid..])?;
+    // Upper half: jump over the lower one.
+    let mut out = match u8::try_from(lower.len()) {
+        Ok(n) => vec![insn(JGE_K, n, 0, segs[mid].0)],
+        Err(_) => vec![insn(JGE_K, 0, 1, segs[mid].0), ja(lower.len())?],
+    };
     out.extend(lower);
     out.extend(upper);
     Ok(out)
@@ -270,7 +283,8 @@ pub fn compile(f: &Filter) -> Result<Vec<Insn>, CompileError> {
         .iter()
         .map(|(nr, rules)| Ok((*nr, body(rules, f.default_action)?)))
         .collect::<Result<Vec<_>, CompileError>>()?;
-    out.extend(search(&calls, f.default_action)?);
+    let default = [insn(RET_K, 0, 0, f.default_action)];
+    out.extend(search(&segments(calls, &default))?);
     if out.len() > MAX_LEN {
         return Err(CompileError::TooLong(out.len()));
     }
@@ -356,6 +370,23 @@ mod tests {
             } else {
                 EPERM
             };
+            assert_eq!(run(&prog, ARCH, nr, [0; 6]), Some(want), "call {nr}");
+        }
+    }
+
+    #[test]
+    fn runs_of_calls_with_the_same_rules_share_a_segment() {
+        let calls: Vec<(u32, Vec<Rule>)> = (10..300).map(|n| (n, vec![allow(vec![])])).collect();
+        let prog = compile(&filter(&calls)).unwrap();
+        // Prologue (6), two splits, three segments: below 10, 10..300, from 300.
+        assert_eq!(prog.len(), 6 + 2 + 3, "{prog:?}");
+        for (nr, want) in [
+            (0, EPERM),
+            (9, EPERM),
+            (10, ALLOW),
+            (299, ALLOW),
+            (300, EPERM),
+        ] {
             assert_eq!(run(&prog, ARCH, nr, [0; 6]), Some(want), "call {nr}");
         }
     }
@@ -504,7 +535,7 @@ mod tests {
                 }])
             })
             .collect();
-        let calls: Vec<(u32, Vec<Rule>)> = (0..5).map(|n| (n, many.clone())).collect();
+        let calls: Vec<(u32, Vec<Rule>)> = (0..5).map(|n| (n * 2, many.clone())).collect();
         assert!(matches!(
             compile(&filter(&calls)),
             Err(CompileError::TooLong(_))

@@ -239,7 +239,8 @@ fn programs_survive_the_record() {
         .program(caps::DOCKER_DEFAULT)
         .unwrap()
         .unwrap();
-    assert!(prog.0.len() < compile::MAX_LEN);
+    // Runs of allowed calls share segments: a few hundred instructions, not one per call.
+    assert!(prog.0.len() < 400, "{} instructions", prog.0.len());
     let json = serde_json::to_string(&prog).unwrap();
     let back: Program = serde_json::from_str(&json).unwrap();
     assert_eq!(back, prog);
