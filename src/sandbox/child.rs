@@ -4,8 +4,8 @@
 //! Order: wait for the id maps; make every mount private; mount the root; apply the mount
 //! plan through [`RealSys`]; resolve the user in the container's own files; pivot_root and
 //! detach the old root; terminal, limits, the fakeroot's filter and the seccomp profile,
-//! capabilities, user; chdir and check the working
-//! directory is inside the root (CVE-2024-21626); mark every descriptor close-on-exec; exec.
+//! capabilities, user; chdir and check the working directory is inside the root
+//! (CVE-2024-21626); mark every descriptor close-on-exec; exec.
 //! Any failure is reported to nook as a [`ToParent::Failed`] with the exit status to use.
 
 use std::convert::Infallible;
