@@ -4,12 +4,20 @@
 # Prints medians and ratios from one run. Not a test: nothing here asserts a time.
 #
 #   scripts/bench/start.sh [RUNS]     (default 50; run as root it benchmarks as user nooktest)
+#   scripts/bench/start.sh RUNS seccomp
+#                                     only nook with docker's default seccomp profile against
+#                                     nook with --security-opt seccomp=unconfined, in alternating
+#                                     rounds (drift on a shared machine hits both alike); prints
+#                                     both medians and the profile's cost
+#
+# NOOK=path/to/nook uses that binary instead of the release build.
 #
 # Stores live on tmpfs (/dev/shm) unless BENCH_DIR says otherwise (see pull.sh for why).
 # `baseline` is hyperfine starting /bin/true; the last column subtracts it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-50}
+WHAT=${2:-all}
 # shellcheck source=../lib/bench.sh
 . scripts/lib/bench.sh
 bench_init start docker-registry skopeo hyperfine python3 bwrap podman runc
@@ -38,6 +46,30 @@ ROOTFS=$WORK/rootfs
 as_user mkdir -p "$ROOTFS"
 as_user cp -a "$(ls -d "$WORK"/nook-store/layers/*/root | head -n 1)/." "$ROOTFS/"
 as_user mkdir -p "$ROOTFS/proc" "$ROOTFS/dev" "$ROOTFS/sys"
+
+if [ "$WHAT" = seccomp ]; then
+  ON="$NOOK run --rm --network none $IMAGE true"
+  OFF="$NOOK run --rm --network none --security-opt seccomp=unconfined $IMAGE true"
+  ROUNDS=5
+  for r in $(seq 1 $ROUNDS); do
+    if [ $((r % 2)) = 1 ]; then PAIR=("$ON" "$OFF"); else PAIR=("$OFF" "$ON"); fi
+    as_user hyperfine -N --style none --warmup 3 --runs $(( (RUNS + ROUNDS - 1) / ROUNDS )) \
+      --export-json "$WORK/seccomp-$r.json" "${PAIR[@]}" >/dev/null
+  done
+  echo "nook run --rm --network none IMAGE true, $ROUNDS alternating rounds, $RUNS runs each ($(nproc) cores, $(date +%F))"
+  python3 - "$ON" "$WORK"/seccomp-*.json <<'EOF'
+import json, statistics, sys
+on, times = sys.argv[1], {"default": [], "unconfined": []}
+for f in sys.argv[2:]:
+    for r in json.load(open(f))["results"]:
+        times["default" if r["command"] == on else "unconfined"] += r["times"]
+med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+for k in ("default", "unconfined"):
+    print(f"seccomp={k:11} median {med[k]:7.2f}ms  ({len(times[k])} runs)")
+print(f"the default profile costs {med['default'] - med['unconfined']:+.2f}ms per start")
+EOF
+  exit 0
+fi
 
 # hyperfine itself runs as the user, so no wrapper is timed with the commands.
 CMDS=(/bin/true "$NOOK run --rm --network none $IMAGE true"

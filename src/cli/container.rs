@@ -11,6 +11,7 @@ use super::Session;
 use crate::container::cgroup::{Limits, parse_bytes};
 use crate::container::run::{Host, RunRequest, run as run_container};
 use crate::reference::Reference;
+use crate::sandbox::seccomp::Seccomp;
 use crate::sandbox::spec::{Driver, RunOptions, UserNs, parse_ulimit};
 use crate::sandbox::volume::{parse_mount, parse_tmpfs, parse_volume};
 use crate::store::{ImageRecord, Store, StoreError};
@@ -115,7 +116,8 @@ pub struct RunArgs {
     /// Drop a capability.
     #[arg(long)]
     pub cap_drop: Vec<String>,
-    /// Security options: no-new-privileges.
+    /// Security options: no-new-privileges, seccomp=unconfined, seccomp=PROFILE.json (docker's
+    /// JSON format; default: docker's default profile).
     #[arg(long)]
     pub security_opt: Vec<String>,
     /// The image.
@@ -125,24 +127,32 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-/// `--security-opt` values; returns whether no_new_privs is asked for.
-fn security_opts(opts: &[String]) -> Result<bool> {
+/// `--security-opt` values: whether no_new_privs is asked for, and the seccomp profile.
+fn security_opts(opts: &[String]) -> Result<(bool, Seccomp)> {
     let mut nnp = false;
+    let mut seccomp = Seccomp::Default;
     for o in opts {
         match o.as_str() {
             "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true" => nnp = true,
             "no-new-privileges:false" | "no-new-privileges=false" => nnp = false,
-            // nook applies no seccomp, AppArmor or SELinux profile of its own.
-            "seccomp=unconfined"
-            | "seccomp:unconfined"
-            | "apparmor=unconfined"
-            | "apparmor:unconfined"
-            | "label=disable"
-            | "label:disable" => {}
-            other => bail!("unsupported --security-opt {other:?}: nook knows no-new-privileges"),
+            "seccomp=unconfined" | "seccomp:unconfined" => seccomp = Seccomp::Unconfined,
+            // nook applies no AppArmor or SELinux profile of its own.
+            "apparmor=unconfined" | "apparmor:unconfined" | "label=disable" | "label:disable" => {}
+            other => match other
+                .strip_prefix("seccomp=")
+                .or_else(|| other.strip_prefix("seccomp:"))
+            {
+                Some(path) => {
+                    seccomp = Seccomp::load(std::path::Path::new(path))
+                        .with_context(|| format!("invalid --security-opt {other:?}"))?
+                }
+                None => bail!(
+                    "unsupported --security-opt {other:?}: nook knows no-new-privileges, seccomp=unconfined and seccomp=PROFILE.json"
+                ),
+            },
         }
     }
-    Ok(nnp)
+    Ok((nnp, seccomp))
 }
 
 fn options(a: &RunArgs) -> Result<RunOptions> {
@@ -156,6 +166,7 @@ fn options(a: &RunArgs) -> Result<RunOptions> {
     for t in &a.tmpfs {
         volumes.push(parse_tmpfs(t)?);
     }
+    let (no_new_privs, seccomp) = security_opts(&a.security_opt)?;
     Ok(RunOptions {
         env: a.env.clone(),
         env_files: a.env_file.clone(),
@@ -190,7 +201,9 @@ fn options(a: &RunArgs) -> Result<RunOptions> {
         stdin: a.interactive,
         cap_add: a.cap_add.clone(),
         cap_drop: a.cap_drop.clone(),
-        no_new_privs: security_opts(&a.security_opt)?,
+        no_new_privs,
+        seccomp,
+        security_opt: a.security_opt.clone(),
         ulimits: a
             .ulimit
             .iter()

@@ -257,6 +257,14 @@ pub fn info(session: &Session, a: InfoArgs) -> Result<i32> {
             .as_deref()
             .unwrap_or(std::path::Path::new("/nonexistent")),
     );
+    // Filtering needs the kernel's seccomp; /proc shows the field only where it is built in.
+    let seccomp = if std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Seccomp:")))
+    {
+        "docker's default profile (--security-opt seccomp=unconfined|PROFILE.json to change)"
+    } else {
+        "unavailable (kernel without CONFIG_SECCOMP_FILTER)"
+    };
     match a.format.as_str() {
         "json" => {
             let v = serde_json::json!({
@@ -264,6 +272,7 @@ pub fn info(session: &Session, a: InfoArgs) -> Result<i32> {
                 "kernel": kernel,
                 "store": session.root,
                 "runtime": runtime,
+                "seccomp": seccomp,
                 "rungs": {"ids": ids, "rootfs": rootfs, "network": network, "cgroups": if checks.iter().any(|c| c.name == "delegated cgroup v2" && c.ok) { "delegated" } else { "none" }},
                 "checks": checks,
             });
@@ -275,6 +284,7 @@ pub fn info(session: &Session, a: InfoArgs) -> Result<i32> {
             println!("ids:      {ids}");
             println!("rootfs:   {rootfs}");
             println!("network:  {network}");
+            println!("seccomp:  {seccomp}");
             println!();
             for c in &checks {
                 println!(

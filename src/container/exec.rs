@@ -34,6 +34,9 @@ pub struct ExecSpec {
     /// The container runs with nook's fakeroot: exec'd commands get its filter too.
     #[serde(default)]
     pub fakeroot: bool,
+    /// The container's seccomp filter: exec'd commands get it too.
+    #[serde(default)]
+    pub seccomp: Option<crate::sandbox::seccomp::Program>,
 }
 
 impl ExecSpec {
@@ -47,6 +50,7 @@ impl ExecSpec {
             no_new_privs: p.no_new_privs,
             multi_gid,
             fakeroot: false,
+            seccomp: p.seccomp.clone(),
         }
     }
 }
@@ -326,6 +330,7 @@ fn command(t: &Target<'_>, report: &mut std::fs::File) -> ! {
             group_add: t.spec.group_add.clone(),
             caps: t.spec.caps.iter().filter_map(|c| c.parse().ok()).collect(),
             no_new_privs: t.spec.no_new_privs,
+            seccomp: t.spec.seccomp.clone(),
             rlimits: Vec::new(),
             tty: t.req.tty,
             stdin: t.req.stdin,
@@ -348,6 +353,7 @@ fn command(t: &Target<'_>, report: &mut std::fs::File) -> ! {
                 exit: 125,
             })?;
         }
+        crate::sandbox::child::install_profile(&process)?;
         crate::sandbox::child::become_user(&process, t.spec.multi_gid, &user)?;
         nix::unistd::chdir(process.cwd.as_str()).map_err(fail(&format!(
             "cannot change to the working directory {}",

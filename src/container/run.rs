@@ -964,6 +964,8 @@ fn inspect_config(
             "AutoRemove": req.remove,
             "ReadonlyRootfs": o.read_only,
             "Init": o.init,
+            "SecurityOpt": (!o.security_opt.is_empty()).then_some(&o.security_opt),
+            "Seccomp": o.seccomp.mode(),
         },
         "Mounts": mounts,
     })

@@ -3,8 +3,9 @@
 //!
 //! Order: wait for the id maps; make every mount private; mount the root; apply the mount
 //! plan through [`RealSys`]; resolve the user in the container's own files; pivot_root and
-//! detach the old root; terminal, limits, capabilities, user; chdir and check the working
-//! directory is inside the root (CVE-2024-21626); mark every descriptor close-on-exec; exec.
+//! detach the old root; terminal, limits, the fakeroot's filter and the seccomp profile,
+//! capabilities, user; chdir and check the working directory is inside the root
+//! (CVE-2024-21626); mark every descriptor close-on-exec; exec.
 //! Any failure is reported to nook as a [`ToParent::Failed`] with the exit status to use.
 
 use std::convert::Infallible;
@@ -146,6 +147,7 @@ fn setup_and_exec(
             "cannot hand the fakeroot's listener to nook",
         ))?;
     }
+    install_profile(p)?;
     if plan.wait_network {
         match message::recv::<ToChild>(sock) {
             Ok(Some((ToChild::NetworkReady, _))) => {}
@@ -315,6 +317,16 @@ fn stdio(
             .map_err(fail(Stage::Process, "cannot set up standard input"))?;
     }
     Ok(())
+}
+
+/// The container's seccomp profile, while the capabilities needed to install it remain
+/// (CAP_SYS_ADMIN in this namespace); what follows until exec is allowed by docker's.
+pub(crate) fn install_profile(process: &super::plan::Process) -> Result<(), Failure> {
+    match &process.seccomp {
+        Some(program) => crate::sys::seccomp::install(&program.sock_filters())
+            .map_err(fail(Stage::Process, "cannot install the seccomp profile")),
+        None => Ok(()),
+    }
 }
 
 /// Capabilities, groups and ids, in the order that keeps the capabilities needed to set them.

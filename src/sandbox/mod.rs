@@ -2,7 +2,7 @@
 //! operations, the process), and the child side that executes it.
 //!
 //! Everything that decides is pure and tested without privileges (`plan`, `spec`, `volume`,
-//! `user`, `caps`, and the mount order through the `seam`); `child` and `reaper` run inside
+//! `user`, `caps`, `seccomp` (profiles and their BPF), and the mount order through the `seam`); `child` and `reaper` run inside
 //! the new namespaces.
 
 pub mod caps;
@@ -12,6 +12,7 @@ pub mod message;
 pub mod plan;
 mod reaper;
 pub mod seam;
+pub mod seccomp;
 pub mod spec;
 pub mod user;
 pub mod volume;

@@ -113,6 +113,8 @@ pub struct Process {
     pub group_add: Vec<String>,
     pub caps: Vec<Capability>,
     pub no_new_privs: bool,
+    /// The seccomp profile, compiled for this container; `None`: unconfined.
+    pub seccomp: Option<super::seccomp::Program>,
     pub rlimits: Vec<Rlimit>,
     pub tty: bool,
     pub stdin: bool,

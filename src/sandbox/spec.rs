@@ -50,6 +50,10 @@ pub struct RunOptions {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub no_new_privs: bool,
+    /// `--security-opt seccomp=...`.
+    pub seccomp: super::seccomp::Seccomp,
+    /// `--security-opt` as given (for `nook inspect`).
+    pub security_opt: Vec<String>,
     pub ulimits: Vec<Rlimit>,
     pub command: Vec<String>,
 }
@@ -73,6 +77,8 @@ pub enum SpecError {
     Env(String),
     #[error(transparent)]
     Cap(#[from] caps::CapError),
+    #[error(transparent)]
+    Seccomp(#[from] super::seccomp::ProfileError),
     #[error("invalid --ulimit {0:?}: expected NAME=SOFT[:HARD], e.g. nofile=1024:2048")]
     Ulimit(String),
     #[error(
@@ -192,6 +198,8 @@ pub fn process(
         return Err(SpecError::Workdir(cwd));
     }
     let caps = caps::resolve(&o.cap_add, &o.cap_drop)?;
+    // docker resolves the profile's capability rules against the container's set.
+    let seccomp = o.seccomp.program(&caps)?;
     if o.init && caps.contains(&caps::Capability::CAP_SYS_PTRACE) {
         return Err(SpecError::InitWithPtrace);
     }
@@ -203,6 +211,7 @@ pub fn process(
         group_add: o.group_add.clone(),
         caps,
         no_new_privs: o.no_new_privs,
+        seccomp,
         rlimits: o.ulimits.clone(),
         tty: o.tty,
         stdin: o.stdin,
@@ -279,6 +288,8 @@ mod tests {
             cap_add: vec![],
             cap_drop: vec![],
             no_new_privs: false,
+            seccomp: crate::sandbox::seccomp::Seccomp::Default,
+            security_opt: vec![],
             ulimits: vec![],
             command: vec![],
         }

@@ -1,8 +1,11 @@
-//! seccomp user notification: a filter that hands chosen system calls to a supervisor
-//! process, and the supervisor's side of the listener (receive, check, respond).
+//! seccomp: installing filters, and user notification: a filter that hands chosen system
+//! calls to a supervisor process, and the supervisor's side of the listener (receive, check,
+//! respond). The container's profile is compiled elsewhere (`sandbox::seccomp`) and
+//! installed here with [`install`]; stacked with the notification filter, the kernel takes
+//! the most restrictive answer (an ERRNO outranks USER_NOTIF).
 //!
-//! The filter allows everything else, and every call of another architecture (x32, i386
-//! compat): those simply run unsupervised.
+//! The notification filter allows everything else, and every call of another architecture
+//! (x32, i386 compat): those simply run unsupervised (the profile refuses them).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -41,30 +44,46 @@ pub fn notify_program(syscalls: &[i64]) -> Vec<libc::sock_filter> {
     p
 }
 
-/// Installs `program` on the calling thread (inherited by its children and kept across
-/// exec) and returns the listener. Needs CAP_SYS_ADMIN in the user namespace or no_new_privs.
-pub fn install_listener(program: &[libc::sock_filter]) -> io::Result<OwnedFd> {
-    if program.len() > 255 {
-        return Err(io::Error::from_raw_os_error(libc::E2BIG));
-    }
+/// seccomp(SECCOMP_SET_MODE_FILTER, flags, program); the kernel's return value.
+fn set_filter(program: &[libc::sock_filter], flags: libc::c_ulong) -> io::Result<i64> {
+    // The kernel's BPF_MAXINSNS.
+    let len = u16::try_from(program.len())
+        .ok()
+        .filter(|n| *n <= 4096)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::E2BIG))?;
     let fprog = libc::sock_fprog {
-        len: program.len() as u16,
+        len,
         filter: program.as_ptr() as *mut libc::sock_filter,
     };
     // SAFETY: `fprog` points at `program`, which outlives the call; the kernel copies it.
-    let fd = unsafe {
+    let r = unsafe {
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            flags,
             &fprog as *const libc::sock_fprog,
         )
     };
-    if fd < 0 {
+    if r < 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(r)
+}
+
+/// Installs `program` on the calling thread (inherited by its children and kept across
+/// exec) and returns the listener. Needs CAP_SYS_ADMIN in the user namespace or no_new_privs.
+pub fn install_listener(program: &[libc::sock_filter]) -> io::Result<OwnedFd> {
+    let fd = set_filter(
+        program,
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as libc::c_ulong,
+    )?;
     // SAFETY: the kernel returned a new descriptor, owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Installs `program` on the calling thread, as [`install_listener`] without a listener.
+pub fn install(program: &[libc::sock_filter]) -> io::Result<()> {
+    set_filter(program, 0).map(|_| ())
 }
 
 /// One supervised call.

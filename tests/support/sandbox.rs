@@ -93,7 +93,8 @@ impl Drop for Sandbox {
     }
 }
 
-/// A directory every user can read holding `fsprobe`, `fsops` and `netprobe` (tests/support/*.c),
+/// A directory every user can read holding `fsprobe`, `fsops`, `netprobe` and `scprobe`
+/// (tests/support/*.c),
 /// built static with the host's gcc so they run in any image; mount it into a container with
 /// `-v DIR:/probe:ro`.
 pub fn probe_dir() -> Option<PathBuf> {
@@ -103,7 +104,7 @@ pub fn probe_dir() -> Option<PathBuf> {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| e.to_string())?;
-        for name in ["fsprobe", "fsops", "netprobe"] {
+        for name in ["fsprobe", "fsops", "netprobe", "scprobe"] {
             let src = format!("{}/tests/support/{name}.c", env!("CARGO_MANIFEST_DIR"));
             let out = std::process::Command::new("gcc")
                 .args(["-static", "-O1", "-Wall", "-o"])
