@@ -69,6 +69,11 @@ fn has_subid(name: &str, uid: u32) -> bool {
 impl User {
     /// The user for `mode`, or `None` (after a printed skip) when this host cannot give it.
     pub fn new(mode: Mode) -> Option<User> {
+        Self::new_in(mode, Path::new("/tmp"))
+    }
+
+    /// As [`User::new`], with the work directory (store, home) below `base`.
+    pub fn new_in(mode: Mode, base: &Path) -> Option<User> {
         let (name, uid, gid, switch) = if is_root() {
             let name = if mode == Mode::Range {
                 RANGE_USER
@@ -110,7 +115,7 @@ impl User {
         };
         let work = tempfile::Builder::new()
             .prefix("nook-it-")
-            .tempdir_in("/tmp")
+            .tempdir_in(base)
             .unwrap();
         std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         if switch {
@@ -413,4 +418,24 @@ pub fn assert_no_trace_of(id: &str, user: &User) {
         }
     }
     assert!(found.is_empty(), "container {id} left behind: {found:?}");
+}
+
+/// A directory on tmpfs that holds user xattrs (what a single mapping's store needs), for tests
+/// whose subject is not the disk: making and removing tens of thousands of directories costs
+/// minutes on this VM's discard-mounted ext4. `/tmp` where there is none.
+pub fn fast_base() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let probe = shm.join(format!("nook-xattr-probe-{}", std::process::id()));
+    let ok = std::fs::write(&probe, b"").is_ok()
+        && std::process::Command::new("setfattr")
+            .args(["-n", "user.nook", "-v", "1"])
+            .arg(&probe)
+            .status()
+            .is_ok_and(|s| s.success());
+    let _ = std::fs::remove_file(&probe);
+    if ok {
+        shm.to_owned()
+    } else {
+        PathBuf::from("/tmp")
+    }
 }

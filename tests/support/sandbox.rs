@@ -18,7 +18,15 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new(mode: Mode) -> Option<Sandbox> {
-        let user = User::new(mode)?;
+        Self::with_user(User::new(mode)?)
+    }
+
+    /// A sandbox whose store is on tmpfs where the host allows it ([`super::env::fast_base`]).
+    pub fn on_tmpfs(mode: Mode) -> Option<Sandbox> {
+        Self::with_user(User::new_in(mode, &super::env::fast_base())?)
+    }
+
+    fn with_user(user: User) -> Option<Sandbox> {
         let reg = TestRegistry::start()?;
         let b = image::build(
             &[(busybox_base().finish(), Comp::Gzip)],
