@@ -1,6 +1,6 @@
 //! nook: a rootless container sandbox.
 //!
-//! The rooms of `DESIGN.md`, one module per concern. Data flows one way: a
+//! The rooms of `ARCHITECTURE.md`, one module per concern. Data flows one way: a
 //! [`reference`](mod@reference) is resolved by the [`registry`] client into blobs kept by the
 //! [`store`], layers are unpacked by [`unpack`] ([`pull`] runs those three as one pipeline); a
 //! [`container`] runs them through the [`sandbox`] on a [`rootfs`]. `unsafe` lives in [`sys`]

@@ -2,7 +2,7 @@
 //! slirp4netns or pasta (user-mode TCP/IP, no privileges), published ports, and the
 //! container's `/etc/hosts` and `/etc/resolv.conf`.
 //!
-//! The ladder (DESIGN.md): pasta if installed and working → slirp4netns → none, with a
+//! The ladder (ARCHITECTURE.md): pasta if installed and working → slirp4netns → none, with a
 //! warning. The helper is started by `nook run` right after the id maps are written, while
 //! the container's init mounts its root, and is tied to nook's life three ways: SIGKILL as
 //! its parent-death signal, slirp4netns's exit-fd, and an explicit kill when the container

@@ -1,8 +1,8 @@
 //! Choosing and assembling the container's root: the kernel's overlayfs in the user
 //! namespace, nook's FUSE overlay (its own issue), or a private copy of the layers.
 //!
-//! The ladder (DESIGN.md): overlay when the kernel allows it in a user namespace and the store
-//! is on a filesystem that can hold an upper layer; otherwise the next rung. Whether the
+//! The ladder (ARCHITECTURE.md): overlay when the kernel allows it in a user namespace and
+//! the store is on a filesystem that can hold an upper layer; otherwise the next rung. Whether the
 //! kernel allows it is probed by the first run that tries and cached per kernel release in
 //! the runtime directory, so later runs pay nothing.
 

@@ -1,6 +1,6 @@
 //! The on-disk content store: blobs by digest, image records, unpacked layers, locks, gc.
 //!
-//! Layout (DESIGN.md "On disk"): `blobs/sha256/<hex>`, `images/<id-hex>.json` plus
+//! Layout (ARCHITECTURE.md, "On disk"): `blobs/sha256/<hex>`, `images/<id-hex>.json` plus
 //! `images/tags.json`, `layers/<diff-id-hex>/{root/,layer.json}`, `containers/`, `tmp/`,
 //! `locks/`. Everything is written below `tmp/` and renamed into place, so a half-written
 //! blob or layer is never visible. Locks are `flock`s: one per layer while it is fetched, a

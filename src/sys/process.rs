@@ -10,8 +10,8 @@ use nix::unistd::Pid;
 /// `clone(2)` without a new stack, as `fork` does, into the namespaces in `flags`. Returns the
 /// child's pid in the parent and `None` in the child.
 ///
-/// The caller must be single-threaded (DESIGN.md: never fork after starting threads): the
-/// child continues running Rust code, allocating, until it execs.
+/// The caller must be single-threaded (ARCHITECTURE.md, process model: never fork after
+/// starting threads): the child continues running Rust code, allocating, until it execs.
 pub fn clone_fork(flags: CloneFlags) -> io::Result<Option<Pid>> {
     let flags = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
     // SAFETY: with a NULL stack, clone duplicates the address space like fork; the caller

@@ -4,7 +4,8 @@
 //! root of a user namespace that maps the user's subordinate range, as podman's does. Writing a
 //! multi-id map needs the setuid helpers newuidmap/newgidmap, run from outside the namespace:
 //! nook forks a small helper before `unshare`, the helper waits until the parent has unshared,
-//! then maps it. The caller must still be single-threaded (DESIGN.md: no fork after threads).
+//! then maps it. The caller must still be single-threaded (ARCHITECTURE.md, process model:
+//! no fork after threads).
 
 use std::fs;
 use std::io::{Read, Write};
