@@ -9,6 +9,7 @@ pub mod caps;
 pub mod child;
 pub mod fakeroot;
 pub mod message;
+pub mod mount;
 pub mod plan;
 mod reaper;
 pub mod seam;
