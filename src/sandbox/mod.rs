@@ -1,12 +1,13 @@
 //! The sandbox: image config + run options → a [`plan::Plan`] (namespaces, id maps, mount
 //! operations, the process), and the child side that executes it.
 //!
-//! Everything that decides is pure and tested without privileges (`plan`, `spec`, `volume`,
+//! Everything that decides is pure and tested without privileges (`plan`, `spec`, `env`, `volume`,
 //! `user`, `caps`, and the mount order through the `seam`); `child` and `reaper` run inside
 //! the new namespaces.
 
 pub mod caps;
 pub mod child;
+pub mod env;
 pub mod fakeroot;
 pub mod message;
 pub mod mount;
