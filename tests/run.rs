@@ -30,7 +30,7 @@ fn exit_codes_as_docker() {
     s.run(&[&s.image, "/no/such/file"])
         .fails_with(127, "no such file or directory");
     s.nook(&["run", "--rm", "--rootfs-driver", "bogus", &s.image])
-        .fails_with(125, "unknown --rootfs-driver");
+        .fails_with(125, "invalid value 'bogus' for '--rootfs-driver");
 }
 
 #[test]
@@ -316,6 +316,30 @@ fn run_and_exec_merge_env_alike() {
             .fails_with(125, "invalid environment variable");
     }
     s.nook(&["rm", "-f", "envbox"]).ok();
+}
+
+/// Bad flag values fail before anything is made: `--pull` although the image is local,
+/// and limits and log options at `create` rather than at `start`.
+#[test]
+fn bad_flags_fail_before_the_container_is_made() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    let out = s.nook(&["run", "--rm", "--pull", "bogus", &s.image, "true"]);
+    out.fails_with(125, "invalid value 'bogus' for '--pull");
+    assert!(
+        out.stderr.contains("missing, always, never"),
+        "{}",
+        out.stderr
+    );
+    for (flag, value) in [("--log-opt", "max-size=bogus"), ("--memory", "nonsense")] {
+        let out = s.nook(&["create", "--name", "refused", flag, value, &s.image]);
+        out.fails_with(125, &format!("invalid {flag} \"{value}\""));
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+        let ps = s.nook(&["ps", "-a"]);
+        ps.ok();
+        assert!(!ps.stdout.contains("refused"), "{}", ps.stdout);
+    }
 }
 
 #[test]
