@@ -30,7 +30,7 @@ fn exit_codes_as_docker() {
     s.run(&[&s.image, "/no/such/file"])
         .fails_with(127, "no such file or directory");
     s.nook(&["run", "--rm", "--rootfs-driver", "bogus", &s.image])
-        .fails_with(125, "unknown --rootfs-driver");
+        .fails_with(125, "invalid value 'bogus' for '--rootfs-driver");
 }
 
 #[test]
@@ -244,6 +244,102 @@ fn keep_id_gives_the_user_a_passwd_entry_and_home() {
         out.stdout,
         format!("{}\n{}\n", single.user.name, single.user.home().display())
     );
+}
+
+/// `run -e` and `exec -e` merge the same way: later wins where the name stands, `NAME=` is
+/// empty, `NAME` comes from nook's environment or is dropped, and a nameless entry fails.
+#[test]
+fn run_and_exec_merge_env_alike() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    let img = s.image_with(
+        "envmerge",
+        &[(busybox_base().finish(), Comp::Gzip)],
+        json!({"Env": ["PATH=/bin", "FOO=image", "BAR=image", "UNSET_ON_HOST=image"]}),
+    );
+    let flags = [
+        "-e",
+        "NEW=1",
+        "-e",
+        "FOO=",
+        "-e",
+        "BAR=x",
+        "-e",
+        "FROM_HOST",
+        "-e",
+        "UNSET_ON_HOST",
+        "-e",
+        "BAR=y",
+    ];
+    let with_host = |args: &[&str]| {
+        s.user
+            .run_env(args, &[("NOOK_TEST_TAG", &s.tag), ("FROM_HOST", "host")])
+    };
+    let ours = |out: &Out| -> Vec<String> {
+        let names = ["FOO=", "BAR=", "UNSET_ON_HOST=", "NEW=", "FROM_HOST="];
+        out.stdout
+            .lines()
+            .filter(|l| names.iter().any(|n| l.starts_with(n)))
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut run = vec!["run", "--rm"];
+    run.extend(flags);
+    run.extend([img.as_str(), "env"]);
+    let run = with_host(&run);
+    run.ok();
+    assert_eq!(
+        ours(&run),
+        [
+            "FOO=",
+            "BAR=y",
+            "UNSET_ON_HOST=image",
+            "NEW=1",
+            "FROM_HOST=host"
+        ],
+        "{run:?}"
+    );
+    let sleep = format!("sleep 300; : {}", s.tag);
+    s.nook(&["run", "-d", "--name", "envbox", &img, "sh", "-c", &sleep])
+        .ok();
+    let mut exec = vec!["exec"];
+    exec.extend(flags);
+    exec.extend(["envbox", "env"]);
+    let exec = with_host(&exec);
+    exec.ok();
+    assert_eq!(ours(&exec), ours(&run), "{exec:?}");
+    for bad in ["", "=x"] {
+        s.nook(&["exec", "-e", bad, "envbox", "true"])
+            .fails_with(125, "invalid environment variable");
+        s.nook(&["run", "--rm", "-e", bad, &img, "true"])
+            .fails_with(125, "invalid environment variable");
+    }
+    s.nook(&["rm", "-f", "envbox"]).ok();
+}
+
+/// Bad flag values fail before anything is made: `--pull` although the image is local,
+/// and limits and log options at `create` rather than at `start`.
+#[test]
+fn bad_flags_fail_before_the_container_is_made() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    let out = s.nook(&["run", "--rm", "--pull", "bogus", &s.image, "true"]);
+    out.fails_with(125, "invalid value 'bogus' for '--pull");
+    assert!(
+        out.stderr.contains("missing, always, never"),
+        "{}",
+        out.stderr
+    );
+    for (flag, value) in [("--log-opt", "max-size=bogus"), ("--memory", "nonsense")] {
+        let out = s.nook(&["create", "--name", "refused", flag, value, &s.image]);
+        out.fails_with(125, &format!("invalid {flag} \"{value}\""));
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+        let ps = s.nook(&["ps", "-a"]);
+        ps.ok();
+        assert!(!ps.stdout.contains("refused"), "{}", ps.stdout);
+    }
 }
 
 #[test]

@@ -8,11 +8,11 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::Session;
-use crate::container::cgroup::{Limits, parse_bytes};
+use super::run_config::{DriverArg, PullPolicy, RunConfig, UsernsArg};
 use crate::container::run::{Host, RunRequest, run as run_container};
 use crate::reference::Reference;
 use crate::sandbox::seccomp::Seccomp;
-use crate::sandbox::spec::{Driver, RunOptions, UserNs, parse_ulimit};
+use crate::sandbox::spec::{RunOptions, parse_ulimit};
 use crate::sandbox::volume::{parse_mount, parse_tmpfs, parse_volume};
 use crate::store::{ImageRecord, Store, StoreError};
 
@@ -84,17 +84,17 @@ pub struct RunArgs {
     #[arg(short = 'P', long)]
     pub publish_all: bool,
     /// User namespace: auto, or keep-id to keep your uid and gid inside.
-    #[arg(long, default_value = "auto")]
-    pub userns: String,
+    #[arg(long, value_enum, default_value_t = UsernsArg::Auto)]
+    pub userns: UsernsArg,
     /// Root filesystem: auto, overlay, fuse or copy.
-    #[arg(long, default_value = "auto")]
-    pub rootfs_driver: String,
+    #[arg(long, value_enum, default_value_t = DriverArg::Auto)]
+    pub rootfs_driver: DriverArg,
     /// Run a small reaper as pid 1.
     #[arg(long)]
     pub init: bool,
     /// Pull the image: missing, always or never.
-    #[arg(long, default_value = "missing")]
-    pub pull: String,
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pub pull: PullPolicy,
     /// Platform to pull.
     #[arg(long)]
     pub platform: Option<String>,
@@ -155,7 +155,8 @@ fn security_opts(opts: &[String]) -> Result<(bool, Seccomp)> {
     Ok((nnp, seccomp))
 }
 
-fn options(a: &RunArgs) -> Result<RunOptions> {
+/// The options the sandbox takes, checked (part of [`RunConfig::new`]).
+pub(super) fn options(a: &RunArgs) -> Result<RunOptions> {
     let mut volumes = Vec::new();
     for v in &a.volume {
         volumes.push(parse_volume(v)?);
@@ -184,18 +185,8 @@ fn options(a: &RunArgs) -> Result<RunOptions> {
             .map(|p| crate::net::ports::parse(p))
             .collect::<Result<_, _>>()?,
         publish_all: a.publish_all,
-        userns: match a.userns.as_str() {
-            "auto" | "" => UserNs::Auto,
-            "keep-id" => UserNs::KeepId,
-            other => bail!("unsupported --userns {other:?}: use auto or keep-id"),
-        },
-        driver: match a.rootfs_driver.as_str() {
-            "auto" => Driver::Auto,
-            "overlay" => Driver::Overlay,
-            "fuse" => Driver::Fuse,
-            "copy" => Driver::Copy,
-            other => bail!("unknown --rootfs-driver {other:?}: use auto, overlay, fuse or copy"),
-        },
+        userns: a.userns.into(),
+        driver: a.rootfs_driver.into(),
         init: a.init,
         tty: a.tty,
         stdin: a.interactive,
@@ -234,30 +225,27 @@ fn pull(image: &str, platform: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-fn find_or_pull(store: &Store, a: &RunArgs) -> Result<ImageRecord> {
-    let missing = match store.find_image(&a.image) {
-        Ok(rec) if a.pull != "always" => return Ok(rec),
+fn find_or_pull(store: &Store, c: &RunConfig) -> Result<ImageRecord> {
+    let missing = match store.find_image(&c.image) {
+        Ok(rec) if c.pull != PullPolicy::Always => return Ok(rec),
         Ok(_) => false,
         Err(StoreError::NoSuchImage(_)) => true,
         Err(e) => return Err(e.into()),
     };
-    match a.pull.as_str() {
-        "never" if missing => bail!("no such image {}: pull it first (--pull never)", a.image),
-        "missing" | "always" => {
-            if missing {
-                eprintln!("Unable to find image '{}' locally", a.image);
-            }
-            // Validate before spawning, so a bad name fails with its own message.
-            Reference::parse(&a.image)?;
-            pull(&a.image, a.platform.as_deref())?;
-            Ok(store.find_image(&a.image)?)
-        }
-        other => bail!("unknown --pull {other:?}: use missing, always or never"),
+    if missing && c.pull == PullPolicy::Never {
+        bail!("no such image {}: pull it first (--pull never)", c.image);
     }
+    if missing {
+        eprintln!("Unable to find image '{}' locally", c.image);
+    }
+    // Validate before spawning, so a bad name fails with its own message.
+    Reference::parse(&c.image)?;
+    pull(&c.image, c.platform.as_deref())?;
+    Ok(store.find_image(&c.image)?)
 }
 
 pub fn run(session: &Session, a: RunArgs) -> Result<i32> {
-    run_as(session, a, None, true)
+    run_as(session, RunConfig::new(&a)?, None, true)
 }
 
 /// The arguments after `run` or `create` on this command line (what `start` replays).
@@ -272,22 +260,12 @@ fn run_args() -> Vec<String> {
 /// A `run` of new container, or (`existing`) a `start` of one that `create` made.
 fn run_as(
     session: &Session,
-    a: RunArgs,
+    c: RunConfig,
     existing: Option<crate::container::Record>,
     print_id: bool,
 ) -> Result<i32> {
-    let options = options(&a)?;
-    let limits = Limits {
-        memory: a
-            .memory
-            .as_deref()
-            .map(|m| parse_bytes(m).with_context(|| format!("invalid --memory {m:?}")))
-            .transpose()?,
-        cpus: a.cpus,
-        pids: a.pids_limit,
-    };
     let store = session.store_without_userns()?;
-    let image = find_or_pull(&store, &a)?;
+    let image = find_or_pull(&store, &c)?;
     let runtime = crate::config::runtime_dir()?;
     let host = Host {
         store: &store,
@@ -295,21 +273,20 @@ fn run_as(
         runtime: &runtime,
     };
     let request = RunRequest {
-        image_name: a.image.clone(),
+        image_name: c.image,
         image,
-        name: a.name.clone(),
-        remove: a.rm,
-        options,
-        limits,
+        name: c.name,
+        remove: c.remove,
+        options: c.options,
+        limits: c.limits,
         detach: None,
         args: existing
             .as_ref()
             .map_or_else(run_args, |r| r.create_args.clone()),
         existing,
     };
-    if a.detach {
-        let rotation = log_options(&a.log_opt)?;
-        return match crate::container::run::run_detached(&host, request, rotation) {
+    if c.detach {
+        return match crate::container::run::run_detached(&host, request, c.rotation) {
             Ok(id) => {
                 if print_id {
                     println!("{id}");
@@ -375,35 +352,12 @@ pub fn port(session: &Session, a: PortArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// `--log-opt max-size=10m --log-opt max-file=3`.
-fn log_options(opts: &[String]) -> Result<crate::container::logs::Rotation> {
-    let mut r = crate::container::logs::Rotation::default();
-    for o in opts {
-        match o.split_once('=') {
-            Some(("max-size", v)) => {
-                r.max_size = parse_bytes(v)
-                    .filter(|n| *n >= 1024)
-                    .with_context(|| format!("invalid --log-opt {o:?}: a size such as 10m"))?
-            }
-            Some(("max-file", v)) => {
-                r.max_files = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .with_context(|| format!("invalid --log-opt {o:?}: a count of 1 or more"))?
-            }
-            _ => bail!("unsupported --log-opt {o:?}: nook knows max-size and max-file"),
-        }
-    }
-    Ok(r)
-}
-
 /// `nook create`: validates like `run`, pulls the image when missing, and records the
 /// container without starting it; prints its id.
 pub fn create(session: &Session, a: RunArgs) -> Result<i32> {
-    options(&a)?;
+    let config = RunConfig::new(&a)?;
     let store = session.store_without_userns()?;
-    let image = find_or_pull(&store, &a)?;
+    let image = find_or_pull(&store, &config)?;
     let containers = crate::container::Containers::new(&session.root);
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -467,7 +421,7 @@ pub fn start(session: &Session, a: StartArgs) -> Result<i32> {
         args.interactive = a.interactive;
         args.detach = !a.attach;
         // Detached, start prints the name it was given (not the id, as run -d), as docker.
-        let out = run_as(session, args, Some(r), false)?;
+        let out = run_as(session, RunConfig::new(&args)?, Some(r), false)?;
         if out != 0 || a.attach {
             code = out;
         } else {

@@ -13,6 +13,7 @@ mod lifecycle;
 mod logging;
 mod login;
 mod progress;
+mod run_config;
 mod system;
 
 use std::path::PathBuf;

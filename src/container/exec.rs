@@ -84,8 +84,8 @@ pub enum ExecError {
     },
     #[error("{message}")]
     Setup { message: String, exit: i32 },
-    #[error("invalid environment variable {0:?}: expected K=V")]
-    Env(String),
+    #[error(transparent)]
+    Env(#[from] crate::sandbox::env::EnvError),
 }
 
 impl ExecError {
@@ -125,20 +125,8 @@ pub fn exec(r: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
         return Err(ExecError::NoSpec(r.name.clone()));
     };
     let mut env = spec.env.clone();
-    for e in &req.env {
-        let (k, v) = match e.split_once('=') {
-            Some((k, v)) => (k.to_owned(), v.to_owned()),
-            None => match std::env::var(e) {
-                Ok(v) => (e.clone(), v),
-                Err(_) => continue,
-            },
-        };
-        if k.is_empty() {
-            return Err(ExecError::Env(e.clone()));
-        }
-        env.retain(|(ek, _)| *ek != k);
-        env.push((k, v));
-    }
+    let entries = req.env.iter().map(String::as_str);
+    crate::sandbox::env::merge(&mut env, entries, &|k| std::env::var(k).ok())?;
     // Everything of the container is opened before anything is joined.
     let mut joins = Vec::new();
     for (name, flag) in NAMESPACES {

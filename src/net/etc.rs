@@ -2,10 +2,17 @@
 
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{Mode, Names};
-use crate::sandbox::plan::EtcFiles;
+
+/// Files nook writes per container and binds over the image's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcFiles {
+    pub hosts: PathBuf,
+    pub hostname: PathBuf,
+    pub resolv: PathBuf,
+}
 
 const LOCAL: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n";
 

@@ -1,14 +1,17 @@
 //! The sandbox: image config + run options → a [`plan::Plan`] (namespaces, id maps, mount
 //! operations, the process), and the child side that executes it.
 //!
-//! Everything that decides is pure and tested without privileges (`plan`, `spec`, `volume`,
-//! `user`, `caps`, `seccomp` (profiles and their BPF), and the mount order through the `seam`); `child` and `reaper` run inside
+//! Everything that decides is pure and tested without privileges (`plan`, `spec`, `env`,
+//! `volume`, `mount`, `user`, `caps`, `seccomp` (profiles and their BPF), and the mount order
+//! through the `seam`); `child` and `reaper` run inside
 //! the new namespaces.
 
 pub mod caps;
 pub mod child;
+pub mod env;
 pub mod fakeroot;
 pub mod message;
+pub mod mount;
 pub mod plan;
 mod reaper;
 pub mod seam;

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use nix::mount::MsFlags;
 
 use super::caps::Capability;
+use super::mount::{MountOp, Target};
 use super::volume::Volume;
+use crate::net::etc::EtcFiles;
 use crate::sys::idmap::IdMap;
 
 /// Which namespaces the container gets.
@@ -35,63 +37,6 @@ pub enum RootfsPlan {
     },
     /// The layers copied into a private directory (the last rung of the ladder).
     Copy { layers: Vec<PathBuf>, dest: PathBuf },
-}
-
-/// A path inside the container and what should be there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub path: String,
-    pub dir: bool,
-}
-
-impl Target {
-    pub fn dir(path: &str) -> Target {
-        Target {
-            path: path.to_owned(),
-            dir: true,
-        }
-    }
-    pub fn file(path: &str) -> Target {
-        Target {
-            path: path.to_owned(),
-            dir: false,
-        }
-    }
-}
-
-/// One mount operation, applied in order below the new root.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MountOp {
-    /// A fresh filesystem (proc, tmpfs, devpts, mqueue, sysfs).
-    Fs {
-        fstype: &'static str,
-        target: Target,
-        flags: MsFlags,
-        data: String,
-    },
-    /// A host path bound in; `flags` (MS_RDONLY, ...) are applied by a remount after.
-    Bind {
-        source: PathBuf,
-        target: Target,
-        recursive: bool,
-        flags: MsFlags,
-    },
-    /// `/dev/NAME` from the host onto the new /dev.
-    Device {
-        name: &'static str,
-    },
-    Symlink {
-        path: String,
-        points_to: String,
-    },
-    /// Hidden: a file gets /dev/null, a directory an empty read-only tmpfs. Absent: skipped.
-    Mask {
-        path: String,
-    },
-    /// Made read-only by a bind remount. Absent: skipped.
-    ReadOnly {
-        path: String,
-    },
 }
 
 /// Resource limits (`--ulimit`).
@@ -169,14 +114,6 @@ pub const READ_ONLY: &[&str] = &[
 
 /// Devices every container gets, bound from the host.
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
-
-/// Files nook writes per container and binds over the image's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcFiles {
-    pub hosts: PathBuf,
-    pub hostname: PathBuf,
-    pub resolv: PathBuf,
-}
 
 /// The standard mounts (docker's defaults) followed by the user's volumes.
 pub fn standard_mounts(

@@ -13,7 +13,7 @@ use nix::fcntl::OFlag;
 use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
 
-use super::plan::{MountOp, Target};
+use super::mount::{MountOp, Target};
 use crate::sys::confined::{RootDir, components};
 use crate::sys::mount::{bind_fd, make_tree_readonly, mount_on, remount_bind};
 
@@ -247,9 +247,10 @@ impl Sys for RecordingSys {
 
 #[cfg(test)]
 mod tests {
-    use super::super::plan::{EtcFiles, Namespaces, standard_mounts};
+    use super::super::plan::{Namespaces, standard_mounts};
     use super::super::volume::Volume;
     use super::*;
+    use crate::net::etc::EtcFiles;
 
     #[test]
     fn standard_plan_in_order() {

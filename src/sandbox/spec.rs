@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use super::caps;
+use super::env;
 use super::plan::{Process, Rlimit};
 use super::volume::Volume;
 
@@ -73,8 +74,8 @@ pub enum SpecError {
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid environment variable {0:?}")]
-    Env(String),
+    #[error(transparent)]
+    Env(#[from] env::EnvError),
     #[error(transparent)]
     Cap(#[from] caps::CapError),
     #[error(transparent)]
@@ -115,35 +116,6 @@ impl ImageProcess {
     }
 }
 
-fn set(env: &mut Vec<(String, String)>, k: &str, v: String) {
-    match env.iter_mut().find(|(ek, _)| ek == k) {
-        Some(e) => e.1 = v,
-        None => env.push((k.to_owned(), v)),
-    }
-}
-
-/// Applies one `K=V` or `K` (taken from the host, skipped when unset) entry.
-fn apply_env(
-    env: &mut Vec<(String, String)>,
-    entry: &str,
-    host: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), SpecError> {
-    match entry.split_once('=') {
-        Some(("", _)) => Err(SpecError::Env(entry.to_owned())),
-        Some((k, v)) => {
-            set(env, k, v.to_owned());
-            Ok(())
-        }
-        None if entry.is_empty() => Err(SpecError::Env(entry.to_owned())),
-        None => {
-            if let Some(v) = host(entry) {
-                set(env, entry, v);
-            }
-            Ok(())
-        }
-    }
-}
-
 /// Builds the process from the image and the options. `host_env` reads nook's environment
 /// (for `-e NAME` without a value).
 pub fn process(
@@ -168,27 +140,21 @@ pub fn process(
         return Err(SpecError::NoCommand);
     }
     let mut env: Vec<(String, String)> = Vec::new();
-    set(&mut env, "PATH", DEFAULT_PATH.to_owned());
-    set(&mut env, "HOSTNAME", hostname.to_owned());
-    for e in &image.env {
-        apply_env(&mut env, e, host_env)?;
-    }
+    env::set(&mut env, "PATH", DEFAULT_PATH.to_owned());
+    env::set(&mut env, "HOSTNAME", hostname.to_owned());
+    env::merge(&mut env, image.env.iter().map(String::as_str), host_env)?;
     for f in &o.env_files {
         let text = std::fs::read_to_string(f).map_err(|source| SpecError::EnvFile {
             path: f.display().to_string(),
             source,
         })?;
-        for line in text
+        let lines = text
             .lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        {
-            apply_env(&mut env, line, host_env)?;
-        }
+            .filter(|l| !l.is_empty() && !l.starts_with('#'));
+        env::merge(&mut env, lines, host_env)?;
     }
-    for e in &o.env {
-        apply_env(&mut env, e, host_env)?;
-    }
+    env::merge(&mut env, o.env.iter().map(String::as_str), host_env)?;
     if o.tty && !env.iter().any(|(k, _)| k == "TERM") {
         env.push(("TERM".into(), "xterm".into()));
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use nix::mount::MsFlags;
 
-use super::plan::{MountOp, Target};
+use super::mount::{MountOp, Target};
 
 /// One user-requested mount.
 #[derive(Debug, Clone, PartialEq, Eq)]

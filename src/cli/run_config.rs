@@ -1,0 +1,253 @@
+//! `run` and `create` arguments → one validated [`RunConfig`] (ripgrep's low → high args).
+//!
+//! clap checks the closed sets (`--pull`, `--userns`, `--rootfs-driver`) and lists the valid
+//! values itself; everything else a flag can get wrong (sizes, limits, log options, mounts,
+//! ports, capabilities, ulimits) is checked here, before the image is looked at or a
+//! container recorded, so that `create` refuses what `start` would.
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+
+use super::container::{RunArgs, options};
+use crate::container::cgroup::{Limits, parse_bytes};
+use crate::container::logs::Rotation;
+use crate::sandbox::spec::{Driver, RunOptions, UserNs};
+
+/// `--pull`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullPolicy {
+    /// Pull when the image is not in the store.
+    Missing,
+    /// Pull every time.
+    Always,
+    /// Never pull: the image must be in the store.
+    Never,
+}
+
+/// `--userns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UsernsArg {
+    /// The subordinate range when there is one, else your uid as the image's user.
+    #[value(alias = "")]
+    Auto,
+    /// Your own uid and gid inside.
+    KeepId,
+}
+
+impl From<UsernsArg> for UserNs {
+    fn from(a: UsernsArg) -> UserNs {
+        match a {
+            UsernsArg::Auto => UserNs::Auto,
+            UsernsArg::KeepId => UserNs::KeepId,
+        }
+    }
+}
+
+/// `--rootfs-driver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DriverArg {
+    /// Kernel overlay, else nook's FUSE overlay, else a copy.
+    Auto,
+    /// Kernel overlayfs.
+    Overlay,
+    /// nook's FUSE overlay.
+    Fuse,
+    /// The layers copied into a private directory.
+    Copy,
+}
+
+impl From<DriverArg> for Driver {
+    fn from(a: DriverArg) -> Driver {
+        match a {
+            DriverArg::Auto => Driver::Auto,
+            DriverArg::Overlay => Driver::Overlay,
+            DriverArg::Fuse => Driver::Fuse,
+            DriverArg::Copy => Driver::Copy,
+        }
+    }
+}
+
+/// A `run` or `create`, validated.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub image: String,
+    pub name: Option<String>,
+    pub remove: bool,
+    pub detach: bool,
+    pub pull: PullPolicy,
+    pub platform: Option<String>,
+    pub options: RunOptions,
+    pub limits: Limits,
+    /// `--log-opt`: used by detached runs, checked for every run.
+    pub rotation: Rotation,
+}
+
+impl RunConfig {
+    pub fn new(a: &RunArgs) -> Result<RunConfig> {
+        Ok(RunConfig {
+            image: a.image.clone(),
+            name: a.name.clone(),
+            remove: a.rm,
+            detach: a.detach,
+            pull: a.pull,
+            platform: a.platform.clone(),
+            options: options(a)?,
+            limits: limits(a.memory.as_deref(), a.cpus, a.pids_limit)?,
+            rotation: log_options(&a.log_opt)?,
+        })
+    }
+}
+
+/// `--memory`, `--cpus`, `--pids-limit`.
+fn limits(memory: Option<&str>, cpus: Option<f64>, pids: Option<u64>) -> Result<Limits> {
+    let memory = memory
+        .map(|m| {
+            parse_bytes(m).with_context(|| format!("invalid --memory {m:?}: a size such as 512m"))
+        })
+        .transpose()?;
+    // cpu.max takes a quota of at least 1ms per 100ms period.
+    if let Some(c) = cpus
+        && !(c.is_finite() && c >= 0.01)
+    {
+        bail!("invalid --cpus {c}: a number of CPUs of 0.01 or more, such as 1.5");
+    }
+    Ok(Limits { memory, cpus, pids })
+}
+
+/// `--log-opt max-size=10m --log-opt max-file=3`.
+fn log_options(opts: &[String]) -> Result<Rotation> {
+    let mut r = Rotation::default();
+    for o in opts {
+        match o.split_once('=') {
+            Some(("max-size", v)) => {
+                r.max_size = parse_bytes(v)
+                    .filter(|n| *n >= 1024)
+                    .with_context(|| format!("invalid --log-opt {o:?}: a size such as 10m"))?
+            }
+            Some(("max-file", v)) => {
+                r.max_files = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .with_context(|| format!("invalid --log-opt {o:?}: a count of 1 or more"))?
+            }
+            _ => bail!("unsupported --log-opt {o:?}: nook knows max-size and max-file"),
+        }
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Line {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        Line::try_parse_from(std::iter::once("nook-run").chain(args.iter().copied())).map(|l| l.run)
+    }
+
+    fn config(args: &[&str]) -> Result<RunConfig> {
+        RunConfig::new(&parse(args)?)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&["img"]).unwrap();
+        assert_eq!(c.pull, PullPolicy::Missing);
+        assert_eq!(c.options.userns, UserNs::Auto);
+        assert_eq!(c.options.driver, Driver::Auto);
+        assert!(!c.limits.any());
+        assert_eq!(c.rotation, Rotation::default());
+    }
+
+    #[test]
+    fn value_enums_keep_their_spellings() {
+        let c = config(&[
+            "--pull",
+            "never",
+            "--userns",
+            "keep-id",
+            "--rootfs-driver",
+            "fuse",
+            "img",
+        ])
+        .unwrap();
+        assert_eq!(c.pull, PullPolicy::Never);
+        assert_eq!(c.options.userns, UserNs::KeepId);
+        assert_eq!(c.options.driver, Driver::Fuse);
+        let c = config(&["--userns", "", "--pull", "always", "img"]).unwrap();
+        assert_eq!(c.options.userns, UserNs::Auto);
+        assert_eq!(c.pull, PullPolicy::Always);
+    }
+
+    #[test]
+    fn clap_refuses_unknown_values_and_lists_the_valid_ones() {
+        for (flag, valid) in [
+            ("--pull", "missing, always, never"),
+            ("--userns", "auto, keep-id"),
+            ("--rootfs-driver", "auto, overlay, fuse, copy"),
+        ] {
+            let e = parse(&[flag, "bogus", "img"]).unwrap_err().to_string();
+            assert!(e.contains(flag) && e.contains(valid), "{e}");
+        }
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let c = config(&["-m", "64m", "--cpus", "1.5", "--pids-limit", "10", "img"]).unwrap();
+        assert_eq!(c.limits.memory, Some(64 << 20));
+        assert_eq!(c.limits.cpus, Some(1.5));
+        assert_eq!(c.limits.pids, Some(10));
+        for bad in [
+            &["--memory", "nonsense"][..],
+            &["--cpus", "0"],
+            &["--cpus=-1"],
+            &["--cpus", "NaN"],
+            &["--cpus", "inf"],
+        ] {
+            let mut args = bad.to_vec();
+            args.push("img");
+            let flag = bad[0].split('=').next().unwrap_or_default();
+            let e = config(&args).unwrap_err().to_string();
+            assert!(e.contains(flag), "{bad:?}: {e}");
+        }
+        assert!(parse(&["--pids-limit", "-1", "img"]).is_err());
+    }
+
+    #[test]
+    fn log_options_are_checked_without_detach() {
+        let c = config(&["--log-opt", "max-size=2k", "--log-opt", "max-file=5", "img"]).unwrap();
+        assert_eq!(
+            c.rotation,
+            Rotation {
+                max_size: 2048,
+                max_files: 5
+            }
+        );
+        for bad in ["max-size=bogus", "max-size=10", "max-file=0", "color=red"] {
+            let e = config(&["--log-opt", bad, "img"]).unwrap_err().to_string();
+            assert!(e.contains("--log-opt") && e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn other_options_are_checked_too() {
+        for bad in [
+            &["--network", "bogus"][..],
+            &["-p", "notaport"],
+            &["-v", "/x:relative"],
+            &["--ulimit", "nofile"],
+            &["--security-opt", "bogus"],
+        ] {
+            let mut args = bad.to_vec();
+            args.push("img");
+            assert!(config(&args).is_err(), "{bad:?}");
+        }
+    }
+}
