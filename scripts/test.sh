@@ -18,7 +18,7 @@ trap report_skips EXIT
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked --all-targets -- --test-threads="${NOOK_TEST_THREADS:-4}"
+cargo test --locked --no-fail-fast --all-targets -- --test-threads="${NOOK_TEST_THREADS:-4}"
 
 # Containers as objects again with no XDG_RUNTIME_DIR, as in a Slurm batch job.
 NOOK_TEST_NO_XDG=1 cargo test --locked --test lifecycle -- --test-threads="${NOOK_TEST_THREADS:-4}"

@@ -256,10 +256,12 @@ pub fn runtime_dir_of(runtime: &Path, id: &str) -> std::path::PathBuf {
 /// Removes a container's directory, entering a user namespace that maps the subordinate
 /// range where its files belong to it.
 pub fn remove_tree(dir: &Path, mapping: &Mapping) -> std::io::Result<()> {
-    if crate::sys::confined::remove_tree(dir).is_ok() {
-        return Ok(());
+    match crate::sys::confined::remove_tree(dir) {
+        Ok(()) => Ok(()),
+        // Nothing there (a created container has no runtime directory yet): say so as it is.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(e),
+        Err(_) => as_store(mapping, || crate::sys::confined::remove_tree(dir)),
     }
-    as_store(mapping, || crate::sys::confined::remove_tree(dir))
 }
 
 /// Runs `f` where the store's files can be handled with their owners: in a child process

@@ -1,8 +1,9 @@
 //! The environment merge `run` and `exec` share, with docker's rules: entries apply in
 //! order over a base (the image's, or the running container's), a later entry for a name
 //! replaces the earlier value where it stands, `NAME=` sets an empty value, and `NAME`
-//! alone takes nook's own value, or is dropped when nook has none. An entry without a name
-//! (`""`, `=x`) is an error, as in docker's CLI.
+//! alone takes nook's own value or, when nook has none, unsets the variable (docker's CLI
+//! passes the bare name and the daemon removes it from the image's environment). An entry
+//! without a name (`""`, `=x`) is an error, as in docker's CLI.
 
 /// An entry that names no variable.
 #[derive(Debug, thiserror::Error)]
@@ -28,11 +29,10 @@ pub fn merge<'a>(
             Some(("", _)) => return Err(EnvError(entry.to_owned())),
             Some((name, value)) => set(env, name, value.to_owned()),
             None if entry.is_empty() => return Err(EnvError(entry.to_owned())),
-            None => {
-                if let Some(value) = host(entry) {
-                    set(env, entry, value);
-                }
-            }
+            None => match host(entry) {
+                Some(value) => set(env, entry, value),
+                None => env.retain(|(k, _)| k != entry),
+            },
         }
     }
     Ok(())
@@ -63,13 +63,10 @@ mod tests {
     }
 
     #[test]
-    fn name_alone_takes_the_host_value_or_is_dropped() {
-        let mut env = pairs(&[("UNSET_ON_HOST", "image")]);
+    fn name_alone_takes_the_host_value_or_unsets() {
+        let mut env = pairs(&[("UNSET_ON_HOST", "image"), ("KEPT", "image")]);
         merge(&mut env, ["FROM_HOST", "UNSET_ON_HOST", "NOWHERE"], &host).unwrap();
-        assert_eq!(
-            env,
-            pairs(&[("UNSET_ON_HOST", "image"), ("FROM_HOST", "host")])
-        );
+        assert_eq!(env, pairs(&[("KEPT", "image"), ("FROM_HOST", "host")]));
     }
 
     #[test]
