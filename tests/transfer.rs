@@ -127,7 +127,11 @@ fn server_errors_are_retried() {
         distinct.len() + 2,
         "each of the two failed requests retried exactly once: {blob_paths:?}"
     );
-    assert_eq!(distinct.len(), 1 + b.layer_digests.len(), "config and every layer");
+    assert_eq!(
+        distinct.len(),
+        1 + b.layer_digests.len(),
+        "config and every layer"
+    );
 }
 
 #[test]

@@ -591,7 +591,7 @@ pub fn inspect_json(c: &Containers, r: &Record) -> serde_json::Value {
             "Summary": lifecycle::status(r, age),
             "MonitorPid": r.monitor.map(|(p, _)| p),
         },
-        "Driver": r.driver,
+        "Driver": r.driver.map_or("", crate::rootfs::Rung::as_str),
         "LogPath": if r.detached { c.dir_of(&r.id).join("container.log").display().to_string() } else { String::new() },
         "NetworkSettings": {
             "Mode": r.network,
@@ -839,7 +839,7 @@ fn stopped_root(
     Ok(crate::container::cp::Stopped {
         mapping: session.mapping.clone(),
         layers_dir: store.root().join("layers"),
-        lowers: crate::container::run::overlay_lowers(&image),
+        lowers: crate::rootfs::ladder::overlay_lowers(&image),
         dir: c.dir_of(&r.id),
         mountpoint: mountpoint.to_owned(),
     })

@@ -52,9 +52,9 @@ pub struct Record {
     pub exit_code: Option<i32>,
     #[serde(default)]
     pub finished: Option<u64>,
-    /// The rootfs driver that was used (`overlay`, `copy`).
-    #[serde(default)]
-    pub driver: String,
+    /// The rootfs rung that was used (`""` before the first run).
+    #[serde(default, with = "crate::rootfs::ladder::or_empty")]
+    pub driver: Option<crate::rootfs::Rung>,
     /// The network driver that was used (`pasta`, `slirp4netns`, `host`, `none`).
     #[serde(default)]
     pub network: String,
@@ -117,7 +117,7 @@ impl Record {
             entry: None,
             exit_code: None,
             finished: None,
-            driver: String::new(),
+            driver: None,
             network: String::new(),
             ports: Vec::new(),
             version: RECORD_VERSION,

@@ -14,7 +14,7 @@ use super::cgroup::{self, Limits};
 use super::supervise::{Signals, supervise};
 use super::{ContainerError, Containers, Record, new_id};
 use crate::net::{self, NetError, etc};
-use crate::rootfs::{self, OverlayProbe};
+use crate::rootfs::{self, OverlayProbe, Rung};
 use crate::sandbox::message::{self, Stage, ToChild, ToParent};
 use crate::sandbox::plan::{Namespaces, Plan, RootfsPlan, standard_mounts};
 use crate::sandbox::spec::{self, Driver, ImageProcess, RunOptions, SpecError, UserNs};
@@ -102,86 +102,6 @@ pub struct Host<'a> {
     pub store: &'a Store,
     pub mapping: &'a Mapping,
     pub runtime: &'a Path,
-}
-
-/// The rungs of the rootfs ladder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rung {
-    Overlay,
-    Fuse,
-    Copy,
-}
-
-/// The rung below `r`, where the host allows it.
-fn next_rung(r: Rung) -> Rung {
-    match r {
-        Rung::Overlay if rootfs::fuse_usable() => Rung::Fuse,
-        _ => Rung::Copy,
-    }
-}
-
-/// Picks the rootfs rung for this run, and why a higher one was skipped.
-fn choose_driver(host: &Host<'_>, driver: Driver) -> (Rung, Option<String>) {
-    match driver {
-        Driver::Overlay => (Rung::Overlay, None),
-        Driver::Fuse => (Rung::Fuse, None),
-        Driver::Copy => (Rung::Copy, None),
-        Driver::Auto => {
-            if let Some(fs) = rootfs::unsuitable_fs(host.store.root()) {
-                let why =
-                    format!("the store is on {fs}, where overlayfs cannot keep an upper layer");
-                return (next_rung(Rung::Overlay), Some(why));
-            }
-            match rootfs::cached_probe(host.runtime) {
-                Some(OverlayProbe::Refused(why)) => (next_rung(Rung::Overlay), Some(why)),
-                // With one id mapped only nook's FUSE overlay can show the image's owners.
-                _ if matches!(host.mapping, Mapping::Single { .. }) && rootfs::fuse_usable() => (
-                    Rung::Fuse,
-                    Some("one id mapped: the FUSE overlay keeps the image's owners".into()),
-                ),
-                _ => (Rung::Overlay, None),
-            }
-        }
-    }
-}
-
-/// The image's layers as overlay lower directories: top first, relative to `layers/`.
-pub fn overlay_lowers(image: &ImageRecord) -> Vec<String> {
-    image
-        .layers
-        .iter()
-        .rev()
-        .map(|l| format!("{}/root", l.diff_id.hex()))
-        .collect()
-}
-
-fn rootfs_plan(store: &Store, image: &ImageRecord, dir: &Path, rung: Rung) -> RootfsPlan {
-    match rung {
-        Rung::Overlay => RootfsPlan::Overlay {
-            layers_dir: store.root().join("layers"),
-            lowers: overlay_lowers(image),
-            upper: dir.join("upper"),
-            work: dir.join("work"),
-        },
-        Rung::Fuse => RootfsPlan::Fuse {
-            lowers: image
-                .layers
-                .iter()
-                .rev()
-                .map(|l| store.layer_root(&l.diff_id))
-                .collect(),
-            upper: dir.join("upper"),
-            work: dir.join("work"),
-        },
-        Rung::Copy => RootfsPlan::Copy {
-            layers: image
-                .layers
-                .iter()
-                .map(|l| store.layer_root(&l.diff_id))
-                .collect(),
-            dest: dir.join("rootfs"),
-        },
-    }
 }
 
 fn now() -> u64 {
@@ -471,10 +391,18 @@ fn start_and_wait(
         cgroup: Path::new("/proc/self/ns/cgroup").exists(),
     };
     let tty_gid = gid_map.to_host(5).is_some();
-    let (mut rung, why_not) = choose_driver(host, o.driver);
-    if let Some(why) = &why_not {
+    let probe = rootfs::cached_probe(host.runtime);
+    let choice = rootfs::choose(rootfs::Inputs {
+        driver: o.driver,
+        store_fs: rootfs::unsuitable_fs(host.store.root()),
+        probe: probe.as_ref(),
+        single: matches!(host.mapping, Mapping::Single { .. }),
+        fuse: rootfs::fuse_usable(),
+    });
+    if let Some(why) = &choice.why {
         tracing::debug!(why, "not using the kernel overlay");
     }
+    let mut rung = choice.rung;
     let tty_size = if process.tty {
         window_size(std::io::stdin().as_fd())
     } else {
@@ -482,7 +410,7 @@ fn start_and_wait(
     };
     let containers = Containers::new(host.store.root());
     loop {
-        let rootfs = rootfs_plan(host.store, &req.image, dir, rung);
+        let rootfs = rootfs::ladder::plan(host.store, &req.image, dir, rung);
         let plan = Plan {
             namespaces: ns,
             uid_map: uid_map.clone(),
@@ -523,7 +451,7 @@ fn start_and_wait(
                 fakeroot,
                 helper,
             } => {
-                if driver == "overlay" && rootfs::cached_probe(host.runtime).is_none() {
+                if driver == Some(Rung::Overlay) && rootfs::cached_probe(host.runtime).is_none() {
                     rootfs::record_probe(host.runtime, &OverlayProbe::Works);
                 }
                 if req.limits.any() {
@@ -562,7 +490,7 @@ fn start_and_wait(
             } if o.driver == Driver::Auto && rung == Rung::Overlay => {
                 // The kernel said no: remember it, and take the next rung.
                 rootfs::record_probe(host.runtime, &OverlayProbe::Refused(message));
-                rung = next_rung(Rung::Overlay);
+                rung = Rung::Overlay.below(rootfs::fuse_usable());
             }
             Launch::Failed { message, exit, .. } => return Err(RunError::Setup { message, exit }),
         }
@@ -573,7 +501,8 @@ enum Launch {
     Started {
         pid: Pid,
         pty: Option<OwnedFd>,
-        driver: String,
+        /// The rung the init mounted (none if it ended before it said).
+        driver: Option<Rung>,
         /// nook's FUSE overlay serving the root, when that rung is used.
         server: Option<crate::fuse::Server>,
         /// The fakeroot supervising stat and chown, with one id mapped on the FUSE rung, and
@@ -646,11 +575,11 @@ fn launch(
     if plan.wait_network {
         let _ = message::send(ours.as_fd(), &ToChild::NetworkReady, None);
     }
-    let (mut pty, mut driver, mut server, mut fakeroot) = (None, String::new(), None, None);
+    let (mut pty, mut driver, mut server, mut fakeroot) = (None, None, None, None);
     let mut door = None;
     loop {
         match message::recv::<ToParent>(ours.as_fd()) {
-            Ok(Some((ToParent::Mounted { driver: d }, _))) => driver = d,
+            Ok(Some((ToParent::Mounted { driver: d }, _))) => driver = Some(d),
             Ok(Some((ToParent::Pty, fd))) => pty = fd,
             Ok(Some((ToParent::Fuse, Some(fd)))) => server = Some(serve_fuse(host, plan, pid, fd)?),
             Ok(Some((ToParent::Fakeroot, Some(fd)))) => {

@@ -7,11 +7,13 @@
 //! the runtime directory, so later runs pay nothing.
 
 pub mod copy;
+pub mod ladder;
 pub mod overlay;
 
 use std::path::{Path, PathBuf};
 
 pub use copy::copy_layers;
+pub use ladder::{Choice, Inputs, Rung, choose};
 pub use overlay::{mount_overlay, overlay_options};
 
 /// Filesystems the kernel overlay cannot keep an upper layer on.
