@@ -175,7 +175,7 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
         req.image.id.clone(),
         process.args.clone(),
         req.existing.as_ref().map_or_else(now, |r| r.created),
-        "created",
+        super::State::Created,
     );
     record.name = req
         .existing
@@ -245,8 +245,8 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
             let _ = vols.remove(&u.name, &[], host.mapping);
         }
     } else {
-        if record.state == "running" {
-            record.state = "exited".into();
+        if record.state == super::State::Running {
+            record.state = super::State::Exited;
         }
         let _ = containers.save(&record);
     }
@@ -355,7 +355,7 @@ fn start_and_wait(
                 if req.limits.any() {
                     cgroup::apply(&record.id, &req.limits, pid)?;
                 }
-                record.state = "running".into();
+                record.state = super::State::Running;
                 record.pid = Some(pid.as_raw());
                 // The reaper has forked the command before it reported the start.
                 record.entry = o
@@ -378,7 +378,7 @@ fn start_and_wait(
                 drop(helper);
                 drop(fakeroot);
                 drop(server);
-                record.state = "exited".into();
+                record.state = super::State::Exited;
                 return Ok(code);
             }
             super::launch::Launch::Failed {
