@@ -110,11 +110,9 @@ pub(super) fn launch(
             Ok(Some((ToParent::Fuse, Some(fd)))) => server = Some(serve_fuse(host, plan, pid, fd)?),
             Ok(Some((ToParent::Fakeroot, Some(fd)))) => {
                 let Some(s) = &server else {
-                    return Err(io(
+                    return Err(RunError::Protocol(
                         "the init asked for a fakeroot without nook's FUSE overlay",
-                    )(std::io::Error::from_raw_os_error(
-                        libc::EPROTO,
-                    )));
+                    ));
                 };
                 let fs = super::fakeroot::Overlayfs {
                     overlay: s.overlay().clone(),
@@ -138,14 +136,10 @@ pub(super) fn launch(
                 let _ = message::send(ours.as_fd(), &ToChild::FakerootReady, None);
             }
             Ok(Some((ToParent::Fakeroot, None))) => {
-                return Err(io("the fakeroot's listener got lost")(
-                    std::io::Error::from_raw_os_error(libc::EPROTO),
-                ));
+                return Err(RunError::Protocol("the fakeroot's listener got lost"));
             }
             Ok(Some((ToParent::Fuse, None))) => {
-                return Err(io("the init's FUSE connection got lost")(
-                    std::io::Error::from_raw_os_error(libc::EPROTO),
-                ));
+                return Err(RunError::Protocol("the init's FUSE connection got lost"));
             }
             Ok(Some((ToParent::Started, _))) | Ok(None) => {
                 return Ok(Launch::Started {
@@ -193,8 +187,8 @@ fn serve_fuse(
         work,
     } = &plan.rootfs
     else {
-        return Err(io("the init sent a FUSE connection nook did not ask for")(
-            std::io::Error::from_raw_os_error(libc::EPROTO),
+        return Err(RunError::Protocol(
+            "the init sent a FUSE connection nook did not ask for",
         ));
     };
     let ns = std::fs::File::open(format!("/proc/{}/ns/user", pid.as_raw()))

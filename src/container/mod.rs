@@ -17,7 +17,9 @@ mod launch;
 pub mod lifecycle;
 pub mod logs;
 mod mapping;
+
 pub mod monitor;
+mod report;
 pub mod run;
 mod supervise;
 pub mod volumes;

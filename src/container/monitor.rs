@@ -6,6 +6,7 @@ use std::path::Path;
 
 use nix::sched::CloneFlags;
 
+use super::report::{self, Report};
 use super::run::{Detach, Host, RunError, RunRequest, io, run};
 use crate::sys::process::thread_count;
 
@@ -32,10 +33,10 @@ pub fn run_detached(
             let code = match monitor(host, req, &mut ready, rotation) {
                 Ok(code) => code,
                 Err(e) => {
-                    use std::io::Write;
-                    let line = format!("err {} {}", e.exit_code(), error_chain(&e));
-                    let _ = writeln!(ready, "{}", line.replace('\n', " "));
-                    e.exit_code()
+                    let message = error_chain(&e);
+                    let exit = e.exit_code();
+                    report::write(&mut ready, &Report::Failed { exit, message });
+                    exit
                 }
             };
             crate::sys::process::exit_now(code)
@@ -43,24 +44,14 @@ pub fn run_detached(
         Some(_) => {
             drop(ready_w);
             // One line: the monitor keeps its end open while it holds the container.
-            let mut text = String::new();
-            let _ = std::io::BufRead::read_line(
-                &mut std::io::BufReader::new(std::fs::File::from(ready_r)),
-                &mut text,
-            );
-            let text = text.trim();
-            if let Some(id) = text.strip_prefix("ok ") {
-                return Ok(id.to_owned());
+            let silent = "the container's monitor ended before the container started";
+            match report::read(std::fs::File::from(ready_r), silent) {
+                Report::Started { id } => Ok(id),
+                Report::Failed { message, exit } => Err(RunError::Setup { message, exit }),
+                _ => Err(RunError::Protocol(
+                    "the container's monitor sent another helper's report",
+                )),
             }
-            let (exit, message) = text
-                .strip_prefix("err ")
-                .and_then(|r| r.split_once(' '))
-                .and_then(|(c, m)| Some((c.parse().ok()?, m.to_owned())))
-                .unwrap_or((
-                    125,
-                    "the container's monitor ended before the container started".into(),
-                ));
-            Err(RunError::Setup { message, exit })
         }
     }
 }
@@ -114,12 +105,10 @@ pub(super) fn detached(
     dir: &Path,
     id: &str,
 ) -> Result<super::supervise::Outputs, RunError> {
-    use std::io::Write;
     let log = super::logs::LogWriter::create(&dir.join("container.log"), d.rotation)
         .map_err(io("cannot create the container's log"))?;
-    let mut ready = d.ready;
-    let _ = writeln!(ready, "ok {id}");
-    drop(ready);
+    report::write(&d.ready, &Report::Started { id: id.to_owned() });
+    drop(d.ready);
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2_stdout(&null);
         let _ = nix::unistd::dup2_stderr(&null);

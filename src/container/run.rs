@@ -48,6 +48,9 @@ pub enum RunError {
     /// The container's init failed before the command ran.
     #[error("{message}")]
     Setup { message: String, exit: i32 },
+    /// The container's init or monitor broke the protocol between them and nook.
+    #[error("{0}")]
+    Protocol(&'static str),
     #[error("nook run must start single-threaded ({0} threads): this is a bug, please report it")]
     Threads(usize),
 }
