@@ -321,7 +321,7 @@ pub struct PortArgs {
 pub fn port(session: &Session, a: PortArgs) -> Result<i32> {
     let containers = crate::container::Containers::new(&session.root);
     let record = containers.find(&a.container)?;
-    if record.state != "running" {
+    if record.state != crate::container::State::Running {
         bail!("container {} is not running", a.container);
     }
     let Some(want) = &a.port else {
@@ -369,7 +369,7 @@ pub fn create(session: &Session, a: RunArgs) -> Result<i32> {
         image.id.clone(),
         a.command.clone(),
         created,
-        "created",
+        crate::container::State::Created,
     );
     record.name = a.name.clone().unwrap_or_default();
     record.create_args = run_args();
@@ -408,7 +408,7 @@ pub fn start(session: &Session, a: StartArgs) -> Result<i32> {
     let mut code = 0;
     for name in &a.containers {
         let r = containers.get(name)?;
-        if r.state == "running" {
+        if r.state == crate::container::State::Running {
             println!("{name}");
             continue;
         }

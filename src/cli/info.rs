@@ -164,20 +164,14 @@ fn store_checks(session: &Session, runtime: Option<&Path>, out: &mut Vec<Check>)
     };
     out.push(check("kernel overlayfs in a user namespace", ok, detail, Some("needs Linux 5.11+ (or a distribution that allows it); nook falls back to the next rung".into())));
     let single = matches!(session.mapping, crate::sys::idmap::Mapping::Single { .. });
-    rootfs_rung(&probe, fs, rootfs::fuse_usable(), single)
-}
-
-/// The rootfs rung `--rootfs-driver auto` takes, in words.
-fn rootfs_rung(probe: &OverlayProbe, fs: Option<&str>, fuse: bool, single: bool) -> String {
-    let lower = if fuse { "fuse" } else { "copy" };
-    match (probe, fs) {
-        (OverlayProbe::Works, None) if single && fuse => {
-            "fuse (one id mapped: nook's FUSE overlay shows the image's owners; --rootfs-driver overlay for the kernel's)".into()
-        }
-        (OverlayProbe::Works, None) => "overlay".into(),
-        (_, Some(f)) => format!("{lower} (the store is on {f}, where overlayfs cannot keep an upper layer)"),
-        (OverlayProbe::Refused(why), None) => format!("{lower} (the kernel refuses overlayfs here: {why})"),
-    }
+    rootfs::choose(rootfs::Inputs {
+        driver: crate::sandbox::spec::Driver::Auto,
+        store_fs: fs,
+        probe: Some(&probe),
+        single,
+        fuse: rootfs::fuse_usable(),
+    })
+    .describe()
 }
 
 fn device_checks(out: &mut Vec<Check>) {
@@ -301,34 +295,4 @@ pub fn info(session: &Session, a: InfoArgs) -> Result<i32> {
         other => bail!("unknown --format {other:?}: use text or json"),
     }
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_rootfs_rung_in_words() {
-        let refused = OverlayProbe::Refused("EPERM".into());
-        assert_eq!(
-            rootfs_rung(&OverlayProbe::Works, None, true, false),
-            "overlay"
-        );
-        assert!(
-            rootfs_rung(&OverlayProbe::Works, None, true, true).starts_with("fuse (one id mapped")
-        );
-        assert_eq!(
-            rootfs_rung(&OverlayProbe::Works, None, false, true),
-            "overlay"
-        );
-        assert!(
-            rootfs_rung(&refused, None, true, false)
-                .starts_with("fuse (the kernel refuses overlayfs here: EPERM")
-        );
-        assert!(rootfs_rung(&refused, None, false, false).starts_with("copy (the kernel refuses"));
-        assert!(
-            rootfs_rung(&OverlayProbe::Works, Some("NFS"), true, false)
-                .starts_with("fuse (the store is on NFS")
-        );
-    }
 }

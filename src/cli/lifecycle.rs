@@ -11,7 +11,7 @@ use super::Session;
 use super::format::{human_age, print_table};
 use crate::container::lifecycle::{self, LifecycleError};
 use crate::container::logs::{self, Entry};
-use crate::container::{Containers, Record};
+use crate::container::{Containers, Record, State};
 
 fn containers(session: &Session) -> Containers {
     Containers::new(&session.root)
@@ -46,7 +46,7 @@ fn matches(r: &Record, filters: &[(String, String)]) -> bool {
             .iter()
             .filter(|(fk, _)| fk == k)
             .any(|(_, v)| match *k {
-                "status" => r.state == *v,
+                "status" => r.state.as_str() == v,
                 "name" => r.name.contains(v.as_str()),
                 "id" => r.id.starts_with(v.as_str()),
                 "ancestor" => {
@@ -92,7 +92,7 @@ pub fn ps(session: &Session, a: PsArgs) -> Result<i32> {
     let mut list: Vec<Record> = containers(session)
         .list_refreshed()
         .into_iter()
-        .filter(|r| a.all || r.state == "running" || !filters.is_empty())
+        .filter(|r| a.all || r.state == State::Running || !filters.is_empty())
         .filter(|r| matches(r, &filters))
         .collect();
     list.sort_by(|x, y| y.created.cmp(&x.created).then(x.id.cmp(&y.id)));
@@ -275,7 +275,7 @@ pub fn logs(session: &Session, a: LogsArgs) -> Result<i32> {
     loop {
         let running = c
             .load(&r.id)?
-            .map(|x| c.refresh(x).state == "running")
+            .map(|x| c.refresh(x).state == State::Running)
             .unwrap_or(false);
         // A rotation starts a new file: go back to its start.
         if std::fs::metadata(&path).is_ok_and(|m| m.len() < pos) {
@@ -490,7 +490,7 @@ pub fn container(session: &Session, cmd: ContainerCommand) -> Result<i32> {
             let runtime = crate::config::runtime_dir()?;
             println!("Deleted Containers:");
             for r in c.list_refreshed() {
-                if r.state != "running"
+                if r.state != State::Running
                     && lifecycle::remove(&c, &r, false, (&runtime, &session.mapping)).is_ok()
                 {
                     println!("{}", r.id);
@@ -562,7 +562,7 @@ pub fn pause(session: &Session, a: PauseArgs, freeze: bool) -> Result<i32> {
     let c = containers(session);
     Ok(each(&a.containers, |n| {
         let r = c.get(n)?;
-        if r.state != "running" {
+        if r.state != State::Running {
             return Err(LifecycleError::NotRunning(r.name).into());
         }
         crate::container::cgroup::freeze(&r.id, freeze)?;
@@ -582,8 +582,8 @@ pub fn inspect_json(c: &Containers, r: &Record) -> serde_json::Value {
         "Image": r.image_id.to_string(),
         "State": {
             "Status": r.state,
-            "Running": r.state == "running",
-            "Pid": if r.state == "running" { r.pid.unwrap_or(0) } else { 0 },
+            "Running": r.state == State::Running,
+            "Pid": if r.state == State::Running { r.pid.unwrap_or(0) } else { 0 },
             "ExitCode": r.exit_code.unwrap_or(0),
             "StartedAt": r.started.map(|s| logs::rfc3339_nanos(std::time::UNIX_EPOCH + Duration::from_secs(s))),
             "FinishedAt": r.finished.map(|s| logs::rfc3339_nanos(std::time::UNIX_EPOCH + Duration::from_secs(s))),
@@ -591,7 +591,7 @@ pub fn inspect_json(c: &Containers, r: &Record) -> serde_json::Value {
             "Summary": lifecycle::status(r, age),
             "MonitorPid": r.monitor.map(|(p, _)| p),
         },
-        "Driver": r.driver,
+        "Driver": r.driver.map_or("", crate::rootfs::Rung::as_str),
         "LogPath": if r.detached { c.dir_of(&r.id).join("container.log").display().to_string() } else { String::new() },
         "NetworkSettings": {
             "Mode": r.network,
@@ -799,7 +799,7 @@ pub fn cp(session: &Session, a: CpArgs) -> Result<i32> {
     let r = c.get(name)?;
     let runtime = crate::config::runtime_dir()?;
     let mountpoint = runtime.join(format!("cp-{}", std::process::id()));
-    let stopped = if r.state == "running" {
+    let stopped = if r.state == State::Running {
         None
     } else {
         Some(stopped_root(session, &c, &r, &mountpoint)?)
@@ -839,7 +839,7 @@ fn stopped_root(
     Ok(crate::container::cp::Stopped {
         mapping: session.mapping.clone(),
         layers_dir: store.root().join("layers"),
-        lowers: crate::container::run::overlay_lowers(&image),
+        lowers: crate::rootfs::ladder::overlay_lowers(&image),
         dir: c.dir_of(&r.id),
         mountpoint: mountpoint.to_owned(),
     })

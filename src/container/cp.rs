@@ -12,6 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::sched::CloneFlags;
 
 use super::Record;
+use super::report::{self, Report};
 
 /// Why a copy failed.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +123,6 @@ fn in_container(
     let child = crate::sys::process::clone_fork(CloneFlags::empty())
         .map_err(io_err("cannot start the copy helper"))?;
     let Some(child) = child else {
-        use std::io::Write;
         drop((err_r, our_end));
         let _ = nix::sys::prctl::set_dumpable(false);
         let result = (|| -> Result<(), String> {
@@ -143,24 +143,25 @@ fn in_container(
             nix::unistd::chdir("/").map_err(enter)?;
             inside(File::from(child_end))
         })();
-        let code = match result {
-            Ok(()) => 0,
-            Err(m) => {
-                let _ = File::from(err_w).write_all(m.as_bytes());
-                1
-            }
+        let (code, said) = match result {
+            Ok(()) => (0, Report::Done),
+            Err(message) => (1, Report::Failed { exit: 1, message }),
         };
+        report::write(File::from(err_w), &said);
         crate::sys::process::exit_now(code)
     };
     drop((err_w, child_end));
     let ours = outside(File::from(our_end));
-    let mut text = String::new();
-    let _ = io::Read::read_to_string(&mut File::from(err_r), &mut text);
+    let silent = "the copy helper ended without a word";
+    let said = report::read(File::from(err_r), silent);
     let _ = nix::sys::wait::waitpid(child, None);
-    if !text.is_empty() {
-        return Err(CpError::Container(text));
+    match said {
+        Report::Done => ours.map_err(io_err("cannot copy")),
+        Report::Failed { message, .. } => Err(CpError::Container(message)),
+        _ => Err(CpError::Container(
+            "the copy helper sent another helper's report".into(),
+        )),
     }
-    ours.map_err(io_err("cannot copy"))
 }
 
 /// How the helper reaches a container's root.

@@ -9,7 +9,6 @@
 //! signals and copies the terminal as `run` does.
 
 use std::ffi::CString;
-use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 
 use nix::sched::CloneFlags;
@@ -17,6 +16,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::Record;
+use super::report::{self, Report};
 use super::supervise::{Signals, supervise};
 use crate::sandbox::plan::Process;
 
@@ -195,22 +195,17 @@ pub fn exec(r: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
     drop(target);
     drop(root_guard);
     // The helper reports the command's pid, or why it could not start it.
-    let mut text = String::new();
-    let _ = std::fs::File::from(report_r).read_to_string(&mut text);
+    let silent = "the exec helper ended without a word";
+    let report = report::read(std::fs::File::from(report_r), silent);
     let _ = nix::sys::wait::waitpid(helper, None);
-    let text = text.trim();
-    let child = match text
-        .strip_prefix("pid ")
-        .and_then(|p| p.parse::<i32>().ok())
-    {
-        Some(p) => Pid::from_raw(p),
-        None => {
-            let (exit, message) = text
-                .strip_prefix("err ")
-                .and_then(|r| r.split_once(' '))
-                .and_then(|(c, m)| Some((c.parse().ok()?, m.to_owned())))
-                .unwrap_or((125, "the exec helper ended without a word".into()));
-            return Err(ExecError::Setup { message, exit });
+    let child = match report {
+        Report::Spawned { pid } => Pid::from_raw(pid),
+        Report::Failed { message, exit } => return Err(ExecError::Setup { message, exit }),
+        _ => {
+            return Err(ExecError::Setup {
+                message: "the exec helper sent another helper's report".into(),
+                exit: 125,
+            });
         }
     };
     if req.detach {
@@ -257,7 +252,6 @@ fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
 
 /// The helper: joins, enters the root, clones the command as nook's child, reports its pid.
 fn helper(t: &Target<'_>, report: OwnedFd) -> ! {
-    use std::io::Write;
     let mut report = std::fs::File::from(report);
     let _ = nix::sys::prctl::set_dumpable(false);
     let result = (|| -> Result<Pid, (i32, String)> {
@@ -281,12 +275,12 @@ fn helper(t: &Target<'_>, report: OwnedFd) -> ! {
     })();
     match result {
         Ok(p) => {
-            let _ = writeln!(report, "pid {}", p.as_raw());
+            report::write(&report, &Report::Spawned { pid: p.as_raw() });
             crate::sys::process::exit_now(0)
         }
-        Err((code, message)) => {
-            let _ = writeln!(report, "err {code} {}", message.replace('\n', " "));
-            crate::sys::process::exit_now(code)
+        Err((exit, message)) => {
+            report::write(&report, &Report::Failed { exit, message });
+            crate::sys::process::exit_now(exit)
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::{ContainerError, Containers, Record};
+use super::{ContainerError, Containers, Record, State};
 use crate::store::InUse;
 use crate::sys::idmap::Mapping;
 use crate::sys::process::start_time;
@@ -88,14 +88,14 @@ impl Containers {
     /// The record with its state checked against its monitor: running only while the monitor
     /// lives. A dead monitor's container is recorded as exited, with a note.
     pub fn refresh(&self, mut r: Record) -> Record {
-        if r.state == "running" && !monitor_alive(&r) {
+        if r.state == State::Running && !monitor_alive(&r) {
             // The record may have been finished meanwhile by the monitor's last act.
             if let Ok(Some(fresh)) = self.load(&r.id)
-                && fresh.state != "running"
+                && fresh.state != State::Running
             {
                 return fresh;
             }
-            r.state = "exited".into();
+            r.state = State::Exited;
             r.finished = Some(now());
             r.note = "nook's monitor of this container died; its exit code is unknown".into();
             let _ = self.save(&r);
@@ -144,7 +144,7 @@ impl Containers {
 /// Sends `sig` to the container's init. The user owns the container's user namespace, so
 /// the signal reaches the init whatever uid it runs as there.
 pub fn signal(r: &Record, sig: Signal) -> Result<(), LifecycleError> {
-    let Some(pid) = r.pid.filter(|_| r.state == "running") else {
+    let Some(pid) = r.pid.filter(|_| r.state == State::Running) else {
         return Err(LifecycleError::NotRunning(r.name.clone()));
     };
     kill(Pid::from_raw(pid), sig).map_err(|source| LifecycleError::Signal {
@@ -159,7 +159,7 @@ pub fn wait_exit(c: &Containers, id: &str, timeout: Option<Duration>) -> Option<
     let mut nap = Duration::from_millis(5);
     loop {
         let r = c.refresh(c.load(id).ok().flatten()?);
-        if r.state != "running" {
+        if r.state != State::Running {
             return Some(r);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -177,18 +177,18 @@ pub fn stop(
     sig: Signal,
     grace: Duration,
 ) -> Result<Record, LifecycleError> {
-    if r.state != "running" {
+    if r.state != State::Running {
         return Ok(r.clone());
     }
     signal(r, sig)?;
     if let Some(done) = wait_exit(c, &r.id, Some(grace))
-        && done.state != "running"
+        && done.state != State::Running
     {
         return Ok(done);
     }
     let _ = signal(r, Signal::SIGKILL);
     match wait_exit(c, &r.id, Some(Duration::from_secs(10))) {
-        Some(done) if done.state != "running" => Ok(done),
+        Some(done) if done.state != State::Running => Ok(done),
         Some(_) => Err(LifecycleError::StillRunning(r.name.clone())),
         None => Ok(r.clone()),
     }
@@ -204,7 +204,7 @@ pub fn remove(
     force: bool,
     (runtime, mapping): (&Path, &Mapping),
 ) -> Result<(), LifecycleError> {
-    if r.state == "running" && !force {
+    if r.state == State::Running && !force {
         return Err(LifecycleError::Running(r.name.clone()));
     }
     let dir = c.dir_of(&r.id);
@@ -219,7 +219,7 @@ pub fn remove(
             }
         });
     }
-    if r.state == "running" {
+    if r.state == State::Running {
         let _ = signal(r, Signal::SIGKILL);
         // The monitor ends once the init has: its record is gone, so watch the processes.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -292,20 +292,19 @@ pub fn as_store(mapping: &Mapping, f: impl FnOnce() -> std::io::Result<()>) -> s
 
 /// docker's STATUS column: `Up 5 seconds`, `Exited (0) 3 minutes ago`, `Created`.
 pub fn status(r: &Record, age: impl Fn(i64) -> String) -> String {
-    match r.state.as_str() {
-        "running" => {
+    match r.state {
+        State::Running => {
             let since = r.started.unwrap_or(r.created) as i64;
             format!("Up {}", age(since).trim_end_matches(" ago"))
         }
-        "exited" => {
+        State::Exited => {
             let code = r
                 .exit_code
                 .map_or_else(|| "unknown".to_owned(), |c| c.to_string());
             let when = r.finished.map(|f| age(f as i64)).unwrap_or_default();
             format!("Exited ({code}) {when}").trim_end().to_owned()
         }
-        "created" => "Created".into(),
-        other => other.to_owned(),
+        State::Created => "Created".into(),
     }
 }
 
@@ -384,13 +383,13 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(status(&r, age), "Up 3 seconds");
-        r.state = "exited".into();
+        r.state = State::Exited;
         r.exit_code = Some(137);
         r.finished = Some(5);
         assert_eq!(status(&r, age), "Exited (137) 3 seconds ago");
         r.exit_code = None;
         assert_eq!(status(&r, age), "Exited (unknown) 3 seconds ago");
-        r.state = "created".into();
+        r.state = State::Created;
         assert_eq!(status(&r, age), "Created");
     }
 }

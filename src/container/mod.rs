@@ -12,9 +12,14 @@ pub mod cp;
 pub mod exec;
 mod fakeroot;
 mod ids;
+mod inspect;
+mod launch;
 pub mod lifecycle;
 pub mod logs;
 mod mapping;
+
+pub mod monitor;
+mod report;
 pub mod run;
 mod supervise;
 pub mod volumes;
@@ -40,8 +45,7 @@ pub struct Record {
     pub command: Vec<String>,
     /// Seconds since the epoch.
     pub created: u64,
-    /// `created`, `running` or `exited`.
-    pub state: String,
+    pub state: State,
     #[serde(default)]
     pub pid: Option<i32>,
     /// With `--init`, the command under the reaper: exec, cp and top enter the container
@@ -52,9 +56,9 @@ pub struct Record {
     pub exit_code: Option<i32>,
     #[serde(default)]
     pub finished: Option<u64>,
-    /// The rootfs driver that was used (`overlay`, `copy`).
-    #[serde(default)]
-    pub driver: String,
+    /// The rootfs rung that was used (`""` before the first run).
+    #[serde(default, with = "crate::rootfs::ladder::or_empty")]
+    pub driver: Option<crate::rootfs::Rung>,
     /// The network driver that was used (`pasta`, `slirp4netns`, `host`, `none`).
     #[serde(default)]
     pub network: String,
@@ -92,6 +96,34 @@ pub struct Record {
     pub create_args: Vec<String>,
 }
 
+/// Where a container is in its life, as records store it (`created`, `running`, `exited`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Made by `nook create` (or a run that has not started its command yet).
+    Created,
+    /// Its command runs, held by a monitor.
+    Running,
+    /// Its command ended (or its monitor died).
+    Exited,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Running => "running",
+            State::Exited => "exited",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The version of [`Record`] this nook writes.
 pub const RECORD_VERSION: u32 = 1;
 
@@ -103,7 +135,7 @@ impl Record {
         image_id: Digest,
         command: Vec<String>,
         created: u64,
-        state: &str,
+        state: State,
     ) -> Record {
         Record {
             id,
@@ -112,12 +144,12 @@ impl Record {
             image_id,
             command,
             created,
-            state: state.into(),
+            state,
             pid: None,
             entry: None,
             exit_code: None,
             finished: None,
-            driver: String::new(),
+            driver: None,
             network: String::new(),
             ports: Vec::new(),
             version: RECORD_VERSION,
@@ -141,7 +173,7 @@ impl Record {
     /// exec'd inside the container's user namespace, so its entries are open to the user,
     /// as the init's are without `--init`.
     pub fn entry_pid(&self) -> Option<i32> {
-        if self.state != "running" {
+        if self.state != State::Running {
             return None;
         }
         self.entry.or(self.pid)
@@ -150,7 +182,7 @@ impl Record {
     /// The ports published now: those of the run while it runs, none once it has stopped
     /// (as docker's `ps`: the forwarders are gone with the container).
     pub fn published(&self) -> &[crate::net::Publish] {
-        if self.state == "running" {
+        if self.state == State::Running {
             &self.ports
         } else {
             &[]
@@ -291,7 +323,7 @@ mod tests {
             Digest::sha256_of(b"x"),
             vec!["true".into()],
             1,
-            "created",
+            State::Created,
         );
         r.name = name.into();
         r
@@ -304,14 +336,39 @@ mod tests {
         r.pid = Some(10);
         assert!(r.published().is_empty(), "created");
         assert_eq!(r.entry_pid(), None, "created");
-        r.state = "running".into();
+        r.state = State::Running;
         assert_eq!(r.published().len(), 1);
         assert_eq!(r.entry_pid(), Some(10), "without --init: the init");
         r.entry = Some(11);
         assert_eq!(r.entry_pid(), Some(11), "with --init: the command");
-        r.state = "exited".into();
+        r.state = State::Exited;
         assert!(r.published().is_empty(), "exited");
         assert_eq!(r.entry_pid(), None, "exited");
+    }
+
+    #[test]
+    fn an_old_record_reads_and_writes_back_unchanged() {
+        // As nook wrote it before the state and the driver were types.
+        let old = serde_json::json!({
+            "id": "abc", "name": "web", "image": "busybox",
+            "image_id": Digest::sha256_of(b"x").to_string(),
+            "command": ["sh"], "created": 1, "state": "exited", "pid": 7,
+            "exit_code": 0, "finished": 3, "driver": "fuse", "network": "pasta",
+            "ports": [], "version": 1, "monitor": [7, 100], "started": 2, "detached": true,
+            "config": {"Config": {}}, "exec": null, "volumes": [], "create_args": ["-d"],
+        });
+        let r: Record = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(r.state, State::Exited);
+        assert_eq!(r.driver, Some(crate::rootfs::Rung::Fuse));
+        assert_eq!(serde_json::to_value(&r).unwrap(), old);
+        for (state, text) in [(State::Created, "created"), (State::Running, "running")] {
+            let mut v = old.clone();
+            v["state"] = text.into();
+            v["driver"] = "".into();
+            let r: Record = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!((r.state, r.driver), (state, None));
+            assert_eq!(serde_json::to_value(&r).unwrap(), v);
+        }
     }
 
     #[test]

@@ -4,23 +4,19 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-use nix::sched::CloneFlags;
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-use nix::unistd::Pid;
 
 use super::cgroup::{self, Limits};
+pub use super::monitor::run_detached;
 use super::supervise::{Signals, supervise};
 use super::{ContainerError, Containers, Record, new_id};
-use crate::net::{self, NetError, etc};
-use crate::rootfs::{self, OverlayProbe};
-use crate::sandbox::message::{self, Stage, ToChild, ToParent};
+use crate::net::{self, NetError, NetStart, etc};
+use crate::rootfs::{self, OverlayProbe, Rung};
+use crate::sandbox::message::Stage;
 use crate::sandbox::plan::{Namespaces, Plan, RootfsPlan, standard_mounts};
 use crate::sandbox::spec::{self, Driver, ImageProcess, RunOptions, SpecError, UserNs};
 use crate::store::{ImageRecord, Store, StoreError};
-use crate::sys::idmap::{IdMap, Mapping};
-use crate::sys::process::{WinSize, clone_fork, thread_count, window_size};
+use crate::sys::idmap::Mapping;
+use crate::sys::process::{thread_count, window_size};
 
 /// Why a container could not be run.
 #[derive(Debug, thiserror::Error)]
@@ -47,11 +43,14 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{tool} could not map the container's ids: {message}")]
-    Maps { tool: String, message: String },
+    #[error(transparent)]
+    Maps(#[from] crate::sys::userns::UserNsError),
     /// The container's init failed before the command ran.
     #[error("{message}")]
     Setup { message: String, exit: i32 },
+    /// The container's init or monitor broke the protocol between them and nook.
+    #[error("{0}")]
+    Protocol(&'static str),
     #[error("nook run must start single-threaded ({0} threads): this is a bug, please report it")]
     Threads(usize),
 }
@@ -66,7 +65,7 @@ impl RunError {
     }
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+pub(super) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
     let what = what.into();
     move |source| RunError::Io { what, source }
 }
@@ -102,86 +101,6 @@ pub struct Host<'a> {
     pub store: &'a Store,
     pub mapping: &'a Mapping,
     pub runtime: &'a Path,
-}
-
-/// The rungs of the rootfs ladder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rung {
-    Overlay,
-    Fuse,
-    Copy,
-}
-
-/// The rung below `r`, where the host allows it.
-fn next_rung(r: Rung) -> Rung {
-    match r {
-        Rung::Overlay if rootfs::fuse_usable() => Rung::Fuse,
-        _ => Rung::Copy,
-    }
-}
-
-/// Picks the rootfs rung for this run, and why a higher one was skipped.
-fn choose_driver(host: &Host<'_>, driver: Driver) -> (Rung, Option<String>) {
-    match driver {
-        Driver::Overlay => (Rung::Overlay, None),
-        Driver::Fuse => (Rung::Fuse, None),
-        Driver::Copy => (Rung::Copy, None),
-        Driver::Auto => {
-            if let Some(fs) = rootfs::unsuitable_fs(host.store.root()) {
-                let why =
-                    format!("the store is on {fs}, where overlayfs cannot keep an upper layer");
-                return (next_rung(Rung::Overlay), Some(why));
-            }
-            match rootfs::cached_probe(host.runtime) {
-                Some(OverlayProbe::Refused(why)) => (next_rung(Rung::Overlay), Some(why)),
-                // With one id mapped only nook's FUSE overlay can show the image's owners.
-                _ if matches!(host.mapping, Mapping::Single { .. }) && rootfs::fuse_usable() => (
-                    Rung::Fuse,
-                    Some("one id mapped: the FUSE overlay keeps the image's owners".into()),
-                ),
-                _ => (Rung::Overlay, None),
-            }
-        }
-    }
-}
-
-/// The image's layers as overlay lower directories: top first, relative to `layers/`.
-pub fn overlay_lowers(image: &ImageRecord) -> Vec<String> {
-    image
-        .layers
-        .iter()
-        .rev()
-        .map(|l| format!("{}/root", l.diff_id.hex()))
-        .collect()
-}
-
-fn rootfs_plan(store: &Store, image: &ImageRecord, dir: &Path, rung: Rung) -> RootfsPlan {
-    match rung {
-        Rung::Overlay => RootfsPlan::Overlay {
-            layers_dir: store.root().join("layers"),
-            lowers: overlay_lowers(image),
-            upper: dir.join("upper"),
-            work: dir.join("work"),
-        },
-        Rung::Fuse => RootfsPlan::Fuse {
-            lowers: image
-                .layers
-                .iter()
-                .rev()
-                .map(|l| store.layer_root(&l.diff_id))
-                .collect(),
-            upper: dir.join("upper"),
-            work: dir.join("work"),
-        },
-        Rung::Copy => RootfsPlan::Copy {
-            layers: image
-                .layers
-                .iter()
-                .map(|l| store.layer_root(&l.diff_id))
-                .collect(),
-            dest: dir.join("rootfs"),
-        },
-    }
 }
 
 fn now() -> u64 {
@@ -259,7 +178,7 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
         req.image.id.clone(),
         process.args.clone(),
         req.existing.as_ref().map_or_else(now, |r| r.created),
-        "created",
+        super::State::Created,
     );
     record.name = req
         .existing
@@ -275,7 +194,7 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
         .config()
         .as_ref()
         .and_then(|c| c.stop_signal().clone());
-    record.config = inspect_config(&req, &process, &hostname, stop_signal);
+    record.config = super::inspect::inspect_config(&req, &process, &hostname, stop_signal);
     let dir = containers.dir_of(&id);
     let rt = host.runtime.join("containers").join(&id);
     let mut req = req;
@@ -329,110 +248,12 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
             let _ = vols.remove(&u.name, &[], host.mapping);
         }
     } else {
-        if record.state == "running" {
-            record.state = "exited".into();
+        if record.state == super::State::Running {
+            record.state = super::State::Exited;
         }
         let _ = containers.save(&record);
     }
     result
-}
-
-/// `nook run -d`: forks the container's monitor (a new session, its output to the log) and
-/// returns the container's id once the command runs, or the reason it could not start.
-/// The monitor is `run` itself, in the forked process: it holds the container until it ends.
-pub fn run_detached(
-    host: &Host<'_>,
-    req: RunRequest,
-    rotation: super::logs::Rotation,
-) -> Result<String, RunError> {
-    let threads = thread_count();
-    if threads > 1 {
-        return Err(RunError::Threads(threads));
-    }
-    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| io("cannot create a pipe")(e.into()))?;
-    match crate::sys::process::clone_fork(CloneFlags::empty())
-        .map_err(io("cannot start the container's monitor"))?
-    {
-        None => {
-            drop(ready_r);
-            let mut ready = std::fs::File::from(ready_w);
-            let code = match monitor(host, req, &mut ready, rotation) {
-                Ok(code) => code,
-                Err(e) => {
-                    use std::io::Write;
-                    let line = format!("err {} {}", e.exit_code(), error_chain(&e));
-                    let _ = writeln!(ready, "{}", line.replace('\n', " "));
-                    e.exit_code()
-                }
-            };
-            crate::sys::process::exit_now(code)
-        }
-        Some(_) => {
-            drop(ready_w);
-            // One line: the monitor keeps its end open while it holds the container.
-            let mut text = String::new();
-            let _ = std::io::BufRead::read_line(
-                &mut std::io::BufReader::new(std::fs::File::from(ready_r)),
-                &mut text,
-            );
-            let text = text.trim();
-            if let Some(id) = text.strip_prefix("ok ") {
-                return Ok(id.to_owned());
-            }
-            let (exit, message) = text
-                .strip_prefix("err ")
-                .and_then(|r| r.split_once(' '))
-                .and_then(|(c, m)| Some((c.parse().ok()?, m.to_owned())))
-                .unwrap_or((
-                    125,
-                    "the container's monitor ended before the container started".into(),
-                ));
-            Err(RunError::Setup { message, exit })
-        }
-    }
-}
-
-/// An error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
-/// The monitor's side of `run -d`: a session of its own, standard input from /dev/null, the
-/// container's stdout and stderr through pipes, then the run.
-fn monitor(
-    host: &Host<'_>,
-    mut req: RunRequest,
-    ready: &mut std::fs::File,
-    rotation: super::logs::Rotation,
-) -> Result<i32, RunError> {
-    let _ = nix::unistd::setsid();
-    let null = std::fs::File::open("/dev/null").map_err(io("cannot open /dev/null"))?;
-    nix::unistd::dup2_stdin(&null).map_err(|e| io("cannot set up standard input")(e.into()))?;
-    let pipe = || {
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| io("cannot create the output pipes")(e.into()))
-    };
-    let ((out_r, out_w), (err_r, err_w)) = (pipe()?, pipe()?);
-    nix::unistd::dup2_stdout(&out_w).map_err(|e| io("cannot redirect the output")(e.into()))?;
-    nix::unistd::dup2_stderr(&err_w).map_err(|e| io("cannot redirect the output")(e.into()))?;
-    drop((out_w, err_w));
-    req.detach = Some(Detach {
-        stdout: out_r,
-        stderr: err_r,
-        ready: ready
-            .try_clone()
-            .map_err(io("cannot keep the start pipe"))?,
-        rotation,
-    });
-    run(host, req)
 }
 
 /// `dirs`: the container's directory in the store and its runtime directory.
@@ -471,10 +292,18 @@ fn start_and_wait(
         cgroup: Path::new("/proc/self/ns/cgroup").exists(),
     };
     let tty_gid = gid_map.to_host(5).is_some();
-    let (mut rung, why_not) = choose_driver(host, o.driver);
-    if let Some(why) = &why_not {
+    let probe = rootfs::cached_probe(host.runtime);
+    let choice = rootfs::choose(rootfs::Inputs {
+        driver: o.driver,
+        store_fs: rootfs::unsuitable_fs(host.store.root()),
+        probe: probe.as_ref(),
+        single: matches!(host.mapping, Mapping::Single { .. }),
+        fuse: rootfs::fuse_usable(),
+    });
+    if let Some(why) = &choice.why {
         tracing::debug!(why, "not using the kernel overlay");
     }
+    let mut rung = choice.rung;
     let tty_size = if process.tty {
         window_size(std::io::stdin().as_fd())
     } else {
@@ -482,7 +311,7 @@ fn start_and_wait(
     };
     let containers = Containers::new(host.store.root());
     loop {
-        let rootfs = rootfs_plan(host.store, &req.image, dir, rung);
+        let rootfs = rootfs::ladder::plan(host.store, &req.image, dir, rung);
         let plan = Plan {
             namespaces: ns,
             uid_map: uid_map.clone(),
@@ -513,9 +342,9 @@ fn start_and_wait(
             Ok(())
         };
         let signals = Signals::block().map_err(io("cannot block signals"))?;
-        let launched = launch(host, &plan, tty_size, &mut net, &mut prepare)?;
+        let launched = super::launch::launch(host, &plan, tty_size, &mut net, &mut prepare)?;
         match launched {
-            Launch::Started {
+            super::launch::Launch::Started {
                 pid,
                 pty,
                 driver,
@@ -523,13 +352,13 @@ fn start_and_wait(
                 fakeroot,
                 helper,
             } => {
-                if driver == "overlay" && rootfs::cached_probe(host.runtime).is_none() {
+                if driver == Some(Rung::Overlay) && rootfs::cached_probe(host.runtime).is_none() {
                     rootfs::record_probe(host.runtime, &OverlayProbe::Works);
                 }
                 if req.limits.any() {
                     cgroup::apply(&record.id, &req.limits, pid)?;
                 }
-                record.state = "running".into();
+                record.state = super::State::Running;
                 record.pid = Some(pid.as_raw());
                 // The reaper has forked the command before it reported the start.
                 record.entry = o
@@ -544,7 +373,7 @@ fn start_and_wait(
                 record.started = Some(now());
                 let _ = containers.save(record);
                 let outputs = match detach.take() {
-                    Some(d) => Some(detached(d, dir, &record.id)?),
+                    Some(d) => Some(super::monitor::detached(d, dir, &record.id)?),
                     None => None,
                 };
                 let code = supervise(pid, &signals, pty, process.stdin, outputs)
@@ -552,320 +381,23 @@ fn start_and_wait(
                 drop(helper);
                 drop(fakeroot);
                 drop(server);
-                record.state = "exited".into();
+                record.state = super::State::Exited;
                 return Ok(code);
             }
-            Launch::Failed {
+            super::launch::Launch::Failed {
                 stage: Stage::Overlay,
                 message,
                 ..
             } if o.driver == Driver::Auto && rung == Rung::Overlay => {
                 // The kernel said no: remember it, and take the next rung.
                 rootfs::record_probe(host.runtime, &OverlayProbe::Refused(message));
-                rung = next_rung(Rung::Overlay);
+                rung = Rung::Overlay.below(rootfs::fuse_usable());
             }
-            Launch::Failed { message, exit, .. } => return Err(RunError::Setup { message, exit }),
-        }
-    }
-}
-
-enum Launch {
-    Started {
-        pid: Pid,
-        pty: Option<OwnedFd>,
-        driver: String,
-        /// nook's FUSE overlay serving the root, when that rung is used.
-        server: Option<crate::fuse::Server>,
-        /// The fakeroot supervising stat and chown, with one id mapped on the FUSE rung, and
-        /// its door for `nook exec`.
-        fakeroot: Option<Box<(super::fakeroot::Fakeroot, Option<super::fakeroot::Door>)>>,
-        /// slirp4netns or pasta.
-        helper: Option<net::Helper>,
-    },
-    Failed {
-        stage: Stage,
-        message: String,
-        exit: i32,
-    },
-}
-
-/// Clones the init, writes its id maps, and follows its setup until the command runs.
-fn launch(
-    host: &Host<'_>,
-    plan: &Plan,
-    tty_size: Option<WinSize>,
-    net: &mut NetStart,
-    prepare: &mut dyn FnMut() -> Result<(), RunError>,
-) -> Result<Launch, RunError> {
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| io("cannot create the setup socket")(e.into()))?;
-    let mut flags = CloneFlags::CLONE_NEWUSER
-        | CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
-    if plan.namespaces.cgroup {
-        flags |= CloneFlags::CLONE_NEWCGROUP;
-    }
-    if plan.namespaces.net {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
-    let pid = match clone_fork(flags).map_err(io(
-        "cannot create the container's namespaces (see 'nook info')",
-    ))? {
-        None => {
-            drop(ours);
-            crate::sandbox::child::init(plan, theirs, tty_size)
-        }
-        Some(pid) => pid,
-    };
-    drop(theirs);
-    if let Err(e) = write_maps(host.mapping, pid, &plan.uid_map, &plan.gid_map, prepare) {
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(pid, None);
-        return Err(e);
-    }
-    // If the init already gave up, its report is waiting below: read it rather than fail here.
-    let _ = message::send(ours.as_fd(), &ToChild::MapsWritten, None);
-    // The network comes up while the init mounts its root.
-    let helper = match net.start(pid) {
-        Ok(h) => h,
-        // The init gave up first (its namespace went with it): its own report follows.
-        Err(_) if !crate::sys::process::alive(pid.as_raw()) => None,
-        Err(e) => {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(pid, None);
-            return Err(e.into());
-        }
-    };
-    if plan.wait_network {
-        let _ = message::send(ours.as_fd(), &ToChild::NetworkReady, None);
-    }
-    let (mut pty, mut driver, mut server, mut fakeroot) = (None, String::new(), None, None);
-    let mut door = None;
-    loop {
-        match message::recv::<ToParent>(ours.as_fd()) {
-            Ok(Some((ToParent::Mounted { driver: d }, _))) => driver = d,
-            Ok(Some((ToParent::Pty, fd))) => pty = fd,
-            Ok(Some((ToParent::Fuse, Some(fd)))) => server = Some(serve_fuse(host, plan, pid, fd)?),
-            Ok(Some((ToParent::Fakeroot, Some(fd)))) => {
-                let Some(s) = &server else {
-                    return Err(io(
-                        "the init asked for a fakeroot without nook's FUSE overlay",
-                    )(std::io::Error::from_raw_os_error(
-                        libc::EPROTO,
-                    )));
-                };
-                let fs = super::fakeroot::Overlayfs {
-                    overlay: s.overlay().clone(),
-                    invalidate: s.invalidator(),
-                };
-                let rt = plan.mountpoint.parent().unwrap_or(&plan.mountpoint);
-                match super::fakeroot::Door::open(rt, pid, fs.clone()) {
-                    Ok(d) => door = Some(d),
-                    Err(e) => tracing::warn!("fakeroot: no door for nook exec: {e}"),
-                }
-                match super::fakeroot::Fakeroot::start(fd, pid, fs) {
-                    Ok(f) => fakeroot = Some(f),
-                    // The init is gone already (its report follows): nothing to supervise.
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                    Err(e) => return Err(io("cannot start nook's fakeroot")(e)),
-                }
-                let invalidate = s.invalidator();
-                for ino in s.overlay().enforce_owners() {
-                    invalidate(ino);
-                }
-                let _ = message::send(ours.as_fd(), &ToChild::FakerootReady, None);
-            }
-            Ok(Some((ToParent::Fakeroot, None))) => {
-                return Err(io("the fakeroot's listener got lost")(
-                    std::io::Error::from_raw_os_error(libc::EPROTO),
-                ));
-            }
-            Ok(Some((ToParent::Fuse, None))) => {
-                return Err(io("the init's FUSE connection got lost")(
-                    std::io::Error::from_raw_os_error(libc::EPROTO),
-                ));
-            }
-            Ok(Some((ToParent::Started, _))) | Ok(None) => {
-                return Ok(Launch::Started {
-                    pid,
-                    pty,
-                    driver,
-                    server,
-                    fakeroot: fakeroot.map(|f| Box::new((f, door))),
-                    helper,
-                });
-            }
-            Ok(Some((
-                ToParent::Failed {
-                    stage,
-                    message,
-                    exit,
-                },
-                _,
-            ))) => {
-                let _ = nix::sys::wait::waitpid(pid, None);
-                return Ok(Launch::Failed {
-                    stage,
-                    message,
-                    exit,
-                });
-            }
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(io("lost the container's init")(e.into())),
-        }
-    }
-}
-
-/// The network to start for one container, once its init exists.
-struct NetStart {
-    mode: net::Mode,
-    /// No `--network` was given: where pasta fails, slirp4netns takes over.
-    fallback: bool,
-    ports: Vec<net::Publish>,
-    runtime: PathBuf,
-    rt: PathBuf,
-    /// For the /etc files of a driver that takes over from pasta.
-    hostname: String,
-}
-
-impl NetStart {
-    /// Whether a helper sets up the namespace (the init waits for it).
-    fn helped(&self) -> bool {
-        matches!(self.mode, net::Mode::Pasta(_) | net::Mode::Slirp(_))
-    }
-
-    fn name(&self) -> &'static str {
-        match self.mode {
-            net::Mode::Host => "host",
-            net::Mode::None | net::Mode::Default => "none",
-            net::Mode::Pasta(_) => "pasta",
-            net::Mode::Slirp(_) => "slirp4netns",
-        }
-    }
-
-    fn start(&mut self, pid: Pid) -> Result<Option<net::Helper>, NetError> {
-        let dirs = (self.runtime.as_path(), self.rt.as_path());
-        match net::start(&self.mode, pid.as_raw(), dirs, &self.ports) {
-            Err(e @ (NetError::Failed { .. } | NetError::Timeout { .. }))
-                if self.fallback
-                    && matches!(self.mode, net::Mode::Pasta(_))
-                    && crate::sys::process::alive(pid.as_raw()) =>
-            {
-                // pasta does not work here: remember it, and take slirp4netns.
-                net::record_pasta_refused(&self.runtime, &e.to_string());
-                tracing::debug!(error = %e, "pasta failed; using slirp4netns");
-                self.mode = net::Mode::Slirp(net::SlirpOptions::default());
-                etc::write(&self.rt, &self.hostname, &self.mode).map_err(|source| {
-                    NetError::Spawn {
-                        tool: "slirp4netns",
-                        source,
-                    }
-                })?;
-                net::start(&self.mode, pid.as_raw(), dirs, &self.ports)
-            }
-            r => r,
-        }
-    }
-}
-
-/// Serves the container's root with nook's FUSE overlay. The server joins the container's
-/// user namespace first (this process is still single-threaded), so that it reads and writes
-/// the layers with the ids the container sees, and then starts its threads.
-fn serve_fuse(
-    host: &Host<'_>,
-    plan: &Plan,
-    pid: Pid,
-    fd: OwnedFd,
-) -> Result<crate::fuse::Server, RunError> {
-    let RootfsPlan::Fuse {
-        lowers,
-        upper,
-        work,
-    } = &plan.rootfs
-    else {
-        return Err(io("the init sent a FUSE connection nook did not ask for")(
-            std::io::Error::from_raw_os_error(libc::EPROTO),
-        ));
-    };
-    let ns = std::fs::File::open(format!("/proc/{}/ns/user", pid.as_raw()))
-        .map_err(io("cannot open the container's user namespace"))?;
-    nix::sched::setns(&ns, CloneFlags::CLONE_NEWUSER)
-        .map_err(|e| io("cannot join the container's user namespace")(e.into()))?;
-    let owners = match host.mapping {
-        Mapping::Single { .. } => crate::fuse::Owners::Single,
-        _ => crate::fuse::Owners::Mapped,
-    };
-    // The container is cloned already: its limit stays the caller's. The server's caches of
-    // descriptors are sized from the raised one.
-    match crate::fuse::raise_fd_limit() {
-        Ok(n) => tracing::debug!("FUSE server descriptor limit: {n}"),
-        Err(e) => tracing::debug!("FUSE server keeps its descriptor limit: {e}"),
-    }
-    let hints: Vec<bool> = lowers
-        .iter()
-        .map(|l| crate::store::Store::may_have_owner_records(l))
-        .collect();
-    let layers = crate::fuse::Layers::new(upper, work, lowers)
-        .map_err(io("cannot open the image's layers"))?
-        .with_owner_hints(&hints);
-    let threads = crate::fuse::default_threads();
-    crate::fuse::serve(fd, crate::fuse::Overlay::new(layers, owners), threads)
-        .map_err(io("cannot start nook's FUSE overlay"))
-}
-
-/// Writes the child's uid and gid maps: through newuidmap/newgidmap (run side by side) for a
-/// subordinate range, directly for a single mapping.
-fn write_maps(
-    mapping: &Mapping,
-    pid: Pid,
-    uids: &IdMap,
-    gids: &IdMap,
-    meanwhile: &mut dyn FnMut() -> Result<(), RunError>,
-) -> Result<(), RunError> {
-    if let Mapping::Range { helpers, .. } = mapping {
-        let spawn = |tool: &Path, m: &IdMap| {
-            Command::new(tool)
-                .arg(pid.to_string())
-                .args(m.helper_args())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-        };
-        let u = spawn(&helpers.newuidmap, uids).map_err(io("cannot run newuidmap"))?;
-        let g = spawn(&helpers.newgidmap, gids).map_err(io("cannot run newgidmap"))?;
-        let prepared = meanwhile();
-        for (tool, child) in [("newuidmap", u), ("newgidmap", g)] {
-            let out = child
-                .wait_with_output()
-                .map_err(io(format!("cannot wait for {tool}")))?;
-            if !out.status.success() {
-                let message = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-                return Err(RunError::Maps {
-                    tool: tool.into(),
-                    message: format!("{message} (check /etc/subuid and /etc/subgid)"),
-                });
+            super::launch::Launch::Failed { message, exit, .. } => {
+                return Err(RunError::Setup { message, exit });
             }
         }
-        return prepared;
     }
-    let proc = PathBuf::from(format!("/proc/{}", pid.as_raw()));
-    let write = |file: &str, text: &str| {
-        std::fs::write(proc.join(file), text).map_err(io(format!("cannot write {file}")))
-    };
-    if !matches!(mapping, Mapping::Root) {
-        write("setgroups", "deny")?;
-    }
-    write("uid_map", &uids.proc_text())?;
-    write("gid_map", &gids.proc_text())?;
-    meanwhile()
 }
 
 /// The user as `--userns keep-id` adds them to the container's passwd and group: the
@@ -889,84 +421,4 @@ fn keep_id_account() -> Option<crate::sandbox::user::Account> {
 /// Removes a container directory (files owned by the subordinate range included).
 fn remove_dir(host: &Host<'_>, dir: &Path) {
     let _ = super::lifecycle::remove_tree(dir, host.mapping);
-}
-
-/// A detached container has started: its output goes to `container.log`, the `nook run -d`
-/// that waits is told, and this monitor's own fds 1 and 2 let go of the output pipes.
-fn detached(d: Detach, dir: &Path, id: &str) -> Result<super::supervise::Outputs, RunError> {
-    use std::io::Write;
-    let log = super::logs::LogWriter::create(&dir.join("container.log"), d.rotation)
-        .map_err(io("cannot create the container's log"))?;
-    let mut ready = d.ready;
-    let _ = writeln!(ready, "ok {id}");
-    drop(ready);
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        let _ = nix::unistd::dup2_stdout(&null);
-        let _ = nix::unistd::dup2_stderr(&null);
-    }
-    Ok(super::supervise::Outputs {
-        stdout: d.stdout,
-        stderr: d.stderr,
-        log,
-    })
-}
-
-/// docker's `Config`, `HostConfig` and `Mounts` as `nook inspect` shows them.
-fn inspect_config(
-    req: &RunRequest,
-    process: &crate::sandbox::plan::Process,
-    hostname: &str,
-    stop_signal: Option<String>,
-) -> serde_json::Value {
-    let o = &req.options;
-    let env: Vec<String> = process
-        .env
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    let mounts: Vec<serde_json::Value> = o
-        .volumes
-        .iter()
-        .map(|v| match v {
-            crate::sandbox::volume::Volume::Bind {
-                source,
-                target,
-                read_only,
-                ..
-            } => serde_json::json!({
-                "Type": "bind", "Source": source, "Destination": target, "RW": !read_only,
-            }),
-            crate::sandbox::volume::Volume::Tmpfs { target, .. } => serde_json::json!({
-                "Type": "tmpfs", "Source": "", "Destination": target, "RW": true,
-            }),
-            crate::sandbox::volume::Volume::Named {
-                name,
-                target,
-                read_only,
-            } => serde_json::json!({
-                "Type": "volume", "Name": name, "Destination": target, "RW": !read_only,
-            }),
-        })
-        .collect();
-    serde_json::json!({
-        "Config": {
-            "Hostname": hostname,
-            "User": process.user,
-            "Env": env,
-            "Cmd": process.args,
-            "Image": req.image_name,
-            "WorkingDir": process.cwd,
-            "Tty": process.tty,
-            "OpenStdin": process.stdin,
-            "StopSignal": stop_signal,
-        },
-        "HostConfig": {
-            "AutoRemove": req.remove,
-            "ReadonlyRootfs": o.read_only,
-            "Init": o.init,
-            "SecurityOpt": (!o.security_opt.is_empty()).then_some(&o.security_opt),
-            "Seccomp": o.seccomp.mode(),
-        },
-        "Mounts": mounts,
-    })
 }

@@ -12,12 +12,14 @@ pub mod etc;
 mod pasta;
 pub mod ports;
 mod slirp;
+mod start;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
 
 pub use ports::{Proto, Publish};
+pub use start::NetStart;
 
 /// `--network`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,11 +7,15 @@
 //! the runtime directory, so later runs pay nothing.
 
 pub mod copy;
+pub mod ladder;
 pub mod overlay;
 
 use std::path::{Path, PathBuf};
 
+use crate::sys::idmap::IdMap;
+
 pub use copy::copy_layers;
+pub use ladder::{Choice, Inputs, Rung, choose};
 pub use overlay::{mount_overlay, overlay_options};
 
 /// Filesystems the kernel overlay cannot keep an upper layer on.
@@ -149,10 +153,10 @@ fn try_overlay(scratch: &Path) -> OverlayProbe {
                 nix::unistd::getuid().as_raw(),
                 nix::unistd::getgid().as_raw(),
             );
-            let proc = format!("/proc/{}", pid.as_raw());
-            let _ = std::fs::write(format!("{proc}/setgroups"), "deny");
-            let _ = std::fs::write(format!("{proc}/uid_map"), format!("0 {uid} 1\n"));
-            let _ = std::fs::write(format!("{proc}/gid_map"), format!("0 {gid} 1\n"));
+            let proc = PathBuf::from(format!("/proc/{}", pid.as_raw()));
+            let (uids, gids) = (IdMap::single(uid), IdMap::single(gid));
+            // A failed write shows as the mount's refusal below.
+            let _ = crate::sys::userns::write_direct(&proc, true, &uids, &gids);
             drop(go_w);
             let mut msg = String::new();
             let _ = std::fs::File::from(res_r).read_to_string(&mut msg);

@@ -23,6 +23,7 @@ use super::message::{self, Stage, ToChild, ToParent};
 use super::plan::{Plan, RootfsPlan};
 use super::seam::{RealSys, apply};
 use super::user::{User, read_confined, resolve};
+use crate::rootfs::Rung;
 use crate::sys::confined::{RootDir, components};
 use crate::sys::process::{
     WinSize, cloexec_from, exit_now, reset_signals, set_controlling_tty, set_window_size,
@@ -88,13 +89,7 @@ fn setup_and_exec(
         ))?;
     }
     let driver = mount_root(plan, sock)?;
-    let _ = message::send(
-        sock,
-        &ToParent::Mounted {
-            driver: driver.into(),
-        },
-        None,
-    );
+    let _ = message::send(sock, &ToParent::Mounted { driver }, None);
     let root =
         RootDir::open(&plan.mountpoint).map_err(fail(Stage::Rootfs, "cannot open the root"))?;
     if let Some(a) = &plan.process.keep_id {
@@ -222,7 +217,7 @@ pub(crate) fn cstring(s: &str) -> Result<CString, Failure> {
 }
 
 /// Mounts the container's root on the plan's mount point.
-fn mount_root(plan: &Plan, sock: BorrowedFd<'_>) -> Result<&'static str, Failure> {
+fn mount_root(plan: &Plan, sock: BorrowedFd<'_>) -> Result<Rung, Failure> {
     match &plan.rootfs {
         RootfsPlan::Overlay {
             layers_dir,
@@ -236,7 +231,7 @@ fn mount_root(plan: &Plan, sock: BorrowedFd<'_>) -> Result<&'static str, Failure
                     message: format!("the kernel refused overlayfs: {e}"),
                     exit: 125,
                 })?;
-            Ok("overlay")
+            Ok(Rung::Overlay)
         }
         RootfsPlan::Fuse { .. } => {
             let fuse = crate::rootfs::mount_fuse(&plan.mountpoint)
@@ -245,7 +240,7 @@ fn mount_root(plan: &Plan, sock: BorrowedFd<'_>) -> Result<&'static str, Failure
                 Stage::Rootfs,
                 "cannot hand the FUSE connection to nook",
             ))?;
-            Ok("fuse")
+            Ok(Rung::Fuse)
         }
         RootfsPlan::Copy { layers, dest } => {
             crate::rootfs::copy_layers(layers, dest)
@@ -259,7 +254,7 @@ fn mount_root(plan: &Plan, sock: BorrowedFd<'_>) -> Result<&'static str, Failure
                 None::<&str>,
             )
             .map_err(fail(Stage::Rootfs, "cannot bind the copied root"))?;
-            Ok("copy")
+            Ok(Rung::Copy)
         }
     }
 }

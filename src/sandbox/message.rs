@@ -24,8 +24,8 @@ pub enum ToChild {
 /// init → nook.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToParent {
-    /// The root is mounted with this driver (`overlay`, `copy`).
-    Mounted { driver: String },
+    /// The root is mounted on this rung of the ladder.
+    Mounted { driver: crate::rootfs::Rung },
     /// The master side of the container's terminal is attached.
     Pty,
     /// The FUSE connection of the root, mounted: nook serves it (descriptor attached).

@@ -310,9 +310,106 @@ impl Mapping {
     }
 }
 
+fn one(inside: u32, outside: u32) -> IdMap {
+    IdMap {
+        lines: vec![MapLine {
+            inside,
+            outside,
+            count: 1,
+        }],
+    }
+}
+
+/// The id maps for a container of the caller `(uid, gid)`; `keep_id` is `--userns keep-id`;
+/// `single` is the ids of the image's user for a single mapping (root when `None`).
+pub fn container_maps(
+    mapping: &Mapping,
+    keep_id: bool,
+    (uid, gid): (u32, u32),
+    single: Option<(u32, u32)>,
+) -> (IdMap, IdMap) {
+    let ranges = |m: &IdMap| -> Vec<SubRange> {
+        m.lines[1..]
+            .iter()
+            .map(|l| SubRange {
+                start: l.outside,
+                count: l.count,
+            })
+            .collect()
+    };
+    match (mapping, keep_id) {
+        (Mapping::Root, _) => {
+            let all = IdMap {
+                lines: vec![MapLine {
+                    inside: 0,
+                    outside: 0,
+                    count: u32::MAX,
+                }],
+            };
+            (all.clone(), all)
+        }
+        (Mapping::Range { uids, gids, .. }, false) => (uids.clone(), gids.clone()),
+        (Mapping::Range { uids, gids, .. }, true) => (
+            IdMap::keep_id(uid, uid, &ranges(uids)),
+            IdMap::keep_id(gid, gid, &ranges(gids)),
+        ),
+        (Mapping::Single { .. }, false) => {
+            let (cu, cg) = single.unwrap_or((0, 0));
+            (one(cu, uid), one(cg, gid))
+        }
+        (Mapping::Single { .. }, true) => (one(uid, uid), one(gid, gid)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn single() -> Mapping {
+        Mapping::Single {
+            uid: 1000,
+            gid: 100,
+            why: String::new(),
+        }
+    }
+
+    #[test]
+    fn single_mapping_maps_the_image_user_to_the_caller() {
+        let (u, g) = container_maps(&single(), false, (1000, 100), Some((1234, 50)));
+        assert_eq!(u.proc_text(), "1234 1000 1\n");
+        assert_eq!(g.proc_text(), "50 100 1\n");
+        let (u, g) = container_maps(&single(), false, (1000, 100), None);
+        assert_eq!(
+            (u.proc_text(), g.proc_text()),
+            ("0 1000 1\n".into(), "0 100 1\n".into())
+        );
+        let (u, g) = container_maps(&single(), true, (1000, 100), Some((1234, 50)));
+        assert_eq!(
+            (u.proc_text(), g.proc_text()),
+            ("1000 1000 1\n".into(), "100 100 1\n".into())
+        );
+    }
+
+    #[test]
+    fn range_mapping_ignores_the_single_ids() {
+        let helpers = Helpers {
+            newuidmap: "/x".into(),
+            newgidmap: "/y".into(),
+        };
+        let r = [SubRange {
+            start: 100000,
+            count: 65536,
+        }];
+        let m = Mapping::Range {
+            helpers,
+            uids: IdMap::with_ranges(1000, &r),
+            gids: IdMap::with_ranges(100, &r),
+        };
+        let (u, _) = container_maps(&m, false, (1000, 100), Some((1234, 50)));
+        assert_eq!(u, IdMap::with_ranges(1000, &r));
+        let (u, _) = container_maps(&m, true, (1000, 100), None);
+        assert_eq!(u.to_host(1000), Some(1000));
+    }
 
     #[test]
     fn parses_by_name_and_id() {

@@ -6,17 +6,21 @@
 //! nook forks a small helper before `unshare`, the helper waits until the parent has unshared,
 //! then maps it. The caller must still be single-threaded (ARCHITECTURE.md, process model:
 //! no fork after threads).
+//!
+//! This module is the one writer of id maps: the store's namespace ([`enter`]), a container's
+//! init ([`map_child`]) and the overlay probe ([`write_direct`]) all write through it.
 
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork, getpid, pipe};
 
-use super::idmap::{Helpers, IdMap};
+use super::idmap::{Helpers, IdMap, Mapping};
 
 /// Why the user namespace could not be entered.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,14 @@ pub enum UserNsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot run {tool}")]
+    Spawn {
+        tool: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{tool} could not map the container's ids: {message}")]
+    Refused { tool: &'static str, message: String },
 }
 
 /// Enters a new user namespace in which `uids`/`gids` are mapped, using the helpers for a
@@ -52,26 +64,85 @@ pub fn enter(uids: &IdMap, gids: &IdMap, helpers: Option<&Helpers>) -> Result<()
 /// Writes single-line maps for the current process (allowed without privileges when the only
 /// id mapped is our own, after setgroups is denied).
 fn write_own_maps(uids: &IdMap, gids: &IdMap) -> Result<(), UserNsError> {
+    write_direct(Path::new("/proc/self"), true, uids, gids)
+}
+
+/// Writes the maps of the process whose /proc directory is `proc` straight to the kernel:
+/// the caller's own id only, or anything for real root (who need not deny setgroups).
+pub fn write_direct(
+    proc: &Path,
+    deny_setgroups: bool,
+    uids: &IdMap,
+    gids: &IdMap,
+) -> Result<(), UserNsError> {
     let write = |file: &'static str, text: &str| {
-        fs::write(format!("/proc/self/{file}"), text)
-            .map_err(|source| UserNsError::WriteMap { file, source })
+        fs::write(proc.join(file), text).map_err(|source| UserNsError::WriteMap { file, source })
     };
-    write("setgroups", "deny")?;
+    if deny_setgroups {
+        write("setgroups", "deny")?;
+    }
     write("uid_map", &uids.proc_text())?;
     write("gid_map", &gids.proc_text())
+}
+
+/// newuidmap or newgidmap, to map `pid` as `map` says.
+fn helper_command(tool: &Path, pid: i32, map: &IdMap) -> Command {
+    let mut c = Command::new(tool);
+    c.arg(pid.to_string()).args(map.helper_args());
+    c
+}
+
+/// Writes the id maps of the child `pid` (in a new user namespace): through
+/// newuidmap/newgidmap, run side by side, for a subordinate range; directly otherwise.
+/// `meanwhile` runs while the helpers do; its error is returned after theirs.
+pub fn map_child<E: From<UserNsError>>(
+    mapping: &Mapping,
+    pid: i32,
+    uids: &IdMap,
+    gids: &IdMap,
+    meanwhile: &mut dyn FnMut() -> Result<(), E>,
+) -> Result<(), E> {
+    let Mapping::Range { helpers, .. } = mapping else {
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        write_direct(&proc, !matches!(mapping, Mapping::Root), uids, gids)?;
+        return meanwhile();
+    };
+    let spawn = |tool: &'static str, path: &Path, m: &IdMap| {
+        helper_command(path, pid, m)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| UserNsError::Spawn { tool, source })
+    };
+    let u = spawn("newuidmap", &helpers.newuidmap, uids)?;
+    let g = spawn("newgidmap", &helpers.newgidmap, gids)?;
+    let prepared = meanwhile();
+    for (tool, child) in [("newuidmap", u), ("newgidmap", g)] {
+        let out = child
+            .wait_with_output()
+            .map_err(|source| UserNsError::Spawn { tool, source })?;
+        if !out.status.success() {
+            let message = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            return Err(UserNsError::Refused {
+                tool,
+                message: format!("{message} (check /etc/subuid and /etc/subgid)"),
+            }
+            .into());
+        }
+    }
+    prepared
 }
 
 fn enter_with_helpers(uids: &IdMap, gids: &IdMap, helpers: &Helpers) -> Result<(), UserNsError> {
     let parent = getpid();
     let (go_read, go_write) = pipe().map_err(UserNsError::Fork)?;
-    let uid_args = uids.helper_args();
-    let gid_args = gids.helper_args();
     // SAFETY: the caller guarantees this process is single-threaded (see module docs), so the
     // child may allocate and spawn processes; it leaves only through `_exit`.
     match unsafe { fork() }.map_err(UserNsError::Fork)? {
         ForkResult::Child => {
             drop(go_write);
-            let code = helper_child(go_read, parent.as_raw(), helpers, &uid_args, &gid_args);
+            let code = helper_child(go_read, parent.as_raw(), helpers, uids, gids);
             // SAFETY: `_exit` ends the forked child without running the parent's destructors
             // or atexit handlers twice.
             unsafe { libc::_exit(code) }
@@ -108,28 +179,20 @@ fn enter_with_helpers(uids: &IdMap, gids: &IdMap, helpers: &Helpers) -> Result<(
 
 /// The helper: wait for the parent to unshare, then map it. Exit 0 on success, 1 if newuidmap
 /// failed, 2 if newgidmap failed, 3 if the parent gave up.
-fn helper_child(
-    go: OwnedFd,
-    parent: i32,
-    helpers: &Helpers,
-    uid_args: &[String],
-    gid_args: &[String],
-) -> i32 {
+fn helper_child(go: OwnedFd, parent: i32, helpers: &Helpers, uids: &IdMap, gids: &IdMap) -> i32 {
     let mut byte = [0u8; 1];
     if !matches!(fs::File::from(go).read(&mut byte), Ok(1)) {
         return 3;
     }
-    let run = |tool: &std::path::Path, args: &[String]| {
-        Command::new(tool)
-            .arg(parent.to_string())
-            .args(args)
+    let run = |tool: &Path, map: &IdMap| {
+        helper_command(tool, parent, map)
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !run(&helpers.newuidmap, uid_args) {
+    if !run(&helpers.newuidmap, uids) {
         return 1;
     }
-    if !run(&helpers.newgidmap, gid_args) {
+    if !run(&helpers.newgidmap, gids) {
         return 2;
     }
     0
