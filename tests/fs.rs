@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::env::{Mode, Out, assert_no_leftovers};
 use support::image::{Comp, LayerTar};
-use support::sandbox::{Sandbox, probe_dir};
+use support::sandbox::{Sandbox, assert_posix_cases, probe_dir};
 
 const DRIVERS: [&str; 2] = ["overlay", "fuse"];
 
@@ -99,17 +99,7 @@ fn posix_cases_pass_on_both_drivers() {
             &s.image,
             &["posix", "/posix"],
         );
-        let failed: Vec<&str> = out
-            .stdout
-            .lines()
-            .filter(|l| !l.starts_with("ok "))
-            .collect();
-        assert!(
-            out.code == 0 && failed.is_empty(),
-            "{d}: conformance cases failed:\n{}\n{}",
-            failed.join("\n"),
-            out.stderr
-        );
+        assert_posix_cases(&out, d);
         assert!(
             out.stdout.lines().count() > 140,
             "{d}: too few cases ran:\n{}",
@@ -417,14 +407,7 @@ fn owners_image(s: &Sandbox) -> String {
         .dir_owned("home/user", 0o750, 1234, 1234)
         .file_owned("usr/bin/suid", b"#!/bin/sh\n", 0o4755, 0, 0)
         .finish();
-    s.image_with(
-        "owners",
-        &[
-            (support::image::busybox_base().finish(), Comp::Gzip),
-            (l2, Comp::Gzip),
-        ],
-        json!({"Cmd": ["sh"]}),
-    )
+    s.image_over_busybox("owners", l2, json!({"Cmd": ["sh"]}))
 }
 
 #[test]
@@ -676,14 +659,7 @@ fn links_image(s: &Sandbox) -> String {
         .file("data/move/m", b"a\n", 0o644)
         .hardlink("data/move/hard2", "data/move/m")
         .finish();
-    s.image_with(
-        "links",
-        &[
-            (support::image::busybox_base().finish(), Comp::Gzip),
-            (l, Comp::Gzip),
-        ],
-        json!({"Cmd": ["sh"]}),
-    )
+    s.image_over_busybox("links", l, json!({"Cmd": ["sh"]}))
 }
 
 /// Runs `script` once in a new container named `name`, then again in the same container (a
@@ -768,14 +744,7 @@ fn interrupted_requests_leave_no_fuser_errors_on_the_terminal() {
         .file("big/b", &big, 0o644)
         .file("big/c", &big, 0o644)
         .finish();
-    let image = s.image_with(
-        "bigfiles",
-        &[
-            (support::image::busybox_base().finish(), Comp::Gzip),
-            (l, Comp::Gzip),
-        ],
-        json!({"Cmd": ["sh"]}),
-    );
+    let image = s.image_over_busybox("bigfiles", l, json!({"Cmd": ["sh"]}));
     // The shell appends to a file (a WRITE each time) while a sibling signals it: the kernel
     // sends INTERRUPT for requests nook has often answered already (fuser's reply to it then
     // finds no request). Readers killed mid-file, and the container ending during readahead.

@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::json;
 use support::env::{Mode, Out};
-use support::image::{Comp, LayerTar, busybox_base};
+use support::image::LayerTar;
 use support::sandbox::Sandbox;
 
 /// An image whose USER is `app` (1234), named only in the top layer's /etc/passwd (the base's
@@ -25,11 +25,7 @@ fn app_image(s: &Sandbox) -> String {
         .file_owned("home/app/notes", b"n\n", 0o644, 1234, 1234)
         .file("home/app/rootfile", b"r\n", 0o644)
         .finish();
-    s.image_with(
-        "appuser",
-        &[(busybox_base().finish(), Comp::Gzip), (top, Comp::Gzip)],
-        json!({"User": "app", "Cmd": ["sh"]}),
-    )
+    s.image_over_busybox("appuser", top, json!({"User": "app", "Cmd": ["sh"]}))
 }
 
 fn sh(s: &Sandbox, flags: &[&str], img: &str, script: &str) -> Out {
@@ -209,11 +205,7 @@ fn single_mapping_never_reads_a_passwd_outside_the_image() {
         .whiteout("etc", "passwd")
         .symlink("etc/passwd", host.to_str().unwrap())
         .finish();
-    let img = s.image_with(
-        "linkedpasswd",
-        &[(busybox_base().finish(), Comp::Gzip), (top, Comp::Gzip)],
-        json!({"User": "app", "Cmd": ["sh"]}),
-    );
+    let img = s.image_over_busybox("linkedpasswd", top, json!({"User": "app", "Cmd": ["sh"]}));
     s.run(&[&img, "true"]).fails_with(
         125,
         "unable to find user app: no matching entries in passwd file",

@@ -555,11 +555,7 @@ fn hostile_images_mount_nothing_of_the_host() {
         .symlink("etc/hostname", &format!("{abs}/marker"))
         .symlink("data", &format!("{abs}/datadir"))
         .finish();
-    let img = s.image_with(
-        "evil",
-        &[(busybox_base().finish(), Comp::Gzip), (evil, Comp::Gzip)],
-        json!({"Cmd": ["sh"]}),
-    );
+    let img = s.image_over_busybox("evil", evil, json!({"Cmd": ["sh"]}));
     let vol = s.user.work.path().join("vol");
     std::fs::create_dir(&vol).unwrap();
     std::fs::write(vol.join("volfile"), b"v").unwrap();
@@ -595,11 +591,7 @@ fn hostile_images_mount_nothing_of_the_host() {
     );
     // /etc/passwd linked to /dev/zero or a FIFO: user lookup must end, quickly, in an error.
     let zero = LayerTar::new().symlink("etc/passwd", "/dev/zero").finish();
-    let img = s.image_with(
-        "zero",
-        &[(busybox_base().finish(), Comp::Gzip), (zero, Comp::Gzip)],
-        json!({"Cmd": ["sh"]}),
-    );
+    let img = s.image_over_busybox("zero", zero, json!({"Cmd": ["sh"]}));
     let t = Instant::now();
     s.run(&["-u", "user", &img, "true"])
         .fails_with(125, "unable to find user user");

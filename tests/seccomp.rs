@@ -10,7 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use support::env::{Mode, Out};
-use support::sandbox::{Sandbox, probe_dir};
+use support::sandbox::{Sandbox, assert_posix_cases, probe_dir};
 
 /// docker's default profile, as nook embeds it.
 const DEFAULT_PROFILE: &str = include_str!("../src/sandbox/seccomp/default.json");
@@ -142,17 +142,7 @@ fn busybox_runs_unchanged(s: &Sandbox, mode: Mode) {
         return;
     }
     let out = run_with_probes(s, &[], &["/probe/fsprobe", "posix", "/posix"]);
-    let failed: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter(|l| !l.starts_with("ok "))
-        .collect();
-    assert!(
-        out.code == 0 && failed.is_empty(),
-        "conformance cases under the profile:\n{}\n{}",
-        failed.join("\n"),
-        out.stderr
-    );
+    assert_posix_cases(&out, "under the default profile");
 }
 
 /// `nook exec` processes get the container's filter too.

@@ -67,6 +67,20 @@ impl Sandbox {
         r
     }
 
+    /// [`Sandbox::image_with`] for the common case: busybox with one layer on top.
+    pub fn image_over_busybox(
+        &self,
+        name: &str,
+        top: Vec<u8>,
+        config: serde_json::Value,
+    ) -> String {
+        self.image_with(
+            name,
+            &[(busybox_base().finish(), Comp::Gzip), (top, Comp::Gzip)],
+            config,
+        )
+    }
+
     pub fn nook(&self, args: &[&str]) -> Out {
         self.user.run_env(args, &[("NOOK_TEST_TAG", &self.tag)])
     }
@@ -137,4 +151,19 @@ pub fn probe_dir() -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// Asserts that fsprobe's `posix` cases all passed (every line `ok ...`), naming `what` ran them.
+pub fn assert_posix_cases(out: &Out, what: &str) {
+    let failed: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with("ok "))
+        .collect();
+    assert!(
+        out.code == 0 && failed.is_empty(),
+        "{what}: conformance cases failed:\n{}\n{}",
+        failed.join("\n"),
+        out.stderr
+    );
 }
