@@ -278,3 +278,53 @@ fn inspect_and_info_say_which_profile() {
         info.stdout
     );
 }
+
+/// The host's own compiler and dpkg (its /usr and dpkg database mounted read-only into a
+/// busybox container) work under the default profile, in both id modes: real programs, not
+/// only busybox's applets, meet no refused call.
+#[test]
+fn a_compiler_and_dpkg_run_under_the_default_profile() {
+    for p in ["/usr/bin/gcc", "/usr/bin/dpkg", "/var/lib/dpkg/status"] {
+        if !std::path::Path::new(p).exists() {
+            support::skip(&format!("{p} is missing (scripts/setup.sh installs gcc)"));
+            return;
+        }
+    }
+    for mode in [Mode::Range, Mode::Single] {
+        let Some(s) = Sandbox::new(mode) else {
+            continue;
+        };
+        let script = "set -e
+            printf '#include <stdio.h>\\nint main(void){puts(\"compiled\");return 0;}\\n' >/tmp/c.c
+            gcc -O1 -o /tmp/c /tmp/c.c
+            /tmp/c
+            /usr/bin/dpkg -s dpkg | grep -q '^Status: install ok installed'
+            echo dpkg-ok";
+        let out = s.run(&[
+            "--network",
+            "none",
+            "-e",
+            "PATH=/bin:/usr/bin",
+            "-v",
+            "/usr:/usr:ro",
+            // The loader's absolute links point into /lib (merged /usr on Debian).
+            "-v",
+            "/lib:/lib:ro",
+            "-v",
+            "/lib64:/lib64:ro",
+            "-v",
+            "/var/lib/dpkg:/var/lib/dpkg:ro",
+            &s.image,
+            "sh",
+            "-c",
+            script,
+        ]);
+        out.ok();
+        assert_eq!(
+            out.stdout.lines().collect::<Vec<_>>(),
+            ["compiled", "dpkg-ok"],
+            "{mode:?}: {}",
+            out.stderr
+        );
+    }
+}
