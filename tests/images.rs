@@ -362,3 +362,35 @@ fn an_image_a_container_uses_stays_until_the_container_goes() {
     out.ok();
     assert!(out.stdout.contains("Deleted: sha256:"), "{}", out.stdout);
 }
+
+/// `nook inspect IMAGE | head`: a reader that went away ends a printing command quietly (as
+/// SIGPIPE ends other Unix tools), never with a Rust panic about a broken pipe.
+#[test]
+fn printing_into_a_closed_pipe_ends_quietly() {
+    let Some((user, reg)) = setup() else { return };
+    let b = image::build(
+        &[(busybox_base().finish(), Comp::Gzip)],
+        &ImageOpts::default(),
+    );
+    image::push(&reg.url, "pipe", "latest", &b);
+    let r = format!("{}/pipe", reg.host);
+    user.run(&["pull", "-q", &r]).ok();
+    for args in [vec!["inspect", r.as_str()], vec!["images"], vec!["info"]] {
+        // The reader is gone before nook writes a byte.
+        let (read, write) = nix::unistd::pipe().unwrap();
+        drop(read);
+        let out = user
+            .nook(&args)
+            .stdout(std::process::Stdio::from(write))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -214,6 +214,21 @@ fn certs_dirs() -> Vec<PathBuf> {
     out
 }
 
+/// Commands that only print: a reader that goes away (`| head`) ends them quietly. The others
+/// keep SIGPIPE ignored (a container's monitor, network helpers and pulls must not die of it).
+fn prints_only(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Images(_)
+            | Command::Inspect(_)
+            | Command::Ps(_)
+            | Command::Logs(_)
+            | Command::Top(_)
+            | Command::Port(_)
+            | Command::Info(_)
+    )
+}
+
 /// Runs nook with the process arguments; returns the exit status.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -255,6 +270,9 @@ pub fn error_line(e: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> Result<i32> {
+    if prints_only(&cli.command) {
+        crate::sys::process::default_sigpipe();
+    }
     let mut session = Session::new(&cli)?;
     match cli.command {
         Command::Pull(a) => image::pull(&mut session, a),

@@ -203,6 +203,17 @@ pub fn start_time(pid: i32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
+/// Restores SIGPIPE's default action (the Rust runtime ignores it), so that a command that
+/// only prints ends quietly when its reader goes away (`nook inspect IMAGE | head`), as
+/// other Unix tools do, instead of failing on EPIPE.
+pub fn default_sigpipe() {
+    // SAFETY: SIG_DFL is a valid disposition for SIGPIPE; no handler code runs, and the
+    // previous disposition (SIG_IGN, set by the runtime) is not needed again.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Whether process `pid` still runs: not gone, not a zombie.
 pub fn alive(pid: i32) -> bool {
     start_time(pid).is_some()
