@@ -6,6 +6,7 @@
 //! [`container`] runs them through the [`sandbox`] on a [`rootfs`]. `unsafe` lives in [`sys`]
 //! only.
 
+pub mod build;
 pub mod cli;
 pub mod config;
 pub mod container;
