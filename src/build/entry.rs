@@ -50,3 +50,50 @@ pub enum Source {
     /// Content held in memory (heredocs, small generated files).
     Bytes(Vec<u8>),
 }
+
+/// The kind of a file in a source tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Dir,
+    File,
+    Symlink,
+    Fifo,
+    CharDevice,
+    BlockDevice,
+    Socket,
+}
+
+/// A file's metadata as a source tree shows it (owners as the container sees them: through
+/// the id mapping, or from nook's owner record for a single mapping).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: FileKind,
+    /// Permission bits with setuid, setgid and sticky.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: i64,
+    /// `(major, minor)` of a device.
+    pub rdev: (u32, u32),
+    /// Identity for hard links: `(dev, ino)` and the link count.
+    pub dev_ino: (u64, u64),
+    pub nlink: u64,
+}
+
+/// A read-only tree COPY and ADD take files from: the build context, or an image's or
+/// stage's layers seen merged. Paths are relative to the tree's root; nothing is followed
+/// out of it.
+pub trait SourceTree {
+    /// The entry at `rel` (a symlink itself, not its target); `None` when there is none.
+    fn stat(&self, rel: &std::path::Path) -> std::io::Result<Option<Meta>>;
+    /// The names in the directory `rel`, sorted.
+    fn read_dir(&self, rel: &std::path::Path) -> std::io::Result<Vec<std::ffi::OsString>>;
+    fn read_link(&self, rel: &std::path::Path) -> std::io::Result<PathBuf>;
+    /// Where the content of the regular file `rel` is read from.
+    fn source(&self, rel: &std::path::Path) -> Source;
+    /// Extended attributes worth keeping (not nook's, not the overlay's).
+    fn xattrs(&self, _rel: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+        Vec::new()
+    }
+}
