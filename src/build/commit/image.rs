@@ -189,8 +189,8 @@ mod tests {
         let (_dir, store, l) = store_with_layer(42);
         let c = config_over(&l);
         let tags = ["docker.io/library/app:1".to_owned()];
-        let a = store_image(&store, &c, &[l.clone()], Format::Oci, &tags).unwrap();
-        let b = store_image(&store, &c, &[l.clone()], Format::Oci, &[]).unwrap();
+        let a = store_image(&store, &c, std::slice::from_ref(&l), Format::Oci, &tags).unwrap();
+        let b = store_image(&store, &c, std::slice::from_ref(&l), Format::Oci, &[]).unwrap();
         assert_eq!(a.id, b.id);
         assert_eq!(a.manifest_digest, b.manifest_digest);
         assert_eq!(a.id, Digest::sha256_of(&c.to_bytes()));
@@ -208,8 +208,9 @@ mod tests {
     fn oci_and_docker_manifests_name_their_media_types() {
         let (_dir, store, l) = store_with_layer(1);
         let c = config_over(&l);
-        let oci = store_image(&store, &c, &[l.clone()], Format::Oci, &[]).unwrap();
-        let docker = store_image(&store, &c, &[l.clone()], Format::Docker, &[]).unwrap();
+        let oci = store_image(&store, &c, std::slice::from_ref(&l), Format::Oci, &[]).unwrap();
+        let docker =
+            store_image(&store, &c, std::slice::from_ref(&l), Format::Docker, &[]).unwrap();
         assert_eq!(oci.id, docker.id, "the config is the same either way");
         assert_ne!(oci.manifest_digest, docker.manifest_digest);
         for (rec, mt, config_mt, layer_mt) in [
@@ -246,7 +247,7 @@ mod tests {
         let mut c = config_over(&l);
         c.rootfs.diff_ids = vec![Digest::sha256_of(b"other").to_string()];
         assert!(matches!(
-            store_image(&store, &c, &[l.clone()], Format::Oci, &[]),
+            store_image(&store, &c, std::slice::from_ref(&l), Format::Oci, &[]),
             Err(CommitError::LayerMismatch { .. })
         ));
         c.rootfs.diff_ids.clear();
