@@ -6,6 +6,7 @@
 
 mod container;
 mod format;
+mod history;
 mod image;
 mod info;
 mod internal;
@@ -60,6 +61,8 @@ pub enum Command {
     Rmi(image::RmiArgs),
     /// Give an image another name.
     Tag(image::TagArgs),
+    /// Show the steps an image was made of.
+    History(history::HistoryArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -221,6 +224,7 @@ fn prints_only(c: &Command) -> bool {
         c,
         Command::Images(_)
             | Command::Inspect(_)
+            | Command::History(_)
             | Command::Ps(_)
             | Command::Logs(_)
             | Command::Top(_)
@@ -280,6 +284,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Inspect(a) => image::inspect(&session, a),
         Command::Rmi(a) => image::rmi(&mut session, a),
         Command::Tag(a) => image::tag(&mut session, a),
+        Command::History(a) => history::history(&session, a),
         Command::Image(c) => image::dispatch(&mut session, c),
         Command::Login(a) => login::login(&session, a),
         Command::Logout(a) => login::logout(a),
