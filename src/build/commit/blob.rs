@@ -97,13 +97,13 @@ fn compress(store: &Store, tar: &Path) -> Result<Compressed, CommitError> {
             .unwrap_or_else(|_| Err(io::Error::other("the compressing thread panicked")));
         (read, written)
     });
-    let outcome = read.map_err(read_err).and_then(|diff_id| {
-        let (blob, blob_size) = written.map_err(|source| CommitError::Compress {
+    // A failed write stops the reader too: the writer's error is the one to report.
+    let outcome = written
+        .map_err(|source| CommitError::Compress {
             path: tmp.display().to_string(),
             source,
-        })?;
-        Ok((diff_id, blob, blob_size))
-    });
+        })
+        .and_then(|(blob, blob_size)| Ok((read.map_err(read_err)?, blob, blob_size)));
     match outcome {
         Ok((diff_id, blob, blob_size)) => Ok(Compressed {
             diff_id,
