@@ -4,6 +4,7 @@
 //! Commands return an exit status; errors travel up as `anyhow` chains and are printed once,
 //! on one line, by [`main`], with docker's status 125 for nook's own failures.
 
+mod build;
 mod container;
 mod format;
 mod history;
@@ -51,6 +52,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build an image from a Dockerfile.
+    Build(Box<build::BuildArgs>),
+    /// Make an image of a container's changes.
+    Commit(build::CommitArgs),
+    /// Manage the build cache.
+    #[command(subcommand)]
+    Builder(build::BuilderCommand),
     /// Download an image from a registry.
     Pull(image::PullArgs),
     /// List images.
@@ -279,6 +287,9 @@ fn run(cli: Cli) -> Result<i32> {
     }
     let mut session = Session::new(&cli)?;
     match cli.command {
+        Command::Build(a) => build::build(&session, *a),
+        Command::Commit(a) => build::commit(&session, a),
+        Command::Builder(c) => build::builder(&session, c),
         Command::Pull(a) => image::pull(&mut session, a),
         Command::Images(a) => image::images(&session, a),
         Command::Inspect(a) => image::inspect(&session, a),
