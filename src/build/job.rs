@@ -29,13 +29,32 @@ where
     T: Serialize + DeserializeOwned,
     F: FnOnce() -> Result<T, String>,
 {
+    forked(Some(mapping), f)
+}
+
+/// Runs `f` in a forked child and returns its result: for work that changes the process
+/// for good (a container run on the FUSE rung joins the container's user namespace and
+/// starts the server's threads), so that the builder stays as it was.
+pub fn in_child<T, F>(f: F) -> Result<T, JobError>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnOnce() -> Result<T, String>,
+{
+    forked(None, f)
+}
+
+fn forked<T, F>(mapping: Option<&Mapping>, f: F) -> Result<T, JobError>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnOnce() -> Result<T, String>,
+{
     let (rx, tx) = nix::unistd::pipe().map_err(|e| JobError::Start(e.into()))?;
     match crate::sys::process::clone_fork(nix::sched::CloneFlags::empty())
         .map_err(JobError::Start)?
     {
         None => {
             drop(rx);
-            let result = enter(mapping).and_then(|()| f());
+            let result = mapping.map_or(Ok(()), enter).and_then(|()| f());
             let bytes = serde_json::to_vec(&result).unwrap_or_default();
             let mut out = std::fs::File::from(tx);
             let ok = out.write_all(&bytes).is_ok() && result.is_ok();

@@ -71,7 +71,7 @@ pub enum BuildError {
     Run {
         step: String,
         #[source]
-        source: crate::container::run::RunError,
+        source: job::JobError,
     },
     /// The command of a RUN ended with a non-zero status.
     #[error("The command '{command}' returned a non-zero code: {code}")]

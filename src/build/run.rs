@@ -291,7 +291,16 @@ fn run_in_container(
         args: vec![],
     };
     let quiet = if o.quiet { Quiet::start(host) } else { None };
-    let ran = run(&rt, request);
+    let ran = job::in_child(|| {
+        Ok(match run(&rt, request) {
+            Ok(code) => code,
+            Err(e) => {
+                let code = e.exit_code();
+                eprintln!("Error: {}", crate::cli::error_line(&anyhow::Error::new(e)));
+                code
+            }
+        })
+    });
     let failed = !matches!(ran, Ok(0));
     if let Some(q) = quiet {
         q.end(failed);
