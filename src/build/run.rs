@@ -93,7 +93,9 @@ fn options(o: &Options, step: &RunStep, volumes: Vec<Volume>) -> RunOptions {
         publish_all: false,
         userns: UserNs::Auto,
         driver: o.driver,
-        init: false,
+        // A reaper as pid 1 passes Ctrl-C on to the step's command (a shell as pid 1 would
+        // ignore it) and reaps what the step leaves behind.
+        init: true,
         tty: false,
         stdin: false,
         cap_add: vec![],
