@@ -156,7 +156,7 @@ fn heredocs_of(
     let Some(lines) = lines else {
         return Ok((Vec::new(), Vec::new()));
     };
-    if json_array(line.args).is_some() || !line.args.contains("<<") {
+    if json_array(line.args)?.is_some() || !line.args.contains("<<") {
         return Ok((Vec::new(), Vec::new()));
     }
     let marks = heredoc_marks(line.args, line.escape);
@@ -176,7 +176,7 @@ pub(super) fn run(line: &Line, lines: Option<&mut Lines>) -> Result<RunSpec, Ins
     }
     let (marks, heredocs) = heredocs_of(line, lines)?;
     let command = match (marks.as_slice(), heredocs.as_slice()) {
-        ([], _) => maybe_json(line.args),
+        ([], _) => maybe_json(line.args)?,
         // `RUN <<EOF`: the body is the script.
         ([mark], [doc]) if line.args == mark.word => Command::Shell(doc.content.clone()),
         // Otherwise the shell gets the line and each body with its terminator, as it would
@@ -223,7 +223,7 @@ pub(super) fn copy(
     };
     let allowed: Vec<(&str, FlagKind)> = common.iter().chain(extra).copied().collect();
     let flags = line.flags(&allowed)?;
-    let json = json_array(line.args);
+    let json = json_array(line.args)?;
     let (marks, heredocs) = heredocs_of(line, lines)?;
     let mut words = match &json {
         Some(words) => words.clone(),
@@ -305,7 +305,7 @@ pub(super) fn healthcheck(line: &Line) -> Result<Option<HealthSpec>, Instruction
         Some(v) => Some(v.parse::<u32>().map_err(|_| InstructionError::Retries(v))?),
     };
     Ok(Some(HealthSpec {
-        command: maybe_json(command),
+        command: maybe_json(command)?,
         interval: duration("interval")?,
         timeout: duration("timeout")?,
         start_period: duration("start-period")?,

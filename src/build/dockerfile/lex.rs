@@ -195,8 +195,10 @@ pub(super) fn raw_words(text: &str, escape: char) -> Vec<(String, usize)> {
     words
 }
 
-/// The leading `--name[=value]` words of an instruction's arguments (raw, quotes kept) and
-/// the arguments after them. A lone `--` ends the flags and is dropped.
+/// The leading `--name[=value]` words of an instruction's arguments and the arguments
+/// after them. As in BuildKit, quotes in a flag word are removed and `\` escapes the next
+/// character whatever the escape directive says; variables stay for the builder to
+/// expand. A lone `--` ends the flags and is dropped.
 pub(super) fn take_flags(args: &str, escape: char) -> (Vec<String>, &str) {
     let mut flags = Vec::new();
     let mut rest = args.trim_start();
@@ -208,7 +210,7 @@ pub(super) fn take_flags(args: &str, escape: char) -> (Vec<String>, &str) {
         if word == "--" {
             break;
         }
-        flags.push(word);
+        flags.push(unquote(&word, '\\'));
     }
     (flags, rest)
 }
