@@ -93,11 +93,29 @@ pub(super) struct HeredocMark {
     pub quoted: bool,
 }
 
-/// The heredoc words among `args` (each a whole word: `<<EOF`, `<<-EOF`, `<<"EOF"`, with an
-/// optional file descriptor number before, as BuildKit reads them).
+/// The words of `args`, with `<<` (or `<<-`) and the name after it joined into one word
+/// when blanks part them (`<< EOF`), as BuildKit's lexer reads heredocs.
+pub(super) fn heredoc_words(args: &str, escape: char) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    let mut open = false;
+    for (word, _) in lex::raw_words(args, escape) {
+        match words.last_mut() {
+            Some(last) if open => last.push_str(&word),
+            _ => words.push(word),
+        }
+        open = words.last().is_some_and(|w| {
+            let after_fd = w.trim_start_matches(|c: char| c.is_ascii_digit());
+            after_fd == "<<" || after_fd == "<<-"
+        });
+    }
+    words
+}
+
+/// The heredoc words among `args` (`<<EOF`, `<<-EOF`, `<<"EOF"`, with an optional file
+/// descriptor number before, each a word of its own).
 pub(super) fn heredoc_marks(args: &str, escape: char) -> Vec<HeredocMark> {
     let mut marks = Vec::new();
-    for (word, _) in lex::raw_words(args, escape) {
+    for word in heredoc_words(args, escape) {
         let after_fd = word.trim_start_matches(|c: char| c.is_ascii_digit());
         let Some(spec) = after_fd.strip_prefix("<<") else {
             continue;
@@ -112,7 +130,7 @@ pub(super) fn heredoc_marks(args: &str, escape: char) -> Vec<HeredocMark> {
         }
         marks.push(HeredocMark {
             quoted: spec.contains(['"', '\'']),
-            word: word.clone(),
+            word,
             name,
             strip_tabs,
         });
@@ -178,7 +196,9 @@ pub(super) fn run(line: &Line, lines: Option<&mut Lines>) -> Result<RunSpec, Ins
     let command = match (marks.as_slice(), heredocs.as_slice()) {
         ([], _) => maybe_json(line.args)?,
         // `RUN <<EOF`: the body is the script.
-        ([mark], [doc]) if line.args == mark.word => Command::Shell(doc.content.clone()),
+        ([_], [doc]) if heredoc_words(line.args, line.escape).len() == 1 => {
+            Command::Shell(doc.content.clone())
+        }
         // Otherwise the shell gets the line and each body with its terminator, as it would
         // read them from a script.
         _ => {
@@ -227,7 +247,8 @@ pub(super) fn copy(
     let (marks, heredocs) = heredocs_of(line, lines)?;
     let mut words = match &json {
         Some(words) => words.clone(),
-        None => line.words(),
+        None if marks.is_empty() => line.words(),
+        None => heredoc_words(line.args, line.escape),
     };
     if marks.iter().any(|m| words.last() == Some(&m.word)) {
         return Err(InstructionError::HeredocDest(
