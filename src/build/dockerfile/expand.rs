@@ -33,6 +33,19 @@ pub fn expand(
     Expander::new(raw, escape, vars).run().map(|(text, _)| text)
 }
 
+/// Expands the body of a COPY/ADD heredoc whose delimiter was not quoted, as a shell
+/// expands a here-document: quotes are ordinary characters and the escape character escapes
+/// only `$` and itself; variables expand as in [`expand`].
+pub fn expand_heredoc(
+    content: &str,
+    escape: char,
+    vars: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ExpandError> {
+    let mut expander = Expander::new(content, escape, vars);
+    expander.script = true;
+    expander.run().map(|(text, _)| text)
+}
+
 /// Expands `raw` and splits it into words on whitespace outside quotes.
 pub fn expand_words(
     raw: &str,
@@ -88,6 +101,8 @@ struct Expander<'a> {
     vars: &'a dyn Fn(&str) -> Option<String>,
     /// How many `${` are open.
     depth: usize,
+    /// Heredoc body: quotes are not special, escapes only before `$` and the escape.
+    script: bool,
 }
 
 /// How deep `${…}` may nest.
@@ -115,6 +130,7 @@ impl<'a> Expander<'a> {
             escape,
             vars,
             depth: 0,
+            script: false,
         }
     }
 
@@ -155,6 +171,15 @@ impl<'a> Expander<'a> {
             if Some(c) == stop {
                 self.pos += 1;
                 return Ok((text, words.finish()));
+            }
+            if self.script && c != '$' {
+                self.pos += 1;
+                let escaped = self
+                    .peek()
+                    .filter(|&n| c == self.escape && (n == '$' || n == c));
+                self.pos += usize::from(escaped.is_some());
+                text.push(escaped.unwrap_or(c));
+                continue;
             }
             match c {
                 '$' => {

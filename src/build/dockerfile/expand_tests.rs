@@ -154,3 +154,16 @@ fn words_split_on_unquoted_whitespace() {
         assert_eq!(w(raw), Ok(want), "{raw:?}");
     }
 }
+
+#[test]
+fn heredoc_bodies_keep_quotes() {
+    let body = "echo \"$A\" '$A' \\$A \\\\ \\n ${UNSET:-d}\n";
+    assert_eq!(
+        expand_heredoc(body, '\\', &vars).as_deref(),
+        Ok("echo \"1\" '1' $A \\ \\n d\n")
+    );
+    assert!(matches!(
+        expand_heredoc("${A", '\\', &vars),
+        Err(ExpandError::MissingBrace { .. })
+    ));
+}

@@ -26,7 +26,7 @@ mod tests;
 
 use std::time::Duration;
 
-pub use expand::{ExpandError, expand, expand_words};
+pub use expand::{ExpandError, expand, expand_heredoc, expand_words};
 pub use instr::InstructionError;
 
 /// A parsed Dockerfile.
@@ -80,7 +80,8 @@ pub struct Heredoc {
     pub name: String,
     /// The body, every line ending in `\n`; leading tabs removed for `<<-`.
     pub content: String,
-    /// False when the delimiter was quoted (`<<"EOF"`, `<<'EOF'`): no expansion.
+    /// False when the delimiter was quoted (`<<"EOF"`, `<<'EOF'`): no expansion. For
+    /// COPY/ADD the builder expands with [`expand_heredoc`]; in RUN the shell does it.
     pub expand: bool,
 }
 
