@@ -550,18 +550,14 @@ impl Builder<'_> {
         body: &str,
         line: usize,
     ) -> Result<String, BuildError> {
-        let mut out = String::new();
-        for (i, l) in body.split('\n').enumerate() {
-            if i > 0 {
-                out.push('\n');
-            }
-            let escaped = l
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\'', "\\'");
-            out.push_str(&self.expand(st, scope, &escaped, line)?);
-        }
-        Ok(out)
+        let env = &st.config.config.env;
+        dockerfile::expand_heredoc(body, self.df.escape, &|n| scope.lookup(env, n)).map_err(
+            |source| BuildError::Expand {
+                file: self.file.clone(),
+                line,
+                source,
+            },
+        )
     }
 }
 
