@@ -367,7 +367,7 @@ impl Builder<'_> {
         };
         let sources = MountSources {
             layers,
-            context: self.ctx.root().to_path_buf(),
+            context: self.ctx,
         };
         self.step(
             st,
@@ -385,7 +385,7 @@ impl Builder<'_> {
                 .clone()
                 .ok_or_else(|| self.err(0, format!("stage {from:?} was not built")));
         }
-        self.image_state(from)
+        self.image_state(from, None)
     }
 
     fn copy(
@@ -476,7 +476,12 @@ impl Builder<'_> {
         let mut shown = sources.clone();
         shown.extend(spec.heredocs.iter().map(|h| format!("<<{}", h.name)));
         let created_by = format!("{word} {} {dest}", shown.join(" "));
-        let step = CopyStep { from, req, extra };
+        let step = CopyStep {
+            from,
+            req,
+            extra,
+            link: spec.link,
+        };
         self.step(
             st,
             k,
