@@ -116,6 +116,10 @@ pub struct Options {
     pub driver: crate::sandbox::spec::Driver,
 }
 
+/// Finds an image by name for a platform (`None`: the build's), pulling it when missing (or
+/// always, with `true`).
+pub type FindImage<'a> = dyn Fn(&str, Option<&str>, bool) -> Result<ImageRecord, String> + 'a;
+
 /// Where a build happens, and how it gets base images.
 pub struct Host<'a> {
     pub store: &'a Store,
@@ -125,7 +129,7 @@ pub struct Host<'a> {
     pub owners: Owners,
     /// Finds an image for a platform (`None`: the build's), pulling it when missing (or
     /// always, with `true`).
-    pub image: &'a dyn Fn(&str, Option<&str>, bool) -> Result<ImageRecord, String>,
+    pub image: &'a FindImage<'a>,
 }
 
 /// What a finished build made.
