@@ -1,0 +1,430 @@
+//! What a build reads: COPY (globs, directories, symlinks, --chown with the image's names,
+//! --chmod, .dockerignore and its re-includes), the Dockerfile's name and place (Containerfile,
+//! `-f -`, a context tar on stdin), ADD (local archives of four compressions, URLs with
+//! --checksum), stages (COPY --from by name, index and image; --target building only what it
+//! needs), and hostile contexts that try to lead a copy out of the context.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+
+use serde_json::json;
+use support::build::{
+    Builder, Ctx, config, http_serve, run_out, sh_out, stored_files_holding, tar_of,
+};
+use support::env::Mode;
+use support::image::{LayerTar, sha256};
+use support::sandbox::{Sandbox, rand_suffix};
+
+fn copy_sources_owners_modes_and_ignores(mode: Mode) {
+    let Some(s) = Sandbox::on_tmpfs(mode) else {
+        return;
+    };
+    let ctx = Ctx::new(&s.user, "copy");
+    ctx.file("src/a.txt", b"a\n")
+        .file("src/b.txt", b"b\n")
+        .file("src/c.md", b"c\n")
+        .file("tree/sub/f", b"f\n")
+        .symlink("tree/link", "sub/f")
+        .symlink("tree/abs", "/etc/passwd")
+        .file("owned.txt", b"o\n")
+        .file("mode.sh", b"#!/bin/sh\n")
+        .file("ignored/x", b"x\n")
+        .file("ignored/keep.txt", b"k\n")
+        .file("debug.log", b"l\n")
+        .file(".dockerignore", b"ignored\n!ignored/keep.txt\n*.log\n")
+        .dockerfile(
+            "FROM {base}\n\
+COPY src/*.txt /glob/\n\
+COPY tree /tree\n\
+COPY --chown=user:user owned.txt /owned\n\
+COPY --chown=1234:65534 owned.txt /owned-num\n\
+COPY --chown=nobody owned.txt /owned-name\n\
+COPY --chmod=0750 mode.sh /mode.sh\n\
+COPY . /ctx\n\
+COPY src/a.txt /newdir/\n\
+COPY src/a.txt /renamed\n",
+            &s.image,
+        );
+    Builder::new(&s).build(&["-t", "copy:1"], &ctx).ok();
+    let got = sh_out(
+        &s,
+        "copy:1",
+        "ls /glob; echo --; ls -A /tree; readlink /tree/link; readlink /tree/abs; cat /tree/link; \
+         stat -c '%u:%g' /owned /owned-num /owned-name; stat -c '%a' /mode.sh; \
+         ls -A /ctx/ignored; test ! -e /ctx/debug.log && echo no-log; cat /newdir/a.txt /renamed",
+    );
+    assert_eq!(
+        got,
+        "a.txt\nb.txt\n--\nabs\nlink\nsub\nsub/f\n/etc/passwd\nf\n\
+1234:1234\n1234:65534\n65534:65534\n750\nkeep.txt\nno-log\na\na\n"
+    );
+}
+
+#[test]
+fn copy_sources_owners_modes_and_ignores_range() {
+    copy_sources_owners_modes_and_ignores(Mode::Range);
+}
+
+#[test]
+fn copy_sources_owners_modes_and_ignores_single() {
+    copy_sources_owners_modes_and_ignores(Mode::Single);
+}
+
+#[test]
+fn dockerfile_names_places_and_stdin() {
+    let Some(s) = Sandbox::on_tmpfs(Mode::Range) else {
+        return;
+    };
+    let b = Builder::new(&s);
+    // FILE.dockerignore beats .dockerignore.
+    let ctx = Ctx::new(&s.user, "ign");
+    ctx.file("a", b"a")
+        .file("b", b"b")
+        .file(".dockerignore", b"a\n")
+        .file("Dockerfile.dockerignore", b"b\n")
+        .dockerfile("FROM {base}\nCOPY . /c\n", &s.image);
+    b.build(&["-t", "ign:1"], &ctx).ok();
+    assert_eq!(
+        sh_out(&s, "ign:1", "test -e /c/a && test ! -e /c/b && echo ok"),
+        "ok\n"
+    );
+    // A Containerfile, found without a Dockerfile.
+    let cf = Ctx::new(&s.user, "cf");
+    cf.named(
+        "Containerfile",
+        "FROM {base}\nLABEL from=containerfile\n",
+        &s.image,
+    );
+    b.build(&["-t", "cf:1"], &cf).ok();
+    assert_eq!(config(&s, "cf:1")["Labels"]["from"], "containerfile");
+    // -f names a file elsewhere in the context; the FILE.dockerignore beside it applies.
+    ctx.named("sub/app.df", "FROM {base}\nCOPY . /c\n", &s.image)
+        .file("sub/app.df.dockerignore", b"b\n");
+    let df = ctx.join("sub/app.df");
+    b.nook(
+        &[
+            "build",
+            "-t",
+            "sub:1",
+            "-f",
+            df.to_str().unwrap(),
+            ctx.path(),
+        ],
+        &[],
+        None,
+    )
+    .ok();
+    assert_eq!(
+        sh_out(&s, "sub:1", "test -e /c/a && test ! -e /c/b && echo ok"),
+        "ok\n"
+    );
+    // The Dockerfile on stdin, with a context directory.
+    let plain = Ctx::new(&s.user, "plain");
+    plain.file("b", b"b");
+    let df = format!("FROM {}\nCOPY b /from-stdin-df\n", s.image);
+    b.build_stdin(&["-f", "-", "-t", "stdin:1", plain.path()], df.as_bytes())
+        .ok();
+    assert_eq!(run_out(&s, "stdin:1", &["cat", "/from-stdin-df"]), "b");
+    // The whole context as a tar on stdin.
+    let df = format!("FROM {}\nCOPY data.txt /data.txt\n", s.image);
+    let tar = tar_of(&[
+        ("Dockerfile", df.as_bytes(), 0o644),
+        ("data.txt", b"from-tar\n", 0o644),
+    ]);
+    b.build_stdin(&["-t", "tar:1", "-"], &tar).ok();
+    assert_eq!(run_out(&s, "tar:1", &["cat", "/data.txt"]), "from-tar\n");
+}
+
+#[test]
+fn add_unpacks_local_archives() {
+    let Some(s) = Sandbox::on_tmpfs(Mode::Range) else {
+        return;
+    };
+    let inner = |fmt: &str| {
+        tar_of(&[(
+            &format!("pkg/{fmt}"),
+            format!("in-{fmt}\n").as_bytes(),
+            0o644,
+        )])
+    };
+    let gz = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&inner("gz")).unwrap();
+        e.finish().unwrap()
+    };
+    let xz = {
+        let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
+        e.write_all(&inner("xz")).unwrap();
+        e.finish().unwrap()
+    };
+    let bz2 = {
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        e.write_all(&inner("bz2")).unwrap();
+        e.finish().unwrap()
+    };
+    let zst = zstd::encode_all(&inner("zst")[..], 3).unwrap();
+    let ctx = Ctx::new(&s.user, "add");
+    ctx.file("a.tar.gz", &gz)
+        .file("a.tar.xz", &xz)
+        .file("a.tar.bz2", &bz2)
+        .file("a.tar.zst", &zst)
+        .file("plain.tar", &inner("plain"))
+        .file("text.txt", b"text\n")
+        .dockerfile(
+            "FROM {base}\nADD a.tar.gz /x/\nADD a.tar.xz /x/\nADD a.tar.bz2 /x/\nADD a.tar.zst /x/\n\
+ADD plain.tar /x/\nADD text.txt /text.txt\nCOPY a.tar.gz /copied.tar.gz\n",
+            &s.image,
+        );
+    Builder::new(&s).build(&["-t", "add:1"], &ctx).ok();
+    assert_eq!(
+        sh_out(
+            &s,
+            "add:1",
+            "cat /x/pkg/gz /x/pkg/xz /x/pkg/bz2 /x/pkg/zst /x/pkg/plain /text.txt; test -f /copied.tar.gz && echo kept"
+        ),
+        "in-gz\nin-xz\nin-bz2\nin-zst\nin-plain\ntext\nkept\n"
+    );
+}
+
+#[test]
+fn add_fetches_urls_with_a_checksum() {
+    let Some(s) = Sandbox::on_tmpfs(Mode::Range) else {
+        return;
+    };
+    let body = b"remote-content\n".to_vec();
+    let right = sha256(&body);
+    let url = http_serve(body);
+    let ctx = Ctx::new(&s.user, "url");
+    ctx.dockerfile(
+        &format!(
+            "FROM {{base}}\nADD --checksum={right} {url}/files/remote.txt /dl/\nADD {url}/files/remote.txt /named\n"
+        ),
+        &s.image,
+    );
+    let b = Builder::new(&s);
+    b.build(&["-t", "url:1"], &ctx).ok();
+    assert_eq!(
+        sh_out(&s, "url:1", "cat /dl/remote.txt /named; stat -c %a /named"),
+        "remote-content\nremote-content\n600\n"
+    );
+    let wrong = sha256(b"something else");
+    let bad = Ctx::new(&s.user, "badsum");
+    bad.dockerfile(
+        &format!("FROM {{base}}\nADD --checksum={wrong} {url}/files/remote.txt /dl/\n"),
+        &s.image,
+    );
+    let out = b.build(&["-t", "badsum:1"], &bad);
+    assert_ne!(out.code, 0, "a wrong checksum built");
+    let all = format!("{}{}", out.stdout, out.stderr).to_lowercase();
+    assert!(all.contains("checksum") || all.contains("digest"), "{all}");
+    assert_ne!(s.nook(&["inspect", "badsum:1"]).code, 0);
+}
+
+#[test]
+fn stages_copy_from_name_index_and_image() {
+    let Some(s) = Sandbox::on_tmpfs(Mode::Range) else {
+        return;
+    };
+    let other = s.image_over_busybox(
+        "other",
+        LayerTar::new()
+            .file("marker", b"from-image\n", 0o644)
+            .finish(),
+        json!({"Cmd": ["sh"]}),
+    );
+    let ctx = Ctx::new(&s.user, "stages");
+    ctx.dockerfile(
+        &format!(
+            "FROM {{base}} AS first\nRUN echo from-first > /a\n\
+FROM {{base}}\nRUN echo from-index > /b\n\
+FROM first AS derived\nRUN cat /a > /derived\n\
+FROM {{base}} AS final\n\
+COPY --from=first /a /got/a\nCOPY --from=1 /b /got/b\nCOPY --from={other} /marker /got/c\n\
+COPY --from=derived /derived /got/d\n"
+        ),
+        &s.image,
+    );
+    Builder::new(&s).build(&["-t", "stages:1"], &ctx).ok();
+    assert_eq!(
+        run_out(
+            &s,
+            "stages:1",
+            &["cat", "/got/a", "/got/b", "/got/c", "/got/d"]
+        ),
+        "from-first\nfrom-index\nfrom-image\nfrom-first\n"
+    );
+}
+
+#[test]
+fn target_builds_only_the_stages_it_needs() {
+    let Some(s) = Sandbox::on_tmpfs(Mode::Range) else {
+        return;
+    };
+    let ctx = Ctx::new(&s.user, "target");
+    ctx.dockerfile(
+        "FROM {base} AS ok\nRUN echo ok > /ok\n\
+FROM {base} AS broken\nRUN echo broken-ran && exit 3\n\
+FROM {base} AS unneeded\nRUN echo unneeded-ran\n\
+FROM ok AS wanted\nRUN cat /ok\n\
+FROM broken AS last\nRUN true\n",
+        &s.image,
+    );
+    let b = Builder::new(&s);
+    let out = b.build(&["--target", "wanted", "-t", "wanted:1"], &ctx);
+    out.ok();
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(!all.contains("broken-ran"), "a stage not needed ran: {all}");
+    assert!(
+        !all.contains("unneeded-ran"),
+        "a stage not needed ran: {all}"
+    );
+    assert_eq!(run_out(&s, "wanted:1", &["cat", "/ok"]), "ok\n");
+    // Without --target the last stage needs the broken one.
+    let out = b.build(&["-t", "last:1"], &ctx);
+    assert_ne!(out.code, 0, "the broken stage built");
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("broken-ran"),
+        "{out:?}"
+    );
+    let out = b.build(&["--target", "nosuch"], &ctx);
+    assert_ne!(out.code, 0, "an unknown target built");
+    assert!(out.stderr.contains("nosuch"), "{}", out.stderr);
+}
+
+/// A file only root can read, outside every context; its unique content.
+fn root_only_file() -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempfile::Builder::new()
+        .prefix("nook-it-host-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let content = format!("host-only-{}-shadow", rand_suffix());
+    let p = dir.path().join("shadow");
+    std::fs::write(&p, &content).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (dir, p, content)
+}
+
+#[test]
+fn hostile_contexts_never_copy_from_outside() {
+    let Some(s) = Sandbox::on_tmpfs(Mode::Range) else {
+        return;
+    };
+    let (_keep, shadow, shadow_content) = root_only_file();
+    // A file the user can read, beside the context.
+    let readable_content = format!("beside-{}-context", rand_suffix());
+    let readable = s
+        .user
+        .write_home("outside/readable.txt", readable_content.as_bytes());
+    let ctx = Ctx::new(&s.user, "hostile");
+    ctx.symlink("links/shadow", shadow.to_str().unwrap())
+        .symlink("links/rel", "../../outside/readable.txt")
+        .symlink("links/abs", readable.to_str().unwrap())
+        .dockerfile("FROM {base}\nCOPY links /links\nCOPY . /all\n", &s.image);
+    let b = Builder::new(&s);
+    b.build(&["-t", "hostile:1"], &ctx).ok();
+    let got = sh_out(
+        &s,
+        "hostile:1",
+        "readlink /links/shadow; readlink /links/rel; readlink /links/abs; readlink /all/links/rel",
+    );
+    assert_eq!(
+        got,
+        format!(
+            "{}\n../../outside/readable.txt\n{}\n../../outside/readable.txt\n",
+            shadow.display(),
+            readable.display()
+        )
+    );
+    // A symlink named as the source itself, and a path that climbs out.
+    for (i, line) in [
+        "COPY links/abs /top",
+        "COPY links/rel /top",
+        "ADD links/abs /top",
+        "COPY ../outside/readable.txt /x",
+        "COPY /../outside/readable.txt /x",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let c = Ctx::new(&s.user, &format!("climb{i}"));
+        c.symlink("links/abs", readable.to_str().unwrap())
+            .symlink("links/rel", "../../outside/readable.txt")
+            .dockerfile(&format!("FROM {{base}}\n{line}\n"), &s.image);
+        let out = b.build(&["-t", &format!("climb:{i}")], &c);
+        if line.contains("..") {
+            assert_ne!(out.code, 0, "{line}: built");
+        } else if out.code == 0 {
+            let what = sh_out(&s, &format!("climb:{i}"), "readlink /top || cat /top");
+            assert!(
+                !what.contains(&readable_content),
+                "{line}: copied the host file"
+            );
+        }
+    }
+    for content in [&shadow_content, &readable_content] {
+        let found = stored_files_holding(&s, content.as_bytes());
+        assert!(
+            found.is_empty(),
+            "a host file's content is stored in {found:?}"
+        );
+    }
+}
+
+#[test]
+fn hostile_context_tar_writes_nothing_outside() {
+    let Some(s) = Sandbox::on_tmpfs(Mode::Range) else {
+        return;
+    };
+    let target = tempfile::Builder::new()
+        .prefix("nook-it-pwn-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    s.user.give(target.path());
+    let tag = format!("pwned-{}", rand_suffix());
+    let df = format!("FROM {}\nCOPY . /c\n", s.image);
+    let tar = LayerTar::new()
+        .file("Dockerfile", df.as_bytes(), 0o644)
+        .symlink("evil", target.path().to_str().unwrap())
+        .file(&format!("evil/{tag}"), b"through a link", 0o644)
+        .raw(
+            format!("../{tag}-up").as_bytes(),
+            tar::EntryType::Regular,
+            b"",
+            b"climbed",
+            0o644,
+            0,
+            0,
+        )
+        .finish();
+    let _ = Builder::new(&s).build_stdin(&["-t", "pwn:1", "-"], &tar);
+    let inside: Vec<_> = std::fs::read_dir(target.path())
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(
+        inside.is_empty(),
+        "the context tar wrote through a link: {inside:?}"
+    );
+    let mut dirs = vec![
+        s.user.work.path().to_owned(),
+        std::path::PathBuf::from("/tmp"),
+    ];
+    let mut found = Vec::new();
+    while let Some(d) = dirs.pop() {
+        let deep = d.starts_with(s.user.work.path());
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == format!("{tag}-up") {
+                found.push(e.path());
+            }
+            if deep && e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(e.path());
+            }
+        }
+    }
+    assert!(found.is_empty(), "a `..` entry was written: {found:?}");
+}
