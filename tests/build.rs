@@ -304,7 +304,8 @@ fn output_tags_iidfile_and_a_built_image_runs() {
     );
     out.ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert!(lines[0].starts_with("Step 1/3 : FROM "), "{}", out.stdout);
+    let first_step = lines.iter().find(|l| l.starts_with("Step ")).unwrap();
+    assert!(first_step.starts_with("Step 1/3 : FROM "), "{}", out.stdout);
     assert!(
         lines.contains(&"Step 2/3 : RUN echo building-output"),
         "{}",
@@ -399,7 +400,7 @@ fn history_lists_the_steps() {
         &s.image,
     );
     Builder::new(&s).build(&["-t", "hist:1"], &ctx).ok();
-    let out = s.nook(&["history", "hist:1"]);
+    let out = s.nook(&["history", "--no-trunc", "hist:1"]);
     out.ok();
     let text = out.stdout;
     let pos = |n: &str| {
@@ -456,4 +457,34 @@ ENTRYPOINT [\"/bin/echo\"]\nCMD [\"a\", \"b\"]\n",
         p["RootFS"]["Layers"].as_array().unwrap().len(),
         "one layer per COPY and RUN, none for the rest"
     );
+}
+
+#[test]
+fn from_scratch_and_manifest_formats() {
+    let Some(s) = Sandbox::on_tmpfs(Mode::Range) else {
+        return;
+    };
+    let ctx = Ctx::new(&s.user, "scratch");
+    ctx.file("only.txt", b"only\n").dockerfile(
+        "FROM scratch\nCOPY only.txt /only.txt\nCMD [\"/only.txt\"]\n",
+        "",
+    );
+    let b = Builder::new(&s);
+    for (format, media_type) in [
+        ("oci", "application/vnd.oci.image.manifest.v1+json"),
+        (
+            "docker",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        ),
+    ] {
+        let tag = format!("scratch:{format}");
+        b.build(&["--format", format, "-t", &tag], &ctx).ok();
+        let v = inspect(&s, &tag);
+        assert_eq!(v["ManifestMediaType"], media_type, "--format {format}");
+        assert_eq!(v["RootFS"]["Layers"].as_array().unwrap().len(), 1);
+        let manifest = support::build::blob(&s, v["ManifestDigest"].as_str().unwrap());
+        let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+        assert_eq!(m["mediaType"], media_type, "the stored manifest");
+        assert_eq!(m["layers"].as_array().unwrap().len(), 1);
+    }
 }

@@ -287,7 +287,7 @@ fn fixed_timestamp_gives_the_same_id() {
     f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30))
         .unwrap();
     let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
-    let three = b.build_env(&["-q"], &ctx, &epoch);
+    let three = b.build_env(&["-q", "--no-cache"], &ctx, &epoch);
     three.ok();
     let four = b.build_env(&["-q", "--no-cache"], &ctx, &epoch);
     four.ok();

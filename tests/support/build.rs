@@ -95,7 +95,7 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// The rootfs rung a build's RUN steps use (`nook run --rootfs-driver`'s choices).
+/// The rootfs rung a build's RUN steps use (`--rootfs-driver`, as `nook run` takes it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
     /// Whatever nook picks (the kernel overlay where the host allows it).
@@ -107,20 +107,22 @@ pub enum Driver {
 impl Driver {
     pub const BOTH: [Driver; 2] = [Driver::Overlay, Driver::Fuse];
 
-    fn env(self) -> Option<(&'static str, &'static str)> {
+    /// `nook build`'s flag for this rung.
+    fn flags(self) -> Vec<String> {
         match self {
-            Driver::Auto => None,
-            Driver::Overlay => Some(("NOOK_ROOTFS_DRIVER", "overlay")),
-            Driver::Fuse => Some(("NOOK_ROOTFS_DRIVER", "fuse")),
+            Driver::Auto => Vec::new(),
+            Driver::Overlay => vec!["--rootfs-driver".into(), "overlay".into()],
+            Driver::Fuse => vec!["--rootfs-driver".into(), "fuse".into()],
         }
     }
 }
 
-/// `nook [GLOBALS] build ...` for a sandbox: the global arguments and environment are where
-/// a rootfs rung (or any other build-wide setting) is plugged in.
+/// `nook [GLOBALS] build [FLAGS] ...` for a sandbox: the global arguments, the build flags
+/// and the environment are where a rootfs rung (or any build-wide setting) is plugged in.
 pub struct Builder<'a> {
     pub s: &'a Sandbox,
     pub globals: Vec<String>,
+    pub flags: Vec<String>,
     pub env: Vec<(String, String)>,
 }
 
@@ -130,38 +132,35 @@ impl<'a> Builder<'a> {
     }
 
     pub fn with_driver(s: &'a Sandbox, d: Driver) -> Builder<'a> {
-        let env = d
-            .env()
-            .map(|(k, v)| vec![(k.to_owned(), v.to_owned())])
-            .unwrap_or_default();
         Builder {
             s,
             globals: Vec::new(),
-            env,
+            flags: d.flags(),
+            env: Vec::new(),
         }
+    }
+
+    fn build_args<'b>(&'b self, args: &[&'b str], ctx: Option<&'b str>) -> Vec<&'b str> {
+        let mut all = vec!["build"];
+        all.extend(self.flags.iter().map(String::as_str));
+        all.extend_from_slice(args);
+        all.extend(ctx);
+        all
     }
 
     /// `nook build ARGS CONTEXT`.
     pub fn build(&self, args: &[&str], ctx: &Ctx<'_>) -> Out {
-        let mut all = vec!["build"];
-        all.extend_from_slice(args);
-        all.push(ctx.path());
-        self.nook(&all, &[], None)
+        self.nook(&self.build_args(args, Some(ctx.path())), &[], None)
     }
 
     /// `nook build ARGS CONTEXT` with extra environment variables.
     pub fn build_env(&self, args: &[&str], ctx: &Ctx<'_>, env: &[(&str, &str)]) -> Out {
-        let mut all = vec!["build"];
-        all.extend_from_slice(args);
-        all.push(ctx.path());
-        self.nook(&all, env, None)
+        self.nook(&self.build_args(args, Some(ctx.path())), env, None)
     }
 
     /// `nook build ARGS` (ARGS end with the context, `-` for stdin) with `input` on stdin.
     pub fn build_stdin(&self, args: &[&str], input: &[u8]) -> Out {
-        let mut all = vec!["build"];
-        all.extend_from_slice(args);
-        self.nook(&all, &[], Some(input))
+        self.nook(&self.build_args(args, None), &[], Some(input))
     }
 
     /// Builds and returns the image id (`sha256:...`), failing the test if the build fails.
@@ -288,10 +287,17 @@ pub fn tar_entries(bytes: &[u8]) -> Vec<TarEntry> {
         let mut e = e.unwrap();
         let h = e.header().clone();
         let path = e.path().unwrap().to_string_lossy().into_owned();
-        let link = e
-            .link_name()
-            .unwrap()
-            .map(|l| l.to_string_lossy().into_owned());
+        let link = e.link_name().unwrap().map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            // A hard link names an entry of the tar; a symlink's target stays as written.
+            if h.entry_type() == tar::EntryType::Link {
+                l.trim_start_matches("./")
+                    .trim_start_matches('/')
+                    .to_owned()
+            } else {
+                l
+            }
+        });
         let mut data = Vec::new();
         e.read_to_end(&mut data).unwrap();
         out.push(TarEntry {
