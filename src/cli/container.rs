@@ -206,7 +206,7 @@ pub(super) fn options(a: &RunArgs) -> Result<RunOptions> {
 
 /// Pulls `image` in a separate nook process, so that this one starts the container
 /// single-threaded and outside any user namespace.
-fn pull(image: &str, platform: Option<&str>) -> Result<()> {
+pub(super) fn pull(image: &str, platform: Option<&str>) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find nook's own binary")?;
     let mut c = Command::new(exe);
     c.arg("pull");

@@ -4,8 +4,10 @@
 //! Commands return an exit status; errors travel up as `anyhow` chains and are printed once,
 //! on one line, by [`main`], with docker's status 125 for nook's own failures.
 
+mod build;
 mod container;
 mod format;
+mod history;
 mod image;
 mod info;
 mod internal;
@@ -50,6 +52,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build an image from a Dockerfile.
+    Build(Box<build::BuildArgs>),
+    /// Make an image of a container's changes.
+    Commit(build::CommitArgs),
+    /// Manage the build cache.
+    #[command(subcommand)]
+    Builder(build::BuilderCommand),
     /// Download an image from a registry.
     Pull(image::PullArgs),
     /// List images.
@@ -60,6 +69,8 @@ pub enum Command {
     Rmi(image::RmiArgs),
     /// Give an image another name.
     Tag(image::TagArgs),
+    /// Show the steps an image was made of.
+    History(history::HistoryArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -221,6 +232,7 @@ fn prints_only(c: &Command) -> bool {
         c,
         Command::Images(_)
             | Command::Inspect(_)
+            | Command::History(_)
             | Command::Ps(_)
             | Command::Logs(_)
             | Command::Top(_)
@@ -275,11 +287,15 @@ fn run(cli: Cli) -> Result<i32> {
     }
     let mut session = Session::new(&cli)?;
     match cli.command {
+        Command::Build(a) => build::build(&session, *a),
+        Command::Commit(a) => build::commit(&session, a),
+        Command::Builder(c) => build::builder(&session, c),
         Command::Pull(a) => image::pull(&mut session, a),
         Command::Images(a) => image::images(&session, a),
         Command::Inspect(a) => image::inspect(&session, a),
         Command::Rmi(a) => image::rmi(&mut session, a),
         Command::Tag(a) => image::tag(&mut session, a),
+        Command::History(a) => history::history(&session, a),
         Command::Image(c) => image::dispatch(&mut session, c),
         Command::Login(a) => login::login(&session, a),
         Command::Logout(a) => login::logout(a),

@@ -9,7 +9,7 @@ mod adapter;
 mod change;
 mod fdcache;
 mod io;
-mod layers;
+pub(crate) mod layers;
 mod links;
 pub mod overlay;
 mod table;
