@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use serde_json::json;
 use support::build::{
-    Builder, Ctx, config, http_serve, run_out, sh_out, stored_files_holding, tar_of,
+    Builder, Ctx, config, http_serve, printed, run_out, sh_out, stored_files_holding, tar_of,
 };
 use support::env::Mode;
 use support::image::{LayerTar, sha256};
@@ -45,7 +45,8 @@ COPY --chown=nobody owned.txt /owned-name\n\
 COPY --chmod=0750 mode.sh /mode.sh\n\
 COPY . /ctx\n\
 COPY src/a.txt /newdir/\n\
-COPY src/a.txt /renamed\n",
+COPY src/a.txt /renamed\n\
+COPY --link src/b.txt /linked/\n",
             &s.image,
         );
     Builder::new(&s).build(&["-t", "copy:1"], &ctx).ok();
@@ -54,12 +55,12 @@ COPY src/a.txt /renamed\n",
         "copy:1",
         "ls /glob; echo --; ls -A /tree; readlink /tree/link; readlink /tree/abs; cat /tree/link; \
          stat -c '%u:%g' /owned /owned-num /owned-name; stat -c '%a' /mode.sh; \
-         ls -A /ctx/ignored; test ! -e /ctx/debug.log && echo no-log; cat /newdir/a.txt /renamed",
+         ls -A /ctx/ignored; test ! -e /ctx/debug.log && echo no-log; cat /newdir/a.txt /renamed /linked/b.txt",
     );
     assert_eq!(
         got,
         "a.txt\nb.txt\n--\nabs\nlink\nsub\nsub/f\n/etc/passwd\nf\n\
-1234:1234\n1234:65534\n65534:65534\n750\nkeep.txt\nno-log\na\na\n"
+1234:1234\n1234:65534\n65534:65534\n750\nkeep.txt\nno-log\na\na\nb\n"
     );
 }
 
@@ -285,10 +286,7 @@ FROM broken AS last\nRUN true\n",
     // Without --target the last stage needs the broken one.
     let out = b.build(&["-t", "last:1"], &ctx);
     assert_ne!(out.code, 0, "the broken stage built");
-    assert!(
-        format!("{}{}", out.stdout, out.stderr).contains("broken-ran"),
-        "{out:?}"
-    );
+    assert!(printed(&out, "broken-ran"), "{out:?}");
     let out = b.build(&["--target", "nosuch"], &ctx);
     assert_ne!(out.code, 0, "an unknown target built");
     assert!(out.stderr.contains("nosuch"), "{}", out.stderr);

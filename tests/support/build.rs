@@ -276,6 +276,24 @@ pub struct TarEntry {
     pub mtime: u64,
     pub link: Option<String>,
     pub data: Vec<u8>,
+    /// The names of the extended attributes its PAX header carries.
+    pub xattrs: Vec<String>,
+}
+
+impl TarEntry {
+    /// Attributes that are nook's or the overlay's bookkeeping, never the image's.
+    pub fn private_xattrs(&self) -> Vec<&str> {
+        self.xattrs
+            .iter()
+            .map(String::as_str)
+            .filter(|x| {
+                x.starts_with("user.containers.")
+                    || x.starts_with("user.nook")
+                    || x.starts_with("user.fuseoverlayfs.")
+                    || x.contains(".overlay.")
+            })
+            .collect()
+    }
 }
 
 /// The entries of a (possibly compressed) tar.
@@ -298,6 +316,19 @@ pub fn tar_entries(bytes: &[u8]) -> Vec<TarEntry> {
                 l
             }
         });
+        let xattrs = e
+            .pax_extensions()
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| {
+                x.ok()?
+                    .key()
+                    .ok()?
+                    .strip_prefix("SCHILY.xattr.")
+                    .map(str::to_owned)
+            })
+            .collect();
         let mut data = Vec::new();
         e.read_to_end(&mut data).unwrap();
         out.push(TarEntry {
@@ -312,6 +343,7 @@ pub fn tar_entries(bytes: &[u8]) -> Vec<TarEntry> {
             mtime: h.mtime().unwrap(),
             link,
             data,
+            xattrs,
         });
     }
     out
@@ -387,6 +419,15 @@ pub fn cached(out: &Out) -> Vec<usize> {
         .filter(|(_, (_, c))| *c)
         .map(|(i, _)| i + 1)
         .collect()
+}
+
+/// Whether a build printed `line` as a line of its own (a step's output, not the `Step`
+/// line that names the command).
+pub fn printed(out: &Out, line: &str) -> bool {
+    out.stdout
+        .lines()
+        .chain(out.stderr.lines())
+        .any(|l| l == line)
 }
 
 /// `nook run --rm IMAGE ARGS...` that must succeed; its stdout.
