@@ -34,7 +34,11 @@ fn copy_sources_owners_modes_and_ignores(mode: Mode) {
         .file("ignored/x", b"x\n")
         .file("ignored/keep.txt", b"k\n")
         .file("debug.log", b"l\n")
-        .file(".dockerignore", b"ignored\n!ignored/keep.txt\n*.log\n")
+        .file("tree/sub/deep/x.tmp", b"t\n")
+        .file(
+            ".dockerignore",
+            b"# a comment\nignored\n!ignored/keep.txt\n*.log\n**/*.tmp\n",
+        )
         .dockerfile(
             "FROM {base}\n\
 COPY src/*.txt /glob/\n\
@@ -49,18 +53,21 @@ COPY src/a.txt /renamed\n\
 COPY --link src/b.txt /linked/\n",
             &s.image,
         );
+    std::fs::hard_link(ctx.join("tree/sub/f"), ctx.join("tree/hard")).unwrap();
     Builder::new(&s).build(&["-t", "copy:1"], &ctx).ok();
     let got = sh_out(
         &s,
         "copy:1",
         "ls /glob; echo --; ls -A /tree; readlink /tree/link; readlink /tree/abs; cat /tree/link; \
          stat -c '%u:%g' /owned /owned-num /owned-name; stat -c '%a' /mode.sh; \
-         ls -A /ctx/ignored; test ! -e /ctx/debug.log && echo no-log; cat /newdir/a.txt /renamed /linked/b.txt",
+         ls -A /ctx/ignored; test ! -e /ctx/debug.log && echo no-log; cat /newdir/a.txt /renamed /linked/b.txt; \
+         test -d /tree/sub/deep && test ! -e /tree/sub/deep/x.tmp && echo no-tmp; \
+         test $(stat -c %i /tree/hard) = $(stat -c %i /tree/sub/f) && echo hard-link-kept",
     );
     assert_eq!(
         got,
-        "a.txt\nb.txt\n--\nabs\nlink\nsub\nsub/f\n/etc/passwd\nf\n\
-1234:1234\n1234:65534\n65534:65534\n750\nkeep.txt\nno-log\na\na\nb\n"
+        "a.txt\nb.txt\n--\nabs\nhard\nlink\nsub\nsub/f\n/etc/passwd\nf\n\
+1234:1234\n1234:65534\n65534:65534\n750\nkeep.txt\nno-log\na\na\nb\nno-tmp\nhard-link-kept\n"
     );
 }
 
@@ -222,6 +229,8 @@ fn add_fetches_urls_with_a_checksum() {
     let all = format!("{}{}", out.stdout, out.stderr).to_lowercase();
     assert!(all.contains("checksum") || all.contains("digest"), "{all}");
     assert_ne!(s.nook(&["inspect", "badsum:1"]).code, 0);
+    // The server's Last-Modified is the file's mtime, as docker's ADD documents.
+    assert_eq!(sh_out(&s, "url:1", "stat -c %Y /named"), "1700000000\n");
 }
 
 #[test]
