@@ -89,13 +89,13 @@ bench() { # tool scenario cmd prepare warmup
 change() { echo "date +%N > $CTX/app.txt"; }
 
 # Steps a tool reran: nook prints docker's `Step N/M : ...` and ` ---> Using cache`, podman
-# `STEP N/M: ...` and `--> Using cache`.
+# `[STAGE/STAGES] STEP N/M: ...` and `--> Using cache`.
 reran() {
   python3 -c '
 import re, sys
 steps, cur = [], None
 for l in sys.stdin:
-    m = re.match(r"^(Step|STEP) (\d+/\d+) ?: (.*)", l)
+    m = re.match(r"^(?:\[\d+/\d+\] )?(Step|STEP) (\d+/\d+) ?: (.*)", l)
     if m:
         cur = [m.group(2) + " " + m.group(3).strip(), False]
         steps.append(cur)
@@ -107,6 +107,10 @@ print("; ".join(s for s, hit in steps if not hit and " FROM " not in " " + s) or
 for tool in nook podman; do
   if [ "$tool" = podman ] && [ -z "$HAVE_PODMAN" ]; then continue; fi
   if [ "$tool" = nook ]; then B=$NOOK_BUILD R=$NOOK_RESET; else B=$P_BUILD R=$P_RESET; fi
+  # One build outside the timing, so that a tool that cannot build here says why.
+  if ! { bash -c "$R" && bash -c "$B"; } >"$WORK/$tool-check.log" 2>&1; then
+    echo "bench: $tool cannot build here:"; tail -20 "$WORK/$tool-check.log"; exit 1
+  fi
   echo "bench: $tool (a) cold"
   bench "$tool" cold "$B" "$R" 0
   echo "bench: $tool (b) cached"

@@ -133,7 +133,11 @@ def main():
         layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(o.out, gz), "size": len(gz)})
     cfg = json.dumps({"architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
                       "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
-                      "rootfs": {"type": "layers", "diff_ids": diffs}}).encode()
+                      "rootfs": {"type": "layers", "diff_ids": diffs},
+                      # One entry a layer: builders (buildah) refuse a base whose history
+                      # does not account for its layers.
+                      "history": [{"created": "2026-01-01T00:00:00Z", "created_by": f"mkimage.py layer {i}"}
+                                  for i in range(len(diffs))]}).encode()
     manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(o.out, cfg), "size": len(cfg)},
                            "layers": layers}).encode()
