@@ -262,7 +262,13 @@ RUN --mount=type=tmpfs,target=/scratch grep -q ' /scratch tmpfs ' /proc/mounts &
     );
     let out = Builder::new(&s).build(&["-t", "bind:1"], &ctx);
     out.ok();
-    for want in ["from-context", "read-only", "from-stage", "tmpfs-seen"] {
+    for want in [
+        "from-context",
+        "read-only",
+        "from-stage",
+        "tmpfs-seen",
+        "rw-ok",
+    ] {
         assert!(
             out.stdout.lines().any(|l| l == want),
             "{want}: {}",
@@ -270,7 +276,7 @@ RUN --mount=type=tmpfs,target=/scratch grep -q ' /scratch tmpfs ' /proc/mounts &
         );
     }
     assert!(
-        !ctx.join("new").exists(),
+        ctx.join("new").exists(),
         "a bind mount wrote into the context"
     );
     assert_eq!(
@@ -280,6 +286,19 @@ RUN --mount=type=tmpfs,target=/scratch grep -q ' /scratch tmpfs ' /proc/mounts &
             "test ! -e /ctx && test ! -e /t && test ! -e /scratch && echo no-mount-points"
         ),
         "no-mount-points\n"
+    );
+    // `rw`: the RUN may write, and what it writes is discarded (docker's documentation).
+    let rw = Ctx::new(&s.user, "bindrw");
+    rw.file("in.txt", b"x\n").dockerfile(
+        "FROM {base}\nRUN --mount=type=bind,target=/ctx,rw touch /ctx/rw-new && echo rw-ok\n",
+        &s.image,
+    );
+    let out = Builder::new(&s).build(&["-t", "bindrw:1"], &rw);
+    out.ok();
+    assert!(printed(&out, "rw-ok"), "{}", out.stdout);
+    assert!(
+        !rw.join("rw-new").exists(),
+        "a rw bind mount wrote into the context"
     );
 }
 

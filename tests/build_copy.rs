@@ -346,11 +346,18 @@ fn hostile_contexts_never_copy_from_outside() {
             readable.display()
         )
     );
-    // A symlink named as the source itself, and a path that climbs out.
+    // A symlink named as the source itself or met on the way to it, and a path that
+    // climbs out; a bind mount's source likewise.
+    let outside = readable.parent().unwrap().to_str().unwrap().to_owned();
     for (i, line) in [
         "COPY links/abs /top",
         "COPY links/rel /top",
         "ADD links/abs /top",
+        "COPY links/absdir/readable.txt /top",
+        "COPY links/reldir/readable.txt /top",
+        "ADD links/absdir/readable.txt /top",
+        "RUN --mount=type=bind,source=links/absdir,target=/m cat /m/readable.txt",
+        "RUN --mount=type=bind,source=links/abs,target=/m cat /m",
         "COPY ../outside/readable.txt /x",
         "COPY /../outside/readable.txt /x",
     ]
@@ -360,8 +367,18 @@ fn hostile_contexts_never_copy_from_outside() {
         let c = Ctx::new(&s.user, &format!("climb{i}"));
         c.symlink("links/abs", readable.to_str().unwrap())
             .symlink("links/rel", "../../outside/readable.txt")
+            .symlink("links/absdir", &outside)
+            .symlink("links/reldir", "../../outside")
             .dockerfile(&format!("FROM {{base}}\n{line}\n"), &s.image);
         let out = b.build(&["-t", &format!("climb:{i}")], &c);
+        assert!(
+            !format!("{}{}", out.stdout, out.stderr).contains(&readable_content),
+            "{line}: the host file was read: {}",
+            out.stdout
+        );
+        if line.starts_with("RUN") {
+            continue;
+        }
         if line.contains("..") {
             assert_ne!(out.code, 0, "{line}: built");
         } else if out.code == 0 {
@@ -434,4 +451,55 @@ fn hostile_context_tar_writes_nothing_outside() {
         }
     }
     assert!(found.is_empty(), "a `..` entry was written: {found:?}");
+}
+
+/// ADD unpacks an archive inside the image: entries that climb out with `..`, write through
+/// a symlink to a host directory, or hard-link a host file reach nothing outside.
+#[test]
+fn hostile_archive_added_stays_inside() {
+    let Some(s) = Sandbox::on_tmpfs(Mode::Range) else {
+        return;
+    };
+    let target = tempfile::Builder::new()
+        .prefix("nook-it-add-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    s.user.give(target.path());
+    let victim = target.path().join("victim");
+    let victim_content = format!("victim-{}-content", rand_suffix());
+    std::fs::write(&victim, &victim_content).unwrap();
+    s.user.give(&victim);
+    let dir = target.path().to_str().unwrap();
+    let climb = format!("../../../../../../../..{dir}/escaped-up");
+    let evil = LayerTar::new()
+        .file("ok.txt", b"inside\n", 0o644)
+        .raw(
+            climb.as_bytes(),
+            tar::EntryType::Regular,
+            b"",
+            b"climbed",
+            0o644,
+            0,
+            0,
+        )
+        .symlink("lnk", dir)
+        .file("lnk/escaped-link", b"through a link", 0o644)
+        .hardlink("hl", &format!("{dir}/victim"))
+        .finish();
+    let ctx = Ctx::new(&s.user, "evil");
+    ctx.file("evil.tar", &evil)
+        .dockerfile("FROM {base}\nADD evil.tar /x/\n", &s.image);
+    let out = Builder::new(&s).build(&["-t", "evil:1"], &ctx);
+    let inside: Vec<String> = std::fs::read_dir(target.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(inside, ["victim"], "ADD wrote outside the image: {out:?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), victim_content);
+    let found = stored_files_holding(&s, victim_content.as_bytes());
+    assert!(found.is_empty(), "a host file was linked into {found:?}");
+    if out.code == 0 {
+        assert_eq!(run_out(&s, "evil:1", &["cat", "/x/ok.txt"]), "inside\n");
+    }
 }
