@@ -262,13 +262,7 @@ RUN --mount=type=tmpfs,target=/scratch grep -q ' /scratch tmpfs ' /proc/mounts &
     );
     let out = Builder::new(&s).build(&["-t", "bind:1"], &ctx);
     out.ok();
-    for want in [
-        "from-context",
-        "read-only",
-        "from-stage",
-        "tmpfs-seen",
-        "rw-ok",
-    ] {
+    for want in ["from-context", "read-only", "from-stage", "tmpfs-seen"] {
         assert!(
             out.stdout.lines().any(|l| l == want),
             "{want}: {}",
@@ -276,7 +270,7 @@ RUN --mount=type=tmpfs,target=/scratch grep -q ' /scratch tmpfs ' /proc/mounts &
         );
     }
     assert!(
-        ctx.join("new").exists(),
+        !ctx.join("new").exists(),
         "a bind mount wrote into the context"
     );
     assert_eq!(
