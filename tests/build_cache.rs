@@ -9,10 +9,12 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 
+use serde_json::json;
 use support::build::{
     Builder, Ctx, built_id, cached, config_blob, full_id, printed, sh_out, stored_files_holding,
 };
 use support::env::Mode;
+use support::image::{self, Comp, ImageOpts, LayerTar, busybox_base};
 use support::sandbox::Sandbox;
 
 const CACHED: &str = "FROM {base}
@@ -335,4 +337,69 @@ fn run_without_a_network() {
         "the default network: {}",
         out.stdout
     );
+}
+
+/// COPY --from is keyed by what it copies, mode included: a source that changed only its mode
+/// must not be served the earlier copy.
+#[test]
+fn copy_from_cache_key_holds_the_mode() {
+    let Some(s) = Sandbox::on_tmpfs(Mode::Range) else {
+        return;
+    };
+    let ctx = Ctx::new(&s.user, "fromkey");
+    ctx.dockerfile(
+        "FROM {base} AS src\nARG M\nRUN echo same > /f && chmod $M /f\n\
+FROM {base}\nCOPY --from=src /f /f\n",
+        &s.image,
+    );
+    let b = Builder::new(&s);
+    let one = b.id(&["--build-arg", "M=644"], &ctx);
+    let two = b.id(&["--build-arg", "M=755"], &ctx);
+    assert_eq!(sh_out(&s, &one, "stat -c %a /f"), "644\n");
+    assert_eq!(
+        sh_out(&s, &two, "stat -c %a /f"),
+        "755\n",
+        "the copy of the 0644 file was reused"
+    );
+}
+
+/// `--pull` fetches the base again; without it the stored base is used.
+#[test]
+fn pull_refreshes_the_base() {
+    let Some(s) = Sandbox::on_tmpfs(Mode::Range) else {
+        return;
+    };
+    let v = |n: &str| LayerTar::new().file("v", n.as_bytes(), 0o644).finish();
+    let base = s.image_over_busybox("moving", v("1\n"), json!({"Cmd": ["sh"]}));
+    let ctx = Ctx::new(&s.user, "pull");
+    ctx.dockerfile("FROM {base}\nRUN cat /v\n", &base);
+    let b = Builder::new(&s);
+    let out = b.build(&[], &ctx);
+    out.ok();
+    assert!(printed(&out, "1"), "{}", out.stdout);
+    // A new image under the same name, pushed behind nook's back.
+    let newer = image::build(
+        &[
+            (busybox_base().finish(), Comp::Gzip),
+            (v("2\n"), Comp::Gzip),
+        ],
+        &ImageOpts::default(),
+    );
+    image::push(&s.reg.url, "moving", "latest", &newer);
+    let stale = b.build(&[], &ctx);
+    stale.ok();
+    assert!(
+        !printed(&stale, "2"),
+        "without --pull the stored base is used: {}",
+        stale.stdout
+    );
+    let fresh = b.build(&["--pull=true"], &ctx);
+    fresh.ok();
+    assert!(
+        printed(&fresh, "2"),
+        "--pull kept the old base: {}",
+        fresh.stdout
+    );
+    // docker's `--pull` is a flag: `build --pull DIR` names the context, not --pull's value.
+    b.build(&["--pull"], &ctx).ok();
 }
