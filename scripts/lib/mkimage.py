@@ -134,8 +134,7 @@ def main():
     cfg = json.dumps({"architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
                       "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
                       "rootfs": {"type": "layers", "diff_ids": diffs},
-                      # One entry a layer: builders (buildah) refuse a base whose history
-                      # does not account for its layers.
+                      # One step per layer, as real images have (buildah refuses a base without).
                       "history": [{"created": "2026-01-01T00:00:00Z", "created_by": f"mkimage.py layer {i}"}
                                   for i in range(len(diffs))]}).encode()
     manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",

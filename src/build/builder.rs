@@ -246,14 +246,24 @@ impl Builder<'_> {
         {
             return Ok(st.clone());
         }
-        self.image_state(base)
+        let platform = match &self.df.stages[i].platform {
+            Some(raw) => Some(self.expand_global(raw, self.df.stages[i].line)?),
+            None => None,
+        };
+        self.image_state(base, platform.as_deref())
     }
 
     /// The state of an image, pulled when missing (or always with `--pull`).
-    pub(super) fn image_state(&self, name: &str) -> Result<State, BuildError> {
-        let rec = (self.host.image)(name, self.opts.pull).map_err(|message| BuildError::Pull {
-            image: name.to_owned(),
-            message,
+    pub(super) fn image_state(
+        &self,
+        name: &str,
+        platform: Option<&str>,
+    ) -> Result<State, BuildError> {
+        let rec = (self.host.image)(name, platform, self.opts.pull).map_err(|message| {
+            BuildError::Pull {
+                image: name.to_owned(),
+                message,
+            }
         })?;
         let bytes = self.host.store.read_blob(&rec.id, 8 << 20)?;
         let mut config =

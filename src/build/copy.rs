@@ -50,6 +50,8 @@ pub struct CopyStep<'a> {
     pub req: CopyRequest,
     /// Files written from heredocs.
     pub extra: Vec<Entry>,
+    /// `--link`: the layer stands alone, without the image's parent directories.
+    pub link: bool,
 }
 
 /// Runs a COPY or ADD; returns its layer.
@@ -69,7 +71,11 @@ pub fn copy_step(
         let planned = plan(&image, step, &scratch);
         let result = planned.and_then(|mut entries| {
             entries.extend(step.extra.iter().cloned());
-            let entries = with_parents(entries, &image)?;
+            let entries = if step.link {
+                entries
+            } else {
+                with_parents(entries, &image)?
+            };
             write_layer(host, (o.timestamp, o.format), &entries)
         });
         let _ = crate::sys::confined::remove_tree(&scratch);
@@ -177,8 +183,7 @@ pub fn with_parents(entries: Vec<Entry>, image: &Layered) -> Result<Vec<Entry>, 
 /// RUN's `--mount=type=bind,from=`; returns what to mount.
 pub fn materialize(
     host: &Host<'_>,
-    layers: &[PathBuf],
-    _context: Option<&Path>,
+    from: &CopyFrom<'_>,
     rel: &Path,
     dir: &Path,
 ) -> Result<PathBuf, BuildError> {
@@ -189,8 +194,15 @@ pub fn materialize(
     };
     let owners = host.owners;
     let made = job::in_store(host.mapping, || {
-        let tree =
-            Layered::new(layers).map_err(|e| format!("cannot read the mount's layers: {e}"))?;
+        let layered;
+        let tree: &dyn SourceTree = match from {
+            CopyFrom::Context(c) => *c,
+            CopyFrom::Layers(l) => {
+                layered =
+                    Layered::new(l).map_err(|e| format!("cannot read the mount's layers: {e}"))?;
+                &layered
+            }
+        };
         let empty = Layered::new(&[]).map_err(|e| e.to_string())?;
         let kind = tree
             .stat(rel)
@@ -204,11 +216,11 @@ pub fn materialize(
             chown: None,
             chmod: None,
             exclude: vec![],
-            from_context: false,
+            from_context: matches!(from, CopyFrom::Context(_)),
             add: false,
             checksum: None,
         };
-        let entries = plan_copy(&tree, &empty, &req, dir).map_err(|e| e.to_string())?;
+        let entries = plan_copy(tree, &empty, &req, dir).map_err(|e| e.to_string())?;
         let tmp = host.store.tmp_path("bind-tar");
         let unpacked = std::fs::File::create(&tmp)
             .and_then(|f| write_tar(&entries, BufWriter::new(f), &WriteOptions { clamp: None }))

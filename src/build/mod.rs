@@ -123,8 +123,9 @@ pub struct Host<'a> {
     pub runtime: &'a Path,
     /// How the store's user namespace writes owners (as `nook pull` unpacks).
     pub owners: Owners,
-    /// Finds an image, pulling it when missing (or always, with `true`).
-    pub image: &'a dyn Fn(&str, bool) -> Result<ImageRecord, String>,
+    /// Finds an image for a platform (`None`: the build's), pulling it when missing (or
+    /// always, with `true`).
+    pub image: &'a dyn Fn(&str, Option<&str>, bool) -> Result<ImageRecord, String>,
 }
 
 /// What a finished build made.

@@ -40,10 +40,10 @@ pub struct RunStep {
 }
 
 /// A `--mount` from a stage or an image, resolved to the layers it shows.
-pub struct MountSources {
+pub struct MountSources<'a> {
     /// `from=` → the layers (top first) it names.
     pub layers: Vec<(String, Vec<PathBuf>)>,
-    pub context: PathBuf,
+    pub context: &'a super::context::Context,
 }
 
 /// The image a RUN's container starts from: the state's config without what belongs to
@@ -93,7 +93,9 @@ fn options(o: &Options, step: &RunStep, volumes: Vec<Volume>) -> RunOptions {
         publish_all: false,
         userns: UserNs::Auto,
         driver: o.driver,
-        init: false,
+        // A reaper as pid 1 passes Ctrl-C on to the step's command (a shell as pid 1 would
+        // ignore it) and reaps what the step leaves behind.
+        init: true,
         tty: false,
         stdin: false,
         cap_add: vec![],
@@ -117,7 +119,7 @@ fn volumes(
     host: &Host<'_>,
     o: &Options,
     step: &RunStep,
-    sources: &MountSources,
+    sources: &MountSources<'_>,
     scratch: &mut Scratch,
 ) -> Result<Vec<Volume>, BuildError> {
     let mut out = Vec::new();
@@ -180,7 +182,7 @@ fn bind(
     target: &str,
     from: Option<&str>,
     read_write: bool,
-    sources: &MountSources,
+    sources: &MountSources<'_>,
     scratch: &mut Scratch,
 ) -> Result<Volume, BuildError> {
     let rel = clean_rel(source).ok_or_else(|| BuildError::Io {
@@ -195,7 +197,7 @@ fn bind(
             .map(|(_, l)| l.clone())
             .unwrap_or_default(),
         None if !read_write => {
-            let path = sources.context.join(&rel);
+            let path = sources.context.root().join(&rel);
             let dir = std::fs::symlink_metadata(&path)
                 .map_err(super::io(format!(
                     "bind source {source:?} is not in the context"
@@ -208,13 +210,16 @@ fn bind(
                 dir,
             });
         }
-        None => vec![],
+        None => Vec::new(),
     };
     let dir = host.store.tmp_path("bind");
     std::fs::create_dir(&dir).map_err(super::io("cannot make a directory for a bind mount"))?;
     scratch.dirs.push(dir.clone());
-    let context = from.is_none().then(|| sources.context.clone());
-    let made = super::copy::materialize(host, &layers, context.as_deref(), &rel, &dir)?;
+    let tree = match from {
+        Some(_) => super::copy::CopyFrom::Layers(layers),
+        None => super::copy::CopyFrom::Context(sources.context),
+    };
+    let made = super::copy::materialize(host, &tree, &rel, &dir)?;
     Ok(Volume::Bind {
         source: made,
         target: target.to_owned(),
@@ -246,7 +251,7 @@ pub fn run_step(
     o: &Options,
     st: &State,
     step: &RunStep,
-    sources: &MountSources,
+    sources: &MountSources<'_>,
 ) -> Result<Option<LayerRef>, BuildError> {
     let mut scratch = Scratch::default();
     let result = run_in_container(host, o, st, step, sources, &mut scratch);
@@ -261,7 +266,7 @@ fn run_in_container(
     o: &Options,
     st: &State,
     step: &RunStep,
-    sources: &MountSources,
+    sources: &MountSources<'_>,
     scratch: &mut Scratch,
 ) -> Result<Option<LayerRef>, BuildError> {
     let image = run_image(host, st)?;

@@ -367,7 +367,7 @@ impl Builder<'_> {
         };
         let sources = MountSources {
             layers,
-            context: self.ctx.root().to_path_buf(),
+            context: self.ctx,
         };
         self.step(
             st,
@@ -385,7 +385,7 @@ impl Builder<'_> {
                 .clone()
                 .ok_or_else(|| self.err(0, format!("stage {from:?} was not built")));
         }
-        self.image_state(from)
+        self.image_state(from, None)
     }
 
     fn copy(
@@ -476,7 +476,12 @@ impl Builder<'_> {
         let mut shown = sources.clone();
         shown.extend(spec.heredocs.iter().map(|h| format!("<<{}", h.name)));
         let created_by = format!("{word} {} {dest}", shown.join(" "));
-        let step = CopyStep { from, req, extra };
+        let step = CopyStep {
+            from,
+            req,
+            extra,
+            link: spec.link,
+        };
         self.step(
             st,
             k,
@@ -550,18 +555,14 @@ impl Builder<'_> {
         body: &str,
         line: usize,
     ) -> Result<String, BuildError> {
-        let mut out = String::new();
-        for (i, l) in body.split('\n').enumerate() {
-            if i > 0 {
-                out.push('\n');
-            }
-            let escaped = l
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\'', "\\'");
-            out.push_str(&self.expand(st, scope, &escaped, line)?);
-        }
-        Ok(out)
+        let env = &st.config.config.env;
+        dockerfile::expand_heredoc(body, self.df.escape, &|n| scope.lookup(env, n)).map_err(
+            |source| BuildError::Expand {
+                file: self.file.clone(),
+                line,
+                source,
+            },
+        )
     }
 }
 

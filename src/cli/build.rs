@@ -209,8 +209,14 @@ fn find_or_pull(
     always: bool,
     platform: Option<&str>,
 ) -> Result<ImageRecord, String> {
+    let wanted = platform.and_then(|p| crate::registry::platform::Platform::parse(p).ok());
+    let fits = |rec: &ImageRecord| {
+        wanted
+            .as_ref()
+            .is_none_or(|w| w.os == rec.platform.os && w.architecture == rec.platform.architecture)
+    };
     match store.find_image(name) {
-        Ok(rec) if !always => return Ok(rec),
+        Ok(rec) if !always && fits(&rec) => return Ok(rec),
         Ok(_) | Err(StoreError::NoSuchImage(_)) => {}
         Err(e) => return Err(e.to_string()),
     }
@@ -294,7 +300,9 @@ fn build_in(
         driver: a.driver.into(),
     };
     let platform = a.platform.clone();
-    let image = |name: &str, always: bool| find_or_pull(store, name, always, platform.as_deref());
+    let image = |name: &str, stage_platform: Option<&str>, always: bool| {
+        find_or_pull(store, name, always, stage_platform.or(platform.as_deref()))
+    };
     let host = Host {
         store,
         mapping: &session.mapping,
@@ -360,7 +368,7 @@ pub fn commit(session: &Session, a: CommitArgs) -> Result<i32> {
         FormatArg::Oci => Format::Oci,
         FormatArg::Docker => Format::Docker,
     };
-    let no_image = |_: &str, _: bool| Err("no pulls in a commit".to_owned());
+    let no_image = |_: &str, _: Option<&str>, _: bool| Err("no pulls in a commit".to_owned());
     let host = Host {
         store: &store,
         mapping: &session.mapping,

@@ -18,6 +18,8 @@ pub enum ExpandError {
     BadSubstitution { text: String },
     #[error("unsupported modifier {modifier:?} in {text:?}; use :- - :+ + :? ? # ## % %% or /")]
     Modifier { modifier: String, text: String },
+    #[error("${{...}} nested more than 64 deep in {text:?}")]
+    TooDeep { text: String },
     #[error("no closing {quote} quote in {text:?}")]
     Quote { quote: &'static str, text: String },
 }
@@ -29,6 +31,19 @@ pub fn expand(
     vars: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, ExpandError> {
     Expander::new(raw, escape, vars).run().map(|(text, _)| text)
+}
+
+/// Expands the body of a COPY/ADD heredoc whose delimiter was not quoted, as a shell
+/// expands a here-document: quotes are ordinary characters and the escape character escapes
+/// only `$` and itself; variables expand as in [`expand`].
+pub fn expand_heredoc(
+    content: &str,
+    escape: char,
+    vars: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ExpandError> {
+    let mut expander = Expander::new(content, escape, vars);
+    expander.script = true;
+    expander.run().map(|(text, _)| text)
 }
 
 /// Expands `raw` and splits it into words on whitespace outside quotes.
@@ -84,7 +99,14 @@ struct Expander<'a> {
     pos: usize,
     escape: char,
     vars: &'a dyn Fn(&str) -> Option<String>,
+    /// How many `${` are open.
+    depth: usize,
+    /// Heredoc body: quotes are not special, escapes only before `$` and the escape.
+    script: bool,
 }
+
+/// How deep `${…}` may nest.
+const MAX_NESTING: usize = 64;
 
 /// How a nested run of the lexer ended early.
 enum Stop {
@@ -107,6 +129,8 @@ impl<'a> Expander<'a> {
             pos: 0,
             escape,
             vars,
+            depth: 0,
+            script: false,
         }
     }
 
@@ -147,6 +171,15 @@ impl<'a> Expander<'a> {
             if Some(c) == stop {
                 self.pos += 1;
                 return Ok((text, words.finish()));
+            }
+            if self.script && c != '$' {
+                self.pos += 1;
+                let escaped = self
+                    .peek()
+                    .filter(|&n| c == self.escape && (n == '$' || n == c));
+                self.pos += usize::from(escaped.is_some());
+                text.push(escaped.unwrap_or(c));
+                continue;
             }
             match c {
                 '$' => {
@@ -253,6 +286,20 @@ impl<'a> Expander<'a> {
             return Ok(self.lookup(&name).unwrap_or_default());
         }
         self.pos += 1;
+        // Each level of `${A:-${B:-…}}` recurses; a text from an image is not trusted.
+        if self.depth == MAX_NESTING {
+            return Err(Stop::Error(ExpandError::TooDeep {
+                text: self.text.to_owned(),
+            }));
+        }
+        self.depth += 1;
+        let value = self.braced();
+        self.depth -= 1;
+        value
+    }
+
+    /// The rest of `${…}` after the brace.
+    fn braced(&mut self) -> Result<String, Stop> {
         match self.peek() {
             None => return Err(self.missing_brace().into()),
             Some('{' | '}' | ':') => {
@@ -270,7 +317,10 @@ impl<'a> Expander<'a> {
         };
         let null_is_unset = modifier == ":";
         if null_is_unset {
-            modifier.extend(self.next());
+            let Some(op) = self.next() else {
+                return Err(self.missing_brace().into());
+            };
+            modifier.push(op);
         }
         let op = modifier.chars().last().unwrap_or(':');
         if op == '/' && !null_is_unset {
@@ -366,31 +416,34 @@ fn trim_match(value: &str, word: &str, op: char, escape: char) -> String {
         Some(rest) => (true, rest),
         None => (false, word),
     };
-    let pattern = glob::compile(pattern, escape);
-    let bounds: Vec<usize> = value
-        .char_indices()
-        .map(|(i, _)| i)
-        .chain([value.len()])
-        .collect();
-    let mut cuts: Vec<usize> = bounds;
-    if (op == '#') == greedy {
-        cuts.reverse();
+    let mut pattern = glob::compile(pattern, escape);
+    let mut chars: Vec<char> = value.chars().collect();
+    // A suffix is a prefix of the reversed value, matched by the reversed pattern.
+    if op == '%' {
+        pattern.reverse();
+        chars.reverse();
     }
-    for cut in cuts {
-        let (matched, kept) = if op == '#' {
-            (&value[..cut], &value[cut..])
-        } else {
-            (&value[cut..], &value[..cut])
-        };
-        if glob::matches(&pattern, matched) {
-            return kept.to_owned();
-        }
+    let ends = glob::prefix_matches(&pattern, &chars);
+    let mut lengths = (0..ends.len()).filter(|&n| ends[n]);
+    let cut = if greedy {
+        lengths.next_back()
+    } else {
+        lengths.next()
+    };
+    let Some(cut) = cut else {
+        return value.to_owned();
+    };
+    let mut kept: Vec<char> = chars[cut..].to_vec();
+    if op == '%' {
+        kept.reverse();
     }
-    value.to_owned()
+    kept.into_iter().collect()
 }
 
 mod glob {
-    //! Shell patterns of `*`, `?` and literal characters (escaped ones too).
+    //! Shell patterns of `*`, `?` and literal characters (escaped ones too), matched by
+    //! stepping the set of pattern positions through the text: time is length × pattern
+    //! length, whatever the pattern (a Dockerfile from an image's ONBUILD is not trusted).
 
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub enum Token {
@@ -406,54 +459,74 @@ mod glob {
             tokens.push(match c {
                 '*' => Token::Any,
                 '?' => Token::One,
-                c if c == escape => match chars.next() {
-                    Some(n) => Token::Char(n),
-                    None => Token::Char(c),
-                },
+                c if c == escape => Token::Char(chars.next().unwrap_or(c)),
                 c => Token::Char(c),
             });
         }
         tokens
     }
 
-    pub fn matches(pattern: &[Token], text: &str) -> bool {
-        let text: Vec<char> = text.chars().collect();
-        matches_chars(pattern, &text)
+    /// `ends[n]` is whether `pattern` matches the first `n` characters of `text`.
+    pub fn prefix_matches(pattern: &[Token], text: &[char]) -> Vec<bool> {
+        let mut states = vec![false; pattern.len() + 1];
+        states[0] = true;
+        close(pattern, &mut states);
+        let mut ends = Vec::with_capacity(text.len() + 1);
+        ends.push(states[pattern.len()]);
+        for &c in text {
+            let mut next = vec![false; pattern.len() + 1];
+            for (p, token) in pattern.iter().enumerate() {
+                if !states[p] {
+                    continue;
+                }
+                match token {
+                    Token::Any => next[p] = true,
+                    Token::One => next[p + 1] = true,
+                    Token::Char(x) if *x == c => next[p + 1] = true,
+                    Token::Char(_) => {}
+                }
+            }
+            close(pattern, &mut next);
+            ends.push(next[pattern.len()]);
+            if !next.contains(&true) {
+                ends.resize(text.len() + 1, false);
+                break;
+            }
+            states = next;
+        }
+        ends
     }
 
-    fn matches_chars(pattern: &[Token], text: &[char]) -> bool {
-        match pattern.split_first() {
-            None => text.is_empty(),
-            Some((Token::Any, rest)) => (0..=text.len()).any(|i| matches_chars(rest, &text[i..])),
-            Some((Token::One, rest)) => !text.is_empty() && matches_chars(rest, &text[1..]),
-            Some((Token::Char(c), rest)) => {
-                text.first() == Some(c) && matches_chars(rest, &text[1..])
+    /// A `*` may match nothing: its position reaches the one after it.
+    fn close(pattern: &[Token], states: &mut [bool]) {
+        for (p, token) in pattern.iter().enumerate() {
+            if states[p] && *token == Token::Any {
+                states[p + 1] = true;
             }
         }
     }
 
-    /// Replaces the first (or every) longest match of `pattern` in `value`.
+    /// Replaces the first (or every) leftmost longest non-empty match of `pattern`.
     pub fn replace(value: &str, pattern: &[Token], replacement: &str, all: bool) -> String {
         let chars: Vec<char> = value.chars().collect();
         let mut out = String::new();
         let mut start = 0;
         let mut replaced = false;
-        while start <= chars.len() {
-            let found = (!replaced || all)
-                .then(|| {
-                    (start + 1..=chars.len())
-                        .rev()
-                        .find(|&end| matches_chars(pattern, &chars[start..end]))
-                })
-                .flatten();
-            match found {
-                Some(end) => {
+        while start < chars.len() {
+            let longest = if replaced && !all {
+                None
+            } else {
+                let ends = prefix_matches(pattern, &chars[start..]);
+                (1..ends.len()).rev().find(|&n| ends[n])
+            };
+            match longest {
+                Some(n) => {
                     out.push_str(replacement);
-                    start = end;
+                    start += n;
                     replaced = true;
                 }
                 None => {
-                    out.extend(chars.get(start));
+                    out.push(chars[start]);
                     start += 1;
                 }
             }

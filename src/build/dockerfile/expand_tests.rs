@@ -51,6 +51,9 @@ fn expands_like_the_dockerfile_lexer() {
         ("${P##*/}", "lib.tar.gz"),
         ("${P%.*}", "/usr/local/lib.tar"),
         ("${P%%.*}", "/usr/local/lib"),
+        ("${P%/*}", "/usr/local"),
+        ("${P%%/*}", ""),
+        ("${P##}", "/usr/local/lib.tar.gz"),
         ("${P#nomatch}", "/usr/local/lib.tar.gz"),
         ("${P#/usr/?ocal}", "/lib.tar.gz"),
         ("${P/l/L}", "/usr/Local/lib.tar.gz"),
@@ -60,6 +63,15 @@ fn expands_like_the_dockerfile_lexer() {
     for (raw, want) in cases {
         assert_eq!(ex(raw).as_deref(), Ok(want), "{raw:?}");
     }
+}
+
+#[test]
+fn hostile_patterns_take_polynomial_time() {
+    let long = "a".repeat(400);
+    let value = |name: &str| (name == "L").then(|| long.clone());
+    let pattern = "*a".repeat(30) + "b";
+    let raw = format!("${{L##{pattern}}}${{L%%{pattern}}}${{L//{pattern}/x}}");
+    assert_eq!(expand(&raw, '\\', &value), Ok(long.repeat(3)));
 }
 
 #[test]
@@ -90,7 +102,7 @@ fn expansion_errors() {
     );
     let message = ex("${UNSET:?msg}").map_err(|e| e.to_string());
     assert_eq!(message, Err("UNSET: msg".to_owned()));
-    for raw in ["${A", "${A:-x", "${", "${A/x"] {
+    for raw in ["${A", "${A:-x", "${", "${A/x", "${A:"] {
         assert!(
             matches!(ex(raw), Err(ExpandError::MissingBrace { .. })),
             "{raw:?}"
@@ -141,4 +153,17 @@ fn words_split_on_unquoted_whitespace() {
         let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
         assert_eq!(w(raw), Ok(want), "{raw:?}");
     }
+}
+
+#[test]
+fn heredoc_bodies_keep_quotes() {
+    let body = "echo \"$A\" '$A' \\$A \\\\ \\n ${UNSET:-d}\n";
+    assert_eq!(
+        expand_heredoc(body, '\\', &vars).as_deref(),
+        Ok("echo \"1\" '1' $A \\ \\n d\n")
+    );
+    assert!(matches!(
+        expand_heredoc("${A", '\\', &vars),
+        Err(ExpandError::MissingBrace { .. })
+    ));
 }

@@ -93,11 +93,29 @@ pub(super) struct HeredocMark {
     pub quoted: bool,
 }
 
-/// The heredoc words among `args` (each a whole word: `<<EOF`, `<<-EOF`, `<<"EOF"`, with an
-/// optional file descriptor number before, as BuildKit reads them).
+/// The words of `args`, with `<<` (or `<<-`) and the name after it joined into one word
+/// when blanks part them (`<< EOF`), as BuildKit's lexer reads heredocs.
+pub(super) fn heredoc_words(args: &str, escape: char) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    let mut open = false;
+    for (word, _) in lex::raw_words(args, escape) {
+        match words.last_mut() {
+            Some(last) if open => last.push_str(&word),
+            _ => words.push(word),
+        }
+        open = words.last().is_some_and(|w| {
+            let after_fd = w.trim_start_matches(|c: char| c.is_ascii_digit());
+            after_fd == "<<" || after_fd == "<<-"
+        });
+    }
+    words
+}
+
+/// The heredoc words among `args` (`<<EOF`, `<<-EOF`, `<<"EOF"`, with an optional file
+/// descriptor number before, each a word of its own).
 pub(super) fn heredoc_marks(args: &str, escape: char) -> Vec<HeredocMark> {
     let mut marks = Vec::new();
-    for (word, _) in lex::raw_words(args, escape) {
+    for word in heredoc_words(args, escape) {
         let after_fd = word.trim_start_matches(|c: char| c.is_ascii_digit());
         let Some(spec) = after_fd.strip_prefix("<<") else {
             continue;
@@ -112,7 +130,7 @@ pub(super) fn heredoc_marks(args: &str, escape: char) -> Vec<HeredocMark> {
         }
         marks.push(HeredocMark {
             quoted: spec.contains(['"', '\'']),
-            word: word.clone(),
+            word,
             name,
             strip_tabs,
         });
@@ -156,7 +174,7 @@ fn heredocs_of(
     let Some(lines) = lines else {
         return Ok((Vec::new(), Vec::new()));
     };
-    if json_array(line.args).is_some() || !line.args.contains("<<") {
+    if json_array(line.args)?.is_some() || !line.args.contains("<<") {
         return Ok((Vec::new(), Vec::new()));
     }
     let marks = heredoc_marks(line.args, line.escape);
@@ -176,9 +194,11 @@ pub(super) fn run(line: &Line, lines: Option<&mut Lines>) -> Result<RunSpec, Ins
     }
     let (marks, heredocs) = heredocs_of(line, lines)?;
     let command = match (marks.as_slice(), heredocs.as_slice()) {
-        ([], _) => maybe_json(line.args),
+        ([], _) => maybe_json(line.args)?,
         // `RUN <<EOF`: the body is the script.
-        ([mark], [doc]) if line.args == mark.word => Command::Shell(doc.content.clone()),
+        ([_], [doc]) if heredoc_words(line.args, line.escape).len() == 1 => {
+            Command::Shell(doc.content.clone())
+        }
         // Otherwise the shell gets the line and each body with its terminator, as it would
         // read them from a script.
         _ => {
@@ -223,11 +243,12 @@ pub(super) fn copy(
     };
     let allowed: Vec<(&str, FlagKind)> = common.iter().chain(extra).copied().collect();
     let flags = line.flags(&allowed)?;
-    let json = json_array(line.args);
+    let json = json_array(line.args)?;
     let (marks, heredocs) = heredocs_of(line, lines)?;
     let mut words = match &json {
         Some(words) => words.clone(),
-        None => line.words(),
+        None if marks.is_empty() => line.words(),
+        None => heredoc_words(line.args, line.escape),
     };
     if marks.iter().any(|m| words.last() == Some(&m.word)) {
         return Err(InstructionError::HeredocDest(
@@ -305,7 +326,7 @@ pub(super) fn healthcheck(line: &Line) -> Result<Option<HealthSpec>, Instruction
         Some(v) => Some(v.parse::<u32>().map_err(|_| InstructionError::Retries(v))?),
     };
     Ok(Some(HealthSpec {
-        command: maybe_json(command),
+        command: maybe_json(command)?,
         interval: duration("interval")?,
         timeout: duration("timeout")?,
         start_period: duration("start-period")?,

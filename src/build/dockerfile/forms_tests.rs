@@ -27,7 +27,7 @@ fn run_flags() {
     );
     assert_eq!(
         run_spec("RUN --mount=\"type=bind,target=/a b\" ls").mounts,
-        strings(&["\"type=bind,target=/a b\""])
+        strings(&["type=bind,target=/a b"])
     );
 }
 

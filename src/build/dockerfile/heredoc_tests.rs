@@ -103,12 +103,31 @@ fn copy_heredocs_become_files() {
             doc("conf", "k=$v\n", false)
         ]
     );
+    // Bodies are read in order, each up to its own terminator only.
+    let ins2 = stage("COPY <<X <<Y /dest\nY\nX\nX\nY\n");
+    assert_eq!(
+        copy_of(&ins2[0]).heredocs,
+        vec![doc("X", "Y\n", true), doc("Y", "X\n", true)]
+    );
     let a = copy_of(&ins[1]);
     assert_eq!(
         (a.sources.as_slice(), a.dest.as_str()),
         (["EOF".to_owned()].as_slice(), "/x")
     );
     assert_eq!(a.heredocs, vec![doc("EOF", "hi\n", true)]);
+}
+
+#[test]
+fn blanks_after_the_heredoc_operator() {
+    let ins = stage("RUN <<  EOF\nbody\nEOF\nCOPY <<- \"f\" /f\n\tx\n\tf\nRUN cat << A\n1\nA\n");
+    assert_eq!(run_of(&ins[0]).command, Command::Shell("body\n".to_owned()));
+    let c = copy_of(&ins[1]);
+    assert_eq!(c.sources, ["f"]);
+    assert_eq!(c.heredocs, vec![doc("f", "x\n", false)]);
+    assert_eq!(
+        run_of(&ins[2]).command,
+        Command::Shell("cat << A\n1\nA\n".to_owned())
+    );
 }
 
 #[test]

@@ -30,6 +30,8 @@ pub enum InstructionError {
     DirectiveTwice(String),
     #[error("invalid escape directive {0:?}; use \\ or `")]
     Escape(String),
+    #[error("a JSON array here must hold strings only, like [\"echo\", \"1\"]")]
+    JsonNotStrings,
     #[error("SHELL requires its arguments as a JSON array, like SHELL [\"/bin/sh\", \"-c\"]")]
     ShellNotJson,
     #[error("invalid stage name {0:?}; use a letter, then letters, digits, '-', '_' or '.'")]
@@ -143,11 +145,11 @@ pub(super) fn parse_line(
         "volume" => Kind::Volume(word_list(&line, "at least one path")?),
         "entrypoint" => {
             line.no_flags()?;
-            Kind::Entrypoint(maybe_json(line.args))
+            Kind::Entrypoint(maybe_json(line.args)?)
         }
         "cmd" => {
             line.no_flags()?;
-            Kind::Cmd(maybe_json(line.args))
+            Kind::Cmd(maybe_json(line.args)?)
         }
         "shell" => Kind::Shell(shell(&line)?),
         "healthcheck" => Kind::Healthcheck(forms::healthcheck(&line)?),
@@ -177,20 +179,28 @@ fn parse_from(line: &Line) -> Result<FromSpec, InstructionError> {
 }
 
 /// A JSON array of strings → exec form; anything else → shell form with the text.
-pub(super) fn maybe_json(args: &str) -> Command {
-    match json_array(args) {
+pub(super) fn maybe_json(args: &str) -> Result<Command, InstructionError> {
+    Ok(match json_array(args)? {
         Some(words) => Command::Exec(words),
         None => Command::Shell(args.to_owned()),
-    }
+    })
 }
 
-/// The strings of a JSON array, or None when `args` is not one.
-pub(super) fn json_array(args: &str) -> Option<Vec<String>> {
+/// The strings of a JSON array, or None when `args` is not a JSON array. An array with
+/// anything but strings in it is an error, as in BuildKit (not the shell form).
+pub(super) fn json_array(args: &str) -> Result<Option<Vec<String>>, InstructionError> {
     let args = args.trim();
     if !args.starts_with('[') {
-        return None;
+        return Ok(None);
     }
-    serde_json::from_str::<Vec<String>>(args).ok()
+    let Ok(values) = serde_json::from_str::<Vec<serde_json::Value>>(args) else {
+        return Ok(None);
+    };
+    let strings = values.into_iter().map(|v| match v {
+        serde_json::Value::String(s) => Ok(s),
+        _ => Err(InstructionError::JsonNotStrings),
+    });
+    strings.collect::<Result<Vec<String>, _>>().map(Some)
 }
 
 /// ENV (with the legacy `ENV name value…` form) and LABEL (pairs only).
@@ -256,7 +266,7 @@ fn rest(line: &Line, what: &'static str) -> Result<String, InstructionError> {
 /// A JSON array or whitespace-separated words, at least one.
 fn word_list(line: &Line, what: &'static str) -> Result<Vec<String>, InstructionError> {
     line.no_flags()?;
-    let words = json_array(line.args)
+    let words = json_array(line.args)?
         .unwrap_or_else(|| line.args.split_whitespace().map(str::to_owned).collect());
     if words.is_empty() || words.iter().any(|w| w.trim().is_empty()) {
         return Err(line.need(what));
@@ -267,7 +277,7 @@ fn word_list(line: &Line, what: &'static str) -> Result<Vec<String>, Instruction
 /// SHELL: a JSON array of at least one string.
 fn shell(line: &Line) -> Result<Vec<String>, InstructionError> {
     line.no_flags()?;
-    match json_array(line.args) {
+    match json_array(line.args)? {
         Some(words) if !words.is_empty() => Ok(words),
         Some(_) => Err(line.need("at least the shell's path")),
         None => Err(InstructionError::ShellNotJson),

@@ -195,22 +195,25 @@ pub(super) fn raw_words(text: &str, escape: char) -> Vec<(String, usize)> {
     words
 }
 
-/// The leading `--name[=value]` words of an instruction's arguments (raw, quotes kept) and
-/// the arguments after them. A lone `--` ends the flags and is dropped.
+/// The leading `--name[=value]` words of an instruction's arguments and the arguments
+/// after them. As in BuildKit, quotes in a flag word are removed and `\` escapes the next
+/// character whatever the escape directive says; variables stay for the builder to
+/// expand. A lone `--` ends the flags and is dropped.
 pub(super) fn take_flags(args: &str, escape: char) -> (Vec<String>, &str) {
+    let args = args.trim_start();
     let mut flags = Vec::new();
-    let mut rest = args.trim_start();
-    while rest.starts_with("--") {
-        let Some((word, end)) = raw_words(rest, escape).into_iter().next() else {
+    let mut flags_end = 0;
+    for (word, end) in raw_words(args, escape) {
+        if !word.starts_with("--") {
             break;
-        };
-        rest = rest[end..].trim_start();
+        }
+        flags_end = end;
         if word == "--" {
             break;
         }
-        flags.push(word);
+        flags.push(unquote(&word, '\\'));
     }
-    (flags, rest)
+    (flags, args[flags_end..].trim_start())
 }
 
 /// Removes quotes and escapes from a word without expanding anything (for heredoc names).

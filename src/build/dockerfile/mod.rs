@@ -1,14 +1,15 @@
 //! The Dockerfile parser: text → [`Dockerfile`] (stages of instructions), and the shell-like
 //! variable expansion the builder applies to instruction arguments later.
 //!
-//! Parsing is pure and follows BuildKit's reading of a Dockerfile in three passes over the
-//! text: [`lex`] reads the parser directives at the top, joins continuation lines into
-//! logical lines (dropping comments and blank lines, also between continued pieces) and
-//! hands out heredoc bodies; [`instr`] turns one logical line (keyword, `--flags`,
-//! arguments) into a typed [`Kind`]; this file groups instructions into stages and
-//! attaches file and line to errors. Arguments stay raw (quotes and `$VARS` in): what a
-//! word means depends on ARG and ENV values known only while building, so the builder
-//! calls [`expand`] / [`expand_words`] with its scope.
+//! Parsing is pure and reads a Dockerfile as BuildKit does: `lex` reads the parser
+//! directives at the top, joins continuation lines into logical lines (dropping comments and
+//! blank lines, also between continued pieces), splits words and hands out heredoc bodies;
+//! `instr` turns one logical line (keyword, `--flags`, arguments) into a typed [`Kind`],
+//! with `forms` for the instructions that have structure (RUN, COPY/ADD, HEALTHCHECK); this
+//! file groups instructions into stages and puts file and line on errors. Arguments stay raw
+//! (quotes and `$VARS` in): what a word means depends on ARG and ENV values known only while
+//! building, so the builder calls [`expand`] / [`expand_words`] with its scope. Flag values
+//! are the exception BuildKit makes: their quotes are removed here, their variables are not.
 
 mod expand;
 #[cfg(test)]
@@ -25,7 +26,7 @@ mod tests;
 
 use std::time::Duration;
 
-pub use expand::{ExpandError, expand, expand_words};
+pub use expand::{ExpandError, expand, expand_heredoc, expand_words};
 pub use instr::InstructionError;
 
 /// A parsed Dockerfile.
@@ -79,7 +80,8 @@ pub struct Heredoc {
     pub name: String,
     /// The body, every line ending in `\n`; leading tabs removed for `<<-`.
     pub content: String,
-    /// False when the delimiter was quoted (`<<"EOF"`, `<<'EOF'`): no expansion.
+    /// False when the delimiter was quoted (`<<"EOF"`, `<<'EOF'`): no expansion. For
+    /// COPY/ADD the builder expands with [`expand_heredoc`]; in RUN the shell does it.
     pub expand: bool,
 }
 

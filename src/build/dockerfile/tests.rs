@@ -1,4 +1,5 @@
 //! Parser tests: directives, lines, instruction forms, stages, ENV/LABEL/ARG, ONBUILD.
+
 use super::*;
 
 pub(super) fn df(text: &str) -> Dockerfile {
@@ -262,7 +263,6 @@ fn exec_and_shell_forms() {
         // Invalid JSON is the shell form with the text as written.
         ("CMD [\"echo\", \"a\"", Kind::Cmd(shell("[\"echo\", \"a\""))),
         ("CMD ['echo']", Kind::Cmd(shell("['echo']"))),
-        ("CMD [\"a\", 1]", Kind::Cmd(shell("[\"a\", 1]"))),
         (
             "SHELL [\"powershell\", \"-command\"]",
             Kind::Shell(strings(&["powershell", "-command"])),
@@ -284,6 +284,14 @@ fn exec_and_shell_forms() {
         shell("echo \"$HOME\"")
     );
     assert_eq!(bad("SHELL /bin/sh -c"), InstructionError::ShellNotJson);
+    for line in [
+        "CMD [\"a\", 1]",
+        "RUN [true]",
+        "COPY [\"a\", null]",
+        "VOLUME [[\"/a\"]]",
+    ] {
+        assert_eq!(bad(line), InstructionError::JsonNotStrings, "{line:?}");
+    }
     assert!(matches!(
         bad("SHELL []"),
         InstructionError::Arguments { .. }
