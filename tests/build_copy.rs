@@ -503,3 +503,67 @@ fn hostile_archive_added_stays_inside() {
         assert_eq!(run_out(&s, "evil:1", &["cat", "/x/ok.txt"]), "inside\n");
     }
 }
+
+/// An image whose symlinks point at a host directory (absolutely, or climbing with `..`):
+/// COPY, ADD and WORKDIR into them, COPY --from and bind mounts out of them, all resolve
+/// inside the image and touch nothing of the host's.
+#[test]
+fn hostile_image_symlinks_stay_inside() {
+    let Some(s) = Sandbox::on_tmpfs(Mode::Range) else {
+        return;
+    };
+    let target = tempfile::Builder::new()
+        .prefix("nook-it-img-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    s.user.give(target.path());
+    let victim_content = format!("host-victim-{}-content", rand_suffix());
+    let victim = target.path().join("victim.txt");
+    std::fs::write(&victim, &victim_content).unwrap();
+    s.user.give(&victim);
+    let dir = target.path().to_str().unwrap().to_owned();
+    let top = LayerTar::new()
+        .symlink("lnk", &dir)
+        .symlink("up", "../../../../../../../..")
+        .finish();
+    let img = s.image_over_busybox("symlinks", top, json!({"Cmd": ["sh"]}));
+    let b = Builder::new(&s);
+    for (i, (from, line)) in [
+        (&img, "COPY f.txt /lnk/copied".to_owned()),
+        (&img, "ADD f.txt /lnk/added".to_owned()),
+        (&img, format!("COPY f.txt /up{dir}/climbed")),
+        (&img, "WORKDIR /lnk/made".to_owned()),
+        (&img, "RUN echo x > /lnk/ran".to_owned()),
+        (&s.image, format!("COPY --from={img} /lnk/victim.txt /x")),
+        (
+            &s.image,
+            format!("COPY --from={img} /up{dir}/victim.txt /x"),
+        ),
+        (
+            &s.image,
+            format!("RUN --mount=type=bind,from={img},source=/lnk,target=/m cat /m/victim.txt"),
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let c = Ctx::new(&s.user, &format!("imgsym{i}"));
+        c.file("f.txt", b"from-context\n")
+            .dockerfile(&format!("FROM {{base}}\n{line}\n"), from);
+        let out = b.build(&["-t", &format!("imgsym:{i}")], &c);
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            !all.contains(&victim_content),
+            "{line}: read the host file: {all}"
+        );
+        let inside: Vec<String> = std::fs::read_dir(target.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(inside, ["victim.txt"], "{line}: wrote on the host: {all}");
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), victim_content);
+    let found = stored_files_holding(&s, victim_content.as_bytes());
+    assert!(found.is_empty(), "the host file is stored in {found:?}");
+}

@@ -312,7 +312,7 @@ fn interrupted_build_leaves_nothing(mode: Mode) {
         return;
     };
     let ctx = Ctx::new(&s.user, "int");
-    let needle = format!("sleep {}", 3000 + rand_suffix() % 1000);
+    let needle = format!("sleep {}", 100_000 + rand_suffix() % 900_000);
     ctx.dockerfile(
         &format!("FROM {{base}}\nRUN echo ok > /ok\nRUN {needle}\n"),
         &s.image,
