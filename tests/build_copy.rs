@@ -527,6 +527,8 @@ fn hostile_image_symlinks_stay_inside() {
         .symlink("up", "../../../../../../../..")
         .finish();
     let img = s.image_over_busybox("symlinks", top, json!({"Cmd": ["sh"]}));
+    let src = s.user.write_home("secret", b"not-a-real-secret");
+    let secret = format!("id=s,src={}", src.display());
     let b = Builder::new(&s);
     for (i, (from, line)) in [
         (&img, "COPY f.txt /lnk/copied".to_owned()),
@@ -539,6 +541,13 @@ fn hostile_image_symlinks_stay_inside() {
             &s.image,
             format!("COPY --from={img} /up{dir}/victim.txt /x"),
         ),
+        (&img, "RUN --mount=type=tmpfs,target=/lnk/t true".to_owned()),
+        (&img, "RUN --mount=type=cache,target=/lnk/c true".to_owned()),
+        (&img, "RUN --mount=type=bind,target=/lnk/b true".to_owned()),
+        (
+            &img,
+            "RUN --mount=type=secret,id=s,target=/lnk/sec true".to_owned(),
+        ),
         (
             &s.image,
             format!("RUN --mount=type=bind,from={img},source=/lnk,target=/m cat /m/victim.txt"),
@@ -550,7 +559,7 @@ fn hostile_image_symlinks_stay_inside() {
         let c = Ctx::new(&s.user, &format!("imgsym{i}"));
         c.file("f.txt", b"from-context\n")
             .dockerfile(&format!("FROM {{base}}\n{line}\n"), from);
-        let out = b.build(&["-t", &format!("imgsym:{i}")], &c);
+        let out = b.build(&["-t", &format!("imgsym:{i}"), "--secret", &secret], &c);
         let all = format!("{}{}", out.stdout, out.stderr);
         assert!(
             !all.contains(&victim_content),
