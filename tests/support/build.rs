@@ -1,8 +1,8 @@
 //! `nook build` in tests: a build context owned by the test user, the build command with
-//! pluggable global arguments and environment (the rootfs rung), what the output says (ids,
-//! steps served from the cache), and the store's side of a built image: its config blob, its
-//! layer tars entry by entry, and a search of every stored byte for something that must not
-//! be there. Also a loopback HTTP server for `ADD URL` and `podman build` for comparisons.
+//! pluggable global arguments, build flags (the rootfs rung) and environment, what the output
+//! says (ids, steps served from the cache), and the store's side of a built image: its config
+//! blob, its layer tars entry by entry, and a search of every stored byte for something that
+//! must not be there. Also a loopback HTTP server for `ADD URL` and `podman build` for comparisons.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -98,7 +98,8 @@ impl<'a> Ctx<'a> {
 /// The rootfs rung a build's RUN steps use (`--rootfs-driver`, as `nook run` takes it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
-    /// Whatever nook picks (the kernel overlay where the host allows it).
+    /// Whatever nook's ladder picks (the kernel overlay for a subordinate range, FUSE for a
+    /// single mapping, where the host allows them).
     Auto,
     Overlay,
     Fuse,
