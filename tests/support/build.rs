@@ -2,7 +2,8 @@
 //! pluggable global arguments, build flags (the rootfs rung) and environment, what the output
 //! says (ids, steps served from the cache), and the store's side of a built image: its config
 //! blob, its layer tars entry by entry, and a search of every stored byte for something that
-//! must not be there. Also a loopback HTTP server for `ADD URL` and `podman build` for comparisons.
+//! must not be there. Also a loopback HTTP server for `ADD URL`, and `podman build` for
+//! comparisons.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
