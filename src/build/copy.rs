@@ -204,11 +204,26 @@ pub fn materialize(
             }
         };
         let empty = Layered::new(&[]).map_err(|e| e.to_string())?;
-        let kind = tree
-            .stat(rel)
+        let not_found = || format!("bind source {rel_text:?} not found");
+        // Followed inside its own tree, as BuildKit does: never a link the kernel would
+        // follow on the host once mounted.
+        let context = matches!(from, CopyFrom::Context(_));
+        let rel = super::context::resolve_inside(tree, rel, context)
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("bind source {rel_text:?} not found"))?
+            .ok_or_else(not_found)?;
+        let rel_text = if rel.as_os_str().is_empty() {
+            ".".to_owned()
+        } else {
+            rel.to_string_lossy().into_owned()
+        };
+        let kind = tree
+            .stat(&rel)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(not_found)?
             .kind;
+        if kind == FileKind::Symlink {
+            return Err(not_found());
+        }
         let req = CopyRequest {
             sources: vec![rel_text.clone()],
             dest: "/".into(),

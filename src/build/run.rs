@@ -197,17 +197,24 @@ fn bind(
             .map(|(_, l)| l.clone())
             .unwrap_or_default(),
         None if !read_write => {
-            let path = sources.context.root().join(&rel);
-            let dir = std::fs::symlink_metadata(&path)
-                .map_err(super::io(format!(
-                    "bind source {source:?} is not in the context"
-                )))?
-                .is_dir();
+            let missing = || BuildError::Io {
+                what: format!("bind source {source:?} is not in the context"),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            };
+            // Links are followed inside the context only: a link to a host file is no source.
+            let inside = super::context::resolve_inside(sources.context, &rel, true)
+                .map_err(super::io(format!("cannot read bind source {source:?}")))?
+                .ok_or_else(missing)?;
+            let path = sources.context.root().join(&inside);
+            let meta = std::fs::symlink_metadata(&path).map_err(|_| missing())?;
+            if meta.file_type().is_symlink() {
+                return Err(missing());
+            }
             return Ok(Volume::Bind {
                 source: path,
                 target: target.to_owned(),
                 read_only: true,
-                dir,
+                dir: meta.is_dir(),
             });
         }
         None => Vec::new(),

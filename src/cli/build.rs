@@ -44,8 +44,8 @@ pub struct BuildArgs {
     /// Do not use the cache (RUN cache mounts are kept).
     #[arg(long)]
     pub no_cache: bool,
-    /// Pull base images even when the store has them.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = pull_value)]
+    /// Pull base images even when the store has them (`--pull`, or `--pull=always|missing`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = pull_value)]
     pub pull: Option<bool>,
     /// Print only the image id.
     #[arg(short, long)]

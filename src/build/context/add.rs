@@ -165,8 +165,54 @@ fn agent() -> ureq::Agent {
         .new_agent()
 }
 
-/// Downloads `url` to `path`, hashing it with `algorithm`.
-fn download(url: &str, path: &Path, algorithm: Algorithm) -> Result<(Digest, u64), CopyError> {
+/// Seconds since the epoch of an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110's
+/// preferred form; the obsolete forms give `None`).
+pub fn http_date(s: &str) -> Option<i64> {
+    let mut w = s.split_whitespace();
+    let _weekday = w.next()?;
+    let day: i64 = w.next()?.parse().ok()?;
+    let month = match w.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: i64 = w.next()?.parse().ok()?;
+    let hms: Vec<i64> = w
+        .next()?
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    if w.next()? != "GMT" || hms.len() != 3 || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
+}
+
+/// Downloads `url` to `path`, hashing it with `algorithm`; returns the digest, the size and
+/// the `Last-Modified` time when the server sent one.
+fn download(
+    url: &str,
+    path: &Path,
+    algorithm: Algorithm,
+) -> Result<(Digest, u64, Option<i64>), CopyError> {
     let save = |source| CopyError::Save {
         url: url.to_owned(),
         source,
@@ -175,6 +221,11 @@ fn download(url: &str, path: &Path, algorithm: Algorithm) -> Result<(Digest, u64
         url: url.to_owned(),
         source: Box::new(e),
     })?;
+    let modified = resp
+        .headers()
+        .get("last-modified")
+        .and_then(|v| v.to_str().ok())
+        .and_then(http_date);
     let mut body = resp.into_body().into_reader();
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -185,7 +236,7 @@ fn download(url: &str, path: &Path, algorithm: Algorithm) -> Result<(Digest, u64
     io::copy(&mut body, &mut w).map_err(save)?;
     let (digest, len, mut file) = w.finish();
     file.flush().map_err(save)?;
-    Ok((digest, len))
+    Ok((digest, len, modified))
 }
 
 /// Plans an ADD of a URL: downloaded, checked, never unpacked, mode 0600.
@@ -208,7 +259,7 @@ pub(super) fn plan_url(
     };
     let dir = fresh_dir(scratch, "url")?;
     let algorithm = want.as_ref().map_or(Algorithm::Sha256, |d| d.algorithm());
-    let (got, size) = download(url, &dir.join("download"), algorithm)?;
+    let (got, size, modified) = download(url, &dir.join("download"), algorithm)?;
     if let Some(want) = want
         && want != got
     {
@@ -234,9 +285,24 @@ pub(super) fn plan_url(
         mode: plan.req.chmod.map_or(0o600, |m| m & 0o7777),
         uid,
         gid,
-        mtime: plan.now(),
+        // As docker: the server's Last-Modified, else now.
+        mtime: modified.unwrap_or_else(|| plan.now()),
         xattrs: Vec::new(),
     };
     plan.push(entry);
     Ok(())
+}
+
+#[cfg(test)]
+mod date_tests {
+    #[test]
+    fn http_dates() {
+        assert_eq!(
+            super::http_date("Tue, 14 Nov 2023 22:13:20 GMT"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(super::http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(super::http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+        assert_eq!(super::http_date("garbage"), None);
+    }
 }

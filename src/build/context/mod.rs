@@ -85,6 +85,26 @@ pub struct Context {
 
 const DEFAULT_NAMES: [&str; 2] = ["Dockerfile", "Containerfile"];
 
+/// `rel` resolved inside `tree` with every symlink followed without leaving it (a context
+/// refuses links out; an image's root is `/`): the real path, or `None` when nothing is
+/// there or the way leads out. For bind mounts, whose sources the kernel would otherwise
+/// follow on the host.
+pub fn resolve_inside(
+    tree: &dyn SourceTree,
+    rel: &Path,
+    context: bool,
+) -> io::Result<Option<PathBuf>> {
+    let confine = if context {
+        select::Confine::Refuse
+    } else {
+        select::Confine::Clamp
+    };
+    Ok(match select::resolve(tree, rel, true, confine)? {
+        select::Resolved::Found(p, _) => Some(p),
+        _ => None,
+    })
+}
+
 /// Reads the file `rel` below `root` (symlinks resolved inside it); `None` when absent.
 fn read_beneath(root: &RootDir, rel: &str) -> io::Result<Option<String>> {
     let comps: Vec<OsString> = crate::sys::confined::components(rel);
