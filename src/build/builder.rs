@@ -236,7 +236,11 @@ impl Builder<'_> {
             let bytes = config.to_bytes();
             return Ok(State {
                 id: Digest::sha256_of(&bytes),
-                chain: key(&[b"scratch", bytes.as_slice()]),
+                chain: key(&[
+                    b"scratch",
+                    bytes.as_slice(),
+                    self.timestamp_key().as_bytes(),
+                ]),
                 config,
                 layers: vec![],
             });
@@ -272,9 +276,18 @@ impl Builder<'_> {
         Ok(State {
             config,
             layers: rec.layers.clone(),
-            chain: key(&[b"image", rec.id.to_string().as_bytes()]),
+            // --timestamp changes every step's times and mtimes: its own chain of keys.
+            chain: key(&[
+                b"image",
+                rec.id.to_string().as_bytes(),
+                self.timestamp_key().as_bytes(),
+            ]),
             id: rec.id,
         })
+    }
+
+    fn timestamp_key(&self) -> String {
+        format!("{:?}", self.opts.timestamp)
     }
 
     pub(super) fn created(&self) -> String {

@@ -43,15 +43,19 @@ impl<'a> Cache<'a> {
         self.store.root().join("builder").join("cache")
     }
 
-    /// The directory of the cache mount `id` (created on first use).
-    pub fn mount_dir(&self, id: &str) -> Result<PathBuf, StoreError> {
+    /// Where the cache mount `id` lives.
+    pub fn mount_path(&self, id: &str) -> PathBuf {
         let name = Digest::sha256_of(id.as_bytes());
-        let p = self
-            .store
+        self.store
             .root()
             .join("builder")
             .join("mounts")
-            .join(&name.hex()[..32]);
+            .join(&name.hex()[..32])
+    }
+
+    /// The directory of the cache mount `id` (created on first use).
+    pub fn mount_dir(&self, id: &str) -> Result<PathBuf, StoreError> {
+        let p = self.mount_path(id);
         fs::create_dir_all(&p).map_err(io_err(&p))?;
         Ok(p)
     }

@@ -70,7 +70,7 @@ pub fn copy_step(
             .map_err(|e| format!("cannot make {}: {e}", scratch.display()))?;
         let planned = plan(&image, step, &scratch);
         let result = planned.and_then(|mut entries| {
-            entries.extend(step.extra.iter().cloned());
+            entries.extend(rebase(step.extra.clone(), &image)?);
             let entries = if step.link {
                 entries
             } else {
@@ -137,9 +137,40 @@ pub fn workdir_step(
                 }),
             }
         }
-        let entries = with_parents(entries, &image)?;
+        let entries = with_parents(rebase(entries, &image)?, &image)?;
         write_layer(host, (o.timestamp, o.format), &entries)
     })?)
+}
+
+/// Puts entries where the image's symlinks lead: `/bin/x` in an image whose `/bin` links to
+/// `usr/bin` is `usr/bin/x` (a layer with `bin/x` would make `/bin` a directory over the link).
+pub fn rebase(entries: Vec<Entry>, image: &Layered) -> Result<Vec<Entry>, String> {
+    let mut seen: std::collections::HashMap<PathBuf, PathBuf> = std::collections::HashMap::new();
+    let mut real = |p: &Path| -> Result<PathBuf, String> {
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            return Ok(p.to_path_buf());
+        };
+        if parent.as_os_str().is_empty() {
+            return Ok(p.to_path_buf());
+        }
+        if let Some(r) = seen.get(parent) {
+            return Ok(r.join(name));
+        }
+        let r = super::context::real_path(image, parent)
+            .map_err(|e| format!("cannot resolve {}: {e}", parent.display()))?;
+        seen.insert(parent.to_path_buf(), r.clone());
+        Ok(r.join(name))
+    };
+    entries
+        .into_iter()
+        .map(|mut e| {
+            e.path = real(&e.path)?;
+            if let EntryKind::Hardlink(t) = &e.kind {
+                e.kind = EntryKind::Hardlink(real(t)?);
+            }
+            Ok(e)
+        })
+        .collect()
 }
 
 /// Adds the parent directories of `entries` that the image already has, with the image's

@@ -20,6 +20,8 @@ pub enum JobError {
     Failed(String),
     #[error("the work in the store's user namespace ended without a result")]
     Lost,
+    #[error("the build was interrupted")]
+    Interrupted,
 }
 
 /// Runs `f` in a forked child that is root in the store's user namespace and returns its
@@ -54,7 +56,14 @@ where
     {
         None => {
             drop(rx);
-            let result = mapping.map_or(Ok(()), enter).and_then(|()| f());
+            // A panic must end this child here: unwinding into the builder's frames would run
+            // its destructors (locks, temporary files) in the wrong process.
+            let run =
+                std::panic::AssertUnwindSafe(|| mapping.map_or(Ok(()), enter).and_then(|()| f()));
+            let result = match std::panic::catch_unwind(run) {
+                Ok(r) => r,
+                Err(_) => crate::sys::process::exit_now(101),
+            };
             let bytes = serde_json::to_vec(&result).unwrap_or_default();
             let mut out = std::fs::File::from(tx);
             let ok = out.write_all(&bytes).is_ok() && result.is_ok();
@@ -62,8 +71,11 @@ where
         }
         Some(child) => {
             drop(tx);
-            let bytes = read_all(rx);
+            let (bytes, interrupted) = read_all(rx, child);
             let _ = nix::sys::wait::waitpid(child, None);
+            if interrupted {
+                return Err(JobError::Interrupted);
+            }
             match serde_json::from_slice::<Result<T, String>>(&bytes) {
                 Ok(Ok(v)) => Ok(v),
                 Ok(Err(e)) => Err(JobError::Failed(e)),
@@ -73,10 +85,50 @@ where
     }
 }
 
-fn read_all(fd: OwnedFd) -> Vec<u8> {
+/// Reads the child's result to its end; an interrupt or termination that reaches the
+/// builder meanwhile (`kill PID` from a CI cancel, not only Ctrl-C to the whole group) is
+/// passed on to the child, which passes it to the step's container.
+fn read_all(fd: OwnedFd, child: nix::unistd::Pid) -> (Vec<u8>, bool) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use std::os::fd::AsFd;
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    // Only signals the builder blocks (all three, for a build) come through here.
+    let signals = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok();
+    let mut file = std::fs::File::from(fd);
     let mut bytes = Vec::new();
-    let _ = std::fs::File::from(fd).read_to_end(&mut bytes);
-    bytes
+    let mut buf = [0u8; 8192];
+    let mut interrupted = false;
+    loop {
+        if let Some(sfd) = &signals {
+            let mut fds = [
+                PollFd::new(file.as_fd(), PollFlags::POLLIN),
+                PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+            ];
+            if poll(&mut fds, PollTimeout::NONE).is_err() {
+                continue;
+            }
+            if let Ok(Some(info)) = sfd.read_signal()
+                && let Ok(sig) = Signal::try_from(info.ssi_signo as i32)
+            {
+                let _ = nix::sys::signal::kill(child, sig);
+                interrupted = true;
+            }
+            if !fds[0].any().unwrap_or(false) {
+                continue;
+            }
+        }
+        match file.read(&mut buf) {
+            Ok(0) => return (bytes, interrupted),
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return (bytes, interrupted),
+        }
+    }
 }
 
 /// Becomes root of a user namespace that maps the store's ids (as `nook pull` writes them).

@@ -24,6 +24,8 @@ pub enum RunMount {
         id: String,
         target: String,
         required: bool,
+        /// `env=NAME`: the secret's content as this environment variable, not a file.
+        env: Option<String>,
     },
     Tmpfs {
         target: String,
@@ -63,6 +65,7 @@ pub fn parse(spec: &str, workdir: &str) -> Result<RunMount, MountError> {
     };
     let mut kind = "bind".to_owned();
     let (mut target, mut source, mut from, mut id) = (None, None, None, None);
+    let mut env = None;
     let (mut ro, mut rw, mut required) = (false, false, false);
     let (mut uid, mut gid, mut mode, mut size) = (0u32, 0u32, 0o755u32, None);
     for field in spec.split(',').map(str::trim).filter(|f| !f.is_empty()) {
@@ -96,7 +99,8 @@ pub fn parse(spec: &str, workdir: &str) -> Result<RunMount, MountError> {
                         .ok_or_else(|| err("size needs a number of bytes".into()))?,
                 )
             }
-            "sharing" | "env" => {}
+            "env" => env = Some(val()?),
+            "sharing" => {}
             other => return Err(err(format!("unknown option {other:?}"))),
         }
     }
@@ -123,10 +127,11 @@ pub fn parse(spec: &str, workdir: &str) -> Result<RunMount, MountError> {
             read_write: rw,
         }),
         "secret" => {
-            let id = match (id, &target) {
-                (Some(id), _) => id,
-                (None, Some(t)) => t.rsplit('/').next().unwrap_or_default().to_owned(),
-                (None, None) => return Err(err("a secret needs an id or a target".into())),
+            let id = match (id, &target, &env) {
+                (Some(id), _, _) => id,
+                (None, Some(t), _) => t.rsplit('/').next().unwrap_or_default().to_owned(),
+                (None, None, Some(e)) => e.clone(),
+                (None, None, None) => return Err(err("a secret needs an id or a target".into())),
             };
             let target =
                 target.map_or_else(|| format!("/run/secrets/{id}"), |t| absolute(&t, workdir));
@@ -134,6 +139,7 @@ pub fn parse(spec: &str, workdir: &str) -> Result<RunMount, MountError> {
                 id,
                 target,
                 required,
+                env,
             })
         }
         "tmpfs" => Ok(RunMount::Tmpfs {
@@ -167,7 +173,8 @@ mod tests {
             RunMount::Secret {
                 id: "tok".into(),
                 target: "/run/secrets/tok".into(),
-                required: false
+                required: false,
+                env: None
             }
         );
         assert_eq!(
@@ -175,7 +182,8 @@ mod tests {
             RunMount::Secret {
                 id: "key".into(),
                 target: "/etc/key".into(),
-                required: true
+                required: true,
+                env: None
             }
         );
         assert_eq!(

@@ -37,6 +37,8 @@ pub struct RunStep {
     pub env: Vec<String>,
     pub mounts: Vec<RunMount>,
     pub network: crate::net::Mode,
+    /// A heredoc script with a shebang (name, body), run as `/dev/pipes/NAME`.
+    pub script: Option<(String, String)>,
 }
 
 /// A `--mount` from a stage or an image, resolved to the layers it shows.
@@ -112,6 +114,28 @@ fn options(o: &Options, step: &RunStep, volumes: Vec<Volume>) -> RunOptions {
 #[derive(Default)]
 struct Scratch {
     dirs: Vec<PathBuf>,
+    /// Secrets given as environment variables (never in the key or the history).
+    env: Vec<String>,
+}
+
+/// A cache mount's directory; made with the mount's owner and mode the first time (docker's
+/// `uid=`, `gid=`, `mode=`), in the store's user namespace where those ids exist.
+fn cache_dir(host: &Host<'_>, id: &str, ids: (u32, u32), mode: u32) -> Result<PathBuf, BuildError> {
+    let cache = Cache::new(host.store);
+    let fresh = !cache.mount_path(id).exists();
+    let dir = cache.mount_dir(id)?;
+    if fresh && (ids != (0, 0) || mode != 0o755) {
+        let d = dir.clone();
+        job::in_store(host.mapping, move || {
+            use std::os::unix::fs::PermissionsExt;
+            std::os::unix::fs::chown(&d, Some(ids.0), Some(ids.1))
+                .and_then(|()| {
+                    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode & 0o7777))
+                })
+                .map_err(|e| format!("cannot give the cache mount {id:?} its owner and mode: {e}"))
+        })?;
+    }
+    Ok(dir)
 }
 
 /// Turns the step's mounts into the run's volumes.
@@ -123,15 +147,40 @@ fn volumes(
     scratch: &mut Scratch,
 ) -> Result<Vec<Volume>, BuildError> {
     let mut out = Vec::new();
+    if let Some((name, body)) = &step.script {
+        let dir = host.store.tmp_path("script");
+        std::fs::create_dir(&dir).map_err(super::io("cannot write the step's script"))?;
+        scratch.dirs.push(dir.clone());
+        let file = dir.join("script");
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o755)
+                .open(&file)
+                .map_err(super::io("cannot write the step's script"))?;
+            std::io::Write::write_all(&mut f, body.as_bytes())
+                .map_err(super::io("cannot write the step's script"))?;
+        }
+        out.push(Volume::Bind {
+            source: file,
+            target: format!("/dev/pipes/{name}"),
+            read_only: true,
+            dir: false,
+        });
+    }
     for m in &step.mounts {
         out.push(match m {
             RunMount::Cache {
                 id,
                 target,
                 read_only,
-                ..
+                uid,
+                gid,
+                mode,
             } => Volume::Bind {
-                source: Cache::new(host.store).mount_dir(id)?,
+                source: cache_dir(host, id, (*uid, *gid), *mode)?,
                 target: target.clone(),
                 read_only: *read_only,
                 dir: true,
@@ -140,7 +189,16 @@ fn volumes(
                 id,
                 target,
                 required,
+                env,
             } => match o.secrets.get(id) {
+                Some(src) if env.is_some() => {
+                    let value = std::fs::read_to_string(src)
+                        .map_err(super::io(format!("cannot read secret {id:?}")))?;
+                    scratch
+                        .env
+                        .push(format!("{}={value}", env.as_deref().unwrap_or_default()));
+                    continue;
+                }
                 Some(src) => Volume::Bind {
                     source: src.clone(),
                     target: target.clone(),
@@ -196,7 +254,7 @@ fn bind(
             .find(|(name, _)| name == f)
             .map(|(_, l)| l.clone())
             .unwrap_or_default(),
-        None if !read_write => {
+        None if !read_write && !sources.context.ignores_anything() => {
             let missing = || BuildError::Io {
                 what: format!("bind source {source:?} is not in the context"),
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
@@ -296,7 +354,11 @@ fn run_in_container(
         image,
         name: Some(name.clone()),
         remove: false,
-        options: options(o, step, vols),
+        options: {
+            let mut opts = options(o, step, vols);
+            opts.env.extend(scratch.env.iter().cloned());
+            opts
+        },
         limits: Limits::default(),
         detach: None,
         existing: None,

@@ -55,14 +55,31 @@ impl Builder<'_> {
         Ok(out)
     }
 
-    /// A step that only changes the config.
+    /// A step that only changes the config; `text` is its history line and cache key.
     fn meta(
         &mut self,
         st: &mut State,
         text: String,
         change: impl FnOnce(&mut ImageConfig),
     ) -> Result<(), BuildError> {
-        let k = key(&[st.chain.to_string().as_bytes(), b"meta", text.as_bytes()]);
+        let k = text.clone();
+        self.meta_keyed(st, text, &k, change)
+    }
+
+    /// A config step whose key needs more than its history line says (`key_text`
+    /// unambiguous where the line is not).
+    fn meta_keyed(
+        &mut self,
+        st: &mut State,
+        text: String,
+        key_text: &str,
+        change: impl FnOnce(&mut ImageConfig),
+    ) -> Result<(), BuildError> {
+        let k = key(&[
+            st.chain.to_string().as_bytes(),
+            b"meta",
+            key_text.as_bytes(),
+        ]);
         self.step(st, k, text, change, |_, _| Ok(None))
     }
 
@@ -116,7 +133,8 @@ impl Builder<'_> {
                     vals.push((k.clone(), self.expand(st, scope, raw, line)?));
                 }
                 let text = format!("ENV {}", join_pairs(&vals));
-                self.meta(st, text, |c| {
+                let key_text = format!("ENV {vals:?}");
+                self.meta_keyed(st, text, &key_text, |c| {
                     for (k, v) in &vals {
                         env_set(&mut c.config.env, k, v);
                     }
@@ -131,7 +149,8 @@ impl Builder<'_> {
                     ));
                 }
                 let text = format!("LABEL {}", join_pairs(&vals));
-                self.meta(st, text, |c| {
+                let key_text = format!("LABEL {vals:?}");
+                self.meta_keyed(st, text, &key_text, |c| {
                     let labels = c.config.labels.get_or_insert_with(BTreeMap::new);
                     for (k, v) in vals {
                         labels.insert(k, v);
@@ -189,7 +208,8 @@ impl Builder<'_> {
             Kind::Entrypoint(cmd) => {
                 let argv = Self::argv(st, cmd);
                 let keep_cmd = scope.cmd_set;
-                self.meta(st, format!("ENTRYPOINT {argv:?}"), |c| {
+                let key_text = format!("ENTRYPOINT {argv:?} keep CMD: {keep_cmd}");
+                self.meta_keyed(st, format!("ENTRYPOINT {argv:?}"), &key_text, |c| {
                     c.config.entrypoint = Some(argv);
                     if !keep_cmd {
                         c.config.cmd = None;
@@ -203,7 +223,8 @@ impl Builder<'_> {
             Kind::Healthcheck(spec) => {
                 let h = healthcheck(st, spec.as_ref());
                 let text = format!("HEALTHCHECK {:?}", h.test);
-                self.meta(st, text, |c| c.config.healthcheck = Some(h))
+                let key_text = format!("HEALTHCHECK {h:?}");
+                self.meta_keyed(st, text, &key_text, |c| c.config.healthcheck = Some(h))
             }
             Kind::Onbuild(text) => {
                 let t = text.clone();
@@ -345,7 +366,37 @@ impl Builder<'_> {
             let a: Vec<&str> = args_text.iter().map(|s| s.as_str()).collect();
             format!("RUN |{} {} {cmd_text}", a.len(), a.join(" "))
         };
-        let mounts_key: Vec<String> = spec.mounts.clone();
+        // What the mounts bring in: their options as expanded, and for binds of the context
+        // the content (as COPY's key), so that a changed file reruns the step.
+        let mut mounts_key: Vec<String> = parsed.iter().map(|m| format!("{m:?}")).collect();
+        for m in &parsed {
+            if let mounts::RunMount::Bind {
+                source, from: None, ..
+            } = m
+            {
+                let req = CopyRequest {
+                    sources: vec![source.clone()],
+                    dest: "/".into(),
+                    workdir: "/".into(),
+                    chown: None,
+                    chmod: None,
+                    exclude: vec![],
+                    from_context: true,
+                    add: false,
+                    checksum: None,
+                };
+                mounts_key.push(super::context::checksum(self.ctx, &req)?.to_string());
+            }
+        }
+        // The proxy args reach the command but not the key, as docker documents.
+        let key_env: Vec<&String> = env
+            .iter()
+            .filter(|kv| {
+                let k = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+                !super::vars::PROXY_ARGS.contains(&k)
+            })
+            .collect();
+        let key_env: Vec<&str> = key_env.iter().map(|s| s.as_str()).collect();
         let layer_ids: Vec<String> = layers
             .iter()
             .flat_map(|(_, l)| l.iter().map(|p| p.display().to_string()))
@@ -354,16 +405,28 @@ impl Builder<'_> {
             st.chain.to_string().as_bytes(),
             b"RUN",
             argv.join("\0").as_bytes(),
-            env.join("\0").as_bytes(),
+            key_env.join("\0").as_bytes(),
             mounts_key.join("\0").as_bytes(),
             layer_ids.join("\0").as_bytes(),
             format!("{network:?}").as_bytes(),
         ]);
+        // A heredoc script with a shebang runs as a file, as BuildKit runs it.
+        let script = match (&spec.command, spec.heredocs.as_slice()) {
+            (Command::Shell(s), [h]) if *s == h.content && s.starts_with("#!") => {
+                Some((h.name.clone(), s.clone()))
+            }
+            _ => None,
+        };
+        let argv = match &script {
+            Some((name, _)) => vec![format!("/dev/pipes/{name}")],
+            None => argv,
+        };
         let step = RunStep {
             argv,
             env,
             mounts: parsed,
             network,
+            script,
         };
         let sources = MountSources {
             layers,
@@ -454,24 +517,37 @@ impl Builder<'_> {
                 (CopyFrom::Layers(src.lowers(self.host.store)), ids.join(","))
             }
         };
-        let heredoc_key: Vec<u8> = extra
+        // Each heredoc file by its path, mode, owner and content (not its mtime).
+        let heredoc_key = key(&extra
             .iter()
-            .flat_map(|e| match &e.kind {
-                EntryKind::File {
-                    source: Source::Bytes(b),
-                    ..
-                } => b.clone(),
-                _ => vec![],
+            .map(|e| {
+                let body: &[u8] = match &e.kind {
+                    EntryKind::File {
+                        source: Source::Bytes(b),
+                        ..
+                    } => b,
+                    _ => &[],
+                };
+                let head = format!("{}\0{:o}\0{}:{}\0", e.path.display(), e.mode, e.uid, e.gid);
+                [head.as_bytes(), body].concat()
             })
-            .collect();
+            .collect::<Vec<_>>()
+            .iter()
+            .map(Vec::as_slice)
+            .collect::<Vec<_>>())
+        .to_string();
         let k = key(&[
             st.chain.to_string().as_bytes(),
             word.as_bytes(),
             source_key.as_bytes(),
             sources.join("\0").as_bytes(),
             dest.as_bytes(),
-            format!("{chown:?}{chmod:?}{:?}{:?}", spec.exclude, spec.checksum).as_bytes(),
-            &heredoc_key,
+            format!(
+                "{chown:?}{chmod:?}{:?}{:?} link={}",
+                spec.exclude, spec.checksum, spec.link
+            )
+            .as_bytes(),
+            heredoc_key.as_bytes(),
         ]);
         let mut shown = sources.clone();
         shown.extend(spec.heredocs.iter().map(|h| format!("<<{}", h.name)));

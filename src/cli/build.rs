@@ -259,9 +259,14 @@ pub fn build(session: &Session, a: BuildArgs) -> Result<i32> {
     let store = session.store_without_userns()?;
     let runtime = crate::config::runtime_dir()?;
     let scratch = store.tmp_path("build-context");
-    let result = build_in(session, &store, &runtime, &a, &scratch);
-    if scratch.exists() {
-        let _ = crate::sys::confined::remove_tree(&scratch);
+    // Secrets given as environment variables go to files of their own, never into the
+    // context (a context from standard input is unpacked into `scratch`).
+    let secrets_dir = store.tmp_path("build-secrets");
+    let result = build_in(session, &store, &runtime, &a, (&scratch, &secrets_dir));
+    for d in [&scratch, &secrets_dir] {
+        if d.exists() {
+            let _ = crate::sys::confined::remove_tree(d);
+        }
     }
     result
 }
@@ -271,7 +276,7 @@ fn build_in(
     store: &Store,
     runtime: &std::path::Path,
     a: &BuildArgs,
-    scratch: &std::path::Path,
+    (scratch, secrets_dir): (&std::path::Path, &std::path::Path),
 ) -> Result<i32> {
     let (ctx, text) = open_context(a, scratch)?;
     let timestamp = match a.timestamp {
@@ -291,7 +296,7 @@ fn build_in(
         labels: labels(&a.labels)?,
         platform: a.platform.clone(),
         network: network(&a.network)?,
-        secrets: secrets(&a.secrets, scratch)?,
+        secrets: secrets(&a.secrets, secrets_dir)?,
         format: match a.format {
             FormatArg::Oci => Format::Oci,
             FormatArg::Docker => Format::Docker,

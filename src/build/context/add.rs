@@ -192,7 +192,12 @@ pub fn http_date(s: &str) -> Option<i64> {
         .split(':')
         .map(|p| p.parse().ok())
         .collect::<Option<_>>()?;
-    if w.next()? != "GMT" || hms.len() != 3 || !(1..=31).contains(&day) {
+    if w.next()? != "GMT"
+        || hms.len() != 3
+        || !(1..=31).contains(&day)
+        || !(1970..=9999).contains(&year)
+        || hms.iter().any(|n| !(0..=60).contains(n))
+    {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm).
@@ -304,5 +309,9 @@ mod date_tests {
         assert_eq!(super::http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         assert_eq!(super::http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
         assert_eq!(super::http_date("garbage"), None);
+        assert_eq!(
+            super::http_date("Tue, 14 Nov 999999999999999999 22:13:20 GMT"),
+            None
+        );
     }
 }

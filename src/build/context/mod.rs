@@ -85,6 +85,17 @@ pub struct Context {
 
 const DEFAULT_NAMES: [&str; 2] = ["Dockerfile", "Containerfile"];
 
+/// Where `rel` really is in an image: its symlinks followed inside the image (its root is
+/// `/`), the missing rest appended as written.
+pub fn real_path(tree: &dyn SourceTree, rel: &Path) -> io::Result<PathBuf> {
+    Ok(
+        match select::resolve(tree, rel, true, select::Confine::Clamp)? {
+            select::Resolved::Found(p, _) | select::Resolved::Missing(p) => p,
+            select::Resolved::Outside => rel.to_path_buf(),
+        },
+    )
+}
+
 /// `rel` resolved inside `tree` with every symlink followed without leaving it (a context
 /// refuses links out; an image's root is `/`): the real path, or `None` when nothing is
 /// there or the way leads out. For bind mounts, whose sources the kernel would otherwise
@@ -136,6 +147,12 @@ struct Found {
 }
 
 impl Context {
+    /// Whether a .dockerignore hides anything (a directory of the context is then bound
+    /// into a RUN as a copy without the ignored files, never as it is).
+    pub fn ignores_anything(&self) -> bool {
+        !self.ignore.is_empty()
+    }
+
     /// CONTEXT a directory; see the module docs. `dockerfile` is `-f` (relative to the
     /// current directory, `-` for stdin, whose text the caller passes as `stdin_dockerfile`).
     pub fn from_dir(
