@@ -305,7 +305,9 @@ impl Drop for Reap {
 
 /// Ctrl-C (SIGINT to the build's process group) during a RUN: the build stops at once and
 /// leaves no tag, container, process or partial layer.
-fn interrupted_build_leaves_nothing(mode: Mode) {
+/// `whole_group`: Ctrl-C as a terminal sends it; else the signal goes to the builder's pid
+/// alone (a CI runner cancelling a job, a service manager stopping it).
+fn interrupted_build_leaves_nothing(mode: Mode, sig: nix::sys::signal::Signal, whole_group: bool) {
     use std::os::unix::process::CommandExt;
     use std::time::{Duration, Instant};
     let Some(s) = Sandbox::on_tmpfs(mode) else {
@@ -328,11 +330,11 @@ fn interrupted_build_leaves_nothing(mode: Mode) {
         assert!(Instant::now() < deadline, "the RUN never started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    if whole_group {
+        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+    } else {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(st) = proc.try_wait().unwrap() {
@@ -341,7 +343,7 @@ fn interrupted_build_leaves_nothing(mode: Mode) {
         if Instant::now() > deadline {
             let _ = proc.kill();
             let _ = proc.wait();
-            panic!("nook build did not stop on SIGINT");
+            panic!("nook build did not stop on {sig}");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -365,12 +367,17 @@ fn interrupted_build_leaves_nothing(mode: Mode) {
 
 #[test]
 fn interrupted_build_leaves_nothing_range() {
-    interrupted_build_leaves_nothing(Mode::Range);
+    interrupted_build_leaves_nothing(Mode::Range, nix::sys::signal::Signal::SIGINT, true);
+}
+
+#[test]
+fn terminated_builder_leaves_nothing_range() {
+    interrupted_build_leaves_nothing(Mode::Range, nix::sys::signal::Signal::SIGTERM, false);
 }
 
 #[test]
 fn interrupted_build_leaves_nothing_single() {
-    interrupted_build_leaves_nothing(Mode::Single);
+    interrupted_build_leaves_nothing(Mode::Single, nix::sys::signal::Signal::SIGINT, true);
 }
 
 #[test]

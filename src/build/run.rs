@@ -126,9 +126,17 @@ fn cache_dir(host: &Host<'_>, id: &str, ids: (u32, u32), mode: u32) -> Result<Pa
     let dir = cache.mount_dir(id)?;
     if fresh && (ids != (0, 0) || mode != 0o755) {
         let d = dir.clone();
+        // With a single mapping no other id exists: the directory stays the user's (the
+        // container's root), with the mode asked for.
+        let single = matches!(host.mapping, crate::sys::idmap::Mapping::Single { .. });
         job::in_store(host.mapping, move || {
             use std::os::unix::fs::PermissionsExt;
-            std::os::unix::fs::chown(&d, Some(ids.0), Some(ids.1))
+            let owned = if single {
+                Ok(())
+            } else {
+                std::os::unix::fs::chown(&d, Some(ids.0), Some(ids.1))
+            };
+            owned
                 .and_then(|()| {
                     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode & 0o7777))
                 })
