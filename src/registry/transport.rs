@@ -369,8 +369,9 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     )
 }
 
-/// Parses the IMF-fixdate form (`Sun, 06 Nov 1994 08:49:37 GMT`), the one servers must send.
-fn httpdate_to_system_time(v: &str) -> Option<SystemTime> {
+/// Parses the IMF-fixdate form (`Sun, 06 Nov 1994 08:49:37 GMT`), the one servers must send
+/// (Retry-After here, Last-Modified for `ADD URL`). Out-of-range fields give `None`.
+pub fn httpdate_to_system_time(v: &str) -> Option<SystemTime> {
     let mut it = v.split_whitespace();
     let _weekday = it.next()?;
     let day: u64 = it.next()?.parse().ok()?;
@@ -392,7 +393,13 @@ fn httpdate_to_system_time(v: &str) -> Option<SystemTime> {
     let year: i64 = it.next()?.parse().ok()?;
     let mut hms = it.next()?.split(':').map(|x| x.parse::<u64>().ok());
     let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
-    if it.next()? != "GMT" {
+    if it.next()? != "GMT"
+        || !(1970..=9999).contains(&year)
+        || !(1..=31).contains(&day)
+        || h > 23
+        || m > 59
+        || s > 60
+    {
         return None;
     }
     let days = days_from_civil(year, month, day as i64);

@@ -165,50 +165,11 @@ fn agent() -> ureq::Agent {
         .new_agent()
 }
 
-/// Seconds since the epoch of an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110's
-/// preferred form; the obsolete forms give `None`).
+/// Seconds since the epoch of an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
 pub fn http_date(s: &str) -> Option<i64> {
-    let mut w = s.split_whitespace();
-    let _weekday = w.next()?;
-    let day: i64 = w.next()?.parse().ok()?;
-    let month = match w.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: i64 = w.next()?.parse().ok()?;
-    let hms: Vec<i64> = w
-        .next()?
-        .split(':')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    if w.next()? != "GMT"
-        || hms.len() != 3
-        || !(1..=31).contains(&day)
-        || !(1970..=9999).contains(&year)
-        || hms.iter().any(|n| !(0..=60).contains(n))
-    {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
+    let t = crate::registry::transport::httpdate_to_system_time(s)?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_secs()).ok()
 }
 
 /// Downloads `url` to `path`, hashing it with `algorithm`; returns the digest, the size and
