@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::sys::idmap::{IdMap, Mapping};
+use crate::sys::idmap::Mapping;
 
 /// Why the work in the store's namespace did not come back.
 #[derive(Debug, thiserror::Error)]
@@ -133,16 +133,6 @@ fn read_all(fd: OwnedFd, child: nix::unistd::Pid) -> (Vec<u8>, bool) {
 
 /// Becomes root of a user namespace that maps the store's ids (as `nook pull` writes them).
 fn enter(mapping: &Mapping) -> Result<(), String> {
-    let entered = match mapping {
-        Mapping::Root => return Ok(()),
-        Mapping::Range {
-            helpers,
-            uids,
-            gids,
-        } => crate::sys::userns::enter(uids, gids, Some(helpers)),
-        Mapping::Single { uid, gid, .. } => {
-            crate::sys::userns::enter(&IdMap::single(*uid), &IdMap::single(*gid), None)
-        }
-    };
-    entered.map_err(|e| format!("cannot enter the store's user namespace: {e}"))
+    crate::sys::userns::enter_store(mapping)
+        .map_err(|e| format!("cannot enter the store's user namespace: {e}"))
 }

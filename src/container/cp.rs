@@ -187,18 +187,7 @@ pub struct Stopped {
 impl Stopped {
     /// In the helper: a user namespace like the container's, a mount namespace, the root.
     fn assemble(&self) -> Result<PathBuf, String> {
-        use crate::sys::idmap::{IdMap, Mapping};
-        let entered = match &self.mapping {
-            Mapping::Range {
-                helpers,
-                uids,
-                gids,
-            } => crate::sys::userns::enter(uids, gids, Some(helpers)),
-            Mapping::Single { uid, gid, .. } => {
-                crate::sys::userns::enter(&IdMap::single(*uid), &IdMap::single(*gid), None)
-            }
-            Mapping::Root => Ok(()),
-        };
+        let entered = crate::sys::userns::enter_store(&self.mapping);
         entered.map_err(|e| format!("cannot enter the store's user namespace: {e}"))?;
         nix::sched::unshare(CloneFlags::CLONE_NEWNS)
             .map_err(|e| format!("cannot make a mount namespace: {e}"))?;

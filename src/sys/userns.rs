@@ -61,6 +61,20 @@ pub fn enter(uids: &IdMap, gids: &IdMap, helpers: Option<&Helpers>) -> Result<()
     }
 }
 
+/// Makes the calling (single-threaded) process root of a user namespace that maps the
+/// store's ids: the subordinate range through its helpers, or the user's own id alone.
+pub fn enter_store(mapping: &Mapping) -> Result<(), UserNsError> {
+    match mapping {
+        Mapping::Root => Ok(()),
+        Mapping::Range {
+            helpers,
+            uids,
+            gids,
+        } => enter(uids, gids, Some(helpers)),
+        Mapping::Single { uid, gid, .. } => enter(&IdMap::single(*uid), &IdMap::single(*gid), None),
+    }
+}
+
 /// Writes single-line maps for the current process (allowed without privileges when the only
 /// id mapped is our own, after setgroups is denied).
 fn write_own_maps(uids: &IdMap, gids: &IdMap) -> Result<(), UserNsError> {
