@@ -6,12 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# What nook and its tests need. skopeo pushes the demo's image (scripts/demo.sh). The
-# benchmarks' peers (podman, runc, bubblewrap, fuse-overlayfs, hyperfine, iperf3) are installed
-# by scripts/bench/ when a benchmark first needs them (scripts/lib/bench.sh `bench_need`).
+# What nook and its tests need. skopeo pushes the demo's image (scripts/demo.sh); podman is
+# the oracle `nook build`'s tests compare with (tests/build.rs). The other benchmark peers
+# (runc, bubblewrap, fuse-overlayfs, hyperfine, iperf3) are installed by scripts/bench/ when a
+# benchmark first needs them (scripts/lib/bench.sh `bench_need`).
 PACKAGES=(
   uidmap fuse3 slirp4netns passt docker-registry busybox-static skopeo attr ca-certificates
-  iproute2 procps util-linux coreutils python3 gcc libc6-dev
+  iproute2 procps util-linux coreutils python3 gcc libc6-dev podman
 )
 
 missing_packages() {
