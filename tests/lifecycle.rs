@@ -132,21 +132,14 @@ fn detached_run_logs_stop_wait_rm(init: bool) {
     let mut follow = s.user.nook(&["logs", "-f", "--tail", "1", "ticker"]);
     follow.env("NOOK_TEST_TAG", &s.tag);
     let mut child = follow.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first: u32 = lines
-        .next()
-        .unwrap()
-        .unwrap()
-        .trim_start_matches("tick ")
-        .parse()
-        .unwrap();
-    let later: u32 = lines
-        .nth(3)
-        .unwrap()
-        .unwrap()
-        .trim_start_matches("tick ")
-        .parse()
-        .unwrap();
+    // The last line may still be `started` when the ticker has not ticked yet (a loaded
+    // machine): the ticks are what is followed.
+    let mut ticks = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(|l| l.unwrap())
+        .filter_map(|l| l.strip_prefix("tick ").map(|n| n.parse::<u32>().unwrap()));
+    let first: u32 = ticks.next().unwrap();
+    let later: u32 = ticks.nth(3).unwrap();
     assert!(
         later > first,
         "follow shows new lines: {first} then {later}"
