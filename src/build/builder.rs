@@ -78,7 +78,8 @@ pub fn build(
         .iter()
         .map(|s| b.expand_global(&s.base, s.line))
         .collect::<Result<Vec<_>, _>>()?;
-    let order = plan::select(&df, opts.target.as_deref(), &bases)?;
+    let expand = |w: &str| b.expand_global(w, 0).unwrap_or_else(|_| w.to_owned());
+    let order = plan::select(&df, opts.target.as_deref(), &bases, &expand)?;
     b.total = order
         .iter()
         .map(|&i| 1 + df.stages[i].instructions.len())

@@ -30,14 +30,20 @@ pub fn stage_ref(df: &Dockerfile, word: &str, current: usize) -> Option<usize> {
     }
 }
 
-/// The `from=` value of a `--mount` spec, if any.
+/// The `from=` value of a `--mount` spec, if any (the key in any case, as the mount parser
+/// takes it).
 pub fn mount_from(spec: &str) -> Option<&str> {
-    spec.split(',')
-        .find_map(|kv| kv.trim().strip_prefix("from="))
+    spec.split(',').find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        k.eq_ignore_ascii_case("from").then_some(v)
+    })
 }
 
+/// How `--from` words are expanded for planning (with the global ARGs).
+pub type Expand<'a> = dyn Fn(&str) -> String + 'a;
+
 /// The stages stage `i` reads from.
-pub fn needs(df: &Dockerfile, i: usize, base: &str) -> Vec<usize> {
+pub fn needs(df: &Dockerfile, i: usize, base: &str, expand: &Expand<'_>) -> Vec<usize> {
     let mut out = Vec::new();
     if let Some(s) = stage_ref(df, base, i) {
         out.push(s);
@@ -48,7 +54,10 @@ pub fn needs(df: &Dockerfile, i: usize, base: &str) -> Vec<usize> {
             Kind::Run(r) => r.mounts.iter().filter_map(|m| mount_from(m)).collect(),
             _ => Vec::new(),
         };
-        out.extend(from.into_iter().filter_map(|f| stage_ref(df, f, i)));
+        out.extend(
+            from.into_iter()
+                .filter_map(|f| stage_ref(df, &expand(f), i)),
+        );
     }
     out
 }
@@ -58,6 +67,7 @@ pub fn select(
     df: &Dockerfile,
     target: Option<&str>,
     bases: &[String],
+    expand: &Expand<'_>,
 ) -> Result<Vec<usize>, PlanError> {
     if df.stages.is_empty() {
         return Err(PlanError::Empty);
@@ -77,7 +87,7 @@ pub fn select(
     while let Some(i) = todo.pop() {
         if wanted.insert(i) {
             let base = bases.get(i).map_or("", String::as_str);
-            todo.extend(needs(df, i, base));
+            todo.extend(needs(df, i, base, expand));
         }
     }
     Ok(wanted.into_iter().collect())
@@ -87,6 +97,10 @@ pub fn select(
 mod tests {
     use super::*;
     use crate::build::dockerfile::parse;
+
+    fn same(w: &str) -> String {
+        w.to_owned()
+    }
 
     fn bases(df: &Dockerfile) -> Vec<String> {
         df.stages.iter().map(|s| s.base.clone()).collect()
@@ -100,12 +114,12 @@ mod tests {
         )
         .unwrap();
         let b = bases(&df);
-        assert_eq!(select(&df, Some("c"), &b).unwrap(), vec![0, 2]);
-        assert_eq!(select(&df, Some("C"), &b).unwrap(), vec![0, 2]);
-        assert_eq!(select(&df, None, &b).unwrap(), vec![1, 3]);
-        assert_eq!(select(&df, Some("a"), &b).unwrap(), vec![0]);
+        assert_eq!(select(&df, Some("c"), &b, &same).unwrap(), vec![0, 2]);
+        assert_eq!(select(&df, Some("C"), &b, &same).unwrap(), vec![0, 2]);
+        assert_eq!(select(&df, None, &b, &same).unwrap(), vec![1, 3]);
+        assert_eq!(select(&df, Some("a"), &b, &same).unwrap(), vec![0]);
         assert!(matches!(
-            select(&df, Some("nope"), &b),
+            select(&df, Some("nope"), &b, &same),
             Err(PlanError::NoTarget(_))
         ));
     }
@@ -117,9 +131,21 @@ mod tests {
             "Dockerfile",
         )
         .unwrap();
-        assert_eq!(select(&df, None, &bases(&df)).unwrap(), vec![0, 1]);
+        assert_eq!(select(&df, None, &bases(&df), &same).unwrap(), vec![0, 1]);
         assert_eq!(stage_ref(&df, "tools", 1), Some(0));
         assert_eq!(stage_ref(&df, "tools", 0), None, "only earlier stages");
         assert_eq!(stage_ref(&df, "busybox:latest", 1), None);
+        assert_eq!(mount_from("type=bind,FROM=tools"), Some("tools"));
+    }
+
+    #[test]
+    fn from_words_are_expanded_for_planning() {
+        let df = parse(
+            "ARG SRC=tools\nFROM busybox AS tools\nRUN true\nFROM busybox AS other\nRUN exit 3\nFROM busybox\nCOPY --from=$SRC /x /y\n",
+            "Dockerfile",
+        )
+        .unwrap();
+        let expand = |w: &str| w.replace("$SRC", "tools");
+        assert_eq!(select(&df, None, &bases(&df), &expand).unwrap(), vec![0, 2]);
     }
 }

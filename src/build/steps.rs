@@ -340,7 +340,7 @@ impl Builder<'_> {
             let m = self.expand(st, scope, m, line)?;
             let mount = mounts::parse(&m, &workdir)?;
             if let mounts::RunMount::Bind { from: Some(f), .. } = &mount {
-                let from_state = self.source_state(stage, f)?;
+                let from_state = self.source_state(stage, f, line)?;
                 layers.push((f.clone(), from_state.lowers(self.host.store)));
             }
             parsed.push(mount);
@@ -442,11 +442,11 @@ impl Builder<'_> {
     }
 
     /// The state `--from` names: an earlier stage (name or index) or an image.
-    fn source_state(&self, stage: usize, from: &str) -> Result<State, BuildError> {
+    fn source_state(&self, stage: usize, from: &str, line: usize) -> Result<State, BuildError> {
         if let Some(j) = plan::stage_ref(self.df, from, stage) {
             return self.stages[j]
                 .clone()
-                .ok_or_else(|| self.err(0, format!("stage {from:?} was not built")));
+                .ok_or_else(|| self.err(line, format!("stage {from:?} was not built")));
         }
         self.image_state(from, None)
     }
@@ -512,7 +512,7 @@ impl Builder<'_> {
             }
             Some(f) => {
                 let f = self.expand(st, scope, f, line)?;
-                let src = self.source_state(stage, &f)?;
+                let src = self.source_state(stage, &f, line)?;
                 let ids: Vec<String> = src.layers.iter().map(|l| l.diff_id.to_string()).collect();
                 (CopyFrom::Layers(src.lowers(self.host.store)), ids.join(","))
             }
