@@ -123,10 +123,13 @@ impl Context {
         dockerfile: Option<&Path>,
         stdin_dockerfile: Option<String>,
     ) -> Result<(Context, DockerfileText), ContextError> {
-        let root = RootDir::open(dir).map_err(|source| ContextError::Open {
+        let open_err = |source| ContextError::Open {
             path: dir.display().to_string(),
             source,
-        })?;
+        };
+        // The context may be named through a symlink; below it, nothing is followed out.
+        let real = std::fs::canonicalize(dir).map_err(open_err)?;
+        let root = RootDir::open(&real).map_err(open_err)?;
         let shown = |p: &Path| p.display().to_string();
         let found = match dockerfile {
             Some(p) if p == Path::new("-") || stdin_dockerfile.is_some() => {
@@ -189,11 +192,13 @@ impl Context {
         if !matches!(empty, Ok(true)) {
             return Err(ContextError::Scratch(scratch.display().to_string()));
         }
-        tar_context::unpack_context(input, scratch).map_err(ContextError::Tar)?;
-        let root = RootDir::open(scratch).map_err(|source| ContextError::Open {
+        let open_err = |source| ContextError::Open {
             path: scratch.display().to_string(),
             source,
-        })?;
+        };
+        let scratch = &std::fs::canonicalize(scratch).map_err(open_err)?;
+        tar_context::unpack_context(input, scratch).map_err(ContextError::Tar)?;
+        let root = RootDir::open(scratch).map_err(open_err)?;
         let found = match dockerfile {
             None => find_default(&root, "-")?,
             Some(name) => {
