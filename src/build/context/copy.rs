@@ -156,6 +156,8 @@ impl Dest {
                 )
             }
         };
+        // The root itself, even in an image tree that does not list it, is a directory.
+        let exists_dir = exists_dir || path.as_os_str().is_empty();
         if several && !(dir_syntax || exists_dir) {
             return Err(CopyError::DestNotDir(d.clone()));
         }

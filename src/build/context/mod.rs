@@ -160,56 +160,24 @@ impl Context {
         dockerfile: Option<&Path>,
         stdin_dockerfile: Option<String>,
     ) -> Result<(Context, DockerfileText), ContextError> {
-        let root = RootDir::open(dir).map_err(|source| ContextError::Open {
+        let open_err = |source| ContextError::Open {
             path: dir.display().to_string(),
             source,
-        })?;
-        let shown = |p: &Path| p.display().to_string();
-        let found = match dockerfile {
-            Some(p) if p == Path::new("-") || stdin_dockerfile.is_some() => {
-                let text = stdin_dockerfile.ok_or(ContextError::NoStdinDockerfile)?;
-                Found {
-                    dockerfile: DockerfileText {
-                        name: "-".to_owned(),
-                        text,
-                    },
-                    ignore: None,
-                }
-            }
-            None if stdin_dockerfile.is_some() => Found {
+        };
+        // The context may be named through a symlink; below it, nothing is followed out.
+        let real = std::fs::canonicalize(dir).map_err(open_err)?;
+        let root = RootDir::open(&real).map_err(open_err)?;
+        let found = match (dockerfile, stdin_dockerfile) {
+            (_, Some(text)) => Found {
                 dockerfile: DockerfileText {
                     name: "-".to_owned(),
-                    text: stdin_dockerfile.unwrap_or_default(),
+                    text,
                 },
                 ignore: None,
             },
-            Some(p) => {
-                let read = |p: &Path| {
-                    read_host(p).map_err(|source| ContextError::ReadDockerfile {
-                        path: shown(p),
-                        source,
-                    })
-                };
-                let text = read(p)?.ok_or_else(|| ContextError::ReadDockerfile {
-                    path: shown(p),
-                    source: io::Error::from(io::ErrorKind::NotFound),
-                })?;
-                let mut beside = p.as_os_str().to_owned();
-                beside.push(".dockerignore");
-                let beside = PathBuf::from(beside);
-                let ignore = read_host(&beside).map_err(|source| ContextError::ReadIgnore {
-                    path: shown(&beside),
-                    source,
-                })?;
-                Found {
-                    dockerfile: DockerfileText {
-                        name: shown(p),
-                        text,
-                    },
-                    ignore: ignore.map(|t| (t, shown(&beside))),
-                }
-            }
-            None => find_default(&root, &shown(dir))?,
+            (Some(p), None) if p == Path::new("-") => return Err(ContextError::NoStdinDockerfile),
+            (Some(p), None) => from_host_file(p)?,
+            (None, None) => find_default(&root, &dir.display().to_string())?,
         };
         Self::finish(root, found)
     }
@@ -226,11 +194,13 @@ impl Context {
         if !matches!(empty, Ok(true)) {
             return Err(ContextError::Scratch(scratch.display().to_string()));
         }
-        tar_context::unpack_context(input, scratch).map_err(ContextError::Tar)?;
-        let root = RootDir::open(scratch).map_err(|source| ContextError::Open {
+        let open_err = |source| ContextError::Open {
             path: scratch.display().to_string(),
             source,
-        })?;
+        };
+        let scratch = &std::fs::canonicalize(scratch).map_err(open_err)?;
+        tar_context::unpack_context(input, scratch).map_err(ContextError::Tar)?;
+        let root = RootDir::open(scratch).map_err(open_err)?;
         let found = match dockerfile {
             None => find_default(&root, "-")?,
             Some(name) => {
@@ -308,6 +278,31 @@ impl Context {
 /// `rel` as the slash path patterns are matched against.
 fn slash(rel: &Path) -> String {
     glob::clean(&rel.to_string_lossy())
+}
+
+/// `-f PATH` on the host, with `PATH.dockerignore` beside it when there is one.
+fn from_host_file(p: &Path) -> Result<Found, ContextError> {
+    let shown = |p: &Path| p.display().to_string();
+    let text = read_host(p)
+        .and_then(|t| t.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound)))
+        .map_err(|source| ContextError::ReadDockerfile {
+            path: shown(p),
+            source,
+        })?;
+    let mut beside = p.as_os_str().to_owned();
+    beside.push(".dockerignore");
+    let beside = PathBuf::from(beside);
+    let ignore = read_host(&beside).map_err(|source| ContextError::ReadIgnore {
+        path: shown(&beside),
+        source,
+    })?;
+    Ok(Found {
+        dockerfile: DockerfileText {
+            name: shown(p),
+            text,
+        },
+        ignore: ignore.map(|t| (t, shown(&beside))),
+    })
 }
 
 /// CONTEXT/Dockerfile, else CONTEXT/Containerfile, with the ignore file beside it.

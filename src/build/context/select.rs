@@ -35,6 +35,17 @@ fn join(comps: &[OsString]) -> PathBuf {
     comps.iter().collect()
 }
 
+/// The names and `..`s of a path, in order (a leading `/` and `.`s dropped).
+fn steps(path: &Path) -> VecDeque<OsString> {
+    path.components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.to_owned()),
+            std::path::Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Resolves `path` (relative to the tree root, `..` allowed) following symlinks on the way,
 /// and the final one too when `follow_last`.
 pub fn resolve(
@@ -43,14 +54,7 @@ pub fn resolve(
     follow_last: bool,
     confine: Confine,
 ) -> io::Result<Resolved> {
-    let mut pending: VecDeque<OsString> = path
-        .components()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(n) => Some(n.to_owned()),
-            std::path::Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect();
+    let mut pending = steps(path);
     let mut cur: Vec<OsString> = Vec::new();
     let mut links = 0;
     while let Some(c) = pending.pop_front() {
@@ -79,14 +83,7 @@ pub fn resolve(
                 }
                 cur.clear();
             }
-            let mut next: VecDeque<OsString> = target
-                .components()
-                .filter_map(|c| match c {
-                    std::path::Component::Normal(n) => Some(n.to_owned()),
-                    std::path::Component::ParentDir => Some(OsString::from("..")),
-                    _ => None,
-                })
-                .collect();
+            let mut next = steps(&target);
             next.extend(pending);
             pending = next;
             continue;

@@ -105,6 +105,14 @@ fn the_dockerfile_is_found_as_docker_and_podman_do() {
     write(dir.path(), "Dockerfile", "FROM d\n");
     let (_, df) = Context::from_dir(dir.path(), None, None).unwrap();
     assert_eq!(df.text, "FROM d\n");
+    let via = tempfile::tempdir().unwrap();
+    symlink(dir.path(), via.path().join("ctx")).unwrap();
+    let (ctx, _) = Context::from_dir(&via.path().join("ctx"), None, None).unwrap();
+    assert_eq!(
+        ctx.root(),
+        fs::canonicalize(dir.path()).unwrap(),
+        "named through a link"
+    );
     let (_, df) =
         Context::from_dir(dir.path(), Some(Path::new("-")), Some("FROM s".into())).unwrap();
     assert_eq!((df.name.as_str(), df.text.as_str()), ("-", "FROM s"));
@@ -425,4 +433,20 @@ fn the_checksum_covers_content_mode_and_owner_but_not_mtime() {
     symlink("a", dir.path().join("d/l")).unwrap();
     assert_ne!(second, checksum(&ctx, &r).unwrap(), "a new link changes it");
     assert!(checksum(&ctx, &req(&["../x"], "/")).is_err());
+}
+
+#[test]
+fn a_symlinked_directory_cannot_reach_an_ignored_one() {
+    let dir = context_with(&[(".dockerignore", "secret\n"), ("secret/key", "k")]);
+    symlink("secret", dir.path().join("pub")).unwrap();
+    let ctx = open(dir.path());
+    assert_eq!(ctx.stat(Path::new("pub/key")).unwrap(), None);
+    let err = plan(&ctx, &req(&["pub/key"], "/k")).unwrap_err();
+    assert!(matches!(err, CopyError::NotFound(_)), "{err}");
+    let got = plan(&ctx, &req(&["pub"], "/p")).unwrap();
+    assert_eq!(
+        got[0].kind,
+        EntryKind::Symlink("secret".into()),
+        "a dangling link stays a link"
+    );
 }

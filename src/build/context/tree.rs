@@ -1,8 +1,9 @@
 //! A directory on the host seen as a [`SourceTree`], through root-confined descriptors.
 //!
-//! Every lookup opens the parent with [`RootDir`] (symlinks in parents resolve inside the
-//! root, never out of it) and looks at the final name with `*at` calls that do not follow
-//! it. File content is never read here: entries name `Source::Beneath`, which the layer
+//! Every lookup walks from the [`RootDir`] one component at a time without following a
+//! symlink (a path through a symlinked directory reads as absent: callers resolve links
+//! themselves, component by component) and looks at the final name with `*at` calls that do
+//! not follow it. File content is never read here: entries name `Source::Beneath`, which the layer
 //! writer opens beneath the same root.
 
 use std::ffi::{CString, OsString};
@@ -11,8 +12,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
-use nix::fcntl::{AtFlags, OFlag};
+use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::FileStat;
+use nix::sys::stat::Mode;
 
 use crate::build::entry::{FileKind, Meta, Source, SourceTree};
 use crate::sys::confined::RootDir;
@@ -63,7 +65,10 @@ fn kind_of(st: &FileStat) -> Option<FileKind> {
 }
 
 fn missing(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+    )
 }
 
 impl DirTree {
@@ -82,12 +87,28 @@ impl DirTree {
         self.root.path()
     }
 
+    /// The directory `comps` opened one component at a time with no symlink followed: a
+    /// path through a symlinked directory is not a path of this tree (it would let a name
+    /// dodge the ignore file), so it reads as absent (`ELOOP`, `ENOTDIR`).
+    fn open_dir(&self, comps: &[OsString], flags: OFlag) -> io::Result<OwnedFd> {
+        let step = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let Some((last, inner)) = comps.split_last() else {
+            return self.root.open_dir(&[], flags);
+        };
+        let mut cur = self.root.open_dir(&[], OFlag::O_PATH)?;
+        for c in inner {
+            cur = openat(&cur, c.as_os_str(), step, Mode::empty())?;
+        }
+        let last_flags = flags | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        Ok(openat(&cur, last.as_os_str(), last_flags, Mode::empty())?)
+    }
+
     /// The parent of `comps` opened as a handle, with the final name; `None` for the root.
     fn parent(&self, comps: &[OsString]) -> io::Result<Option<(OwnedFd, OsString)>> {
         let Some((name, parent)) = comps.split_last() else {
             return Ok(None);
         };
-        let fd = self.root.open_dir(parent, OFlag::O_PATH)?;
+        let fd = self.open_dir(parent, OFlag::O_PATH)?;
         Ok(Some((fd, name.clone())))
     }
 
@@ -149,7 +170,7 @@ impl SourceTree for DirTree {
         let comps = rel_components(rel)?;
         let (st, fd, name) = match self.parent(&comps) {
             Ok(None) => {
-                let fd = self.root.open_dir(&[], OFlag::O_PATH)?;
+                let fd = self.open_dir(&[], OFlag::O_PATH)?;
                 (nix::sys::stat::fstat(&fd)?, fd, None)
             }
             Ok(Some((fd, name))) => {
@@ -171,9 +192,7 @@ impl SourceTree for DirTree {
 
     fn read_dir(&self, rel: &Path) -> io::Result<Vec<OsString>> {
         let comps = rel_components(rel)?;
-        let fd = self
-            .root
-            .open_dir(&comps, OFlag::O_RDONLY | OFlag::O_NOFOLLOW)?;
+        let fd = self.open_dir(&comps, OFlag::O_RDONLY)?;
         let mut dir = nix::dir::Dir::from_fd(fd)?;
         let mut names: Vec<OsString> = dir
             .iter()
