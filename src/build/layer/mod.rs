@@ -43,8 +43,12 @@ pub struct LayerError {
     pub source: io::Error,
 }
 
-/// Wraps `e` with the step and path it happened at (the kind is kept for callers that match).
+/// Wraps `e` with the step and path it happened at (the kind is kept for callers that match);
+/// an error that already says where it happened is passed on as it is.
 pub(crate) fn at(step: &'static str, path: &std::path::Path, e: io::Error) -> io::Error {
+    if e.get_ref().is_some_and(|r| r.is::<LayerError>()) {
+        return e;
+    }
     io::Error::new(
         e.kind(),
         LayerError {
@@ -156,6 +160,11 @@ pub(crate) fn all_xattrs(
         OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
+    // The name may have been replaced since it was looked at: a symlink's xattrs are not read
+    // (a call on its /proc path could follow it).
+    if nix::sys::stat::fstat(&fd)?.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        return Ok(Vec::new());
+    }
     let path = proc_path(&fd);
     let mut names = crate::sys::xattr::path_list(path.as_c_str())?;
     names.sort();

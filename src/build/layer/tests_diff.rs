@@ -284,9 +284,11 @@ fn a_copy_that_lost_the_owner_record_keeps_the_layers_owners() {
 #[test]
 fn overlay_redirects_are_refused() {
     let s = setup();
-    fs::create_dir(s.top.join("a")).unwrap();
-    set_xattr(&s.top.join("a"), "user.overlay.redirect", b"/d");
+    fs::create_dir_all(s.top.join("a/b")).unwrap();
+    set_xattr(&s.top.join("a/b"), "user.overlay.redirect", b"/d");
     let lowers = Layered::new(std::slice::from_ref(&s.lower)).unwrap();
     let e = diff_upper(&s.top, &lowers, &[]).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
+    // Said once, where it happened, not once per directory above it.
+    assert_eq!(e.to_string(), "cannot read a/b");
 }

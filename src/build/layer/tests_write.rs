@@ -275,3 +275,32 @@ fn a_snapshot_written_and_unpacked_gives_the_same_tree() {
     );
     assert_eq!(a.ino(), b.ino(), "still one file");
 }
+
+#[test]
+fn content_that_ends_early_or_runs_on_is_an_error_not_padding() {
+    use super::write::Exact;
+    let mut out = Vec::new();
+    let short = Exact {
+        inner: &b"ab"[..],
+        left: 3,
+    };
+    assert_eq!(
+        { short }.read_to_end(&mut out).unwrap_err().kind(),
+        std::io::ErrorKind::UnexpectedEof
+    );
+    let long = Exact {
+        inner: &b"abcd"[..],
+        left: 3,
+    };
+    assert_eq!(
+        { long }.read_to_end(&mut out).unwrap_err().kind(),
+        std::io::ErrorKind::InvalidData
+    );
+    out.clear();
+    let exact = Exact {
+        inner: &b"abc"[..],
+        left: 3,
+    };
+    { exact }.read_to_end(&mut out).unwrap();
+    assert_eq!(out, b"abc");
+}

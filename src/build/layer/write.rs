@@ -212,6 +212,23 @@ fn header(e: &Entry, opts: &WriteOptions) -> io::Result<(tar::Header, Vec<u8>)> 
         h.set_device_major(ma)?;
         h.set_device_minor(mi)?;
     }
+    numbers(&mut h, &mut pax, e, size, opts);
+    if !matches!(
+        e.kind,
+        EntryKind::Hardlink(_) | EntryKind::Whiteout | EntryKind::Opaque
+    ) {
+        let mut xattrs: Vec<&(String, Vec<u8>)> = e.xattrs.iter().collect();
+        xattrs.sort_by(|a, b| a.0.cmp(&b.0));
+        for (n, v) in xattrs {
+            pax.extend(record(format!("SCHILY.xattr.{n}").as_bytes(), v));
+        }
+    }
+    h.set_cksum();
+    Ok((h, pax))
+}
+
+/// Mode, owners, time and size; those the ustar fields cannot hold go into PAX records.
+fn numbers(h: &mut tar::Header, pax: &mut Vec<u8>, e: &Entry, size: u64, opts: &WriteOptions) {
     let perm = if e.kind == EntryKind::Opaque {
         0o777
     } else {
@@ -242,18 +259,6 @@ fn header(e: &Entry, opts: &WriteOptions) -> io::Result<(tar::Header, Vec<u8>)> 
         pax.extend(record(b"size", size.to_string().as_bytes()));
     }
     h.set_size(size);
-    if !matches!(
-        e.kind,
-        EntryKind::Hardlink(_) | EntryKind::Whiteout | EntryKind::Opaque
-    ) {
-        let mut xattrs: Vec<&(String, Vec<u8>)> = e.xattrs.iter().collect();
-        xattrs.sort_by(|a, b| a.0.cmp(&b.0));
-        for (n, v) in xattrs {
-            pax.extend(record(format!("SCHILY.xattr.{n}").as_bytes(), v));
-        }
-    }
-    h.set_cksum();
-    Ok((h, pax))
 }
 
 /// Puts `name` in the ustar name (and prefix) fields; false when it does not fit.
@@ -327,9 +332,9 @@ fn pax_header(of: &tar::Header, size: usize) -> tar::Header {
 
 /// A reader of exactly `left` bytes: a source that ends early or has more is an error (it
 /// changed after the layer was planned).
-struct Exact<R> {
-    inner: R,
-    left: u64,
+pub(super) struct Exact<R> {
+    pub inner: R,
+    pub left: u64,
 }
 
 impl<R: Read> Read for Exact<R> {
