@@ -15,7 +15,7 @@ use crate::container::run::{RunRequest, run};
 use crate::container::{Containers, cgroup::Limits};
 use crate::digest::Digest;
 use crate::rootfs::Rung;
-use crate::sandbox::spec::{RunOptions, UserNs};
+use crate::sandbox::spec::RunOptions;
 use crate::sandbox::volume::Volume;
 use crate::store::{ImageRecord, LayerRef};
 
@@ -82,31 +82,16 @@ fn run_image(host: &Host<'_>, st: &State) -> Result<ImageRecord, BuildError> {
 fn options(o: &Options, step: &RunStep, volumes: Vec<Volume>) -> RunOptions {
     RunOptions {
         env: step.env.clone(),
-        env_files: vec![],
-        workdir: None,
-        user: None,
-        group_add: vec![],
+        // RUN ignores the image's ENTRYPOINT.
         entrypoint: Some(String::new()),
-        hostname: None,
         volumes,
-        read_only: false,
         network: step.network.clone(),
-        publish: vec![],
-        publish_all: false,
-        userns: UserNs::Auto,
         driver: o.driver,
         // A reaper as pid 1 passes Ctrl-C on to the step's command (a shell as pid 1 would
         // ignore it) and reaps what the step leaves behind.
         init: true,
-        tty: false,
-        stdin: false,
-        cap_add: vec![],
-        cap_drop: vec![],
-        no_new_privs: false,
-        seccomp: crate::sandbox::seccomp::Seccomp::Default,
-        security_opt: vec![],
-        ulimits: vec![],
         command: step.argv.clone(),
+        ..RunOptions::default()
     }
 }
 

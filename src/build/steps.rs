@@ -284,7 +284,7 @@ impl Builder<'_> {
         } else {
             st.config.config.working_dir.clone()
         };
-        let path = clean_abs(&if w.starts_with('/') {
+        let path = super::context::glob::clean(&if w.starts_with('/') {
             w
         } else {
             format!("{base}/{w}")
@@ -602,7 +602,9 @@ impl Builder<'_> {
             } else {
                 abs.clone()
             };
-            let rel = clean_abs(&path).trim_start_matches('/').to_owned();
+            let rel = super::context::glob::clean(&path)
+                .trim_start_matches('/')
+                .to_owned();
             if rel.is_empty() {
                 return Err(self.err(line, "a heredoc cannot be copied to /"));
             }
@@ -648,21 +650,6 @@ fn join_pairs(pairs: &[(String, String)]) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// `/a/./b/../c` → `/a/c`.
-pub fn clean_abs(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
 }
 
 /// EXPOSE's `80`, `80/udp`, `8000-8002/tcp` → docker's `80/tcp` keys.
@@ -723,7 +710,5 @@ mod tests {
         assert_eq!(expose_ports("8000-8002").unwrap().len(), 3);
         assert!(expose_ports("x").is_none());
         assert!(expose_ports("80/xyz").is_none());
-        assert_eq!(clean_abs("/a/./b/../c/"), "/a/c");
-        assert_eq!(clean_abs("/../.."), "/");
     }
 }

@@ -59,6 +59,38 @@ pub struct RunOptions {
     pub command: Vec<String>,
 }
 
+impl Default for RunOptions {
+    /// What `nook run IMAGE` means with no flags.
+    fn default() -> Self {
+        RunOptions {
+            env: vec![],
+            env_files: vec![],
+            workdir: None,
+            user: None,
+            group_add: vec![],
+            entrypoint: None,
+            hostname: None,
+            volumes: vec![],
+            read_only: false,
+            network: crate::net::Mode::Default,
+            publish: Vec::new(),
+            publish_all: false,
+            userns: UserNs::Auto,
+            driver: Driver::Auto,
+            init: false,
+            tty: false,
+            stdin: false,
+            cap_add: vec![],
+            cap_drop: vec![],
+            no_new_privs: false,
+            seccomp: super::seccomp::Seccomp::Default,
+            security_opt: vec![],
+            ulimits: vec![],
+            command: vec![],
+        }
+    }
+}
+
 /// What is wrong with the options for this image.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -234,30 +266,8 @@ mod tests {
 
     pub(crate) fn opts() -> RunOptions {
         RunOptions {
-            env: vec![],
-            env_files: vec![],
-            workdir: None,
-            user: None,
-            group_add: vec![],
-            entrypoint: None,
-            hostname: None,
-            volumes: vec![],
-            read_only: false,
             network: crate::net::Mode::None,
-            publish: Vec::new(),
-            publish_all: false,
-            userns: UserNs::Auto,
-            driver: Driver::Auto,
-            init: false,
-            tty: false,
-            stdin: false,
-            cap_add: vec![],
-            cap_drop: vec![],
-            no_new_privs: false,
-            seccomp: crate::sandbox::seccomp::Seccomp::Default,
-            security_opt: vec![],
-            ulimits: vec![],
-            command: vec![],
+            ..RunOptions::default()
         }
     }
 

@@ -37,12 +37,26 @@ pub enum UnpackError {
 
 /// Unpacks the tar stream `input` into the existing empty directory `dest`.
 pub fn unpack(input: impl Read, dest: &Path, owners: Owners) -> Result<UnpackStats, UnpackError> {
+    unpack_some(input, dest, owners, &|_| true)
+}
+
+/// Unpacks the entries `keep` accepts, after it has changed their header as it wants (a build
+/// context drops owners and keeps only files, directories and links).
+pub fn unpack_some(
+    input: impl Read,
+    dest: &Path,
+    owners: Owners,
+    keep: &dyn Fn(&mut EntryHeader) -> bool,
+) -> Result<UnpackStats, UnpackError> {
     let root = RootDir::open(dest).map_err(|e| UnpackError::Root(dest.display().to_string(), e))?;
     let mut writer = apply::LayerWriter::new(root, owners);
     let mut archive = tar::Archive::new(input);
     for entry in archive.entries().map_err(UnpackError::Archive)? {
         let mut entry = entry.map_err(UnpackError::Archive)?;
-        let header = read_header(&mut entry).map_err(UnpackError::Archive)?;
+        let mut header = read_header(&mut entry).map_err(UnpackError::Archive)?;
+        if !keep(&mut header) {
+            continue;
+        }
         let op = plan::plan(&header)?;
         writer
             .apply(op, &mut entry)
