@@ -55,7 +55,11 @@ impl Deref for Case {
 
 impl Case {
     fn new(init: bool) -> Option<Case> {
-        Sandbox::new(Mode::Range).map(|s| Case { s, init })
+        Self::in_mode(init, Mode::Range)
+    }
+
+    fn in_mode(init: bool, mode: Mode) -> Option<Case> {
+        Sandbox::new(mode).map(|s| Case { s, init })
     }
 
     /// `args` with `--init` after `run` or `create` in the `init::` variants.
@@ -672,10 +676,10 @@ fn ps_shows_ports_only_while_running(init: bool) {
 }
 
 /// The commands of issue 11 on a container run with `--init` (whose pid 1, nook's reaper,
-/// is not dumpable and so closed to them): exec, cp and top go in through the command.
-#[test]
-fn exec_cp_top_enter_an_init_container() {
-    let Some(s) = Case::new(true) else {
+/// is not dumpable and so closed to them): exec, cp and top go in through the command. With
+/// a single mapping the exec's calls also go to the fakeroot, through the monitor's door.
+fn exec_cp_top_enter_an_init_container(mode: Mode) {
+    let Some(s) = Case::in_mode(true, mode) else {
         return;
     };
     detach(&s, "i1", "sleep 300");
@@ -707,5 +711,23 @@ fn exec_cp_top_enter_an_init_container() {
         "readlink /proc/1/exe || echo hidden",
     ]);
     assert_eq!(out.stdout, "hidden\n", "{out:?}");
+    let out = s.nook(&[
+        "exec",
+        "i1",
+        "sh",
+        "-c",
+        "touch /tmp/o && chown 5:6 /tmp/o && stat -c %u:%g /tmp/o",
+    ]);
+    assert_eq!(out.stdout, "5:6\n", "{out:?}");
     s.nook(&["rm", "-f", "i1"]).ok();
+}
+
+#[test]
+fn exec_cp_top_enter_an_init_container_range() {
+    exec_cp_top_enter_an_init_container(Mode::Range);
+}
+
+#[test]
+fn exec_cp_top_enter_an_init_container_single() {
+    exec_cp_top_enter_an_init_container(Mode::Single);
 }

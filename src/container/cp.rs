@@ -108,8 +108,18 @@ fn in_container(
                 File::open(format!("/proc/{pid}/ns/{ns}"))
                     .map_err(io_err("cannot open the container's namespaces"))
             };
-            let root = File::open(format!("/proc/{pid}/root"))
-                .map_err(io_err("cannot open the container's root"))?;
+            // O_PATH: the root of a single-mapping container is a FUSE mount made in its user
+            // namespace, which refuses to be opened from outside it; only the child, once it
+            // has joined that namespace, enters it.
+            let root: File = nix::fcntl::open(
+                format!("/proc/{pid}/root").as_str(),
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map(File::from)
+            .map_err(|e| io_err("cannot open the container's root")(e.into()))?;
             Entry::Running {
                 user: open("user")?,
                 mnt: open("mnt")?,

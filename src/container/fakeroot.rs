@@ -82,18 +82,21 @@ struct Supervisor {
     fs: Overlayfs,
 }
 
+/// The device of the container's root (its FUSE mount), read once through the init while it
+/// is still open to nook: with `--init` it becomes the non-dumpable reaper, whose /proc
+/// entries are closed to the door's later supervisors.
+pub fn root_dev(init: Pid) -> io::Result<u64> {
+    Ok(nix::sys::stat::stat(format!("/proc/{}/root", init.as_raw()).as_str())?.st_dev)
+}
+
 impl Fakeroot {
-    /// Starts supervising the calls on `listener` for the container whose init is `init`.
-    pub fn start(listener: OwnedFd, init: Pid, fs: Overlayfs) -> io::Result<Fakeroot> {
+    /// Starts supervising the calls on `listener` for the container whose root is on the
+    /// device `fuse_dev` ([`root_dev`]).
+    pub fn start(listener: OwnedFd, fuse_dev: u64, fs: Overlayfs) -> io::Result<Fakeroot> {
         let proc = nix::fcntl::open(
             "/proc",
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
-        )?;
-        let root = nix::sys::stat::fstatat(
-            &proc,
-            format!("{}/root", init.as_raw()).as_str(),
-            nix::fcntl::AtFlags::empty(),
         )?;
         let own_root = nix::fcntl::open(
             "/",
@@ -104,7 +107,7 @@ impl Fakeroot {
             listener,
             proc,
             own_root,
-            fuse_dev: root.st_dev,
+            fuse_dev,
             fs,
         };
         Served::spawn("fakeroot", move |wake| s.serve(wake)).map(|f| Fakeroot { _served: f })
@@ -370,7 +373,7 @@ pub struct Door {
 pub const DOOR: &str = "fakeroot.sock";
 
 impl Door {
-    pub fn open(rt: &std::path::Path, init: Pid, fs: Overlayfs) -> io::Result<Door> {
+    pub fn open(rt: &std::path::Path, fuse_dev: u64, fs: Overlayfs) -> io::Result<Door> {
         use std::os::fd::AsRawFd;
         let dir = std::fs::File::open(rt)?;
         // Through the directory's descriptor: the runtime path may be too long for a socket.
@@ -378,13 +381,18 @@ impl Door {
         let _ = std::fs::remove_file(&path);
         let listener = std::os::unix::net::UnixListener::bind(&path)?;
         Served::spawn("fakeroot-door", move |wake| {
-            serve_door(listener, wake, init, fs)
+            serve_door(listener, wake, fuse_dev, fs)
         })
         .map(|d| Door { _served: d })
     }
 }
 
-fn serve_door(listener: std::os::unix::net::UnixListener, wake: OwnedFd, init: Pid, fs: Overlayfs) {
+fn serve_door(
+    listener: std::os::unix::net::UnixListener,
+    wake: OwnedFd,
+    fuse_dev: u64,
+    fs: Overlayfs,
+) {
     use std::io::Write;
     let mut supervisors = Vec::new();
     loop {
@@ -405,7 +413,7 @@ fn serve_door(listener: std::os::unix::net::UnixListener, wake: OwnedFd, init: P
         };
         let got = crate::sandbox::message::recv::<crate::sandbox::message::ToParent>(conn.as_fd());
         if let Ok(Some((crate::sandbox::message::ToParent::Fakeroot, Some(fd)))) = got {
-            match Fakeroot::start(fd, init, fs.clone()) {
+            match Fakeroot::start(fd, fuse_dev, fs.clone()) {
                 Ok(f) => {
                     supervisors.push(f);
                     let _ = conn.write_all(b"k");

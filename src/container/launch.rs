@@ -119,12 +119,17 @@ pub(super) fn launch(
                     invalidate: s.invalidator(),
                 };
                 let rt = plan.mountpoint.parent().unwrap_or(&plan.mountpoint);
-                match super::fakeroot::Door::open(rt, pid, fs.clone()) {
-                    Ok(d) => door = Some(d),
-                    Err(e) => tracing::warn!("fakeroot: no door for nook exec: {e}"),
-                }
-                match super::fakeroot::Fakeroot::start(fd, pid, fs) {
-                    Ok(f) => fakeroot = Some(f),
+                match super::fakeroot::root_dev(pid) {
+                    Ok(dev) => {
+                        match super::fakeroot::Door::open(rt, dev, fs.clone()) {
+                            Ok(d) => door = Some(d),
+                            Err(e) => tracing::warn!("fakeroot: no door for nook exec: {e}"),
+                        }
+                        match super::fakeroot::Fakeroot::start(fd, dev, fs) {
+                            Ok(f) => fakeroot = Some(f),
+                            Err(e) => return Err(io("cannot start nook's fakeroot")(e)),
+                        }
+                    }
                     // The init is gone already (its report follows): nothing to supervise.
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                     Err(e) => return Err(io("cannot start nook's fakeroot")(e)),
