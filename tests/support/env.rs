@@ -40,6 +40,11 @@ fn is_root() -> bool {
 }
 
 /// A copy of the nook binary in a directory every user can read and execute.
+///
+/// One copy per build of the binary, shared by every test process of a run (each test file
+/// is its own process): `/tmp/nook-it-bin/SIZE-MTIME/nook`, written under a temporary name
+/// and renamed into place, so parallel test binaries never see half a file. Copies of other
+/// builds older than a day are removed, so repeated runs do not fill /tmp.
 fn shared_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -47,15 +52,50 @@ fn shared_bin() -> PathBuf {
         if !is_root() {
             return src;
         }
-        let dir = PathBuf::from(format!("/tmp/nook-it-bin-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let meta = std::fs::metadata(&src).unwrap();
+        let mtime = meta
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let root = Path::new("/tmp/nook-it-bin");
+        let dir = root.join(format!("{}-{mtime}", meta.len()));
         let dst = dir.join("nook");
-        std::fs::copy(&src, &dst).unwrap();
-        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if dst.exists() {
+            return dst;
+        }
+        remove_stale(root);
+        std::fs::create_dir_all(&dir).unwrap();
+        for d in [root, dir.as_path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let tmp = dir.join(format!(".nook-{}", std::process::id()));
+        std::fs::copy(&src, &tmp).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &dst).unwrap();
         dst
     })
     .clone()
+}
+
+/// Removes the copies of earlier builds under `root` that no run has touched for a day.
+fn remove_stale(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let day = std::time::Duration::from_secs(24 * 3600);
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > day);
+        if old {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn has_subid(name: &str, uid: u32) -> bool {

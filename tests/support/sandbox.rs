@@ -1,7 +1,7 @@
 //! A test user with a registry and the busybox image pulled, and the container probe.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use super::env::{Mode, Out, User, assert_no_leftovers};
@@ -121,29 +121,7 @@ impl Drop for Sandbox {
 /// `-v DIR:/probe:ro`.
 pub fn probe_dir() -> Option<PathBuf> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let built = DIR.get_or_init(|| {
-        let dir = PathBuf::from(format!("/tmp/nook-it-probe-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| e.to_string())?;
-        for name in ["fsprobe", "fsops", "netprobe", "scprobe"] {
-            let src = format!("{}/tests/support/{name}.c", env!("CARGO_MANIFEST_DIR"));
-            let out = std::process::Command::new("gcc")
-                .args(["-static", "-O1", "-Wall", "-o"])
-                .arg(dir.join(name))
-                .arg(src)
-                .arg("-lpthread")
-                .output()
-                .map_err(|e| format!("gcc: {e} (apt-get install gcc libc6-dev)"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "gcc -static failed (apt-get install gcc libc6-dev): {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-        }
-        Ok(dir)
-    });
+    let built = DIR.get_or_init(build_probes);
     match built {
         Ok(d) => Some(d.clone()),
         Err(why) => {
@@ -151,6 +129,54 @@ pub fn probe_dir() -> Option<PathBuf> {
             None
         }
     }
+}
+
+const PROBES: [&str; 4] = ["fsprobe", "fsops", "netprobe", "scprobe"];
+
+/// Builds the probes once per version of their sources, shared by every test process:
+/// `/tmp/nook-it-probe/HASH`, built in a private directory and renamed into place.
+fn build_probes() -> Result<PathBuf, String> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for name in PROBES {
+        let src = format!("{}/tests/support/{name}.c", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&src)
+            .map_err(|e| format!("{src}: {e}"))?
+            .hash(&mut hasher);
+    }
+    let root = Path::new("/tmp/nook-it-probe");
+    let dir = root.join(format!("{:016x}", hasher.finish()));
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let tmp = root.join(format!(".build-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+    for d in [root, tmp.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+    }
+    for name in PROBES {
+        let src = format!("{}/tests/support/{name}.c", env!("CARGO_MANIFEST_DIR"));
+        let out = std::process::Command::new("gcc")
+            .args(["-static", "-O1", "-Wall", "-o"])
+            .arg(tmp.join(name))
+            .arg(src)
+            .arg("-lpthread")
+            .output()
+            .map_err(|e| format!("gcc: {e} (apt-get install gcc libc6-dev)"))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(format!(
+                "gcc -static failed (apt-get install gcc libc6-dev): {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    // Another test process may have won the race: its copy is as good as ours.
+    if std::fs::rename(&tmp, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Ok(dir)
 }
 
 /// Asserts that fsprobe's `posix` cases all passed (every line `ok ...`), naming `what` ran them.
