@@ -6,6 +6,7 @@
 //! [`container`] runs them through the [`sandbox`] on a [`rootfs`]. `unsafe` lives in [`sys`]
 //! only.
 
+pub mod archive;
 pub mod build;
 pub mod cli;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod digest;
 pub mod fuse;
 pub mod net;
 pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod rootfs;

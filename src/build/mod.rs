@@ -18,6 +18,8 @@ pub mod context;
 pub mod copy;
 pub mod dockerfile;
 pub mod entry;
+pub mod export;
+pub mod import;
 pub mod job;
 pub mod layer;
 pub mod mounts;

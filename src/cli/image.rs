@@ -92,6 +92,14 @@ pub enum ImageCommand {
     Tag(TagArgs),
     /// Remove unused images.
     Prune(PruneArgs),
+    /// Upload an image to a registry.
+    Push(super::push::PushArgs),
+    /// Write images to an archive.
+    Save(super::archive::SaveArgs),
+    /// Read images from an archive.
+    Load(super::archive::LoadArgs),
+    /// Make an image of a filesystem tar archive.
+    Import(super::export::ImportArgs),
 }
 
 pub fn dispatch(session: &mut Session, c: ImageCommand) -> Result<i32> {
@@ -102,6 +110,10 @@ pub fn dispatch(session: &mut Session, c: ImageCommand) -> Result<i32> {
         ImageCommand::Rm(a) => rmi(session, a),
         ImageCommand::Tag(a) => tag(session, a),
         ImageCommand::Prune(a) => prune(session, a),
+        ImageCommand::Push(a) => super::push::push(session, a),
+        ImageCommand::Save(a) => super::archive::save(session, a),
+        ImageCommand::Load(a) => super::archive::load(session, a),
+        ImageCommand::Import(a) => super::export::import(session, a),
     }
 }
 

@@ -473,6 +473,8 @@ pub enum ContainerCommand {
     Ls(PsArgs),
     /// Remove every stopped container.
     Prune(PruneArgs),
+    /// Write a container's filesystem as a tar archive.
+    Export(super::export::ExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -485,6 +487,7 @@ pub struct PruneArgs {
 pub fn container(session: &Session, cmd: ContainerCommand) -> Result<i32> {
     match cmd {
         ContainerCommand::Ls(a) => ps(session, a),
+        ContainerCommand::Export(a) => super::export::export(session, a),
         ContainerCommand::Prune(_) => {
             let c = containers(session);
             let runtime = crate::config::runtime_dir()?;

@@ -4,8 +4,10 @@
 //! Commands return an exit status; errors travel up as `anyhow` chains and are printed once,
 //! on one line, by [`main`], with docker's status 125 for nook's own failures.
 
+mod archive;
 mod build;
 mod container;
+mod export;
 mod format;
 mod history;
 mod image;
@@ -15,6 +17,7 @@ mod lifecycle;
 mod logging;
 mod login;
 mod progress;
+mod push;
 mod run_config;
 mod system;
 
@@ -74,6 +77,16 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Upload an image to a registry.
+    Push(push::PushArgs),
+    /// Write images to an archive (docker-archive, oci-archive, oci-dir).
+    Save(archive::SaveArgs),
+    /// Read images from an archive made by save (nook's, docker's or podman's).
+    Load(archive::LoadArgs),
+    /// Write a container's filesystem as a tar archive.
+    Export(export::ExportArgs),
+    /// Make an image of a filesystem tar archive.
+    Import(export::ImportArgs),
     /// Save credentials for a registry.
     Login(login::LoginArgs),
     /// Remove saved credentials for a registry.
@@ -297,6 +310,11 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Tag(a) => image::tag(&mut session, a),
         Command::History(a) => history::history(&session, a),
         Command::Image(c) => image::dispatch(&mut session, c),
+        Command::Push(a) => push::push(&mut session, a),
+        Command::Save(a) => archive::save(&session, a),
+        Command::Load(a) => archive::load(&mut session, a),
+        Command::Export(a) => export::export(&session, a),
+        Command::Import(a) => export::import(&mut session, a),
         Command::Login(a) => login::login(&session, a),
         Command::Logout(a) => login::logout(a),
         Command::Run(a) => container::run(&session, *a),

@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod platform;
 pub mod proxy;
 pub mod transport;
+pub mod upload;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

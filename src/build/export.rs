@@ -1,0 +1,1 @@
+//! `nook export`: a container's filesystem flattened into one tar, no whiteouts.

@@ -1,0 +1,1 @@
+//! Pushing an image: store → registry, blobs in parallel, the manifest last.
