@@ -1,12 +1,23 @@
 //! `nook push`: an image from the store to a registry (or, with a podman-style transport
-//! prefix, to an archive).
+//! prefix, to an archive — which `nook save` writes). Progress as docker draws it: a bar per
+//! layer on a terminal, a line per layer state otherwise, nothing with `-q`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Session;
+use crate::digest::Digest;
+use crate::push::{
+    BlobOutcome, BlobProgress, BlobState, LayerCompression, ManifestFormat, PushOptions,
+    PushProgress, Pusher,
+};
+use crate::reference::Reference;
+use crate::store::{ImageRecord, Store};
 
 #[derive(Debug, Args)]
 pub struct PushArgs {
@@ -36,6 +47,269 @@ pub struct PushArgs {
     pub dest: Option<String>,
 }
 
-pub fn push(_session: &mut Session, _a: PushArgs) -> Result<i32> {
-    bail!("nook push: not built yet")
+fn parse_format(v: Option<&str>) -> Result<Option<ManifestFormat>> {
+    Ok(match v {
+        None => None,
+        Some("oci") => Some(ManifestFormat::Oci),
+        Some("v2s2" | "docker") => Some(ManifestFormat::V2s2),
+        Some(other) => bail!("--format {other:?}: use oci or v2s2"),
+    })
+}
+
+fn parse_compression(v: Option<&str>) -> Result<Option<LayerCompression>> {
+    Ok(match v {
+        None => None,
+        Some("gzip") => Some(LayerCompression::Gzip),
+        Some("zstd") => Some(LayerCompression::Zstd),
+        Some(other) => bail!("--compression-format {other:?}: use gzip or zstd"),
+    })
+}
+
+/// The registry reference a destination names; archive transports are `nook save`'s.
+fn registry_destination(dest: &str) -> Result<Reference> {
+    for (prefix, format) in [
+        ("oci-archive:", "oci-archive"),
+        ("docker-archive:", "docker-archive"),
+        ("oci:", "oci-dir"),
+    ] {
+        if dest.starts_with(prefix) {
+            bail!(
+                "{dest}: pushing to archives is not built in yet: use nook save --format {format} -o PATH IMAGE"
+            );
+        }
+    }
+    let r = dest.strip_prefix("docker://").unwrap_or(dest);
+    Reference::parse(r).with_context(|| format!("destination {dest:?}"))
+}
+
+/// `IMAGE` as its own destination, unless it names the image by id.
+fn default_destination(image: &str, rec: &ImageRecord) -> Result<Reference> {
+    let by_id = rec
+        .id
+        .hex()
+        .starts_with(image.trim_start_matches("sha256:"));
+    match Reference::parse(image) {
+        Ok(r) if r.digest().is_none() && !by_id => Ok(r),
+        _ => bail!("{image}: name a destination (nook push IMAGE REGISTRY/REPOSITORY[:TAG])"),
+    }
+}
+
+/// The images to push, each with its destination.
+fn targets(store: &Store, a: &PushArgs) -> Result<Vec<(ImageRecord, Reference)>> {
+    let dest = a.dest.as_deref().map(registry_destination).transpose()?;
+    if !a.all_tags {
+        let rec = store.find_image(&a.image)?;
+        let dest = match dest {
+            Some(d) => d,
+            None => default_destination(&a.image, &rec)?,
+        };
+        return Ok(vec![(rec, dest)]);
+    }
+    let repo = Reference::parse(&a.image)?;
+    if a.image.contains('@') || repo.tag().is_some() {
+        bail!("--all-tags takes a repository name without a tag or digest");
+    }
+    let target_repo = dest.unwrap_or_else(|| repo.clone());
+    if target_repo.tag().is_some() || target_repo.digest().is_some() {
+        bail!("--all-tags takes a destination repository without a tag or digest");
+    }
+    let mut out = Vec::new();
+    for (rec, tags) in store.images()? {
+        for t in tags {
+            let Ok(r) = Reference::parse(&t) else {
+                continue;
+            };
+            if r.repository() == repo.repository() {
+                let d = Reference::parse(&format!(
+                    "{}:{}",
+                    target_repo.repository(),
+                    r.tag_or_latest()
+                ))?;
+                out.push((rec.clone(), d));
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!("{}: no local tags of this repository", a.image);
+    }
+    out.sort_by_key(|(_, d)| d.to_string());
+    Ok(out)
+}
+
+pub fn push(session: &mut Session, a: PushArgs) -> Result<i32> {
+    let options = PushOptions {
+        format: parse_format(a.format.as_deref())?,
+        compression: parse_compression(a.compression_format.as_deref())?,
+        jobs: 0,
+    };
+    let store = session.store_without_userns()?;
+    let targets = targets(&store, &a)?;
+    let registry = session.registry(a.tls_verify);
+    let progress = Bars::new(a.quiet);
+    let pusher = Pusher {
+        registry: &registry,
+        store: &store,
+        progress: &progress,
+        options,
+    };
+    let mut said = None;
+    for (rec, dest) in &targets {
+        if said.as_ref() != Some(&dest.repository()) {
+            progress.say(&format!(
+                "The push refers to repository [{}]",
+                dest.repository()
+            ));
+            said = Some(dest.repository());
+        }
+        let pushed = pusher
+            .push(rec, dest)
+            .with_context(|| format!("pushing {dest}"))?;
+        if !a.quiet {
+            let name = match (dest.tag(), dest.digest()) {
+                (Some(t), _) => t.to_owned(),
+                (None, Some(_)) => pushed.digest.to_string(),
+                (None, None) => "latest".to_owned(),
+            };
+            println!("{name}: digest: {} size: {}", pushed.digest, pushed.size);
+        }
+        if let Some(f) = &a.digestfile {
+            std::fs::write(f, pushed.digest.to_string())
+                .with_context(|| format!("cannot write {}", f.display()))?;
+        }
+    }
+    Ok(0)
+}
+
+/// Push progress on stderr.
+struct Bars {
+    quiet: bool,
+    multi: Option<MultiProgress>,
+    lines: Mutex<()>,
+}
+
+struct BlobBar<'a> {
+    parent: &'a Bars,
+    short: String,
+    bar: Option<ProgressBar>,
+}
+
+impl Bars {
+    fn new(quiet: bool) -> Self {
+        let multi = (!quiet && std::io::stderr().is_terminal())
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)));
+        Bars {
+            quiet,
+            multi,
+            lines: Mutex::new(()),
+        }
+    }
+}
+
+impl PushProgress for Bars {
+    fn say(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(text);
+            }
+            None => {
+                let _guard = self.lines.lock();
+                eprintln!("{text}");
+            }
+        }
+    }
+
+    fn blob(&self, digest: &Digest, size: u64) -> Box<dyn BlobProgress + '_> {
+        let short = digest.short().to_owned();
+        let bar = self.multi.as_ref().map(|m| {
+            let b = m.add(ProgressBar::new(size));
+            let style = ProgressStyle::with_template(
+                "{prefix}: {msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            b.set_style(style);
+            b.set_prefix(short.clone());
+            b.set_message(BlobState::Preparing.label());
+            b
+        });
+        if bar.is_none() {
+            self.say(&format!("{short}: {}", BlobState::Preparing.label()));
+        }
+        Box::new(BlobBar {
+            parent: self,
+            short,
+            bar,
+        })
+    }
+}
+
+impl BlobProgress for BlobBar<'_> {
+    fn status(&self, state: BlobState) {
+        match &self.bar {
+            Some(b) => b.set_message(state.label()),
+            None if state == BlobState::Retrying => {
+                self.parent
+                    .say(&format!("{}: {}", self.short, state.label()));
+            }
+            None => {}
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+
+    fn done(&self, outcome: &BlobOutcome) {
+        let msg = outcome.label();
+        match &self.bar {
+            Some(b) => {
+                b.set_message(msg);
+                b.finish();
+            }
+            None => self.parent.say(&format!("{}: {msg}", self.short)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_destinations_point_at_save() {
+        for (d, f) in [
+            ("oci-archive:/tmp/x.tar", "oci-archive"),
+            ("docker-archive:/tmp/x.tar:a:b", "docker-archive"),
+            ("oci:/tmp/dir", "oci-dir"),
+        ] {
+            let e = registry_destination(d).unwrap_err().to_string();
+            assert!(e.contains(&format!("nook save --format {f}")), "{e}");
+        }
+        let r = registry_destination("docker://localhost:5000/a/b:t").unwrap();
+        assert_eq!(r.to_string(), "localhost:5000/a/b:t");
+    }
+
+    #[test]
+    fn flags_are_checked() {
+        assert_eq!(
+            parse_format(Some("oci")).unwrap(),
+            Some(ManifestFormat::Oci)
+        );
+        assert!(
+            parse_format(Some("v1"))
+                .unwrap_err()
+                .to_string()
+                .contains("--format")
+        );
+        assert_eq!(
+            parse_compression(Some("zstd")).unwrap(),
+            Some(LayerCompression::Zstd)
+        );
+        assert!(parse_compression(Some("xz")).is_err());
+    }
 }

@@ -36,12 +36,18 @@ impl Puller<'_> {
         job: &Job<'_>,
     ) -> Result<bool, PullError> {
         let (l, bar) = (&job.layer, job.bar.as_ref());
-        if self.store.has_layer(&l.diff_id) {
+        if self.store.has_layer(&l.diff_id) && self.store.has_blob(&l.digest) {
             bar.done(LayerState::AlreadyExists);
             return Ok(false);
         }
         let _lock = self.store.lock_layer(&l.diff_id)?;
         if self.store.has_layer(&l.diff_id) {
+            if !self.store.has_blob(&l.digest) {
+                // Another image's blob unpacked to the same tree: this image's own blob is
+                // still needed to push it as it is.
+                bar.status(LayerState::Downloading);
+                self.fetch_blob_only(ep, repo, l, bar)?;
+            }
             bar.done(LayerState::AlreadyExists);
             return Ok(false);
         }
@@ -81,6 +87,58 @@ impl Puller<'_> {
         self.store.commit_layer(&l.diff_id, &staging, &record)?;
         bar.done(LayerState::PullComplete);
         Ok(true)
+    }
+
+    /// Downloads the layer's blob alone into the store (its tree is there already), verifying
+    /// size and digest.
+    fn fetch_blob_only(
+        &self,
+        ep: &Endpoint,
+        repo: &str,
+        l: &LayerRef,
+        bar: &dyn LayerProgress,
+    ) -> Result<(), PullError> {
+        let digest = l.digest.to_string();
+        let path = self.store.partial_path(&l.digest);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_at(&path))?;
+        let mut stream =
+            BlobStream::new(self.registry, ep.clone(), repo, l.digest.clone(), l.size, 0);
+        stream.connect()?;
+        let mut hashing = HashingReader::new(&mut stream, l.digest.algorithm());
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = hashing
+                .read(&mut buf)
+                .map_err(|source| PullError::Download {
+                    digest: digest.clone(),
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            io::Write::write_all(&mut file, &buf[..n]).map_err(io_at(&path))?;
+            bar.advance(n as u64);
+        }
+        let (actual, total) = hashing.finish();
+        if total != l.size {
+            return Err(PullError::Size {
+                digest,
+                expected: l.size,
+                actual: total,
+            });
+        }
+        if actual != l.digest {
+            let _ = fs::remove_file(&path);
+            return Err(PullError::BlobDigest { digest, actual });
+        }
+        self.store.commit_blob_file(&l.digest, &path)?;
+        Ok(())
     }
 
     /// An empty staging directory for the layer (with its `root/`), whatever an earlier,

@@ -258,6 +258,11 @@ impl Puller<'_> {
         };
         let tags: Vec<String> = reference.tagged().into_iter().collect();
         self.store.add_image(record.clone(), &tags)?;
+        // Pushes mount these blobs from here rather than uploading them again.
+        let mut blobs: Vec<&Digest> = record.layers.iter().map(|l| &l.digest).collect();
+        blobs.push(&record.id);
+        self.store
+            .add_blob_sources(&blobs, &reference.repository())?;
         Ok(Pulled {
             record,
             digest: top,

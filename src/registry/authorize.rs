@@ -16,6 +16,58 @@ use crate::secret::Secret;
 
 const TOKEN_LIMIT: u64 = 1 << 20;
 
+/// Where an authorised request goes: a path below `/v2/` of the endpoint, or a URL the
+/// registry gave (an upload session's `Location`).
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    Path(&'a str),
+    Url(&'a str),
+}
+
+/// The access a request needs: `repository` with `actions`, plus `pull` on other repositories
+/// (the source of a cross-repository mount). Token servers get one `scope` parameter each.
+#[derive(Debug, Clone, Copy)]
+pub struct Access<'a> {
+    pub repository: &'a str,
+    pub actions: &'a str,
+    pub also_pull: Option<&'a str>,
+}
+
+impl Access<'_> {
+    /// The space-separated scope string (`repository:a/b:pull,push repository:c/d:pull`).
+    pub fn scope(&self) -> String {
+        if self.repository.is_empty() {
+            return String::new();
+        }
+        let mut s = format!("repository:{}:{}", self.repository, self.actions);
+        if let Some(other) = self.also_pull.filter(|o| *o != self.repository) {
+            s.push_str(&format!(" repository:{other}:pull"));
+        }
+        s
+    }
+
+    fn push(&self) -> bool {
+        self.actions.split(',').any(|a| a == "push")
+    }
+}
+
+/// The challenge's scope plus any of ours on a repository it does not name (a mount's source:
+/// registries challenge for the target repository only).
+fn merge_scopes(asked: &str, ours: &str) -> String {
+    let mut out = asked.to_owned();
+    for item in ours.split(' ').filter(|s| !s.is_empty()) {
+        let resource = item.rsplit_once(':').map_or(item, |(r, _)| r);
+        let named = asked
+            .split(' ')
+            .any(|a| a.rsplit_once(':').map_or(a, |(r, _)| r) == resource);
+        if !named {
+            out.push(' ');
+            out.push_str(item);
+        }
+    }
+    out
+}
+
 impl Registry {
     /// Sends a request to `path` (below `/v2/`) of `ep` for `repository`, answering
     /// authentication challenges. `actions` is the scope asked for (`pull`, `pull,push`).
@@ -24,23 +76,42 @@ impl Registry {
         ep: &Endpoint,
         repository: &str,
         actions: &str,
-        mut req: Request,
+        req: Request,
         path: &str,
     ) -> Result<Response, RegistryError> {
-        req.tls_verify = ep.tls_verify;
-        let scope = if repository.is_empty() {
-            String::new()
-        } else {
-            format!("repository:{repository}:{actions}")
+        let access = Access {
+            repository,
+            actions,
+            also_pull: None,
         };
+        self.send_with_access(ep, &access, req, Target::Path(path))
+    }
+
+    /// [`Registry::send_authorized`] for any [`Access`] and [`Target`]. Refusals name push
+    /// access when the access includes `push`.
+    pub fn send_with_access(
+        &self,
+        ep: &Endpoint,
+        access: &Access<'_>,
+        mut req: Request,
+        target: Target<'_>,
+    ) -> Result<Response, RegistryError> {
+        req.tls_verify = ep.tls_verify;
+        let scope = access.scope();
+        let repository = access.repository;
         let mut tried_fresh = false;
         let mut tried_scope_retry = false;
         loop {
-            req.url = format!("{}/v2/{path}", self.base_of(ep));
+            req.url = match target {
+                Target::Path(path) => format!("{}/v2/{path}", self.base_of(ep)),
+                Target::Url(url) => url.to_owned(),
+            };
             req.authorization = self.authorization_for(ep, &scope)?;
             let resp = match self.transport.send(&req) {
                 Err(TransportError::Request { .. })
-                    if ep.http_fallback && req.url.starts_with("https:") =>
+                    if ep.http_fallback
+                        && req.url.starts_with("https:")
+                        && matches!(target, Target::Path(_)) =>
                 {
                     let mut d = self.downgraded.lock().unwrap_or_else(|p| p.into_inner());
                     d.insert(ep.host.clone(), true);
@@ -59,9 +130,14 @@ impl Registry {
             let basic = challenges.iter().any(|c| c.scheme == "basic");
             let insufficient =
                 bearer.is_some_and(|c| c.param("error") == Some("insufficient_scope"));
-            let denied = || RegistryError::Unauthorized {
-                repository: format!("{}/{}", ep.login_host, repository),
-                host: ep.login_host.clone(),
+            let denied = || {
+                let repository = format!("{}/{}", ep.login_host, repository);
+                let host = ep.login_host.clone();
+                if access.push() {
+                    RegistryError::PushDenied { repository, host }
+                } else {
+                    RegistryError::Unauthorized { repository, host }
+                }
             };
             if resp.status == 403 && !insufficient {
                 return Err(denied());
@@ -77,7 +153,7 @@ impl Registry {
                         service: c.param("service").unwrap_or_default().to_owned(),
                         scope: c
                             .param("scope")
-                            .map(str::to_owned)
+                            .map(|asked| merge_scopes(asked, &scope))
                             .unwrap_or_else(|| scope.clone()),
                     };
                     self.auth.forget_token(&key);
@@ -207,5 +283,55 @@ impl Registry {
             realm: realm.clone(),
         })?;
         Ok((token.clone(), parsed.lifetime()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_scopes_name_the_mount_source_for_pull() {
+        let plain = Access {
+            repository: "team/app",
+            actions: "pull,push",
+            also_pull: None,
+        };
+        assert_eq!(plain.scope(), "repository:team/app:pull,push");
+        assert!(plain.push());
+        let mount = Access {
+            also_pull: Some("library/busybox"),
+            ..plain
+        };
+        assert_eq!(
+            mount.scope(),
+            "repository:team/app:pull,push repository:library/busybox:pull"
+        );
+        let same = Access {
+            also_pull: Some("team/app"),
+            ..plain
+        };
+        assert_eq!(same.scope(), "repository:team/app:pull,push");
+        let pull = Access {
+            repository: "x",
+            actions: "pull",
+            also_pull: None,
+        };
+        assert!(!pull.push());
+    }
+
+    #[test]
+    fn a_challenge_scope_keeps_the_mount_source() {
+        assert_eq!(
+            merge_scopes(
+                "repository:a:pull,push",
+                "repository:a:pull,push repository:b:pull"
+            ),
+            "repository:a:pull,push repository:b:pull"
+        );
+        assert_eq!(
+            merge_scopes("repository:a:push,pull", "repository:a:pull,push"),
+            "repository:a:push,pull"
+        );
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod auth;
 mod authorize;
+pub use authorize::{Access, Target};
 pub mod blob;
 mod fetch;
 pub mod manifest;
@@ -39,6 +40,8 @@ pub enum RegistryError {
         "pull access denied for {repository}, repository does not exist or may require authorization: run 'nook login {host}'"
     )]
     Unauthorized { repository: String, host: String },
+    #[error("push access denied for {repository}: run 'nook login {host}'")]
+    PushDenied { repository: String, host: String },
     #[error("incorrect username or password for {host}: run 'nook login {host}' again")]
     BadCredentials { host: String },
     #[error("{what}: not found in the registry (check the name and tag)")]
@@ -49,6 +52,16 @@ pub enum RegistryError {
         status: u16,
         message: Option<String>,
     },
+    #[error("{url} answered HTTP {status} to an upload{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Upload {
+        url: String,
+        status: u16,
+        message: Option<String>,
+        /// What the registry's `Retry-After` asked for.
+        retry_after: Option<std::time::Duration>,
+    },
+    #[error("{url}: the upload answer has no Location header")]
+    NoLocation { url: String },
     #[error(
         "{what}: content digest is {actual}, expected {expected}: the registry sent corrupt or altered data"
     )]

@@ -73,6 +73,9 @@ pub struct Request {
     pub authorization: Option<Secret>,
     pub body: Option<Vec<u8>>,
     pub tls_verify: bool,
+    /// Send once, whatever the method: an upload step that fails restarts the whole upload
+    /// (a new session) instead of repeating a step the registry may have half taken.
+    pub once: bool,
 }
 
 impl Request {
@@ -84,6 +87,15 @@ impl Request {
             authorization: None,
             body: None,
             tls_verify: true,
+            once: false,
+        }
+    }
+
+    /// A request with `method` (its URL is filled in by [`super::Registry::send_authorized`]).
+    pub fn new(method: Method) -> Self {
+        Request {
+            method,
+            ..Request::get("")
         }
     }
 
@@ -154,7 +166,7 @@ impl Transport {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let last = attempt >= MAX_ATTEMPTS || !req.method.idempotent();
+            let last = attempt >= MAX_ATTEMPTS || !req.method.idempotent() || req.once;
             match self.send_following(req) {
                 Ok(resp) if is_transient(resp.status) && !last => {
                     let wait = self.retry_wait(&resp, attempt)?;
@@ -342,13 +354,13 @@ impl Transport {
     }
 }
 
-fn is_transient(status: u16) -> bool {
+pub(crate) fn is_transient(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }
 
 /// Connection trouble is worth another try; a TLS verdict (rustls reports it as
 /// `InvalidData`) or a malformed answer is not.
-fn retryable_error(e: &ureq::Error) -> bool {
+pub(crate) fn retryable_error(e: &ureq::Error) -> bool {
     match e {
         ureq::Error::Io(io) => io.kind() != std::io::ErrorKind::InvalidData,
         ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed => true,
@@ -441,7 +453,7 @@ fn authority_of(url: &str) -> Result<String, TransportError> {
 }
 
 /// Resolves a `Location` header against the URL that sent it.
-fn join_location(base: &str, location: &str) -> Option<String> {
+pub(crate) fn join_location(base: &str, location: &str) -> Option<String> {
     if location.starts_with("http://") || location.starts_with("https://") {
         return Some(location.to_owned());
     }

@@ -11,6 +11,7 @@
 
 mod gc;
 mod images;
+mod sources;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use gc::{GcStats, InUse, Removal};
 pub use images::{ImageRecord, LayerRef};
+pub use sources::Conversion;
 
 use crate::digest::Digest;
 
