@@ -10,6 +10,7 @@ pub mod env;
 pub mod hub;
 pub mod image;
 pub mod mock;
+pub mod push;
 pub mod registry;
 pub mod sandbox;
 
