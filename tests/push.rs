@@ -687,3 +687,70 @@ fn hub_denied_and_a_lying_manifest_digest_are_errors() {
         out.stderr
     );
 }
+
+#[test]
+fn a_layer_unpacked_from_another_blob_is_still_pushed_as_its_own() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    // The same tar as bb's layer, zstd-compressed: its tree is unpacked already.
+    let r = s.image_with(
+        "bbz",
+        &[(busybox_base().finish(), Comp::Zstd)],
+        serde_json::json!({"Cmd": ["sh"]}),
+    );
+    let (_, source) = manifest(&s.reg.url, "bbz", "latest");
+    let out = s.nook(&["push", &r, &format!("{}/bbz-copy:1", s.reg.host)]);
+    out.ok();
+    assert_eq!(pushed_digest(&out), source);
+
+    let (m, _) = manifest(&s.reg.url, "bbz", "latest");
+    let layer = m["layers"][0]["digest"].as_str().unwrap();
+    let blob = s.user.store().join("blobs/sha256").join(&layer[7..]);
+    std::fs::remove_file(&blob).unwrap();
+    let out = s.nook(&["push", &r, &format!("{}/bbz-gone:1", s.reg.host)]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("pull the image again"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn all_tags_of_a_repository_go_with_dash_a() {
+    let Some(s) = Sandbox::new(Mode::Single) else {
+        return;
+    };
+    for t in ["a", "b"] {
+        s.nook(&["tag", &s.image, &format!("{}/multi:{t}", s.reg.host)])
+            .ok();
+    }
+    let repo = format!("{}/multi", s.reg.host);
+    let out = s.nook(&["push", "-a", &repo]);
+    out.ok();
+    let (_, source) = manifest(&s.reg.url, "bb", "latest");
+    for t in ["a", "b"] {
+        assert!(
+            out.stdout
+                .contains(&format!("{t}: digest: {source} size: ")),
+            "{}",
+            out.stdout
+        );
+        assert_eq!(manifest(&s.reg.url, "multi", t).1, source);
+    }
+    let refused = s.nook(&["push", "-a", &format!("{repo}:a")]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("without a tag"),
+        "{}",
+        refused.stderr
+    );
+    let archive = s.nook(&["push", &s.image, "oci-archive:/tmp/x.tar"]);
+    assert_ne!(archive.code, 0);
+    assert!(
+        archive.stderr.contains("nook save --format oci-archive"),
+        "{}",
+        archive.stderr
+    );
+}
