@@ -160,16 +160,7 @@ impl Pusher<'_> {
             attempt += 1;
             let url = match session.take() {
                 Some(u) => Ok(u),
-                None => self
-                    .registry
-                    .start_upload(ep, repo, None)
-                    .map_err(PushError::from)
-                    .and_then(|s| match s {
-                        Started::Session(u) => Ok(u),
-                        Started::Mounted => Err(PushError::StoredManifest(
-                            "the registry mounted a blob it was not asked to".into(),
-                        )),
-                    }),
+                None => self.registry.new_session(ep, repo).map_err(PushError::from),
             };
             bar.status(BlobState::Pushing);
             let e = match url.and_then(|u| self.upload(ep, repo, job, known, &u, bar)) {

@@ -100,14 +100,33 @@ impl Registry {
             path.push_str(&format!("?mount={digest}&from={from}"));
             access.also_pull = Some(from);
         }
-        let mut req = Request::new(Method::Post).header("content-length", "0");
-        req.once = true;
-        let resp = self.send_with_access(ep, &access, req, Target::Path(&path))?;
+        let resp = self.post_upload(ep, &access, &path)?;
         match resp.status {
             201 if mount.is_some() => Ok(Started::Mounted),
             202 => Ok(Started::Session(location_of(&resp)?)),
             _ => Err(upload_error(resp)),
         }
+    }
+
+    /// Starts a plain upload session; returns its URL.
+    pub fn new_session(&self, ep: &Endpoint, repository: &str) -> Result<String, RegistryError> {
+        let path = format!("{repository}/blobs/uploads/");
+        let resp = self.post_upload(ep, &access(repository), &path)?;
+        match resp.status {
+            202 => location_of(&resp),
+            _ => Err(upload_error(resp)),
+        }
+    }
+
+    fn post_upload(
+        &self,
+        ep: &Endpoint,
+        access: &Access<'_>,
+        path: &str,
+    ) -> Result<Response, RegistryError> {
+        let mut req = Request::new(Method::Post).header("content-length", "0");
+        req.once = true;
+        self.send_with_access(ep, access, req, Target::Path(path))
     }
 
     /// Sends `bytes` as the part of the blob from `start`; returns the session's next URL.
@@ -163,9 +182,9 @@ impl Registry {
         bytes: Vec<u8>,
     ) -> Result<Option<String>, RegistryError> {
         let path = format!("{repository}/manifests/{reference}");
+        // A manifest PUT is idempotent: the transport may repeat it on 429/5xx.
         let mut req = Request::new(Method::Put).header("content-type", media_type);
         req.body = Some(bytes);
-        req.once = true;
         let resp = self.send_with_access(ep, &access(repository), req, Target::Path(&path))?;
         match resp.status {
             200..=202 => Ok(resp.header("docker-content-digest").map(str::to_owned)),

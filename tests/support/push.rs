@@ -7,10 +7,17 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::image::sha256;
-use super::mock::{Mock, Req, Resp};
+use std::process::Command;
 
-fn agent() -> ureq::Agent {
+use serde_json::Value;
+
+use super::env::Out;
+use super::image::{self, Comp, ImageOpts, LayerTar, busybox_base, sha256};
+use super::mock::{Mock, Req, Resp};
+use super::registry::TestRegistry;
+use super::sandbox::Sandbox;
+
+pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -319,4 +326,122 @@ pub fn count(log: &[Req], method: &str, needle: &str) -> usize {
     log.iter()
         .filter(|r| r.method == method && r.path.contains(needle))
         .count()
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// A manifest as the registry at `url` serves it, and its digest.
+pub fn manifest(url: &str, repo: &str, reference: &str) -> (Value, String) {
+    let mut r = agent()
+        .get(format!("{url}/v2/{repo}/manifests/{reference}"))
+        .header(
+            "accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{repo}:{reference} is not in the registry");
+    let bytes = r.body_mut().read_to_vec().unwrap();
+    (serde_json::from_slice(&bytes).unwrap(), sha256(&bytes))
+}
+
+/// The digest `nook push` printed (`TAG: digest: sha256:… size: N`).
+pub fn pushed_digest(out: &Out) -> String {
+    out.stdout
+        .lines()
+        .find_map(|l| l.split(": digest: ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no digest line in {:?}", out.stdout))
+        .to_owned()
+}
+
+/// `skopeo inspect`'s digest of `reference`, or `None` (after a skip) without skopeo.
+pub fn skopeo_digest(reference: &str) -> Option<String> {
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ])
+        .output();
+    let Ok(out) = out else {
+        super::skip("skopeo is not installed (apt-get install skopeo)");
+        return None;
+    };
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    Some(v["Digest"].as_str().unwrap().to_owned())
+}
+
+/// Incompressible bytes (xorshift), so that a layer's blob is as big as its file.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Busybox plus `/big` of `len` incompressible bytes, pushed as `name` and pulled.
+pub fn big_image(s: &Sandbox, name: &str, len: usize) -> (String, image::Built, Vec<u8>) {
+    let big = noise(len, 0x9e37_79b9);
+    let top = LayerTar::new().file("big", &big, 0o644).finish();
+    let b = image::build(
+        &[(busybox_base().finish(), Comp::Gzip), (top, Comp::Gzip)],
+        &ImageOpts::default(),
+    );
+    image::push(&s.reg.url, name, "latest", &b);
+    let r = format!("{}/{name}", s.reg.host);
+    s.user.run(&["pull", "-q", &r]).ok();
+    (r, b, big)
+}
+
+pub const HTPASSWD_USER: &str = "pusher";
+pub const HTPASSWD_PASSWORD: &str = "push-secret";
+/// bcrypt (cost 4) of HTPASSWD_PASSWORD.
+pub const HTPASSWD_HASH: &str = "$2b$04$5zerRLUXztCCnje6f5m5MeiMnjNzVe9KSzjMwFH0/LOQnuMibmnZ2";
+
+/// A docker-registry that wants Basic credentials (htpasswd).
+pub fn htpasswd_registry(dir: &std::path::Path) -> Option<TestRegistry> {
+    let file = dir.join("htpasswd");
+    std::fs::write(&file, format!("{HTPASSWD_USER}:{HTPASSWD_HASH}\n")).unwrap();
+    TestRegistry::start_with(
+        None,
+        &format!(
+            "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
+            file.display()
+        ),
+    )
+}
+
+pub fn basic() -> String {
+    use base64::Engine;
+    let raw = format!("{HTPASSWD_USER}:{HTPASSWD_PASSWORD}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+pub fn manifest_with(url: &str, repo: &str, reference: &str, auth: &str) -> (Value, String) {
+    let mut r = agent()
+        .get(format!("{url}/v2/{repo}/manifests/{reference}"))
+        .header("authorization", auth)
+        .header(
+            "accept",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bytes = r.body_mut().read_to_vec().unwrap();
+    (serde_json::from_slice(&bytes).unwrap(), sha256(&bytes))
 }
