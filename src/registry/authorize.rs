@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use super::auth::{self, Credential, TokenKey, TokenResponse, query_escape};
-use super::transport::{Method, Request, Response, TransportError};
+use super::transport::{Method, Request, Response, TransportError, authority_of};
 use super::{Endpoint, Registry, RegistryError, is_loopback_host};
 use crate::secret::Secret;
 
@@ -106,6 +106,14 @@ impl Registry {
                 Target::Path(path) => format!("{}/v2/{path}", self.base_of(ep)),
                 Target::Url(url) => url.to_owned(),
             };
+            // An upload session the registry handed to another host (a storage service)
+            // never sees the registry's credentials.
+            if let Target::Url(url) = target
+                && authority_of(url)? != authority_of(&self.base_of(ep))?
+            {
+                req.authorization = None;
+                return Ok(self.transport.send(&req)?);
+            }
             req.authorization = self.authorization_for(ep, &scope)?;
             let resp = match self.transport.send(&req) {
                 Err(TransportError::Request { .. })

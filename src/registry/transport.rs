@@ -431,7 +431,7 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// `scheme://host:port` of a URL, with the default port made explicit.
-fn authority_of(url: &str) -> Result<String, TransportError> {
+pub(crate) fn authority_of(url: &str) -> Result<String, TransportError> {
     let uri: Uri = url
         .parse()
         .map_err(|_| TransportError::Url(url.to_owned()))?;
