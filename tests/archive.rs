@@ -115,3 +115,106 @@ fn save_then_load_into_an_empty_store_keeps_ids_and_tags() {
         }
     }
 }
+
+/// An image over busybox whose command prints a file, pulled; its reference.
+fn hello_image(s: &Sandbox, name: &str) -> String {
+    let top = LayerTar::new()
+        .file("hello.txt", b"from an archive\n", 0o644)
+        .finish();
+    s.image_over_busybox(name, top, json!({"Cmd": ["cat", "/hello.txt"]}))
+}
+
+#[test]
+fn podman_saves_and_nook_loads_and_runs() {
+    for mode in MODES {
+        let Some(s) = Sandbox::new(mode) else { return };
+        let Some(p) = Podman::new(&s.user) else {
+            return;
+        };
+        let app = hello_image(&s, "fromp");
+        let id = support::build::inspect(&s, &app)["Id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        p.run(&["pull", "-q", "--tls-verify=false", &app]).ok();
+        for format in ["docker-archive", "oci-archive"] {
+            let file = home_path(&s, &format!("podman-{format}.tar"));
+            p.run(&[
+                "save",
+                "--format",
+                format,
+                "-o",
+                file.to_str().unwrap(),
+                &app,
+            ])
+            .ok();
+            let root = home_path(&s, &format!("store-{format}"));
+            let out = nook_at(&s, &root, &["load", "-i", file.to_str().unwrap()]);
+            out.ok();
+            assert!(out.stdout.starts_with("Loaded image"), "{}", out.stdout);
+            let loaded = images(&s, Some(&root));
+            let name = format!("{app}:latest");
+            // podman's OCI writer converts a docker image's config too (a new id); its
+            // docker-archive keeps the config, so the id is the one nook pulled.
+            let want: BTreeMap<String, BTreeSet<String>> = match format {
+                "docker-archive" => BTreeMap::from([(id.clone(), BTreeSet::from([name.clone()]))]),
+                _ => loaded.clone(),
+            };
+            assert_eq!(loaded, want, "{mode:?} {format}");
+            assert_eq!(loaded.len(), 1, "{mode:?} {format}");
+            assert!(loaded.values().all(|t| t.contains(&name)), "{loaded:?}");
+            let ran = nook_at(&s, &root, &["run", "--rm", &name]);
+            ran.ok();
+            assert_eq!(ran.stdout, "from an archive\n", "{mode:?} {format}");
+            if format == "oci-archive" {
+                // Stored as the archive holds it: the manifest digest is podman's.
+                let index = entry_json(&file, "index.json");
+                let got = inspect_at(&s, &root, &name);
+                assert_eq!(got["ManifestDigest"], index["manifests"][0]["digest"]);
+            }
+        }
+    }
+}
+
+/// The JSON file `name` of the archive at `path`.
+fn entry_json(path: &Path, name: &str) -> Value {
+    let entries = support::build::tar_entries(&std::fs::read(path).unwrap());
+    let e = entries.iter().find(|e| e.path == name).unwrap();
+    serde_json::from_slice(&e.data).unwrap()
+}
+
+#[test]
+fn nook_saves_and_podman_loads_and_runs() {
+    let Some(s) = Sandbox::new(Mode::Single) else {
+        return;
+    };
+    let Some(p) = Podman::new(&s.user) else {
+        return;
+    };
+    let app = hello_image(&s, "top");
+    let id = support::build::inspect(&s, &app)["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for format in ["docker-archive", "oci-archive"] {
+        let file = home_path(&s, &format!("nook-{format}.tar"));
+        s.nook(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            file.to_str().unwrap(),
+            &app,
+        ])
+        .ok();
+        let out = p.run(&["load", "-i", file.to_str().unwrap()]);
+        out.ok();
+        let ran = p.run(&["run", "--rm", "--network", "none", hex(&id)]);
+        ran.ok();
+        assert_eq!(ran.stdout, "from an archive\n", "{format}");
+        let listed = p.run(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+        let want = format!("{app}:latest {}", &hex(&id)[..12]);
+        assert!(listed.stdout.contains(&want), "{format}: {}", listed.stdout);
+        p.run(&["rmi", "-a", "-f"]).ok();
+    }
+}

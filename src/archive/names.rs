@@ -46,15 +46,6 @@ pub fn oci_name(annotations: Option<&HashMap<String, String>>) -> Result<Option<
     docker_name(&full).map(Some).ok_or_else(|| name.clone())
 }
 
-/// The tag part of a normalised `repo:tag` (what podman writes as `ref.name`).
-pub fn tag_of(name: &str) -> &str {
-    let after_slash = name.rfind('/').map_or(0, |i| i + 1);
-    match name[after_slash..].rfind(':') {
-        Some(i) => &name[after_slash + i + 1..],
-        None => "latest",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,11 +102,5 @@ mod tests {
             oci_name(Some(&ann(&[(REF_NAME, "../x")]))).unwrap_err(),
             "../x"
         );
-    }
-
-    #[test]
-    fn tags_of_names() {
-        assert_eq!(tag_of("localhost:5000/a:1"), "1");
-        assert_eq!(tag_of("localhost:5000/a"), "latest");
     }
 }

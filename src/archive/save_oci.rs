@@ -1,7 +1,7 @@
 //! OCI image layouts, as a tar (oci-archive) or a directory (oci-dir): `oci-layout`,
-//! `index.json` and `blobs/sha256/*` as stored. Each name is an index entry carrying the tag in
-//! `org.opencontainers.image.ref.name` (as podman writes it) and the full name in
-//! `io.containerd.image.name` (as docker ≥ 25 and containerd do). An image stored with docker's
+//! `index.json` and `blobs/sha256/*` as stored. Each name is an index entry carrying the full
+//! name in `org.opencontainers.image.ref.name` (podman 4.3 writes it so, not the bare tag) and
+//! in `io.containerd.image.name` (as docker ≥ 25 and containerd write it). An image stored with docker's
 //! schema2 manifest gets an OCI manifest over the same blobs (media types changed, config
 //! unchanged, so its id stays), since OCI readers such as skopeo and podman want OCI types.
 
@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::names::{CONTAINERD_NAME, REF_NAME, tag_of};
+use super::names::{CONTAINERD_NAME, REF_NAME};
 use super::out::{Entries, Source};
 use super::read::OCI_CONFIG;
 use super::{ArchiveError, SaveItem};
@@ -124,7 +124,7 @@ fn entries(store: &Store, items: &[SaveItem]) -> Result<Entries, ArchiveError> {
         for n in &item.names {
             let mut named = d.clone();
             named.annotations = Some(HashMap::from([
-                (REF_NAME.to_owned(), tag_of(n).to_owned()),
+                (REF_NAME.to_owned(), n.clone()),
                 (CONTAINERD_NAME.to_owned(), n.clone()),
             ]));
             index.push(named);
