@@ -218,3 +218,188 @@ fn nook_saves_and_podman_loads_and_runs() {
         p.run(&["rmi", "-a", "-f"]).ok();
     }
 }
+
+/// `skopeo ARGS...` (as the suite's user), or `None` after a printed skip.
+fn skopeo(args: &[&str]) -> Option<Out> {
+    let out = std::process::Command::new("skopeo").args(args).output();
+    match out {
+        Ok(o) => Some(Out::from(o)),
+        Err(e) => {
+            support::skip(&format!("skopeo cannot run: {e} (apt-get install skopeo)"));
+            None
+        }
+    }
+}
+
+#[test]
+fn skopeo_copies_nook_archives_to_a_registry_and_back() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    let app = hello_image(&s, "sko");
+    let id = support::build::inspect(&s, &app)["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let host = &s.reg.host;
+    for (n, format) in ["docker-archive", "oci-archive"].into_iter().enumerate() {
+        let file = home_path(&s, &format!("out-{format}.tar"));
+        s.nook(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            file.to_str().unwrap(),
+            &app,
+        ])
+        .ok();
+        let dest = format!("{host}/copied:{n}");
+        let Some(out) = skopeo(&[
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            &format!("{format}:{}", file.display()),
+            &format!("docker://{dest}"),
+        ]) else {
+            return;
+        };
+        out.ok();
+        // Pulled into a store of its own: the config went through unchanged, the same id.
+        let pulled = home_path(&s, &format!("pulled-{n}"));
+        nook_at(&s, &pulled, &["pull", "-q", &dest]).ok();
+        assert_eq!(
+            inspect_at(&s, &pulled, &dest)["Id"],
+            id.as_str(),
+            "{format}"
+        );
+    }
+    let file = home_path(&s, "from-registry.tar");
+    let Some(out) = skopeo(&[
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        &format!("docker://{app}"),
+        &format!("oci-archive:{}:{app}", file.display()),
+    ]) else {
+        return;
+    };
+    out.ok();
+    s.user.give(&file);
+    let root = home_path(&s, "store-skopeo");
+    let loaded = nook_at(&s, &root, &["load", "-i", file.to_str().unwrap()]);
+    loaded.ok();
+    assert_eq!(loaded.stdout, format!("Loaded image: {app}:latest\n"));
+    let got = inspect_at(&s, &root, &app);
+    let index = entry_json(&file, "index.json");
+    assert_eq!(got["ManifestDigest"], index["manifests"][0]["digest"]);
+    let ran = nook_at(&s, &root, &["run", "--rm", &app]);
+    ran.ok();
+    assert_eq!(ran.stdout, "from an archive\n");
+}
+
+/// A two-layer image whose command prints a file, as blobs (not pushed anywhere).
+fn built(oci: bool, layer_comp: Comp, label: &str) -> image::Built {
+    let top = LayerTar::new()
+        .file("hello.txt", b"hand-built\n", 0o644)
+        .finish();
+    image::build(
+        &[(busybox_base().finish(), layer_comp), (top, layer_comp)],
+        &image::ImageOpts {
+            oci,
+            config: json!({"Cmd": ["cat", "/hello.txt"], "Labels": {"which": label}}),
+            ..image::ImageOpts::default()
+        },
+    )
+}
+
+/// Loads `bytes` into the store at `root` and runs `what` there, which must print the file.
+fn load_and_run(s: &Sandbox, root: &Path, bytes: &[u8], what: &str) -> Out {
+    let file = put(s, "in.tar", bytes);
+    let out = nook_at(s, root, &["load", "-i", &file]);
+    out.ok();
+    let ran = nook_at(s, root, &["run", "--rm", what]);
+    ran.ok();
+    assert_eq!(ran.stdout, "hand-built\n", "{what}");
+    out
+}
+
+#[test]
+fn docker25_nested_unnamed_and_compressed_archives_load() {
+    for mode in MODES {
+        let Some(s) = Sandbox::new(mode) else { return };
+        let root = home_path(&s, "hand");
+        // Docker ≥ 25: an OCI layout plus manifest.json and legacy links, gzipped whole.
+        let b = built(true, Comp::Gzip, "d25");
+        let ann = json!({"io.containerd.image.name": "docker.io/library/d25:v1", "org.opencontainers.image.ref.name": "v1"});
+        let out = load_and_run(&s, &root, &gzip(&tar(&oci_items(&b, ann, true))), "d25:v1");
+        assert_eq!(out.stdout, "Loaded image: d25:v1\n");
+        let got = inspect_at(&s, &root, "d25:v1");
+        assert_eq!(got["Id"], b.config_digest.as_str());
+        assert_eq!(got["ManifestDigest"], b.digest.as_str());
+        // docker-archive with gzip layers inside, zstd-compressed whole.
+        let b = built(false, Comp::Gzip, "gz");
+        let items = docker_items(&b, &["gz/app:1", "gz/app:2"]);
+        let out = load_and_run(
+            &s,
+            &root,
+            &zstd::encode_all(&tar(&items)[..], 3).unwrap(),
+            "gz/app:2",
+        );
+        assert_eq!(
+            out.stdout,
+            "Loaded image: gz/app:1\nLoaded image: gz/app:2\n"
+        );
+        assert_eq!(
+            inspect_at(&s, &root, "gz/app:1")["Id"],
+            b.config_digest.as_str()
+        );
+        // An OCI layout without a name: untagged, by id.
+        let b = built(true, Comp::None, "none");
+        let out = load_and_run(
+            &s,
+            &root,
+            &tar(&oci_items(&b, Value::Null, false)),
+            &b.config_digest,
+        );
+        assert_eq!(
+            out.stdout,
+            format!("Loaded image ID: {}\n", b.config_digest)
+        );
+        assert!(images(&s, Some(&root))[&b.config_digest].is_empty());
+        // An index inside index.json: the host's manifest is chosen.
+        let amd = built(true, Comp::Zstd, "multi");
+        let mut arm_opts = image::ImageOpts {
+            oci: true,
+            arch: "arm64".into(),
+            ..image::ImageOpts::default()
+        };
+        arm_opts.config = json!({"Cmd": ["false"]});
+        let arm = image::build(
+            &[(
+                LayerTar::new().file("x", b"arm", 0o644).finish(),
+                Comp::Gzip,
+            )],
+            &arm_opts,
+        );
+        let (ibytes, imt, idigest) = image::index(&[&amd, &arm], true);
+        let mut items: Vec<Item> = oci_items(&amd, Value::Null, false)
+            .into_iter()
+            .filter(|i| !matches!(i, Item::File(n, _) if n == "index.json"))
+            .collect();
+        items.push(Item::File(
+            format!("blobs/sha256/{}", hex(&idigest)),
+            ibytes.clone(),
+        ));
+        let top = json!({"schemaVersion": 2, "manifests": [{"mediaType": imt, "digest": idigest, "size": ibytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi"}}]});
+        items.push(Item::File(
+            "index.json".into(),
+            serde_json::to_vec(&top).unwrap(),
+        ));
+        let out = load_and_run(&s, &root, &tar(&items), "localhost/multi");
+        assert_eq!(out.stdout, "Loaded image: localhost/multi:latest\n");
+        let got = inspect_at(&s, &root, "localhost/multi");
+        assert_eq!(got["Id"], amd.config_digest.as_str());
+        assert_eq!(got["IndexDigest"], idigest.as_str());
+    }
+}

@@ -116,6 +116,8 @@ pub enum ArchiveError {
         #[source]
         source: ManifestError,
     },
+    #[error("image {image}: blob {digest} is not in the store: pull or build the image again")]
+    MissingBlob { image: String, digest: Digest },
     #[error("cannot read the archive")]
     Read(#[source] io::Error),
     #[error("archive entry {entry:?}: {why}")]
@@ -205,6 +207,18 @@ pub fn save(
     format: ArchiveFormat,
     out: SaveTarget,
 ) -> Result<(), ArchiveError> {
+    for item in items {
+        let rec = &item.image;
+        let blobs = rec.layers.iter().map(|l| &l.digest);
+        for d in blobs.chain([&rec.id, &rec.manifest_digest]) {
+            if !store.has_blob(d) {
+                return Err(ArchiveError::MissingBlob {
+                    image: rec.id.to_string(),
+                    digest: d.clone(),
+                });
+            }
+        }
+    }
     match (format, out) {
         (ArchiveFormat::DockerArchive, SaveTarget::Writer(w)) => {
             save_docker::write(store, items, w)
