@@ -403,3 +403,195 @@ fn docker25_nested_unnamed_and_compressed_archives_load() {
         assert_eq!(got["IndexDigest"], idigest.as_str());
     }
 }
+
+/// `items` with the file `name` replaced by `with` (or dropped, for `None`).
+fn replace(items: Vec<Item>, name: &str, with: Option<Item>) -> Vec<Item> {
+    let mut with = with;
+    items
+        .into_iter()
+        .filter_map(|i| match &i {
+            Item::File(n, _) if n == name => with.take(),
+            _ => Some(i),
+        })
+        .collect()
+}
+
+/// The docker-archive `manifest.json` of `items`, changed by `f`.
+fn edit_manifest(items: Vec<Item>, f: impl FnOnce(&mut Value)) -> Vec<Item> {
+    let Some(Item::File(_, bytes)) = items
+        .iter()
+        .find(|i| matches!(i, Item::File(n, _) if n == "manifest.json"))
+    else {
+        panic!("no manifest.json")
+    };
+    let mut m: Value = serde_json::from_slice(bytes).unwrap();
+    f(&mut m);
+    replace(
+        items,
+        "manifest.json",
+        Some(Item::File(
+            "manifest.json".into(),
+            serde_json::to_vec(&m).unwrap(),
+        )),
+    )
+}
+
+/// Hostile archives, each with the words its refusal must contain.
+fn hostile_archives() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let b = built(false, Comp::Gzip, "hostile");
+    let docker = || docker_items(&b, &["hostile:1"]);
+    let layer0 = format!("{}.tar", hex(&b.layer_digests[0]));
+    let layer1 = format!("{}.tar", hex(&b.layer_digests[1]));
+    let mut v = Vec::new();
+    let mut items = docker();
+    items.insert(0, Item::File("../escape".into(), b"x".to_vec()));
+    v.push((
+        "dotdot entry",
+        tar(&items),
+        "\"../escape\": a path with '..'",
+    ));
+    let mut items = docker();
+    items.insert(0, Item::File("/tmp/nook-archive-abs".into(), b"x".to_vec()));
+    v.push((
+        "absolute entry",
+        tar(&items),
+        "\"/tmp/nook-archive-abs\": an absolute path",
+    ));
+    let items = edit_manifest(docker(), |m| {
+        m[0]["Layers"][1] = json!(format!("../{layer1}"))
+    });
+    v.push(("manifest names ..", tar(&items), "a path with '..'"));
+    let items = edit_manifest(docker(), |m| m[0]["Config"] = json!("/etc/passwd"));
+    v.push((
+        "manifest names an absolute path",
+        tar(&items),
+        "names \"/etc/passwd\": an absolute path",
+    ));
+    let mut items = replace(docker(), &layer1, None);
+    items.push(Item::File(
+        "real.tar".into(),
+        image::compress(&LayerTar::new().finish(), Comp::None),
+    ));
+    items.insert(0, Item::Symlink(layer1.clone(), "real.tar".into()));
+    v.push((
+        "layer is a symlink",
+        tar(&items),
+        "a symbolic link, not a file",
+    ));
+    let mut items = docker();
+    let Some(Item::File(_, m)) = items.pop() else {
+        panic!()
+    };
+    items.push(Item::File("m.json".into(), m));
+    items.push(Item::Hardlink("manifest.json".into(), "m.json".into()));
+    v.push((
+        "manifest.json is a hard link",
+        tar(&items),
+        "a hard link, not a file",
+    ));
+    let items = replace(docker(), &layer0, None);
+    v.push(("missing layer", tar(&items), "which the archive lacks"));
+    let other = "ab".repeat(32);
+    let items = edit_manifest(docker(), |m| {
+        m[0]["Config"] = json!(format!("{other}.json"))
+    });
+    let mut items = replace(items, &format!("{}.json", hex(&b.config_digest)), None);
+    items.push(Item::File(format!("{other}.json"), b.config.clone()));
+    v.push((
+        "config named by another digest",
+        tar(&items),
+        "content is sha256:",
+    ));
+    let twice = image::build(
+        &[
+            (busybox_base().finish(), Comp::Gzip),
+            (busybox_base().finish(), Comp::Gzip),
+        ],
+        &image::ImageOpts::default(),
+    );
+    v.push((
+        "layer listed twice",
+        tar(&docker_items(&twice, &[])),
+        "is listed twice",
+    ));
+    // A layer whose content is not the one the config names: found while unpacking, after the
+    // first (new) layer went in, which must be taken out again.
+    let fresh = LayerTar::new()
+        .file("fresh.txt", b"new layer\n", 0o644)
+        .finish();
+    let wrong = LayerTar::new()
+        .file("wrong.txt", b"not the layer\n", 0o644)
+        .finish();
+    let right = LayerTar::new()
+        .file("right.txt", b"the layer\n", 0o644)
+        .finish();
+    let b2 = image::build(
+        &[(fresh, Comp::Gzip), (right, Comp::Gzip)],
+        &image::ImageOpts::default(),
+    );
+    let name = format!("{}.tar", hex(&b2.layer_digests[1]));
+    let items = replace(
+        docker_items(&b2, &["bad:1"]),
+        &name,
+        Some(Item::File(
+            name.clone(),
+            image::compress(&wrong, Comp::Gzip),
+        )),
+    );
+    v.push((
+        "layer unlike its diff_id",
+        tar(&items),
+        "uncompressed content is",
+    ));
+    // OCI: a blob that is not its digest, and an oversized index.json.
+    let o = built(true, Comp::Gzip, "hostile-oci");
+    let blob = format!("blobs/sha256/{}", hex(&o.layer_digests[1]));
+    let mut bad = support::archive::blob(&o, &o.layer_digests[1]).to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let items = replace(
+        oci_items(&o, Value::Null, false),
+        &blob,
+        Some(Item::File(blob.clone(), bad)),
+    );
+    v.push(("blob unlike its digest", tar(&items), "content is sha256:"));
+    let mut huge = b"{\"schemaVersion\":2,\"manifests\":[]".to_vec();
+    huge.resize(9 << 20, b' ');
+    huge.push(b'}');
+    let items = replace(
+        oci_items(&o, Value::Null, false),
+        "index.json",
+        Some(Item::File("index.json".into(), huge)),
+    );
+    v.push((
+        "oversized index.json",
+        tar(&items),
+        "over the 8388608-byte limit",
+    ));
+    v
+}
+
+#[test]
+fn hostile_archives_are_refused_and_leave_the_store_as_it_was() {
+    let cases = hostile_archives();
+    for mode in MODES {
+        let Some(s) = Sandbox::new(mode) else { return };
+        for (what, bytes, needle) in &cases {
+            let file = put(&s, "hostile.tar", bytes);
+            let before = store_files(&s.user.store());
+            let out = s.nook(&["load", "-i", &file]);
+            out.fails_with(125, needle);
+            assert_eq!(
+                store_files(&s.user.store()),
+                before,
+                "{mode:?} {what}: the store changed"
+            );
+            assert!(!Path::new("/tmp/nook-archive-abs").exists(), "{what}");
+            assert!(!s.user.store().join("tmp/escape").exists(), "{what}");
+        }
+        // The same bytes, repaired, load: the refusals were about what each case broke.
+        let b = built(false, Comp::Gzip, "hostile");
+        let file = put(&s, "fine.tar", &tar(&docker_items(&b, &["hostile:1"])));
+        s.nook(&["load", "-i", &file]).ok();
+    }
+}

@@ -24,6 +24,9 @@ impl Added {
     fn undo(&self, store: &Store) {
         for d in &self.layers {
             let dir = store.layer_dir(d);
+            if !dir.exists() {
+                continue;
+            }
             if let Err(e) = remove_tree(&dir) {
                 tracing::warn!("cannot remove {}: {e}", dir.display());
             }
@@ -80,13 +83,17 @@ fn put_image(
         image.config.digest,
         layers.len()
     ));
-    let fresh = crate::pull::unpack_stored(store, owners, &layers).map_err(|source| {
-        ArchiveError::Unpack {
-            id: image.config.digest.to_string(),
-            source,
+    // Noted before unpacking: layers unpack in parallel, and those that finished stay in
+    // the store when another fails.
+    for l in &layers {
+        if !store.has_layer(&l.diff_id) && !added.layers.contains(&l.diff_id) {
+            added.layers.push(l.diff_id.clone());
         }
+    }
+    crate::pull::unpack_stored(store, owners, &layers).map_err(|source| ArchiveError::Unpack {
+        id: image.config.digest.to_string(),
+        source,
     })?;
-    added.layers.extend(fresh);
     put_bytes(store, &image.manifest.0, &image.manifest.1, added)?;
     if let Some((d, bytes)) = &image.index {
         put_bytes(store, d, bytes, added)?;

@@ -74,7 +74,9 @@ pub fn docker_items(b: &Built, tags: &[&str]) -> Vec<Item> {
     let mut layers = Vec::new();
     for d in &b.layer_digests {
         let name = format!("{}.tar", hex(d));
-        items.push(Item::File(name.clone(), blob(b, d).to_vec()));
+        if !layers.contains(&name) {
+            items.push(Item::File(name.clone(), blob(b, d).to_vec()));
+        }
         layers.push(name);
     }
     let m = json!([{
