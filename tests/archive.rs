@@ -2,6 +2,8 @@
 //! archives and nook reads theirs, Docker ≥ 25's and compressed archives load, and hostile
 //! archives are refused with the store unchanged. Loads that unpack run in both id modes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -101,7 +101,7 @@ impl Staged {
         if kind.is_pax_global_extensions() {
             return Ok(());
         }
-        let name = match clean_name(&raw).map_err(|why| refuse(why))? {
+        let name = match clean_name(&raw).map_err(&refuse)? {
             Some(n) => n,
             None if kind.is_dir() => return Ok(()),
             None => return Err(refuse("an entry without a name")),
