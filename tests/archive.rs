@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use support::archive::{Item, docker_items, gzip, hex, oci_items, store_files, tar};
+use support::archive::{
+    Item, docker_items, edit_manifest, gzip, hex, oci_items, replace, store_files, tar,
+};
 use support::build::Podman;
 use support::env::{Mode, Out};
 use support::image::{self, Comp, LayerTar, busybox_base};
@@ -406,38 +408,6 @@ fn docker25_nested_unnamed_and_compressed_archives_load() {
     }
 }
 
-/// `items` with the file `name` replaced by `with` (or dropped, for `None`).
-fn replace(items: Vec<Item>, name: &str, with: Option<Item>) -> Vec<Item> {
-    let mut with = with;
-    items
-        .into_iter()
-        .filter_map(|i| match &i {
-            Item::File(n, _) if n == name => with.take(),
-            _ => Some(i),
-        })
-        .collect()
-}
-
-/// The docker-archive `manifest.json` of `items`, changed by `f`.
-fn edit_manifest(items: Vec<Item>, f: impl FnOnce(&mut Value)) -> Vec<Item> {
-    let Some(Item::File(_, bytes)) = items
-        .iter()
-        .find(|i| matches!(i, Item::File(n, _) if n == "manifest.json"))
-    else {
-        panic!("no manifest.json")
-    };
-    let mut m: Value = serde_json::from_slice(bytes).unwrap();
-    f(&mut m);
-    replace(
-        items,
-        "manifest.json",
-        Some(Item::File(
-            "manifest.json".into(),
-            serde_json::to_vec(&m).unwrap(),
-        )),
-    )
-}
-
 /// Hostile archives, each with the words its refusal must contain.
 fn hostile_archives() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     let b = built(false, Comp::Gzip, "hostile");
@@ -596,4 +566,56 @@ fn hostile_archives_are_refused_and_leave_the_store_as_it_was() {
         let file = put(&s, "fine.tar", &tar(&docker_items(&b, &["hostile:1"])));
         s.nook(&["load", "-i", &file]).ok();
     }
+}
+
+#[test]
+fn save_to_stdout_load_from_stdin_and_oci_dir() {
+    let Some(s) = Sandbox::new(Mode::Single) else {
+        return;
+    };
+    let raw = s.user.nook(&["save", &s.image]).output().unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let root = home_path(&s, "piped");
+    let out = s.user.run_input(
+        &["--root", root.to_str().unwrap(), "load"],
+        &[],
+        &raw.stdout,
+    );
+    out.ok();
+    assert_eq!(out.stdout, format!("Loaded image: {}:latest\n", s.image));
+    s.nook(&["save", "--format", "oci-dir", &s.image])
+        .fails_with(125, "--format oci-dir needs -o DIRECTORY");
+    let dir = home_path(&s, "layout");
+    s.nook(&[
+        "save",
+        "--format",
+        "oci-dir",
+        "-o",
+        dir.to_str().unwrap(),
+        &s.image,
+    ])
+    .ok();
+    let Some(inspected) = skopeo(&["inspect", "--raw", &format!("oci:{}", dir.display())]) else {
+        return;
+    };
+    inspected.ok();
+    let m: Value = serde_json::from_str(&inspected.stdout).unwrap();
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        m["config"]["digest"],
+        support::build::inspect(&s, &s.image)["Id"]
+    );
+    s.nook(&[
+        "save",
+        "--format",
+        "oci-dir",
+        "-o",
+        dir.to_str().unwrap(),
+        &s.image,
+    ])
+    .fails_with(125, "is not empty");
 }

@@ -177,3 +177,35 @@ pub fn store_files(store: &Path) -> BTreeSet<String> {
     }
     out
 }
+
+/// `items` with the file `name` replaced by `with` (or dropped, for `None`).
+pub fn replace(items: Vec<Item>, name: &str, with: Option<Item>) -> Vec<Item> {
+    let mut with = with;
+    items
+        .into_iter()
+        .filter_map(|i| match &i {
+            Item::File(n, _) if n == name => with.take(),
+            _ => Some(i),
+        })
+        .collect()
+}
+
+/// The docker-archive `manifest.json` of `items`, changed by `f`.
+pub fn edit_manifest(items: Vec<Item>, f: impl FnOnce(&mut Value)) -> Vec<Item> {
+    let Some(Item::File(_, bytes)) = items
+        .iter()
+        .find(|i| matches!(i, Item::File(n, _) if n == "manifest.json"))
+    else {
+        panic!("no manifest.json")
+    };
+    let mut m: Value = serde_json::from_slice(bytes).unwrap();
+    f(&mut m);
+    replace(
+        items,
+        "manifest.json",
+        Some(Item::File(
+            "manifest.json".into(),
+            serde_json::to_vec(&m).unwrap(),
+        )),
+    )
+}
