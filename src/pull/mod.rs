@@ -10,6 +10,7 @@
 //! for missing images, `nook run` (through `nook pull`).
 
 mod layer;
+mod local;
 mod stream;
 
 use std::io;
@@ -27,6 +28,8 @@ use crate::registry::platform::Platform;
 use crate::registry::{Endpoint, Registry, RegistryError};
 use crate::store::{ImageRecord, LayerRef, Store, StoreError};
 use crate::unpack::{Owners, UnpackError};
+
+pub use local::unpack_stored;
 
 const CONFIG_LIMIT: u64 = 8 << 20;
 const PARALLEL_LAYERS: usize = 4;

@@ -5,6 +5,7 @@
 //! panics instead when `CI=true` (a missing prerequisite in CI is a failure).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod archive;
 pub mod build;
 pub mod env;
 pub mod hub;
