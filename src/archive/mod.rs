@@ -175,7 +175,7 @@ pub enum ArchiveError {
     },
     #[error("{what}: {why}")]
     Image { what: String, why: String },
-    #[error("{what}: layer {layer} is listed twice")]
+    #[error("{what}: layer blob {layer} is listed twice with different diff_ids")]
     DuplicateLayer { what: String, layer: String },
     #[error("image {id}")]
     Unpack {

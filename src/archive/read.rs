@@ -3,7 +3,7 @@
 //! through `manifest.json`. Nothing is written here; an image comes out only when its config,
 //! manifest and every layer are staged, are regular files and match their digests.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use oci_spec::image::ImageConfiguration;
@@ -274,15 +274,20 @@ fn platform_of(config: &ImageConfiguration) -> Platform {
     }
 }
 
-/// A layer listed twice would be unpacked twice into one directory and counted twice.
+/// An image may list one layer more than once (docker's classic builder repeated the empty
+/// layer; the image spec allows it): it is stored and unpacked once. What it may not do is
+/// give one diff_id two different blobs of the same archive entry — caught by the digest
+/// checks — so only a layer whose diff_id and blob disagree with an earlier listing of the
+/// same blob is refused.
 fn check_unique(what: &str, layers: &[(LayerRef, Blob)]) -> Result<(), ArchiveError> {
-    let mut seen = HashSet::new();
-    let mut blobs = HashSet::new();
+    let mut by_blob: HashMap<&Digest, &Digest> = HashMap::new();
     for (l, _) in layers {
-        if !seen.insert(&l.diff_id) || !blobs.insert(&l.digest) {
+        if let Some(diff) = by_blob.insert(&l.digest, &l.diff_id)
+            && diff != &l.diff_id
+        {
             return Err(ArchiveError::DuplicateLayer {
                 what: what.to_owned(),
-                layer: l.diff_id.to_string(),
+                layer: l.digest.to_string(),
             });
         }
     }

@@ -3,7 +3,10 @@
 //! Only regular files and directories are made, by names cleaned here (no absolute paths, no
 //! `..`), in a directory no one else can enter, so nothing can be written outside it and no
 //! later read can be redirected: there is no symlink to follow. Links and other entries are
-//! remembered by name only, so that a manifest naming one is refused with what it is. Every
+//! remembered by name only, so that a manifest naming one is refused with what it is — except a
+//! relative symbolic link that leads, inside the archive, to one of its regular files: that is
+//! how `docker save` before Docker 25 writes a layer an image repeats, and it is resolved here,
+//! by name, never on disk. Every
 //! file is hashed (sha256) as it is written; a blob is later checked against that digest and
 //! renamed into the store, never copied again.
 
@@ -34,6 +37,8 @@ pub struct Staged {
     files: HashMap<String, StagedFile>,
     /// Entries that were not staged (links, devices), by name, with what they were.
     others: HashMap<String, &'static str>,
+    /// Symbolic links' targets, by name.
+    links: HashMap<String, Vec<u8>>,
 }
 
 impl Drop for Staged {
@@ -80,6 +85,7 @@ impl Staged {
             dir,
             files: HashMap::new(),
             others: HashMap::new(),
+            links: HashMap::new(),
         };
         let reader = super::inflate(input).map_err(ArchiveError::Read)?;
         let mut archive = tar::Archive::new(reader);
@@ -124,6 +130,11 @@ impl Staged {
             };
             if self.others.insert(name.clone(), what).is_some() || self.files.contains_key(&name) {
                 return Err(refuse("the name appears twice"));
+            }
+            if kind.is_symlink()
+                && let Some(target) = entry.link_name_bytes()
+            {
+                self.links.insert(name, target.into_owned());
             }
             return Ok(());
         }
@@ -174,6 +185,7 @@ impl Staged {
         let clean = clean_name(name.as_bytes())
             .map_err(bad)?
             .ok_or_else(|| bad("an empty name"))?;
+        let clean = self.follow(clean);
         if let Some(kind) = self.others.get(&clean) {
             return Err(bad(match *kind {
                 "a symbolic link" => "a symbolic link, not a file",
@@ -185,6 +197,29 @@ impl Staged {
             what: what.to_owned(),
             entry: name.to_owned(),
         })
+    }
+
+    /// `name`, or the regular file its relative symbolic link leads to inside the archive (a few
+    /// links deep). A link leading out of the archive, or to anything but a file, is left as
+    /// it is, so the caller refuses it as a link.
+    fn follow(&self, name: String) -> String {
+        let mut at = name.clone();
+        for _ in 0..8 {
+            let Some(target) = self.links.get(&at) else {
+                return at;
+            };
+            let parent = at.rsplit_once('/').map_or("", |(p, _)| p);
+            let joined = match std::str::from_utf8(target) {
+                Ok(t) if !t.starts_with('/') => format!("{parent}/{t}"),
+                _ => return name,
+            };
+            match resolve_lexically(&joined) {
+                Some(next) if self.files.contains_key(&next) => return next,
+                Some(next) if self.links.contains_key(&next) => at = next,
+                _ => return name,
+            }
+        }
+        name
     }
 
     /// The file at `name`, checked to be the blob `digest` (and `size` bytes, when known).
@@ -240,6 +275,21 @@ impl Staged {
     }
 }
 
+/// `a/b/../c` → `a/c`; `None` when `..` climbs above the archive's root.
+fn resolve_lexically(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
 fn copy_hashing(from: &mut impl Read, mut to: File) -> io::Result<(Digest, u64)> {
     let mut hasher = Hasher::new(Algorithm::Sha256);
     let mut buf = vec![0u8; BUF];
@@ -283,5 +333,15 @@ mod tests {
         assert_eq!(clean_name(b"a/../../x").unwrap_err(), "a path with '..'");
         assert_eq!(clean_name(b"..").unwrap_err(), "a path with '..'");
         assert!(clean_name(b"\xff").is_err());
+    }
+
+    #[test]
+    fn links_resolve_inside_the_archive_only() {
+        assert_eq!(
+            resolve_lexically("a/../b/layer.tar").as_deref(),
+            Some("b/layer.tar")
+        );
+        assert_eq!(resolve_lexically("a/../../etc/passwd"), None);
+        assert_eq!(resolve_lexically("./.."), None);
     }
 }

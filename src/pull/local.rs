@@ -35,9 +35,10 @@ pub fn unpack_stored(
             });
         }
     }
+    let mut seen = std::collections::HashSet::new();
     let missing: Vec<LayerRef> = layers
         .iter()
-        .filter(|l| !store.has_layer(&l.diff_id))
+        .filter(|l| !store.has_layer(&l.diff_id) && seen.insert(l.diff_id.clone()))
         .cloned()
         .collect();
     // Never contacted: every blob above is whole, so the pipeline reads only the store.
