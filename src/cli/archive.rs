@@ -43,12 +43,8 @@ pub fn save(session: &Session, a: SaveArgs) -> Result<i32> {
     };
     let items = save_items(&store, &a.images)?;
     match (format, &a.output) {
-        (ArchiveFormat::OciDir, Some(dir)) => {
-            archive::save(&store, &items, format, SaveTarget::Dir(dir))
-                .with_context(|| format!("saving to {}", dir.display()))?;
-        }
         (ArchiveFormat::OciDir, None) => bail!("--format oci-dir needs -o DIRECTORY"),
-        (_, Some(path)) => save_file(&store, &items, format, path)?,
+        (_, Some(path)) => save_to(&store, &items, format, path)?,
         (_, None) => {
             let stdout = io::stdout();
             if stdout.is_terminal() {
@@ -63,6 +59,20 @@ pub fn save(session: &Session, a: SaveArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Saves into the file (or, for oci-dir, the directory) `path`.
+pub(super) fn save_to(
+    store: &Store,
+    items: &[SaveItem],
+    format: ArchiveFormat,
+    path: &Path,
+) -> Result<()> {
+    if format == ArchiveFormat::OciDir {
+        return archive::save(store, items, format, SaveTarget::Dir(path))
+            .with_context(|| format!("saving to {}", path.display()));
+    }
+    save_file(store, items, format, path)
 }
 
 /// Saves into `path`, which is removed again if the save fails.

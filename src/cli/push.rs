@@ -11,6 +11,7 @@ use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Session;
+use crate::archive::{ArchiveFormat, SaveItem};
 use crate::digest::Digest;
 use crate::push::{
     BlobOutcome, BlobProgress, BlobState, LayerCompression, ManifestFormat, PushOptions,
@@ -65,21 +66,66 @@ fn parse_compression(v: Option<&str>) -> Result<Option<LayerCompression>> {
     })
 }
 
-/// The registry reference a destination names; archive transports are `nook save`'s.
+/// An archive a destination names (podman's transports): `oci-archive:PATH[:NAME]`,
+/// `docker-archive:PATH[:NAME]`, `oci:DIR[:NAME]`.
+fn archive_destination(dest: &str) -> Option<(ArchiveFormat, &str, Option<&str>)> {
+    [
+        ("oci-archive:", ArchiveFormat::OciArchive),
+        ("docker-archive:", ArchiveFormat::DockerArchive),
+        ("oci:", ArchiveFormat::OciDir),
+    ]
+    .into_iter()
+    .find_map(|(prefix, format)| {
+        let rest = dest.strip_prefix(prefix)?;
+        let (path, name) = match rest.split_once(':') {
+            Some((p, n)) => (p, Some(n).filter(|n| !n.is_empty())),
+            None => (rest, None),
+        };
+        Some((format, path, name))
+    })
+}
+
+/// The registry reference a destination names.
 fn registry_destination(dest: &str) -> Result<Reference> {
-    for (prefix, format) in [
-        ("oci-archive:", "oci-archive"),
-        ("docker-archive:", "docker-archive"),
-        ("oci:", "oci-dir"),
-    ] {
-        if dest.starts_with(prefix) {
-            bail!(
-                "{dest}: pushing to archives is not built in yet: use nook save --format {format} -o PATH IMAGE"
-            );
-        }
-    }
     let r = dest.strip_prefix("docker://").unwrap_or(dest);
     Reference::parse(r).with_context(|| format!("destination {dest:?}"))
+}
+
+/// `nook push IMAGE oci-archive:PATH[:NAME]` and the like: what `nook save` writes, under NAME
+/// (else IMAGE's name when it was named by one).
+fn push_to_archive(
+    session: &Session,
+    a: &PushArgs,
+    (format, path, name): (ArchiveFormat, &str, Option<&str>),
+) -> Result<i32> {
+    if a.all_tags {
+        bail!("--all-tags pushes to a registry, not to an archive");
+    }
+    if path.is_empty() {
+        bail!(
+            "{}: name the archive's path",
+            a.dest.as_deref().unwrap_or("")
+        );
+    }
+    let store = session.store_without_userns()?;
+    let image = store.find_image(&a.image)?;
+    let named = match name {
+        Some(n) => Some(Reference::parse(n).with_context(|| format!("archive name {n:?}"))?),
+        None => Reference::parse(&a.image).ok().filter(|r| {
+            r.digest().is_none()
+                && !image
+                    .id
+                    .hex()
+                    .starts_with(a.image.trim_start_matches("sha256:"))
+        }),
+    };
+    let names = named
+        .map(|r| format!("{}:{}", r.repository(), r.tag_or_latest()))
+        .into_iter()
+        .collect();
+    let items = [SaveItem { image, names }];
+    super::archive::save_to(&store, &items, format, std::path::Path::new(path))?;
+    Ok(0)
 }
 
 /// `IMAGE` as its own destination, unless it names the image by id.
@@ -137,6 +183,9 @@ fn targets(store: &Store, a: &PushArgs) -> Result<Vec<(ImageRecord, Reference)>>
 }
 
 pub fn push(session: &mut Session, a: PushArgs) -> Result<i32> {
+    if let Some(dest) = a.dest.as_deref().and_then(archive_destination) {
+        return push_to_archive(session, &a, dest);
+    }
     let options = PushOptions {
         format: parse_format(a.format.as_deref())?,
         compression: parse_compression(a.compression_format.as_deref())?,
@@ -281,15 +330,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn archive_destinations_point_at_save() {
-        for (d, f) in [
-            ("oci-archive:/tmp/x.tar", "oci-archive"),
-            ("docker-archive:/tmp/x.tar:a:b", "docker-archive"),
-            ("oci:/tmp/dir", "oci-dir"),
-        ] {
-            let e = registry_destination(d).unwrap_err().to_string();
-            assert!(e.contains(&format!("nook save --format {f}")), "{e}");
-        }
+    fn archive_destinations_name_a_path_and_maybe_a_name() {
+        assert_eq!(
+            archive_destination("oci-archive:/tmp/x.tar"),
+            Some((ArchiveFormat::OciArchive, "/tmp/x.tar", None))
+        );
+        assert_eq!(
+            archive_destination("docker-archive:/tmp/x.tar:a:b"),
+            Some((ArchiveFormat::DockerArchive, "/tmp/x.tar", Some("a:b")))
+        );
+        assert_eq!(
+            archive_destination("oci:/tmp/dir"),
+            Some((ArchiveFormat::OciDir, "/tmp/dir", None))
+        );
+        assert_eq!(archive_destination("docker://localhost:5000/a"), None);
         let r = registry_destination("docker://localhost:5000/a/b:t").unwrap();
         assert_eq!(r.to_string(), "localhost:5000/a/b:t");
     }
