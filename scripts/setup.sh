@@ -7,12 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What nook and its tests need. skopeo pushes the demo's image (scripts/demo.sh); podman is
-# the oracle `nook build`'s tests compare with (tests/build.rs). The other benchmark peers
-# (runc, bubblewrap, fuse-overlayfs, hyperfine, iperf3) are installed by scripts/bench/ when a
+# the oracle `nook build`'s, `load`'s and `export`'s tests compare with, and runs podman's
+# containers with runc (crun refuses a hybrid cgroup v1/v2 hierarchy, as these VMs have).
+# The other benchmark peers (bubblewrap, fuse-overlayfs, hyperfine, iperf3) are installed by scripts/bench/ when a
 # benchmark first needs them (scripts/lib/bench.sh `bench_need`).
 PACKAGES=(
   uidmap fuse3 slirp4netns passt docker-registry busybox-static skopeo attr ca-certificates
-  iproute2 procps util-linux coreutils python3 gcc libc6-dev podman
+  iproute2 procps util-linux coreutils python3 gcc libc6-dev podman runc
 )
 
 missing_packages() {

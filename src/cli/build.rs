@@ -179,7 +179,7 @@ fn network(s: &str) -> Result<crate::net::Mode> {
     })
 }
 
-fn owners(mapping: &Mapping) -> Owners {
+pub(super) fn owners(mapping: &Mapping) -> Owners {
     match mapping {
         Mapping::Single { .. } => Owners::Record,
         m => Owners::Keep { max_id: m.max_id() },
@@ -187,7 +187,7 @@ fn owners(mapping: &Mapping) -> Owners {
 }
 
 /// Normalised `repository:tag` of a `-t` value.
-fn tag_of(t: &str) -> Result<String> {
+pub(super) fn tag_of(t: &str) -> Result<String> {
     let r = Reference::parse(t).with_context(|| format!("invalid tag {t:?}"))?;
     r.tagged()
         .with_context(|| format!("invalid tag {t:?}: a tag cannot have a digest"))

@@ -1,11 +1,20 @@
 //! `nook export` (a container's filesystem as one tar) and `nook import` (a tar as an image).
 
+use std::fs::File;
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
 use super::Session;
+use super::build::{FormatArg, owners, tag_of};
+use crate::build::Host;
+use crate::build::commit::Format;
+use crate::build::export::{container_layers, export as export_tree};
+use crate::build::import::{ImportRequest, ImportSource, import as import_tar};
+use crate::registry::platform::Platform;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -27,16 +36,68 @@ pub struct ImportArgs {
     /// Platform recorded in the config (os/arch[/variant]); default the host's.
     #[arg(long)]
     pub platform: Option<String>,
+    /// Image format: oci or docker.
+    #[arg(long, value_enum, default_value = "oci")]
+    pub format: FormatArg,
     /// A tar file (plain, gzip, bzip2, xz or zstd), an http(s) URL, or - for stdin.
     pub source: String,
     /// Name for the new image.
     pub image: Option<String>,
 }
 
-pub fn export(_session: &Session, _a: ExportArgs) -> Result<i32> {
-    bail!("nook export: not built yet")
+pub fn export(session: &Session, a: ExportArgs) -> Result<i32> {
+    let store = session.store_without_userns()?;
+    let containers = crate::container::Containers::new(store.root());
+    let record = containers.find(&a.container)?;
+    let layers = container_layers(&store, &record)?;
+    let out = match &a.output {
+        Some(p) => File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        None => {
+            if std::io::stdout().is_terminal() {
+                bail!("refusing to write a tar to a terminal: give -o FILE or redirect stdout");
+            }
+            File::from(std::io::stdout().as_fd().try_clone_to_owned()?)
+        }
+    };
+    let done = export_tree(&session.mapping, &layers, &out);
+    if let (Err(_), Some(p)) = (&done, &a.output) {
+        let _ = std::fs::remove_file(p);
+    }
+    done.with_context(|| format!("exporting {}", a.container))?;
+    Ok(0)
 }
 
-pub fn import(_session: &mut Session, _a: ImportArgs) -> Result<i32> {
-    bail!("nook import: not built yet")
+pub fn import(session: &mut Session, a: ImportArgs) -> Result<i32> {
+    let store = session.store_without_userns()?;
+    let runtime = crate::config::runtime_dir()?;
+    let platform = match &a.platform {
+        Some(p) => Platform::parse(p).with_context(|| format!("--platform {p}"))?,
+        None => Platform::host(),
+    };
+    let tags = match &a.image {
+        Some(t) => vec![tag_of(t)?],
+        None => vec![],
+    };
+    let no_image = |_: &str, _: Option<&str>, _: bool| Err("no pulls in an import".to_owned());
+    let host = Host {
+        store: &store,
+        mapping: &session.mapping,
+        runtime: &runtime,
+        owners: owners(&session.mapping),
+        image: &no_image,
+    };
+    let req = ImportRequest {
+        source: ImportSource::parse(&a.source),
+        changes: a.change.clone(),
+        message: a.message.clone(),
+        platform,
+        format: match a.format {
+            FormatArg::Oci => Format::Oci,
+            FormatArg::Docker => Format::Docker,
+        },
+        tags,
+    };
+    let rec = import_tar(&host, &req).with_context(|| format!("importing {}", a.source))?;
+    println!("{}", rec.id);
+    Ok(0)
 }

@@ -493,6 +493,16 @@ pub fn http_serve(body: Vec<u8>) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
+/// `--runtime runc` where runc is installed: crun (podman's default) refuses a hybrid cgroup
+/// v1/v2 hierarchy, which these VMs have, and runc runs rootless containers there.
+fn runtime() -> Vec<&'static str> {
+    ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .map(|p| vec!["--runtime", p])
+        .unwrap_or_default()
+}
+
 /// Rootless podman as the sandbox's user, with a store in its work directory.
 pub struct Podman<'a> {
     user: &'a User,
@@ -522,6 +532,7 @@ impl<'a> Podman<'a> {
             .arg(self.dir.join("root"))
             .arg("--runroot")
             .arg(self.dir.join("run"))
+            .args(runtime())
             .args([
                 "--storage-driver",
                 "vfs",

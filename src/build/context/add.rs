@@ -47,7 +47,7 @@ pub fn sniff(head: &[u8]) -> Compression {
 }
 
 /// `input` decompressed as its first bytes say.
-fn decoder<'a>(input: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+pub(crate) fn decoder<'a>(input: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
     let mut input = BufReader::new(input);
     let kind = sniff(input.fill_buf()?);
     Ok(match kind {
@@ -170,6 +170,12 @@ pub fn http_date(s: &str) -> Option<i64> {
     let t = crate::registry::transport::httpdate_to_system_time(s)?;
     let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
     i64::try_from(d.as_secs()).ok()
+}
+
+/// The body of a GET of `url` (for `nook import`), an error unless the status is 2xx.
+pub(crate) fn fetch(url: &str) -> io::Result<impl Read + use<>> {
+    let resp = agent().get(url).call().map_err(io::Error::other)?;
+    Ok(resp.into_body().into_reader())
 }
 
 /// Downloads `url` to `path`, hashing it with `algorithm`; returns the digest, the size and

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 
+pub(crate) use add::{decoder, fetch};
 pub use copy::{CopyError, CopyRequest, checksum, plan_copy};
 pub use ignore::{Matcher, PatternError};
 
