@@ -636,3 +636,68 @@ fn all_tags_of_a_repository_go_with_dash_a() {
         .ok();
     assert!(dir.join("index.json").is_file());
 }
+
+/// An upload session the registry hands to another host (a storage service), and a redirect
+/// there, never carry the registry's token: the other host sees no `Authorization` at all.
+#[test]
+fn another_host_never_gets_the_registry_credentials() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    let hub = Hub::start(Knobs::default());
+    // The storage host reaches the registry with credentials of its own.
+    let storage = proxy(&hub.mock.url, {
+        let up = hub.mock.url.clone();
+        move |req, me| {
+            Some(forward(
+                &up,
+                me,
+                req,
+                &[("authorization", "Bearer hub-token".to_owned())],
+            ))
+        }
+    });
+    let (up, away) = (hub.mock.url.clone(), storage.url.clone());
+    // The registry's front: blob HEADs redirect to the storage host, upload sessions live there.
+    let front = proxy(&hub.mock.url, move |req, me| {
+        if req.method == "HEAD" && req.path.contains("/blobs/") {
+            return Some(Resp::new(307).header("location", format!("{away}{}", req.path)));
+        }
+        if req.method != "POST" {
+            return None;
+        }
+        let mut resp = forward(&up, me, req, &[]);
+        for (k, v) in &mut resp.headers {
+            if k.eq_ignore_ascii_case("location") {
+                *v = v.replace(me, &away);
+            }
+        }
+        Some(resp)
+    });
+    let dest = format!("{}/team/app:1", front.host());
+    s.nook(&["push", &s.image, &dest]).ok();
+    assert!(hub.manifest("team/app", "1").is_some());
+    let sent = storage.requests();
+    for method in ["HEAD", "PUT"] {
+        assert!(
+            sent.iter().any(|r| r.method == method),
+            "no {method} reached the storage host"
+        );
+    }
+    for r in &sent {
+        assert_eq!(
+            r.header("authorization"),
+            None,
+            "{} {} carried the registry's credentials",
+            r.method,
+            r.path
+        );
+    }
+    assert!(
+        front
+            .requests()
+            .iter()
+            .any(|r| r.header("authorization") == Some("Bearer hub-token")),
+        "the registry itself got the token"
+    );
+}

@@ -1,14 +1,19 @@
 //! Checked images into the store: blobs renamed from the staging directory, layers unpacked
 //! from them through the pull pipeline (which checks each blob's digest and diff_id again as
-//! it reads), then the records and tags. Until every image's layers are in, no record or tag
-//! is written; if one fails, the blobs and layers this load added are removed again.
+//! it reads; a layer it skips, its diff_id being in already, has its blob checked here first),
+//! then the records and tags. Until every image's layers are in, no record or tag is written;
+//! if one fails, the blobs and layers this load added are removed again.
 
-use std::fs;
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::read::{Blob, Image};
 use super::{ArchiveError, LoadProgress, Loaded};
-use crate::digest::Digest;
+use crate::digest::{Digest, HashingReader};
+use crate::pull::PullError;
 use crate::store::{ImageRecord, LayerRef, Store};
 use crate::sys::confined::remove_tree;
 use crate::unpack::Owners;
@@ -73,6 +78,7 @@ fn put_image(
     added: &mut Added,
     progress: &dyn LoadProgress,
 ) -> Result<(), ArchiveError> {
+    check_unread_layers(store, image)?;
     put_staged(store, &image.config, added)?;
     for (_, blob) in &image.layers {
         put_staged(store, blob, added)?;
@@ -97,6 +103,59 @@ fn put_image(
     put_bytes(store, &image.manifest.0, &image.manifest.1, added)?;
     if let Some((d, bytes)) = &image.index {
         put_bytes(store, d, bytes, added)?;
+    }
+    Ok(())
+}
+
+/// Checks the layers unpacking will not read against their diff_ids: a diff_id the store has
+/// already, or one an earlier listing unpacks from another blob, is skipped by the pull
+/// pipeline, and the image would name a blob that is not its layer (what a push or save then
+/// sends). A blob already paired with its diff_id in the store is not read again.
+fn check_unread_layers(store: &Store, image: &Image) -> Result<(), ArchiveError> {
+    let mut unpacked_from: HashMap<&Digest, &Digest> = HashMap::new();
+    for (l, blob) in &image.layers {
+        let read_by_unpack = if store.has_layer(&l.diff_id) {
+            store.layer_record(&l.diff_id).ok().map(|r| r.blob)
+        } else {
+            Some((*unpacked_from.entry(&l.diff_id).or_insert(&l.digest)).clone())
+        };
+        if read_by_unpack.as_ref() == Some(&l.digest) {
+            continue;
+        }
+        // A blob an earlier image of this load shares is in the store by now.
+        let path = if store.has_blob(&l.digest) {
+            store.blob_path(&l.digest)
+        } else {
+            blob.path.clone()
+        };
+        check_diff_id(&path, l).map_err(|source| ArchiveError::Unpack {
+            id: image.config.digest.to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether the blob at `path` inflates to the layer's diff_id, as the pull pipeline checks it.
+fn check_diff_id(path: &Path, l: &LayerRef) -> Result<(), PullError> {
+    let staging = |source| PullError::Staging {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = File::open(path).map_err(staging)?;
+    let inflated = super::inflate(file).map_err(staging)?;
+    let mut tar = HashingReader::new(inflated, l.diff_id.algorithm());
+    io::copy(&mut tar, &mut io::sink()).map_err(|source| PullError::Stream {
+        digest: l.digest.to_string(),
+        source,
+    })?;
+    let (actual, _) = tar.finish();
+    if actual != l.diff_id {
+        return Err(PullError::DiffId {
+            digest: l.digest.to_string(),
+            expected: l.diff_id.clone(),
+            actual,
+        });
     }
     Ok(())
 }

@@ -31,7 +31,7 @@ pub struct LoadArgs {
     /// Read from this file instead of stdin.
     #[arg(short, long, value_name = "FILE")]
     pub input: Option<PathBuf>,
-    /// Print only errors.
+    /// Show no progress; the loaded images are still named on stdout, as docker load -q does.
     #[arg(short, long)]
     pub quiet: bool,
 }
@@ -157,9 +157,6 @@ pub fn load(session: &mut Session, a: LoadArgs) -> Result<i32> {
     let progress = Lines(!a.quiet && io::stderr().is_terminal());
     let loaded =
         archive::load(&store, owners, &mut input, &progress).context("loading the archive")?;
-    if a.quiet {
-        return Ok(0);
-    }
     for l in loaded {
         if l.names.is_empty() {
             println!("Loaded image ID: {}", l.id);
