@@ -16,7 +16,11 @@ RUNS=${1:-5}
 # shellcheck source=../lib/bench.sh
 . scripts/lib/bench.sh
 bench_init pull docker-registry skopeo hyperfine python3 gzip podman
-cleanup() { [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$WORK" 2>/dev/null || true; }
+cleanup() {
+  [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null || true
+  bench_podman_stop
+  [ -n "${KEEP:-}" ] || rm -rf "$WORK" 2>/dev/null || true
+}
 trap cleanup EXIT
 USER_ENV=(env -i PATH=/usr/bin:/bin:/usr/sbin:/sbin HOME="$WORK" XDG_RUNTIME_DIR="$WORK")
 

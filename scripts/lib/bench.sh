@@ -3,6 +3,8 @@
 # this VM's discard-mounted ext4 would measure the disk), and, run as root, the test user
 # nooktest with a copy of nook it can execute. Sets NOOK, WORK, REG_PID and AS, the prefix
 # that runs a command as that user (an `env` to add variables to).
+# `bench_podman_stop`: ends the pause process rootless podman leaves behind (it holds the
+# user namespace) when its XDG_RUNTIME_DIR was $WORK.
 # `bench_need TOOL...`: installs the Debian packages of missing tools (as root), or names them.
 bench_need() {
   local t pkgs=()
@@ -40,7 +42,15 @@ bench_init() {
   if [ "$(id -u)" = 0 ]; then
     id nooktest >/dev/null 2>&1 || { echo "bench: run scripts/setup.sh first (needs user nooktest)"; exit 1; }
     AS=(setpriv --reuid=nooktest --regid=nooktest --init-groups env)
-    cp "$NOOK" "$WORK/nook" && chmod 755 "$WORK/nook" && NOOK=$WORK/nook
+    # Not $WORK/nook: with XDG_RUNTIME_DIR=$WORK that is nook's runtime directory.
+    mkdir -p "$WORK/bin" && cp "$NOOK" "$WORK/bin/nook" && chmod 755 "$WORK/bin" "$WORK/bin/nook"
+    NOOK=$WORK/bin/nook
     chown nooktest: "$WORK"
   fi
+}
+
+bench_podman_stop() {
+  local pid
+  pid=$(cat "$WORK/libpod/tmp/pause.pid" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || true
 }
