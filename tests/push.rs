@@ -594,6 +594,45 @@ fn a_layer_unpacked_from_another_blob_is_still_pushed_as_its_own() {
     );
 }
 
+/// A registry whose image names a diff_id the store has, over a blob of other content: the
+/// pull that fetches only that blob (the tree is there) must still check what it holds.
+#[test]
+fn a_blob_unlike_a_known_diff_id_is_refused_by_pull() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    let other = support::image::LayerTar::new()
+        .file("evil", b"not busybox\n", 0o644)
+        .finish();
+    let mut b = support::image::build(&[(other, Comp::Gzip)], &Default::default());
+    let mut config: Value = serde_json::from_slice(&b.config).unwrap();
+    config["rootfs"]["diff_ids"] = serde_json::json!([sha256(&busybox_base().finish())]);
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_digest = sha256(&config);
+    let mut manifest: Value = serde_json::from_slice(&b.manifest).unwrap();
+    manifest["config"]["digest"] = config_digest.clone().into();
+    manifest["config"]["size"] = config.len().into();
+    b.blobs.retain(|(d, _)| *d != b.config_digest);
+    b.blobs.push((config_digest, config));
+    b.manifest = serde_json::to_vec(&manifest).unwrap();
+    support::image::push(&s.reg.url, "liar", "latest", &b);
+    let out = s.nook(&["pull", &format!("{}/liar", s.reg.host)]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("uncompressed content is"),
+        "{}",
+        out.stderr
+    );
+    let blob = s
+        .user
+        .store()
+        .join("blobs/sha256")
+        .join(&b.layer_digests[0][7..]);
+    assert!(!blob.exists(), "the lying blob was kept");
+    s.nook(&["image", "inspect", &format!("{}/liar", s.reg.host)])
+        .fails_with(1, "no such image");
+}
+
 #[test]
 fn all_tags_of_a_repository_go_with_dash_a() {
     let Some(s) = Sandbox::new(Mode::Single) else {

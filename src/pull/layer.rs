@@ -17,6 +17,22 @@ use crate::store::{LayerRecord, LayerRef};
 use crate::sys::confined::remove_tree;
 use crate::unpack::{self, UnpackStats};
 
+/// The digest of the blob at `path` decompressed (gzip, zstd, or none), as a diff_id.
+fn uncompressed_digest(path: &Path, alg: crate::digest::Algorithm) -> io::Result<Digest> {
+    let mut input = io::BufReader::with_capacity(256 << 10, File::open(path)?);
+    let head = io::BufRead::fill_buf(&mut input)?;
+    let mut decoder: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(input))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(input)?)
+    } else {
+        Box::new(input)
+    };
+    let mut hashing = HashingReader::new(&mut decoder, alg);
+    io::copy(&mut hashing, &mut io::sink())?;
+    Ok(hashing.finish().0)
+}
+
 /// The blob's bytes as far as they are on disk.
 struct Source {
     file: File,
@@ -136,6 +152,23 @@ impl Puller<'_> {
         if actual != l.digest {
             let _ = fs::remove_file(&path);
             return Err(PullError::BlobDigest { digest, actual });
+        }
+        // The tree in the store was unpacked from another blob: this one must hold the same
+        // content, or the image would name a blob that is not its layer.
+        let uncompressed = uncompressed_digest(&path, l.diff_id.algorithm());
+        match uncompressed {
+            Ok(got) if got == l.diff_id => {}
+            other => {
+                let _ = fs::remove_file(&path);
+                return Err(match other {
+                    Ok(actual) => PullError::DiffId {
+                        digest,
+                        expected: l.diff_id.clone(),
+                        actual,
+                    },
+                    Err(source) => PullError::Download { digest, source },
+                });
+            }
         }
         self.store.commit_blob_file(&l.digest, &path)?;
         Ok(())
