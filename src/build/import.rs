@@ -129,7 +129,8 @@ fn copy_plain(input: impl Read, out: File, what: &str) -> Result<(), BuildError>
     let mut input = super::context::decoder(input).map_err(read)?;
     let mut w = BufWriter::with_capacity(1 << 20, out);
     let mut head = [0u8; 512];
-    let n = read_full(&mut input, &mut head).map_err(io(format!("cannot read {what}")))?;
+    let n =
+        crate::pull::read_full(&mut input, &mut head).map_err(io(format!("cannot read {what}")))?;
     if n > 0 && (n < 512 || !tar_header(&head)) {
         return Err(BuildError::Io {
             what: format!("{what} is not a tar archive"),
@@ -141,20 +142,6 @@ fn copy_plain(input: impl Read, out: File, what: &str) -> Result<(), BuildError>
     std::io::copy(&mut input, &mut w).map_err(io(format!("cannot read {what}")))?;
     w.flush()
         .map_err(io(format!("cannot write the layer tar for {what}")))
-}
-
-/// Reads until `buf` is full or the input ends; returns how much was read.
-fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match input.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Whether a 512-byte block is a tar header: its checksum adds up (an all-zero block, the

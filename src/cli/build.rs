@@ -179,7 +179,25 @@ fn network(s: &str) -> Result<crate::net::Mode> {
     })
 }
 
-pub(super) fn owners(mapping: &Mapping) -> Owners {
+/// A host for work that needs no base image (commit, import): asking for one is an error.
+pub(super) fn offline_host<'a>(
+    store: &'a Store,
+    mapping: &'a Mapping,
+    runtime: &'a std::path::Path,
+) -> Host<'a> {
+    fn no_pulls(name: &str, _: Option<&str>, _: bool) -> Result<ImageRecord, String> {
+        Err(format!("{name}: no image is pulled here"))
+    }
+    Host {
+        store,
+        mapping,
+        runtime,
+        owners: owners(mapping),
+        image: &no_pulls,
+    }
+}
+
+fn owners(mapping: &Mapping) -> Owners {
     match mapping {
         Mapping::Single { .. } => Owners::Record,
         m => Owners::Keep { max_id: m.max_id() },
@@ -373,14 +391,7 @@ pub fn commit(session: &Session, a: CommitArgs) -> Result<i32> {
         FormatArg::Oci => Format::Oci,
         FormatArg::Docker => Format::Docker,
     };
-    let no_image = |_: &str, _: Option<&str>, _: bool| Err("no pulls in a commit".to_owned());
-    let host = Host {
-        store: &store,
-        mapping: &session.mapping,
-        runtime: &runtime,
-        owners: owners(&session.mapping),
-        image: &no_image,
-    };
+    let host = offline_host(&store, &session.mapping, &runtime);
     let req = crate::build::commit_container::CommitRequest {
         changes: a.changes.clone(),
         message: a.message.clone(),

@@ -9,8 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
 use super::Session;
-use super::build::{FormatArg, owners, tag_of};
-use crate::build::Host;
+use super::build::{FormatArg, offline_host, tag_of};
 use crate::build::commit::Format;
 use crate::build::export::{container_layers, export as export_tree};
 use crate::build::import::{ImportRequest, ImportSource, import as import_tar};
@@ -78,14 +77,7 @@ pub fn import(session: &mut Session, a: ImportArgs) -> Result<i32> {
         Some(t) => vec![tag_of(t)?],
         None => vec![],
     };
-    let no_image = |_: &str, _: Option<&str>, _: bool| Err("no pulls in an import".to_owned());
-    let host = Host {
-        store: &store,
-        mapping: &session.mapping,
-        runtime: &runtime,
-        owners: owners(&session.mapping),
-        image: &no_image,
-    };
+    let host = offline_host(&store, &session.mapping, &runtime);
     let req = ImportRequest {
         source: ImportSource::parse(&a.source),
         changes: a.change.clone(),

@@ -13,6 +13,8 @@ mod layer;
 mod local;
 mod stream;
 
+pub(crate) use stream::read_full;
+
 use std::io;
 use std::path::Path;
 use std::sync::Mutex;

@@ -222,7 +222,7 @@ impl Pusher<'_> {
         let mut sent = 0u64;
         loop {
             let mut chunk = vec![0u8; CHUNK];
-            let n = read_full(&mut reader, &mut chunk).map_err(digest_err)?;
+            let n = crate::pull::read_full(&mut reader, &mut chunk).map_err(digest_err)?;
             if n == 0 {
                 break;
             }
@@ -274,20 +274,6 @@ impl Pusher<'_> {
             LayerCompression::Zstd => Box::new(zstd::stream::read::Encoder::new(tar, 3)?),
         })
     }
-}
-
-/// Reads until `buf` is full or the input ends.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]
