@@ -233,11 +233,19 @@ fn kill_rm_force_and_names(init: bool) {
     assert!(s.nook(&["ps", "-a"]).stdout.contains("napper"));
     let id = detach(&s, "other", "sleep 300");
     // An id prefix works; an ambiguous one does not.
-    let top = s.nook(&["top", &id[..8]]);
+    // A header, sh and its sleep, and the reaper as pid 1 under --init (on a loaded machine
+    // sh may not have forked its sleep yet: look again for a while).
+    let rows = if init { 4 } else { 3 };
+    let mut top = s.nook(&["top", &id[..8]]);
+    for _ in 0..50 {
+        if top.stdout.lines().count() == rows {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        top = s.nook(&["top", &id[..8]]);
+    }
     top.ok();
     assert!(top.stdout.contains("sleep 300"), "{}", top.stdout);
-    // A header, sh and its sleep, and the reaper as pid 1 under --init.
-    let rows = if init { 4 } else { 3 };
     assert_eq!(top.stdout.lines().count(), rows, "{}", top.stdout);
     s.nook(&["pause", "other"]).fails_with(1, "cgroup");
     s.nook(&["inspect", "nosuch"])
