@@ -1,0 +1,171 @@
+//! The listener: UNIX sockets (0600, peers of other uids refused), one thread per connection
+//! up to [`MAX_CONNECTIONS`], HTTP/1.1 keep-alive, and a clean end on SIGTERM or SIGINT
+//! (stop accepting, remove the sockets, exit 0).
+
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, Signal};
+
+use super::Engine;
+use super::http::{self, Body, ReadError, Response};
+
+/// Connections served at once; one more is answered 503 and closed.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a client may take to send a request (head and body), or stay idle between them.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one write to a client may block.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0} exists and is not a socket: remove it or choose another -H")]
+    NotASocket(String),
+    #[error("another server listens on {0}: stop it, or choose another -H")]
+    InUse(String),
+    #[error("cannot listen on {path}")]
+    Bind {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot block SIGTERM and SIGINT for the signal thread")]
+    Signals(#[source] nix::Error),
+}
+
+/// Binds `path`, replacing a stale socket file only when nothing listens on it.
+pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
+    let shown = path.display().to_string();
+    let io = |source| ServeError::Bind {
+        path: shown.clone(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(ServeError::NotASocket(shown));
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(ServeError::InUse(shown));
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(listener)
+}
+
+/// Serves `listeners` (bound at `paths`) until SIGTERM or SIGINT; then removes the sockets
+/// and exits the process with status 0.
+pub fn serve(
+    engine: Engine,
+    listeners: Vec<UnixListener>,
+    paths: Vec<PathBuf>,
+) -> Result<(), ServeError> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    // Blocked here, before any thread starts, so that every thread inherits the mask and only
+    // the signal thread's sigwait receives them.
+    set.thread_block().map_err(ServeError::Signals)?;
+    std::thread::spawn(move || {
+        let sig = set.wait();
+        for p in &paths {
+            let _ = std::fs::remove_file(p);
+        }
+        tracing::info!("{sig:?}: sockets removed, exiting");
+        std::process::exit(0);
+    });
+    let engine = Arc::new(engine);
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut threads = Vec::new();
+    for l in listeners {
+        let (engine, active) = (engine.clone(), active.clone());
+        threads.push(std::thread::spawn(move || {
+            accept_loop(&l, &engine, &active)
+        }));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+fn accept_loop(l: &UnixListener, engine: &Arc<Engine>, active: &Arc<AtomicUsize>) {
+    let me = nix::unistd::getuid().as_raw();
+    for conn in l.incoming() {
+        let Ok(mut s) = conn else { continue };
+        let _ = s.set_write_timeout(Some(WRITE_TIMEOUT));
+        // Only this user may drive this user's engine: the socket's mode says so too, but a
+        // descriptor can be passed on, and root ignores modes.
+        let peer = nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials);
+        match peer {
+            Ok(c) if c.uid() == me => {}
+            other => {
+                let who = other.map_or_else(|e| e.to_string(), |c| format!("uid {}", c.uid()));
+                tracing::info!("refused a client of {who}");
+                refuse(&mut s, 403, "this socket serves only its owner's uid");
+                continue;
+            }
+        }
+        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, Ordering::SeqCst);
+            refuse(&mut s, 503, "too many connections: try again");
+            continue;
+        }
+        let (engine, active) = (engine.clone(), active.clone());
+        let spawned = std::thread::Builder::new()
+            .name("api-conn".into())
+            .spawn(move || {
+                connection(&engine, s);
+                active.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            tracing::warn!("cannot start a connection thread");
+        }
+    }
+}
+
+fn refuse(s: &mut UnixStream, status: u16, msg: &str) {
+    let body = serde_json::json!({ "message": msg });
+    let _ = http::write_response(s, Response::json(status, &body), false, true);
+    let _ = s.flush();
+}
+
+/// Serves one connection's requests until it closes, errs or times out.
+fn connection(engine: &Engine, mut s: UnixStream) {
+    let _ = s.set_read_timeout(Some(READ_TIMEOUT));
+    let mut buf = Vec::new();
+    loop {
+        let req = match http::read_request(&mut s, &mut buf) {
+            Ok(r) => r,
+            Err(ReadError::Closed) => return,
+            Err(ReadError::Refuse(e)) => {
+                tracing::info!("refused a request: {} {e}", e.status());
+                let _ = http::write_response(&mut s, Response::error(&e), false, true);
+                return;
+            }
+        };
+        let started = Instant::now();
+        let resp = super::handle(engine, &req);
+        let status = resp.status;
+        let streamed = matches!(resp.body, Body::Stream(_));
+        let head_only = req.method == "HEAD";
+        let written = http::write_response(&mut s, resp, head_only, req.close);
+        tracing::info!(
+            "{} {} {status} {}ms{}",
+            req.method,
+            req.target,
+            started.elapsed().as_millis(),
+            if streamed { " (streamed)" } else { "" }
+        );
+        if written.is_err() || req.close {
+            return;
+        }
+    }
+}
