@@ -270,9 +270,19 @@ fn containers_through_both_doors(mode: Mode) {
     wait_status(&srv, &s, "vianook", "Exited");
     srv.ok(&s, &["restart", "vianook"]);
     wait_status(&srv, &s, "vianook", "Up");
+    // A waiting client blocks no other; its status comes at the exit.
+    let mut waiter = s.user.command(Path::new(DOCKER));
+    waiter
+        .env("DOCKER_HOST", format!("unix://{}", srv.sock.display()))
+        .args(["wait", "viadocker"]);
+    let waiter = waiter.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(srv.ok(&s, &["ps", "-q"]).lines().count() == 2);
     // stop, rm -f
     srv.ok(&s, &["stop", "-t", "1", "viadocker"]);
     wait_status(&srv, &s, "viadocker", "Exited");
+    let waited = Out::from(waiter.wait_with_output().unwrap());
+    assert!(["137", "143"].contains(&waited.stdout.trim()), "{waited:?}");
     assert!(
         s.nook(&["ps", "-a"]).stdout.contains("Exited"),
         "nook sees it stopped"
@@ -280,6 +290,19 @@ fn containers_through_both_doors(mode: Mode) {
     srv.ok(&s, &["rm", "-f", "vianook", "viadocker"]);
     assert!(srv.ok(&s, &["ps", "-aq"]).trim().is_empty());
     assert!(!s.nook(&["ps", "-a"]).stdout.contains("via"));
+    // AutoRemove: the engine removes the container when it ends.
+    let script = format!("true; : {}", s.tag);
+    srv.ok(
+        &s,
+        &[
+            "run", "-d", "--rm", "--name", "gone", &s.image, "sh", "-c", &script,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !srv.ok(&s, &["ps", "-aq"]).trim().is_empty() {
+        assert!(Instant::now() < deadline, "--rm container stays");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let gone = srv.docker(&s, &["inspect", "--type", "container", "viadocker"]);
     assert!(gone.stderr.contains("No such container"), "{gone:?}");
 }

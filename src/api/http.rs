@@ -56,6 +56,22 @@ impl From<io::Error> for ReadError {
     }
 }
 
+/// A reader that fails once `until` has passed: a client trickling a byte at a time (each
+/// read within the socket's timeout) still cannot hold its connection for ever.
+pub struct Deadline<R> {
+    pub inner: R,
+    pub until: std::time::Instant,
+}
+
+impl<R: Read> Read for Deadline<R> {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        if std::time::Instant::now() >= self.until {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.inner.read(b)
+    }
+}
+
 /// Reads the next request; `buf` keeps bytes that arrived after it (pipelining).
 pub fn read_request(s: &mut impl Read, buf: &mut Vec<u8>) -> Result<Request, ReadError> {
     loop {
@@ -203,9 +219,16 @@ fn read_chunked(s: &mut impl Read, buf: &mut Vec<u8>) -> Result<Vec<u8>, ReadErr
 /// A chunked response body being written.
 pub struct Chunked<'a> {
     w: &'a mut dyn Write,
+    gone: &'a dyn Fn() -> bool,
 }
 
 impl Chunked<'_> {
+    /// Whether the client has hung up (a stream that waits long checks, so that a client
+    /// that went away does not hold its thread until the container ends).
+    pub fn client_gone(&self) -> bool {
+        (self.gone)()
+    }
+
     /// Sends one chunk at once.
     pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
         if data.is_empty() {
@@ -289,13 +312,28 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Writes `r`; `head_only` for HEAD requests. `close` adds `Connection: close`.
-pub fn write_response(
-    w: &mut dyn Write,
-    r: Response,
-    head_only: bool,
-    close: bool,
-) -> io::Result<()> {
+/// How a response is written: HEAD (no body), `Connection: close`, and how a stream learns
+/// that its client hung up.
+pub struct Framing<'a> {
+    pub head_only: bool,
+    pub close: bool,
+    pub gone: &'a dyn Fn() -> bool,
+}
+
+impl Framing<'_> {
+    /// For a plain answer on a connection about to close.
+    pub fn closing() -> Framing<'static> {
+        Framing {
+            head_only: false,
+            close: true,
+            gone: &|| false,
+        }
+    }
+}
+
+/// Writes `r`.
+pub fn write_response(w: &mut dyn Write, r: Response, f: &Framing<'_>) -> io::Result<()> {
+    let (head_only, close) = (f.head_only, f.close);
     let mut head = format!("HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
     let mut add = |k: &str, v: &str| {
         head.push_str(k);
@@ -318,14 +356,14 @@ pub fn write_response(
     }
     let no_body = r.status == 204 || r.status == 304;
     match r.body {
-        Body::Stream(f) if !head_only => {
+        Body::Stream(send) if !head_only => {
             add("Content-Type", r.content_type);
             add("Transfer-Encoding", "chunked");
             head.push_str("\r\n");
             w.write_all(head.as_bytes())?;
             w.flush()?;
-            let mut c = Chunked { w };
-            f(&mut c)?;
+            let mut c = Chunked { w, gone: f.gone };
+            send(&mut c)?;
             w.write_all(b"0\r\n\r\n")?;
             w.flush()
         }
@@ -394,20 +432,19 @@ mod tests {
     #[test]
     fn responses_have_length_or_chunks() {
         let mut out = Vec::new();
-        write_response(
-            &mut out,
-            Response::json(404, &serde_json::json!({"message":"x"})),
-            false,
-            false,
-        )
-        .unwrap();
+        let plain = Framing {
+            close: false,
+            ..Framing::closing()
+        };
+        let r = Response::json(404, &serde_json::json!({"message":"x"}));
+        write_response(&mut out, r, &plain).unwrap();
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 404 Not Found\r\n"), "{s}");
         assert!(s.contains("Api-Version: 1.50\r\n"));
         assert!(s.ends_with("\r\n\r\n{\"message\":\"x\"}\n"), "{s}");
         let mut out = Vec::new();
         let r = Response::stream("application/json", |c| c.send(b"hi"));
-        write_response(&mut out, r, false, false).unwrap();
+        write_response(&mut out, r, &plain).unwrap();
         let s = String::from_utf8(out).unwrap();
         assert!(
             s.ends_with("Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"),

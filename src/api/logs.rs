@@ -168,7 +168,7 @@ fn follow_log(
             }
             None => file = std::fs::File::open(&path).ok(),
         }
-        if !running {
+        if !running || ch.client_gone() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -200,7 +200,7 @@ pub fn wait(e: &Engine, id: &str, q: &Query) -> Result<Response, ApiError> {
     let r = c.get(id)?;
     let id = r.id.clone();
     Ok(Response::stream("application/json", move |ch| {
-        let code = wait_for(&c, &id, cond, r.started);
+        let code = wait_for(&c, &id, cond, r.started, &|| ch.client_gone());
         let line = match code {
             Ok(n) => json!({"StatusCode": n, "Error": null}),
             Err(m) => json!({"StatusCode": -1, "Error": {"Message": m}}),
@@ -215,6 +215,7 @@ fn wait_for(
     id: &str,
     cond: Condition,
     started0: Option<u64>,
+    gone: &dyn Fn() -> bool,
 ) -> Result<i64, String> {
     let mut last: Option<i64> = None;
     let mut seen_run = false;
@@ -237,6 +238,9 @@ fn wait_for(
         };
         if done {
             return Ok(last.unwrap_or(0));
+        }
+        if gone() {
+            return Err("the client went away".into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{SigSet, Signal};
 
 use super::Engine;
-use super::http::{self, Body, ReadError, Response};
+use super::http::{self, Body, Framing, ReadError, Response};
 
 /// Connections served at once; one more is answered 503 and closed.
 pub const MAX_CONNECTIONS: usize = 256;
 /// How long a client may take to send a request (head and body), or stay idle between them.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a whole request (idle wait, head and body) may take to arrive.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(120);
 /// How long one write to a client may block.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -133,7 +135,7 @@ fn accept_loop(l: &UnixListener, engine: &Arc<Engine>, active: &Arc<AtomicUsize>
 
 fn refuse(s: &mut UnixStream, status: u16, msg: &str) {
     let body = serde_json::json!({ "message": msg });
-    let _ = http::write_response(s, Response::json(status, &body), false, true);
+    let _ = http::write_response(s, Response::json(status, &body), &Framing::closing());
     let _ = s.flush();
 }
 
@@ -142,12 +144,16 @@ fn connection(engine: &Engine, mut s: UnixStream) {
     let _ = s.set_read_timeout(Some(READ_TIMEOUT));
     let mut buf = Vec::new();
     loop {
-        let req = match http::read_request(&mut s, &mut buf) {
+        let mut reader = http::Deadline {
+            inner: &s,
+            until: Instant::now() + REQUEST_DEADLINE,
+        };
+        let req = match http::read_request(&mut reader, &mut buf) {
             Ok(r) => r,
             Err(ReadError::Closed) => return,
             Err(ReadError::Refuse(e)) => {
                 tracing::info!("refused a request: {} {e}", e.status());
-                let _ = http::write_response(&mut s, Response::error(&e), false, true);
+                let _ = http::write_response(&mut s, Response::error(&e), &Framing::closing());
                 return;
             }
         };
@@ -155,8 +161,14 @@ fn connection(engine: &Engine, mut s: UnixStream) {
         let resp = super::handle(engine, &req);
         let status = resp.status;
         let streamed = matches!(resp.body, Body::Stream(_));
-        let head_only = req.method == "HEAD";
-        let written = http::write_response(&mut s, resp, head_only, req.close);
+        let probe = s.try_clone();
+        let gone = || probe.as_ref().map_or(true, hung_up);
+        let framing = Framing {
+            head_only: req.method == "HEAD",
+            close: req.close,
+            gone: &gone,
+        };
+        let written = http::write_response(&mut s, resp, &framing);
         tracing::info!(
             "{} {} {status} {}ms{}",
             req.method,
@@ -167,5 +179,18 @@ fn connection(engine: &Engine, mut s: UnixStream) {
         if written.is_err() || req.close {
             return;
         }
+    }
+}
+
+/// Whether the peer of `s` has closed its end.
+fn hung_up(s: &UnixStream) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(s.as_fd(), PollFlags::empty())];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(n) if n > 0 => fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
+        _ => false,
     }
 }
