@@ -32,6 +32,7 @@ in_both_modes!(
     system_images_volumes_and_pull,
     containers_through_both_doors,
     create_then_start_and_wait,
+    run_flags_reach_the_container,
 );
 
 /// A running `nook serve` of the sandbox's user.
@@ -443,4 +444,60 @@ fn sigterm_removes_the_socket_and_a_restart_sees_containers() {
         "{}",
         again.stderr
     );
+}
+
+fn run_flags_reach_the_container(mode: Mode) {
+    let Some(s) = Sandbox::new(mode) else {
+        return;
+    };
+    let srv = Server::start(&s);
+    let data = s.user.home().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("f"), "bound\n").unwrap();
+    s.user.give(&data);
+    s.user.give(&data.join("f"));
+    let bind = format!("{}:/data:ro", data.display());
+    let script = format!(
+        "pwd; echo $GREETING; cat /data/f; touch /etc/x 2>/dev/null || echo read-only; \
+         grep -c ' /scratch tmpfs' /proc/mounts; echo $(hostname); : {}",
+        s.tag
+    );
+    let args = [
+        "run",
+        "-d",
+        "--name",
+        "flags",
+        "-w",
+        "/tmp",
+        "-e",
+        "GREETING=hello",
+        "-v",
+        &bind,
+        "--read-only",
+        "--tmpfs",
+        "/scratch",
+        "--network",
+        "none",
+        "--hostname",
+        "box",
+        "--entrypoint",
+        "sh",
+        &s.image,
+        "-c",
+        &script,
+    ];
+    srv.ok(&s, &args);
+    assert_eq!(srv.ok(&s, &["wait", "flags"]).trim(), "0");
+    let logs = srv.docker(&s, &["logs", "flags"]);
+    assert_eq!(
+        logs.stdout, "/tmp\nhello\nbound\nread-only\n1\nbox\n",
+        "{logs:?}"
+    );
+    let v = json(&srv.ok(&s, &["inspect", "flags"]));
+    assert_eq!(v[0]["HostConfig"]["ReadonlyRootfs"], true, "{v}");
+    assert_eq!(v[0]["HostConfig"]["NetworkMode"], "none", "{v}");
+    srv.ok(&s, &["rm", "flags"]);
+    let refused = srv.docker(&s, &["run", "-d", "--privileged", &s.image, "true"]);
+    assert!(refused.stderr.contains("Privileged"), "{refused:?}");
+    assert!(srv.ok(&s, &["ps", "-aq"]).trim().is_empty(), "nothing made");
 }
