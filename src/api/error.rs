@@ -42,6 +42,8 @@ impl ApiError {
         if lower.contains("no such") || lower.contains("not found") {
             ApiError::NotFound(msg.to_owned())
         } else if lower.contains("in use")
+            || lower.contains("is used by")
+            || lower.contains("several tags")
             || lower.contains("is running")
             || lower.contains("conflict")
             || lower.contains("already")
@@ -87,4 +89,30 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_messages_map_to_docker_statuses() {
+        for (msg, status) in [
+            ("no such container: x", 404),
+            ("no such image: y", 404),
+            (
+                "image a is used by container b: remove the container first, or use -f",
+                409,
+            ),
+            (
+                "image a has several tags (x, y): name one, or use -f to remove them all",
+                409,
+            ),
+            ("the container name \"a\" is already in use", 409),
+            ("invalid signal \"FOO\"", 400),
+            ("cannot mount", 500),
+        ] {
+            assert_eq!(ApiError::from_message(msg).status(), status, "{msg}");
+        }
+    }
 }

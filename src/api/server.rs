@@ -84,13 +84,11 @@ pub fn serve(
         std::process::exit(0);
     });
     let engine = Arc::new(engine);
-    let active = Arc::new(AtomicUsize::new(0));
+    let slots = Slots::new(MAX_CONNECTIONS);
     let mut threads = Vec::new();
     for l in listeners {
-        let (engine, active) = (engine.clone(), active.clone());
-        threads.push(std::thread::spawn(move || {
-            accept_loop(&l, &engine, &active)
-        }));
+        let (engine, slots) = (engine.clone(), slots.clone());
+        threads.push(std::thread::spawn(move || accept_loop(&l, &engine, &slots)));
     }
     for t in threads {
         let _ = t.join();
@@ -98,7 +96,40 @@ pub fn serve(
     Ok(())
 }
 
-fn accept_loop(l: &UnixListener, engine: &Arc<Engine>, active: &Arc<AtomicUsize>) {
+/// Counts the connections being served, up to a bound.
+pub struct Slots {
+    active: AtomicUsize,
+    max: usize,
+}
+
+/// One connection's place; given back on drop.
+pub struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Slots {
+    pub fn new(max: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            active: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// A place for one more connection, or `None` when all are taken.
+    pub fn take(self: &Arc<Self>) -> Option<Slot> {
+        if self.active.fetch_add(1, Ordering::SeqCst) >= self.max {
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Slot(self.clone()))
+    }
+}
+
+fn accept_loop(l: &UnixListener, engine: &Arc<Engine>, slots: &Arc<Slots>) {
     let me = nix::unistd::getuid().as_raw();
     for conn in l.incoming() {
         let Ok(mut s) = conn else { continue };
@@ -115,17 +146,16 @@ fn accept_loop(l: &UnixListener, engine: &Arc<Engine>, active: &Arc<AtomicUsize>
                 continue;
             }
         }
-        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            active.fetch_sub(1, Ordering::SeqCst);
+        let Some(slot) = slots.take() else {
             refuse(&mut s, 503, "too many connections: try again");
             continue;
-        }
-        let (engine, active) = (engine.clone(), active.clone());
+        };
+        let engine = engine.clone();
         let spawned = std::thread::Builder::new()
             .name("api-conn".into())
             .spawn(move || {
                 connection(&engine, s);
-                active.fetch_sub(1, Ordering::SeqCst);
+                drop(slot);
             });
         if spawned.is_err() {
             tracing::warn!("cannot start a connection thread");
@@ -192,5 +222,35 @@ fn hung_up(s: &UnixStream) -> bool {
             .revents()
             .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_bounded_and_given_back() {
+        let slots = Slots::new(2);
+        let a = slots.take().unwrap();
+        let _b = slots.take().unwrap();
+        assert!(slots.take().is_none(), "over the bound");
+        drop(a);
+        assert!(slots.take().is_some(), "a place given back");
+    }
+
+    #[test]
+    fn a_stale_socket_is_replaced_a_live_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.sock");
+        drop(UnixListener::bind(&p).unwrap());
+        let live = bind(&p).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(matches!(bind(&p), Err(ServeError::InUse(_))));
+        drop(live);
+        let file = dir.path().join("plain");
+        std::fs::write(&file, "x").unwrap();
+        assert!(matches!(bind(&file), Err(ServeError::NotASocket(_))));
     }
 }
