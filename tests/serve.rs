@@ -337,6 +337,55 @@ fn create_then_start_and_wait(mode: Mode) {
         "{v}"
     );
     srv.ok(&s, &["rm", "made"]);
+    // A terminal: Config.Tty before and after the start, and raw (unframed) logs.
+    let script = format!("echo tty; : {}", s.tag);
+    srv.ok(
+        &s,
+        &[
+            "create", "-t", "--name", "tty", &s.image, "sh", "-c", &script,
+        ],
+    );
+    let v = json(&srv.ok(&s, &["inspect", "tty"]));
+    assert_eq!(v[0]["Config"]["Tty"], true, "{v}");
+    srv.ok(&s, &["start", "tty"]);
+    assert_eq!(srv.ok(&s, &["wait", "tty"]).trim(), "0");
+    let v = json(&srv.ok(&s, &["inspect", "tty"]));
+    assert_eq!(v[0]["Config"]["Tty"], true, "{v}");
+    let logs = srv.ok(&s, &["logs", "tty"]);
+    assert!(logs.starts_with("tty"), "{logs:?}");
+    srv.ok(&s, &["rm", "tty"]);
+    // Several clients at once.
+    let runs: Vec<_> = (0..6)
+        .map(|i| {
+            let mut c = s.user.command(Path::new(DOCKER));
+            let script = format!("sleep 20; : {}", s.tag);
+            c.env("DOCKER_HOST", format!("unix://{}", srv.sock.display()))
+                .args([
+                    "run",
+                    "-d",
+                    "--name",
+                    &format!("many{i}"),
+                    &s.image,
+                    "sh",
+                    "-c",
+                    &script,
+                ]);
+            c.spawn().unwrap()
+        })
+        .collect();
+    for r in runs {
+        let out = Out::from(r.wait_with_output().unwrap());
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    assert_eq!(srv.ok(&s, &["ps", "-q"]).lines().count(), 6);
+    let ids: Vec<String> = srv
+        .ok(&s, &["ps", "-aq"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(ids.iter().map(String::as_str));
+    srv.ok(&s, &rm);
 }
 
 #[test]

@@ -114,8 +114,10 @@ pub fn has_tty(r: &Record) -> bool {
     if let Some(t) = r.config.pointer("/Config/Tty").and_then(Value::as_bool) {
         return t;
     }
+    // Only nook's own flags count: the arguments up to the image, not the command's.
     r.create_args
         .iter()
+        .take_while(|a| **a != r.image)
         .any(|a| a == "--tty" || (a.starts_with('-') && !a.starts_with("--") && a.contains('t')))
 }
 

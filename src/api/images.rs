@@ -174,7 +174,8 @@ pub fn tag(e: &Engine, name: &str, q: &Query) -> Result<Response, ApiError> {
         None => repo.to_owned(),
     };
     store(e).and_then(|s| find(&s, name))?;
-    reexec::run(e, &reexec::strings(&["tag", name, &target]))?;
+    // `--`: names from the request are never taken for flags.
+    reexec::run(e, &reexec::strings(&["tag", "--", name, &target]))?;
     Ok(Response::empty(201))
 }
 
@@ -184,7 +185,7 @@ pub fn remove(e: &Engine, name: &str, q: &Query) -> Result<Response, ApiError> {
     if q.flag("force") {
         args.push("-f".into());
     }
-    args.push(name.to_owned());
+    args.extend(["--".to_owned(), name.to_owned()]);
     let out = reexec::run(e, &args)?;
     let items: Vec<Value> = out
         .lines()
@@ -221,7 +222,7 @@ pub fn pull(e: &Engine, q: &Query) -> Result<Response, ApiError> {
     if let Some(p) = q.get("platform").filter(|p| !p.is_empty()) {
         args.push(format!("--platform={p}"));
     }
-    args.push(image.clone());
+    args.extend(["--".to_owned(), image.clone()]);
     let mut child = reexec::spawn(e, &args)?;
     Ok(Response::stream("application/json", move |c| {
         let line = |v: Value| format!("{v}\r\n").into_bytes();

@@ -71,7 +71,7 @@ pub fn create(e: &Engine, body: &Value) -> Result<Response, ApiError> {
     }
     let mut args = vec!["volume".to_owned(), "create".to_owned()];
     if !name.is_empty() {
-        args.push(name.to_owned());
+        args.extend(["--".to_owned(), name.to_owned()]);
     }
     let made = reexec::run(e, &args)?;
     let v = get(&vols, made.trim())?;
@@ -81,6 +81,6 @@ pub fn create(e: &Engine, body: &Value) -> Result<Response, ApiError> {
 pub fn remove(e: &Engine, name: &str, _q: &Query) -> Result<Response, ApiError> {
     let vols = Volumes::new(&e.root);
     get(&vols, name)?;
-    reexec::run(e, &reexec::strings(&["volume", "rm", name]))?;
+    reexec::run(e, &reexec::strings(&["volume", "rm", "--", name]))?;
     Ok(Response::empty(204))
 }
