@@ -140,6 +140,20 @@ fn system_images_volumes_and_pull(mode: Mode) {
     let inspect = json(&srv.ok(&s, &["image", "inspect", &s.image]));
     assert_eq!(inspect[0]["RootFS"]["Type"], "layers", "{inspect}");
     assert!(inspect[0]["Id"].as_str().unwrap().starts_with("sha256:"));
+    let history = srv.ok(&s, &["history", "-q", &s.image]);
+    assert!(history.lines().count() >= 1, "{history}");
+    let refs = srv.ok(
+        &s,
+        &[
+            "images",
+            "-q",
+            "--filter",
+            &format!("reference={}", s.image),
+        ],
+    );
+    assert_eq!(refs.lines().count(), 1, "{refs}");
+    let dangling = srv.ok(&s, &["images", "-q", "--filter", "dangling=true"]);
+    assert!(dangling.trim().is_empty(), "{dangling}");
     let missing = srv.docker(&s, &["image", "inspect", "no/such:image"]);
     assert_ne!(missing.code, 0);
     assert!(
