@@ -6,6 +6,7 @@
 //! [`container`] runs them through the [`sandbox`] on a [`rootfs`]. `unsafe` lives in [`sys`]
 //! only.
 
+pub mod api;
 pub mod archive;
 pub mod build;
 pub mod cli;

@@ -8,7 +8,7 @@ mod archive;
 mod build;
 mod container;
 mod export;
-mod format;
+pub(crate) mod format;
 mod history;
 mod image;
 mod info;
@@ -19,6 +19,7 @@ mod login;
 mod progress;
 mod push;
 mod run_config;
+mod serve;
 mod system;
 
 use std::path::PathBuf;
@@ -129,6 +130,8 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(lifecycle::VolumeCommand),
+    /// Serve docker's Engine API on a UNIX socket, for the docker CLI and SDKs.
+    Serve(serve::ServeArgs),
     /// Show what works on this host and which fallbacks nook will use.
     #[command(alias = "doctor")]
     Info(info::InfoArgs),
@@ -264,7 +267,12 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    logging::init(&cli.log_level);
+    // The server logs a line per request at info unless told otherwise.
+    let level = match cli.command {
+        Command::Serve(_) if cli.log_level == "warn" => "info",
+        _ => cli.log_level.as_str(),
+    };
+    logging::init(level);
     match run(cli) {
         Ok(code) => code,
         Err(e) if e.is::<Reported>() => EXIT_NOOK,
@@ -336,6 +344,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Container(c) => lifecycle::container(&session, c),
         Command::Volume(c) => lifecycle::volume(&session, c),
         Command::Info(a) => info::info(&session, a),
+        Command::Serve(a) => serve::serve(&session, a),
         Command::System(c) => system::dispatch(&mut session, c),
         Command::Internal(c) => internal::dispatch(c),
     }

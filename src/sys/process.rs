@@ -252,6 +252,21 @@ pub fn reset_signals() {
     }
 }
 
+/// Has the child of `cmd` start with no signal blocked: a server that blocks SIGTERM and
+/// SIGINT for a signal-waiting thread must not pass that mask on (it survives execve).
+pub fn unblock_signals_in_child(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec; it only calls sigprocmask (async-signal
+    // safe) on a set built on the stack, allocating nothing and taking no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -218,7 +218,7 @@ impl User {
     }
 
     /// `program` as this user, with nook's clean environment.
-    fn command(&self, program: &Path) -> Command {
+    pub fn command(&self, program: &Path) -> Command {
         let mut c = Command::new(program);
         c.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")

@@ -1,0 +1,248 @@
+//! Containers: list and inspect (library reads); start, stop, kill, restart and remove
+//! (re-executed nook, so each acts exactly as the CLI's verb does).
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::http::Response;
+use super::route::Query;
+use super::{Engine, reexec};
+use crate::container::logs::rfc3339_nanos;
+use crate::container::{Record, State};
+
+fn time(secs: Option<u64>) -> String {
+    secs.map_or_else(
+        || "0001-01-01T00:00:00Z".to_owned(),
+        |s| rfc3339_nanos(UNIX_EPOCH + Duration::from_secs(s)),
+    )
+}
+
+/// docker's `Ports` list of a container summary.
+fn ports(r: &Record) -> Vec<Value> {
+    r.published()
+        .iter()
+        .map(|p| {
+            json!({"IP": p.host_ip.to_string(), "PrivatePort": p.container_port,
+                   "PublicPort": p.host_port, "Type": p.proto.as_str()})
+        })
+        .collect()
+}
+
+fn filter_matches(r: &Record, key: &str, v: &str) -> bool {
+    match key {
+        "status" => r.state.as_str() == v,
+        "name" => r.name.contains(v.trim_start_matches('/')),
+        "id" => r.id.starts_with(v),
+        "ancestor" => {
+            r.image == v
+                || r.image.strip_suffix(":latest") == Some(v)
+                || v.strip_suffix(":latest") == Some(r.image.as_str())
+                || r.image_id.to_string() == v
+                || r.image_id
+                    .hex()
+                    .starts_with(v.trim_start_matches("sha256:"))
+        }
+        // nook keeps no labels yet: a label filter matches nothing.
+        _ => false,
+    }
+}
+
+/// docker: the same key several times is OR, different keys AND.
+fn matches(r: &Record, filters: &[(String, String)]) -> bool {
+    filters.iter().all(|(k, _)| {
+        filters
+            .iter()
+            .filter(|(fk, _)| fk == k)
+            .any(|(_, v)| filter_matches(r, k, v))
+    })
+}
+
+fn summary(r: &Record) -> Value {
+    json!({
+        "Id": r.id,
+        "Names": [format!("/{}", r.name)],
+        "Image": r.image,
+        "ImageID": r.image_id.to_string(),
+        "Command": r.command.join(" "),
+        "Created": r.created,
+        "Ports": ports(r),
+        "Labels": {},
+        "State": r.state.as_str(),
+        "Status": crate::container::lifecycle::status(r, super::human_age),
+        "HostConfig": {"NetworkMode": network_mode(r)},
+        "NetworkSettings": {"Networks": {}},
+        "Mounts": r.config.get("Mounts").cloned().unwrap_or(json!([])),
+    })
+}
+
+fn network_mode(r: &Record) -> String {
+    match r.network.as_str() {
+        "" | "default" | "slirp" | "pasta" => "bridge".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+pub fn list(e: &Engine, q: &Query) -> Result<Response, ApiError> {
+    let filters = q.filters()?;
+    for (k, _) in &filters {
+        if !matches!(k.as_str(), "status" | "name" | "id" | "label" | "ancestor") {
+            return Err(ApiError::BadRequest(format!("invalid filter '{k}'")));
+        }
+    }
+    let all = q.flag("all");
+    let mut list: Vec<Record> = e
+        .containers()
+        .list_refreshed()
+        .into_iter()
+        .filter(|r| all || r.state == State::Running || filters.iter().any(|(k, _)| k == "status"))
+        .filter(|r| matches(r, &filters))
+        .collect();
+    list.sort_by(|x, y| y.created.cmp(&x.created).then(x.id.cmp(&y.id)));
+    if let Some(n) = q.number::<i64>("limit")?.filter(|n| *n > 0) {
+        list.truncate(n as usize);
+    }
+    Ok(Response::json(
+        200,
+        &Value::Array(list.iter().map(summary).collect()),
+    ))
+}
+
+/// Whether the container was made with a terminal (from its run record, else its arguments).
+pub fn has_tty(r: &Record) -> bool {
+    if let Some(t) = r.config.pointer("/Config/Tty").and_then(Value::as_bool) {
+        return t;
+    }
+    // Only nook's own flags count: the arguments up to the image, not the command's.
+    r.create_args
+        .iter()
+        .take_while(|a| **a != r.image)
+        .any(|a| a == "--tty" || (a.starts_with('-') && !a.starts_with("--") && a.contains('t')))
+}
+
+/// docker's ContainerInspect: the record's own Config/HostConfig/Mounts, completed.
+pub fn inspect_value(r: &Record) -> Value {
+    let running = r.state == State::Running;
+    let mut config = r.config.get("Config").cloned().unwrap_or_else(|| json!({}));
+    if let Some(c) = config.as_object_mut() {
+        c.entry("Image").or_insert(json!(r.image));
+        c.entry("Cmd").or_insert(json!(r.command));
+        c.insert("Tty".into(), json!(has_tty(r)));
+        c.entry("Labels").or_insert(json!({}));
+        c.entry("AttachStdout").or_insert(json!(false));
+    }
+    let mut host = r
+        .config
+        .get("HostConfig")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if let Some(h) = host.as_object_mut() {
+        h.insert("NetworkMode".into(), json!(network_mode(r)));
+    }
+    json!({
+        "Id": r.id,
+        "Created": time(Some(r.created)),
+        "Path": r.command.first(),
+        "Args": r.command.get(1..).unwrap_or_default(),
+        "State": {
+            "Status": r.state.as_str(), "Running": running, "Paused": false, "Restarting": false,
+            "OOMKilled": false, "Dead": false,
+            "Pid": if running { r.pid.unwrap_or(0) } else { 0 },
+            "ExitCode": r.exit_code.unwrap_or(0), "Error": r.note,
+            "StartedAt": time(r.started), "FinishedAt": time(r.finished),
+        },
+        "Image": r.image_id.to_string(),
+        "Name": format!("/{}", r.name),
+        "RestartCount": 0,
+        "Driver": r.driver.map_or("", crate::rootfs::Rung::as_str),
+        "Platform": "linux",
+        "Config": config,
+        "HostConfig": host,
+        "Mounts": r.config.get("Mounts").cloned().unwrap_or(json!([])),
+        "NetworkSettings": {
+            "Ports": r.published().iter().map(|p| (format!("{}/{}", p.container_port, p.proto.as_str()),
+                json!([{"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()}])))
+                .collect::<serde_json::Map<_, _>>(),
+            "Networks": {},
+        },
+    })
+}
+
+pub fn inspect(e: &Engine, id: &str) -> Result<Response, ApiError> {
+    let r = e.containers().get(id)?;
+    Ok(Response::json(200, &inspect_value(&r)))
+}
+
+pub fn start(e: &Engine, id: &str) -> Result<Response, ApiError> {
+    let r = e.containers().get(id)?;
+    if r.state == State::Running {
+        return Ok(Response::empty(304));
+    }
+    reexec::run(e, &reexec::strings(&["start", &r.id]))?;
+    Ok(Response::empty(204))
+}
+
+fn stop_args(r: &Record, q: &Query) -> Result<Vec<String>, ApiError> {
+    let mut args = vec!["stop".to_owned()];
+    if let Some(t) = q.number::<i64>("t")? {
+        // docker: -1 waits for ever; nook's stop takes seconds.
+        args.push(format!("--time={}", if t < 0 { 86_400 } else { t }));
+    }
+    if let Some(s) = q.get("signal").filter(|s| !s.is_empty()) {
+        args.push(format!("--signal={s}"));
+    }
+    args.push(r.id.clone());
+    Ok(args)
+}
+
+pub fn stop(e: &Engine, id: &str, q: &Query) -> Result<Response, ApiError> {
+    let r = e.containers().get(id)?;
+    if r.state != State::Running {
+        return Ok(Response::empty(304));
+    }
+    reexec::run(e, &stop_args(&r, q)?)?;
+    Ok(Response::empty(204))
+}
+
+pub fn kill(e: &Engine, id: &str, q: &Query) -> Result<Response, ApiError> {
+    let r = e.containers().get(id)?;
+    if r.state != State::Running {
+        return Err(ApiError::Conflict(format!(
+            "container {} is not running",
+            r.id
+        )));
+    }
+    let sig = q.get("signal").filter(|s| !s.is_empty()).unwrap_or("KILL");
+    reexec::run(e, &reexec::strings(&["kill", "--signal", sig, &r.id]))?;
+    Ok(Response::empty(204))
+}
+
+pub fn restart(e: &Engine, id: &str, q: &Query) -> Result<Response, ApiError> {
+    let r = e.containers().get(id)?;
+    if r.state == State::Running {
+        reexec::run(e, &stop_args(&r, q)?)?;
+    }
+    reexec::run(e, &reexec::strings(&["start", &r.id]))?;
+    Ok(Response::empty(204))
+}
+
+pub fn remove(e: &Engine, id: &str, q: &Query) -> Result<Response, ApiError> {
+    let r = e.containers().get(id)?;
+    if r.state == State::Running && !q.flag("force") {
+        return Err(ApiError::Conflict(format!(
+            "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+            r.name
+        )));
+    }
+    let mut args = vec!["rm".to_owned()];
+    if q.flag("force") {
+        args.push("--force".into());
+    }
+    if q.flag("v") {
+        args.push("--volumes".into());
+    }
+    args.push(r.id.clone());
+    reexec::run(e, &args)?;
+    Ok(Response::empty(204))
+}

@@ -1,0 +1,392 @@
+//! `POST /containers/create`: docker's Config and HostConfig translated into `nook create`
+//! flags (a pure function, tested), then nook re-executed to make the container exactly as
+//! the CLI does. What this host cannot honour is a 400 naming the field.
+
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::http::Response;
+use super::route::Query;
+use super::{Engine, reexec};
+
+/// Whether a JSON value asks for something (not null, false, 0, "" or empty).
+fn set(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|x| x != 0.0),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+    }
+}
+
+fn bad(field: &str, why: &str) -> ApiError {
+    ApiError::BadRequest(format!("{field} is not supported by nook: {why}"))
+}
+
+/// A string or a list of strings (docker accepts both for Cmd and Entrypoint).
+fn words(v: Option<&Value>, field: &str) -> Result<Option<Vec<String>>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.split_whitespace().map(str::to_owned).collect())),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| ApiError::BadRequest(format!("{field}: expected strings")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "{field}: expected a list of strings"
+        ))),
+    }
+}
+
+fn strs(v: Option<&Value>) -> impl Iterator<Item = &str> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+}
+
+fn text<'a>(o: &'a Value, k: &str) -> Option<&'a str> {
+    o.get(k).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+/// Fields docker clients send zeroed unless asked; set, nook cannot honour them.
+const HOST_UNSUPPORTED: &[(&str, &str)] = &[
+    (
+        "Privileged",
+        "rootless containers get no privileges beyond the user's",
+    ),
+    (
+        "Devices",
+        "devices cannot be passed to a rootless container yet",
+    ),
+    ("VolumesFrom", "use named volumes"),
+    ("Links", "links are legacy; use a shared network mode"),
+    ("ExtraHosts", "not yet"),
+    ("Dns", "not yet"),
+    ("DnsSearch", "not yet"),
+    ("CpuShares", "use NanoCpus"),
+    ("CpusetCpus", "not yet"),
+    ("MemorySwap", "not yet"),
+    ("ShmSize", "not yet"),
+    ("Sysctls", "not yet"),
+    ("PidMode", "each container has its own pid namespace"),
+    ("IpcMode", "each container has its own ipc namespace"),
+];
+
+/// `nook create` arguments for a create request.
+pub fn create_args(
+    name: Option<&str>,
+    platform: Option<&str>,
+    body: &Value,
+) -> Result<Vec<String>, ApiError> {
+    let cfg = body;
+    let image = text(cfg, "Image")
+        .ok_or_else(|| ApiError::BadRequest("Config.Image is required".into()))?;
+    let mut a: Vec<String> = vec!["create".into(), "--pull=never".into()];
+    if let Some(n) = name.filter(|n| !n.is_empty()) {
+        a.push(format!("--name={}", n.trim_start_matches('/')));
+    }
+    if let Some(p) = platform.filter(|p| !p.is_empty()) {
+        a.push(format!("--platform={p}"));
+    }
+    config_flags(cfg, &mut a)?;
+    if let Some(h) = cfg.get("HostConfig").filter(|h| h.is_object()) {
+        host_flags(h, &mut a)?;
+    }
+    let entry = words(cfg.get("Entrypoint"), "Entrypoint")?;
+    let mut cmd = words(cfg.get("Cmd"), "Cmd")?.unwrap_or_default();
+    if let Some(ep) = entry {
+        a.push(format!(
+            "--entrypoint={}",
+            ep.first().map_or("", String::as_str)
+        ));
+        cmd.splice(0..0, ep.into_iter().skip(1));
+    }
+    a.push(image.to_owned());
+    a.extend(cmd);
+    Ok(a)
+}
+
+fn config_flags(c: &Value, a: &mut Vec<String>) -> Result<(), ApiError> {
+    if set(c.get("Labels")) {
+        return Err(bad("Config.Labels", "nook keeps no container labels yet"));
+    }
+    if set(c.get("Healthcheck")) {
+        return Err(bad("Config.Healthcheck", "not yet"));
+    }
+    if let Some(s) = text(c, "StopSignal").filter(|s| !matches!(*s, "SIGTERM" | "TERM" | "15")) {
+        return Err(bad(
+            "Config.StopSignal",
+            &format!("{s} cannot be set per container yet"),
+        ));
+    }
+    a.extend(strs(c.get("Env")).map(|e| format!("--env={e}")));
+    for (flag, key) in [
+        ("--workdir", "WorkingDir"),
+        ("--user", "User"),
+        ("--hostname", "Hostname"),
+    ] {
+        if let Some(v) = text(c, key) {
+            a.push(format!("{flag}={v}"));
+        }
+    }
+    if set(c.get("Tty")) {
+        a.push("--tty".into());
+    }
+    if set(c.get("OpenStdin")) {
+        a.push("--interactive".into());
+    }
+    if let Some(vols) = c.get("Volumes").and_then(Value::as_object) {
+        a.extend(vols.keys().map(|p| format!("--volume={p}")));
+    }
+    Ok(())
+}
+
+fn host_flags(h: &Value, a: &mut Vec<String>) -> Result<(), ApiError> {
+    for (k, why) in HOST_UNSUPPORTED {
+        let asked = if matches!(*k, "PidMode" | "IpcMode") {
+            mode_set(h, k)
+        } else {
+            set(h.get(*k))
+        };
+        if asked {
+            return Err(bad(&format!("HostConfig.{k}"), why));
+        }
+    }
+    if let Some(p) = h.pointer("/RestartPolicy/Name").and_then(Value::as_str)
+        && !matches!(p, "" | "no")
+    {
+        return Err(bad(
+            "HostConfig.RestartPolicy",
+            "nook restarts nothing; a supervisor can",
+        ));
+    }
+    if let Some(t) = h.pointer("/LogConfig/Type").and_then(Value::as_str)
+        && !matches!(t, "" | "json-file" | "local")
+    {
+        return Err(bad(
+            "HostConfig.LogConfig",
+            &format!("the {t} driver; nook writes json-file logs"),
+        ));
+    }
+    a.extend(strs(h.get("Binds")).map(|b| format!("--volume={b}")));
+    a.extend(strs(h.get("CapAdd")).map(|c| format!("--cap-add={c}")));
+    a.extend(strs(h.get("CapDrop")).map(|c| format!("--cap-drop={c}")));
+    a.extend(strs(h.get("SecurityOpt")).map(|s| format!("--security-opt={s}")));
+    a.extend(strs(h.get("GroupAdd")).map(|g| format!("--group-add={g}")));
+    for (flag, key) in [
+        ("--rm", "AutoRemove"),
+        ("--init", "Init"),
+        ("--read-only", "ReadonlyRootfs"),
+        ("--publish-all", "PublishAllPorts"),
+    ] {
+        if set(h.get(key)) {
+            a.push(flag.into());
+        }
+    }
+    match text(h, "NetworkMode") {
+        None | Some("default" | "bridge") => {}
+        Some(m @ ("host" | "none")) => a.push(format!("--network={m}")),
+        Some(m) => {
+            return Err(bad(
+                "HostConfig.NetworkMode",
+                &format!("{m:?}: use bridge, host or none"),
+            ));
+        }
+    }
+    if let Some(t) = h.get("Tmpfs").and_then(Value::as_object) {
+        for (path, opts) in t {
+            match opts.as_str().filter(|o| !o.is_empty()) {
+                Some(o) => a.push(format!("--tmpfs={path}:{o}")),
+                None => a.push(format!("--tmpfs={path}")),
+            }
+        }
+    }
+    limit_flags(h, a)?;
+    mount_flags(h, a)?;
+    port_flags(h, a)
+}
+
+/// PidMode/IpcMode: "" and "private" are nook's own behaviour.
+fn mode_set(h: &Value, k: &str) -> bool {
+    text(h, k).is_some_and(|m| m != "private")
+}
+
+fn limit_flags(h: &Value, a: &mut Vec<String>) -> Result<(), ApiError> {
+    if let Some(m) = h.get("Memory").and_then(Value::as_i64).filter(|m| *m > 0) {
+        a.push(format!("--memory={m}"));
+    }
+    if let Some(n) = h.get("NanoCpus").and_then(Value::as_i64).filter(|n| *n > 0) {
+        a.push(format!("--cpus={}", n as f64 / 1e9));
+    }
+    if let Some(p) = h
+        .get("PidsLimit")
+        .and_then(Value::as_i64)
+        .filter(|p| *p > 0)
+    {
+        a.push(format!("--pids-limit={p}"));
+    }
+    for u in h
+        .get("Ulimits")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = text(u, "Name")
+            .ok_or_else(|| ApiError::BadRequest("Ulimits: Name is required".into()))?;
+        let soft = u.get("Soft").and_then(Value::as_i64).unwrap_or(0);
+        let hard = u.get("Hard").and_then(Value::as_i64).unwrap_or(soft);
+        a.push(format!("--ulimit={name}={soft}:{hard}"));
+    }
+    Ok(())
+}
+
+fn mount_flags(h: &Value, a: &mut Vec<String>) -> Result<(), ApiError> {
+    for m in h
+        .get("Mounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let kind = text(m, "Type").unwrap_or("volume");
+        if !matches!(kind, "bind" | "volume" | "tmpfs") {
+            return Err(bad("HostConfig.Mounts", &format!("type {kind}")));
+        }
+        let target = text(m, "Target")
+            .ok_or_else(|| ApiError::BadRequest("Mounts: Target is required".into()))?;
+        let mut spec = format!("type={kind},target={target}");
+        if let Some(s) = text(m, "Source") {
+            spec.push_str(&format!(",source={s}"));
+        }
+        if set(m.get("ReadOnly")) {
+            spec.push_str(",readonly");
+        }
+        a.push(format!("--mount={spec}"));
+    }
+    Ok(())
+}
+
+fn port_flags(h: &Value, a: &mut Vec<String>) -> Result<(), ApiError> {
+    let Some(map) = h.get("PortBindings").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    for (port, binds) in map {
+        let list = binds.as_array().cloned().unwrap_or_else(|| vec![json!({})]);
+        for b in list {
+            let ip = text(&b, "HostIp");
+            let hp = text(&b, "HostPort").unwrap_or("");
+            a.push(match ip {
+                Some(ip) => format!("--publish={ip}:{hp}:{port}"),
+                None if hp.is_empty() => format!("--publish={port}"),
+                None => format!("--publish={hp}:{port}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub fn create(e: &Engine, q: &Query, body: &Value) -> Result<Response, ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object (docker's container config)".into(),
+        ));
+    }
+    let args = create_args(q.get("name"), q.get("platform"), body)?;
+    let image = text(body, "Image").unwrap_or_default();
+    let store = e
+        .store()?
+        .ok_or_else(|| ApiError::NotFound(format!("No such image: {image}")))?;
+    if let Err(err) = store.find_image(image) {
+        return Err(match err {
+            crate::store::StoreError::NoSuchImage(_) => {
+                ApiError::NotFound(format!("No such image: {image}"))
+            }
+            other => other.into(),
+        });
+    }
+    let out = reexec::run(e, &args)?;
+    let id = out.lines().last().unwrap_or("").trim().to_owned();
+    if id.is_empty() {
+        return Err(ApiError::Internal("nook create printed no id".into()));
+    }
+    Ok(Response::json(201, &json!({"Id": id, "Warnings": []})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_docker_run_request_becomes_create_flags() {
+        let body = json!({
+            "Image": "bb", "Cmd": ["sleep", "30"], "Env": ["A=1"], "Tty": false, "Labels": {},
+            "WorkingDir": "", "Entrypoint": null, "OpenStdin": false,
+            "HostConfig": {"AutoRemove": true, "Binds": ["/a:/b:ro"], "NetworkMode": "bridge",
+                "Privileged": false, "Tmpfs": {"/t": "size=1m"}, "CapAdd": ["NET_ADMIN"],
+                "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]},
+                "RestartPolicy": {"Name": "no"}, "LogConfig": {"Type": ""}, "Memory": 0}
+        });
+        let a = create_args(Some("x"), None, &body).unwrap();
+        assert_eq!(
+            a,
+            vec![
+                "create",
+                "--pull=never",
+                "--name=x",
+                "--env=A=1",
+                "--volume=/a:/b:ro",
+                "--cap-add=NET_ADMIN",
+                "--rm",
+                "--tmpfs=/t:size=1m",
+                "--publish=8080:80/tcp",
+                "bb",
+                "sleep",
+                "30"
+            ]
+        );
+    }
+
+    #[test]
+    fn entrypoint_lists_split_into_flag_and_command() {
+        let body = json!({"Image": "bb", "Entrypoint": ["sh", "-c"], "Cmd": ["echo hi"]});
+        let a = create_args(None, None, &body).unwrap();
+        assert_eq!(a[2..], ["--entrypoint=sh", "bb", "-c", "echo hi"]);
+    }
+
+    #[test]
+    fn what_nook_cannot_honour_is_named() {
+        for (body, field) in [
+            (
+                json!({"Image": "bb", "HostConfig": {"Privileged": true}}),
+                "HostConfig.Privileged",
+            ),
+            (
+                json!({"Image": "bb", "Labels": {"a": "b"}}),
+                "Config.Labels",
+            ),
+            (
+                json!({"Image": "bb", "HostConfig": {"NetworkMode": "mynet"}}),
+                "HostConfig.NetworkMode",
+            ),
+            (
+                json!({"Image": "bb", "HostConfig": {"RestartPolicy": {"Name": "always"}}}),
+                "HostConfig.RestartPolicy",
+            ),
+        ] {
+            let e = create_args(None, None, &body).unwrap_err();
+            assert_eq!(e.status(), 400);
+            assert!(e.to_string().contains(field), "{e}");
+        }
+        assert_eq!(
+            create_args(None, None, &json!({})).unwrap_err().status(),
+            400
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! Docker's Engine API (v1.50) on a UNIX socket: `nook serve`.
+//!
+//! A request is read by [`http`], turned into a typed [`route::Route`] by a pure function,
+//! then answered by the same library calls the CLI makes. The server is multi-threaded (a
+//! thread per connection), so it never clones a container or enters a user namespace itself:
+//! everything that starts, stops or changes something re-executes nook's own CLI
+//! ([`reexec`]), exactly the path `nook run -d` takes, each container with its own monitor.
+//! Killing the server loses nothing; a restarted one finds every container in the store.
+
+pub mod containers;
+pub mod create;
+pub mod error;
+pub mod http;
+pub mod images;
+pub mod logs;
+pub mod reexec;
+pub mod route;
+pub mod server;
+pub mod system;
+pub mod volumes;
+
+use std::path::PathBuf;
+
+use error::ApiError;
+use http::{Request, Response};
+use route::Route;
+
+/// What every handler works on: the store and the nook binary that does the changes.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// The store directory (`--root`), passed to every re-executed nook.
+    pub root: PathBuf,
+    /// The nook binary to re-execute.
+    pub exe: PathBuf,
+    /// `Mapping::describe()` of this host, for `/info`.
+    pub single_id: bool,
+}
+
+impl Engine {
+    pub fn containers(&self) -> crate::container::Containers {
+        crate::container::Containers::new(&self.root)
+    }
+
+    pub fn store(&self) -> Result<Option<crate::store::Store>, ApiError> {
+        Ok(crate::store::Store::open_existing(&self.root)?)
+    }
+}
+
+/// Answers one request.
+pub fn handle(engine: &Engine, req: &Request) -> Response {
+    let result = route::route(&req.method, &req.path).and_then(|r| dispatch(engine, r, req));
+    result.unwrap_or_else(|e| Response::error(&e))
+}
+
+fn dispatch(e: &Engine, route: Route, req: &Request) -> Result<Response, ApiError> {
+    use Route as R;
+    let q = &req.query;
+    match route {
+        R::Ping => Ok(system::ping()),
+        R::Version => Ok(system::version()),
+        R::Info => system::info(e),
+        R::ImageList => images::list(e, q),
+        R::ImageCreate => images::pull(e, q),
+        R::ImageInspect(n) => images::inspect(e, &n),
+        R::ImageHistory(n) => images::history(e, &n),
+        R::ImageTag(n) => images::tag(e, &n, q),
+        R::ImageDelete(n) => images::remove(e, &n, q),
+        R::ContainerList => containers::list(e, q),
+        R::ContainerCreate => create::create(e, q, &req.json()?),
+        R::ContainerInspect(id) => containers::inspect(e, &id),
+        R::ContainerStart(id) => containers::start(e, &id),
+        R::ContainerStop(id) => containers::stop(e, &id, q),
+        R::ContainerKill(id) => containers::kill(e, &id, q),
+        R::ContainerRestart(id) => containers::restart(e, &id, q),
+        R::ContainerWait(id) => logs::wait(e, &id, q),
+        R::ContainerLogs(id) => logs::logs(e, &id, q),
+        R::ContainerDelete(id) => containers::remove(e, &id, q),
+        R::VolumeList => volumes::list(e),
+        R::VolumeCreate => volumes::create(e, &req.json()?),
+        R::VolumeInspect(n) => volumes::inspect(e, &n),
+        R::VolumeDelete(n) => volumes::remove(e, &n, q),
+        R::NotYet(what) => Err(ApiError::NotImplemented(what)),
+    }
+}
+
+/// docker's short age: `5 seconds`, `About a minute`, `3 hours`.
+pub fn human_age(then_secs: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    match (now - then_secs).max(0) {
+        0 => "Less than a second".to_owned(),
+        1 => "1 second".to_owned(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s < 120 => "About a minute".to_owned(),
+        s if s < 3600 => format!("{} minutes", s / 60),
+        s if s < 7200 => "About an hour".to_owned(),
+        s if s < 48 * 3600 => format!("{} hours", s / 3600),
+        s => format!("{} days", s / 86400),
+    }
+}

@@ -1,0 +1,566 @@
+//! `nook serve` driven by the real docker CLI (28.x, /usr/local/bin/docker) over a UNIX
+//! socket, as the unprivileged test users: system, images, volumes, containers (one engine,
+//! two doors: `docker` and `nook` see the same containers), bad input, SIGTERM and restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::env::{ChildGuard, Mode, Out};
+use support::sandbox::Sandbox;
+
+const DOCKER: &str = "/usr/local/bin/docker";
+
+/// Each named test once with a subordinate id range and once with a single id.
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod range {
+            $(#[test] fn $name() { super::$name(super::Mode::Range) })*
+        }
+        mod single {
+            $(#[test] fn $name() { super::$name(super::Mode::Single) })*
+        }
+    };
+}
+
+in_both_modes!(
+    system_images_volumes_and_pull,
+    containers_through_both_doors,
+    create_then_start_and_wait,
+    run_flags_reach_the_container,
+);
+
+/// A running `nook serve` of the sandbox's user.
+struct Server {
+    child: ChildGuard,
+    sock: PathBuf,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(s: &Sandbox) -> Server {
+        let sock = s.user.home().join("nook.sock");
+        let log = s.user.home().join("serve.log");
+        let file = std::fs::File::create(&log).unwrap();
+        s.user.give(&log);
+        let mut c = s
+            .user
+            .nook(&["serve", "-H", &format!("unix://{}", sock.display())]);
+        c.env("NOOK_TEST_TAG", &s.tag)
+            .stdout(Stdio::null())
+            .stderr(file);
+        let child = ChildGuard(Some(c.spawn().unwrap()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&sock).is_err() {
+            assert!(Instant::now() < deadline, "no socket: {}", read(&log));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server { child, sock, log }
+    }
+
+    /// The real docker CLI as the user, pointed at this server.
+    fn docker(&self, s: &Sandbox, args: &[&str]) -> Out {
+        let mut c = s.user.command(Path::new(DOCKER));
+        c.env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
+            .args(args);
+        Out::from(c.output().unwrap())
+    }
+
+    /// `docker ARGS` that must succeed; its standard output.
+    fn ok(&self, s: &Sandbox, args: &[&str]) -> String {
+        let out = self.docker(s, args);
+        assert_eq!(
+            out.code,
+            0,
+            "docker {args:?}: {}\n{}\nserver log:\n{}",
+            out.stdout,
+            out.stderr,
+            read(&self.log)
+        );
+        out.stdout
+    }
+
+    /// A raw request by curl as the user: (status, body).
+    fn curl(&self, s: &Sandbox, method: &str, path: &str, extra: &[&str]) -> (u16, String) {
+        let mut c = s.user.command(Path::new("/usr/bin/curl"));
+        c.args(["-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket"])
+            .arg(&self.sock)
+            .args(["-X", method])
+            .args(extra)
+            .arg(format!("http://nook{path}"));
+        let out = Out::from(c.output().unwrap());
+        let (body, code) = out.stdout.rsplit_once('\n').unwrap();
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn system_images_volumes_and_pull(mode: Mode) {
+    let Some(s) = Sandbox::new(mode) else {
+        return;
+    };
+    let srv = Server::start(&s);
+    let v = srv.ok(&s, &["version", "--format", "{{json .Server}}"]);
+    let v = json(&v);
+    assert_eq!(v["ApiVersion"], "1.50", "{v}");
+    assert_eq!(v["MinAPIVersion"], "1.24", "{v}");
+    assert_eq!(v["Os"], "linux");
+    let info = json(&srv.ok(&s, &["info", "--format", "{{json .}}"]));
+    assert_eq!(info["OSType"], "linux", "{info}");
+    assert_eq!(info["Images"], 1, "{info}");
+    assert_eq!(info["DockerRootDir"], s.user.store().display().to_string());
+    assert!(
+        ["overlay", "fuse", "copy"].contains(&info["Driver"].as_str().unwrap()),
+        "{info}"
+    );
+    // images, tag, rmi
+    let images = srv.ok(&s, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(images.trim(), format!("{}:latest", s.image));
+    srv.ok(&s, &["tag", &s.image, "other/name:v1"]);
+    let images = srv.ok(&s, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.contains("other/name:v1"), "{images}");
+    assert!(
+        s.nook(&["images"]).stdout.contains("other/name"),
+        "one store"
+    );
+    let rmi = srv.ok(&s, &["rmi", "other/name:v1"]);
+    assert!(rmi.contains("Untagged: other/name:v1"), "{rmi}");
+    let inspect = json(&srv.ok(&s, &["image", "inspect", &s.image]));
+    assert_eq!(inspect[0]["RootFS"]["Type"], "layers", "{inspect}");
+    assert!(inspect[0]["Id"].as_str().unwrap().starts_with("sha256:"));
+    let history = srv.ok(&s, &["history", "-q", &s.image]);
+    assert!(history.lines().count() >= 1, "{history}");
+    let refs = srv.ok(
+        &s,
+        &[
+            "images",
+            "-q",
+            "--filter",
+            &format!("reference={}", s.image),
+        ],
+    );
+    assert_eq!(refs.lines().count(), 1, "{refs}");
+    let dangling = srv.ok(&s, &["images", "-q", "--filter", "dangling=true"]);
+    assert!(dangling.trim().is_empty(), "{dangling}");
+    let missing = srv.docker(&s, &["image", "inspect", "no/such:image"]);
+    assert_ne!(missing.code, 0);
+    assert!(
+        missing.stderr.contains("No such image"),
+        "{}",
+        missing.stderr
+    );
+    // volumes
+    srv.ok(&s, &["volume", "create", "vol1"]);
+    assert!(
+        srv.ok(&s, &["volume", "ls", "-q"])
+            .lines()
+            .any(|l| l == "vol1")
+    );
+    let vi = json(&srv.ok(&s, &["volume", "inspect", "vol1"]));
+    assert_eq!(vi[0]["Driver"], "local", "{vi}");
+    srv.ok(&s, &["volume", "rm", "vol1"]);
+    assert!(!srv.ok(&s, &["volume", "ls", "-q"]).contains("vol1"));
+    // run -d of a missing image: the 404 makes the CLI pull, then create again
+    srv.ok(&s, &["rmi", &s.image]);
+    assert!(srv.ok(&s, &["images", "-q"]).trim().is_empty());
+    let script = format!("true; : {}", s.tag);
+    srv.ok(
+        &s,
+        &["run", "-d", "--name", "auto", &s.image, "sh", "-c", &script],
+    );
+    assert_eq!(srv.ok(&s, &["images", "-q"]).lines().count(), 1);
+    srv.ok(&s, &["rm", "-f", "auto"]);
+    // pull from the loopback registry, after removing the image
+    srv.ok(&s, &["rmi", &s.image]);
+    let pull = srv.ok(&s, &["pull", &s.image]);
+    assert!(pull.contains("Downloaded newer image"), "{pull}");
+    assert_eq!(srv.ok(&s, &["images", "-q"]).lines().count(), 1);
+    let bad = srv.docker(&s, &["pull", &format!("{}/nothing:here", s.reg.host)]);
+    assert_ne!(bad.code, 0, "{}", bad.stdout);
+    let log = read(&srv.log);
+    assert!(
+        log.contains("GET /v1.50/images/json"),
+        "one line per request:\n{log}"
+    );
+}
+
+/// Waits until `docker ps -a` shows `name` with a status starting with `prefix`.
+fn wait_status(srv: &Server, s: &Sandbox, name: &str, prefix: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = srv.ok(
+            s,
+            &[
+                "ps",
+                "-a",
+                "--filter",
+                &format!("name={name}"),
+                "--format",
+                "{{.Status}}",
+            ],
+        );
+        if st.trim().starts_with(prefix) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name}: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn containers_through_both_doors(mode: Mode) {
+    let Some(s) = Sandbox::new(mode) else {
+        return;
+    };
+    let srv = Server::start(&s);
+    let script = format!("echo out; echo err >&2; sleep 30; : {}", s.tag);
+    let id = srv.ok(
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "viadocker",
+            &s.image,
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+    let ps = srv.ok(&s, &["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.contains("viadocker Up"), "{ps}");
+    assert!(
+        s.nook(&["ps"]).stdout.contains("viadocker"),
+        "nook sees docker's container"
+    );
+    let nook_id = s.nook(&["run", "-d", "--name", "vianook", &s.image, "sleep", "30"]);
+    nook_id.ok();
+    let ps = srv.ok(&s, &["ps", "--no-trunc", "--format", "{{.ID}} {{.Names}}"]);
+    assert!(
+        ps.contains(&format!("{} vianook", nook_id.stdout.trim())),
+        "{ps}"
+    );
+    // logs, framed by stream
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = srv.docker(&s, &["logs", "viadocker"]);
+        if logs.stdout == "out\n" && logs.stderr == "err\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{logs:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let tail = srv.docker(&s, &["logs", "--tail", "1", "--timestamps", "viadocker"]);
+    assert!(
+        tail.stderr.ends_with(" err\n") && tail.stdout.is_empty(),
+        "{tail:?}"
+    );
+    // inspect
+    let v = json(&srv.ok(&s, &["inspect", "viadocker"]));
+    assert_eq!(v[0]["Name"], "/viadocker", "{v}");
+    assert_eq!(v[0]["Id"], id);
+    assert_eq!(v[0]["State"]["Running"], true);
+    assert_eq!(v[0]["State"]["Status"], "running");
+    assert_eq!(v[0]["Path"], "sh");
+    assert_eq!(v[0]["Config"]["Tty"], false);
+    let filtered = srv.ok(&s, &["ps", "-q", "--filter", "name=vianook"]);
+    assert_eq!(filtered.trim(), &nook_id.stdout.trim()[..12]);
+    // kill, restart, rm of a running container
+    let busy = srv.docker(&s, &["rm", "vianook"]);
+    assert!(busy.stderr.contains("container is running"), "{busy:?}");
+    srv.ok(&s, &["kill", "vianook"]);
+    wait_status(&srv, &s, "vianook", "Exited");
+    srv.ok(&s, &["restart", "vianook"]);
+    wait_status(&srv, &s, "vianook", "Up");
+    // A waiting client blocks no other; its status comes at the exit.
+    let mut waiter = s.user.command(Path::new(DOCKER));
+    waiter
+        .env("DOCKER_HOST", format!("unix://{}", srv.sock.display()))
+        .args(["wait", "viadocker"]);
+    let waiter = waiter.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(srv.ok(&s, &["ps", "-q"]).lines().count() == 2);
+    // stop, rm -f
+    srv.ok(&s, &["stop", "-t", "1", "viadocker"]);
+    wait_status(&srv, &s, "viadocker", "Exited");
+    let waited = Out::from(waiter.wait_with_output().unwrap());
+    assert!(["137", "143"].contains(&waited.stdout.trim()), "{waited:?}");
+    assert!(
+        s.nook(&["ps", "-a"]).stdout.contains("Exited"),
+        "nook sees it stopped"
+    );
+    srv.ok(&s, &["rm", "-f", "vianook", "viadocker"]);
+    assert!(srv.ok(&s, &["ps", "-aq"]).trim().is_empty());
+    assert!(!s.nook(&["ps", "-a"]).stdout.contains("via"));
+    // AutoRemove: the engine removes the container when it ends.
+    let script = format!("true; : {}", s.tag);
+    srv.ok(
+        &s,
+        &[
+            "run", "-d", "--rm", "--name", "gone", &s.image, "sh", "-c", &script,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !srv.ok(&s, &["ps", "-aq"]).trim().is_empty() {
+        assert!(Instant::now() < deadline, "--rm container stays");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let gone = srv.docker(&s, &["inspect", "--type", "container", "viadocker"]);
+    assert!(gone.stderr.contains("No such container"), "{gone:?}");
+}
+
+fn create_then_start_and_wait(mode: Mode) {
+    let Some(s) = Sandbox::new(mode) else {
+        return;
+    };
+    let srv = Server::start(&s);
+    let script = format!("echo made; exit 3; : {}", s.tag);
+    let id = srv.ok(
+        &s,
+        &[
+            "create", "--name", "made", "-e", "X=1", &s.image, "sh", "-c", &script,
+        ],
+    );
+    assert_eq!(id.trim().len(), 64);
+    wait_status(&srv, &s, "made", "Created");
+    srv.ok(&s, &["start", "made"]);
+    let code = srv.ok(&s, &["wait", "made"]);
+    assert_eq!(code.trim(), "3");
+    assert_eq!(srv.docker(&s, &["logs", "made"]).stdout, "made\n");
+    let v = json(&srv.ok(&s, &["inspect", "made"]));
+    assert_eq!(v[0]["State"]["ExitCode"], 3, "{v}");
+    assert!(
+        v[0]["Config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "X=1"),
+        "{v}"
+    );
+    srv.ok(&s, &["rm", "made"]);
+    // A terminal: Config.Tty before and after the start, and raw (unframed) logs.
+    let script = format!("echo tty; : {}", s.tag);
+    srv.ok(
+        &s,
+        &[
+            "create", "-t", "--name", "tty", &s.image, "sh", "-c", &script,
+        ],
+    );
+    let v = json(&srv.ok(&s, &["inspect", "tty"]));
+    assert_eq!(v[0]["Config"]["Tty"], true, "{v}");
+    srv.ok(&s, &["start", "tty"]);
+    assert_eq!(srv.ok(&s, &["wait", "tty"]).trim(), "0");
+    let v = json(&srv.ok(&s, &["inspect", "tty"]));
+    assert_eq!(v[0]["Config"]["Tty"], true, "{v}");
+    let logs = srv.ok(&s, &["logs", "tty"]);
+    assert!(logs.starts_with("tty"), "{logs:?}");
+    srv.ok(&s, &["rm", "tty"]);
+    // Several clients at once.
+    let runs: Vec<_> = (0..6)
+        .map(|i| {
+            let mut c = s.user.command(Path::new(DOCKER));
+            let script = format!("sleep 20; : {}", s.tag);
+            c.env("DOCKER_HOST", format!("unix://{}", srv.sock.display()))
+                .args([
+                    "run",
+                    "-d",
+                    "--name",
+                    &format!("many{i}"),
+                    &s.image,
+                    "sh",
+                    "-c",
+                    &script,
+                ]);
+            c.spawn().unwrap()
+        })
+        .collect();
+    for r in runs {
+        let out = Out::from(r.wait_with_output().unwrap());
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    assert_eq!(srv.ok(&s, &["ps", "-q"]).lines().count(), 6);
+    let ids: Vec<String> = srv
+        .ok(&s, &["ps", "-aq"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(ids.iter().map(String::as_str));
+    srv.ok(&s, &rm);
+}
+
+#[test]
+fn bad_input_is_refused() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    let srv = Server::start(&s);
+    let (code, body) = srv.curl(&s, "GET", "/_ping", &[]);
+    assert_eq!((code, body.as_str()), (200, "OK"));
+    let (code, head) = srv.curl(&s, "HEAD", "/_ping", &["-I"]);
+    assert_eq!(code, 200);
+    for h in [
+        "Api-Version: 1.50",
+        "Builder-Version: 1",
+        "Ostype: linux",
+        "Pragma: no-cache",
+    ] {
+        assert!(head.contains(h), "{h}: {head}");
+    }
+    let (code, body) = srv.curl(&s, "POST", "/v1.50/containers/create", &["-d", "{not json"]);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        json(&body)["message"].as_str().unwrap().contains("JSON"),
+        "{body}"
+    );
+    let (code, _) = srv.curl(
+        &s,
+        "POST",
+        "/v1.50/volumes/create",
+        &["-H", "Content-Length: 20000000", "-d", "{}"],
+    );
+    assert_eq!(code, 413);
+    let (code, body) = srv.curl(&s, "GET", "/v1.50/no/such/endpoint", &[]);
+    assert_eq!(
+        (code, json(&body)["message"].clone()),
+        (404, "page not found".into())
+    );
+    let (code, body) = srv.curl(&s, "GET", "/v1.12/info", &[]);
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = srv.curl(&s, "POST", "/v1.50/containers/x/attach", &[]);
+    assert_eq!(code, 501, "{body}");
+    let (code, body) = srv.curl(&s, "GET", "/v1.50/containers/nosuch/json", &[]);
+    assert_eq!(code, 404, "{body}");
+    let body = r#"{"Image":"x","HostConfig":{"Privileged":true}}"#;
+    let (code, body) = srv.curl(
+        &s,
+        "POST",
+        "/v1.50/containers/create",
+        &["-H", "Content-Type: application/json", "-d", body],
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("Privileged"), "{body}");
+    // This test runs as root: another uid than the socket's owner.
+    if nix::unistd::getuid().as_raw() != s.user.uid {
+        let mut c = UnixStream::connect(&srv.sock).unwrap();
+        let _ = c.write_all(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    }
+    let mode = std::fs::metadata(&srv.sock).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn sigterm_removes_the_socket_and_a_restart_sees_containers() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    let run = s.nook(&["run", "-d", "--name", "before", &s.image, "sleep", "30"]);
+    run.ok();
+    let mut srv = Server::start(&s);
+    assert!(srv.ok(&s, &["ps"]).contains("before"));
+    let pid = nix::unistd::Pid::from_raw(srv.child.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = srv.child.0.take().unwrap().wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", read(&srv.log));
+    assert!(!srv.sock.exists(), "the socket is removed");
+    // A second server on the same path, and a stale socket file is replaced.
+    std::os::unix::net::UnixListener::bind(&srv.sock)
+        .map(drop)
+        .unwrap();
+    s.user.give(&srv.sock);
+    let srv2 = Server::start(&s);
+    assert!(
+        srv2.ok(&s, &["ps"]).contains("before"),
+        "a restarted server sees it"
+    );
+    assert!(
+        s.nook(&["ps"]).stdout.contains("before"),
+        "the container lived on"
+    );
+    srv2.ok(&s, &["rm", "-f", "before"]);
+    // A second server on a live socket is refused.
+    let again = s
+        .user
+        .run(&["serve", "-H", &format!("unix://{}", srv2.sock.display())]);
+    assert_ne!(again.code, 0);
+    assert!(
+        again.stderr.contains("another server listens"),
+        "{}",
+        again.stderr
+    );
+}
+
+fn run_flags_reach_the_container(mode: Mode) {
+    let Some(s) = Sandbox::new(mode) else {
+        return;
+    };
+    let srv = Server::start(&s);
+    let data = s.user.home().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("f"), "bound\n").unwrap();
+    s.user.give(&data);
+    s.user.give(&data.join("f"));
+    let bind = format!("{}:/data:ro", data.display());
+    let script = format!(
+        "pwd; echo $GREETING; cat /data/f; touch /etc/x 2>/dev/null || echo read-only; \
+         grep -c ' /scratch tmpfs' /proc/mounts; echo $(hostname); : {}",
+        s.tag
+    );
+    let args = [
+        "run",
+        "-d",
+        "--name",
+        "flags",
+        "-w",
+        "/tmp",
+        "-e",
+        "GREETING=hello",
+        "-v",
+        &bind,
+        "--read-only",
+        "--tmpfs",
+        "/scratch",
+        "--network",
+        "none",
+        "--hostname",
+        "box",
+        "--entrypoint",
+        "sh",
+        &s.image,
+        "-c",
+        &script,
+    ];
+    srv.ok(&s, &args);
+    assert_eq!(srv.ok(&s, &["wait", "flags"]).trim(), "0");
+    let logs = srv.docker(&s, &["logs", "flags"]);
+    assert_eq!(
+        logs.stdout, "/tmp\nhello\nbound\nread-only\n1\nbox\n",
+        "{logs:?}"
+    );
+    let v = json(&srv.ok(&s, &["inspect", "flags"]));
+    assert_eq!(v[0]["HostConfig"]["ReadonlyRootfs"], true, "{v}");
+    assert_eq!(v[0]["HostConfig"]["NetworkMode"], "none", "{v}");
+    srv.ok(&s, &["rm", "flags"]);
+    let refused = srv.docker(&s, &["run", "-d", "--privileged", &s.image, "true"]);
+    assert!(refused.stderr.contains("Privileged"), "{refused:?}");
+    assert!(srv.ok(&s, &["ps", "-aq"]).trim().is_empty(), "nothing made");
+}
