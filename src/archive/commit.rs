@@ -59,9 +59,20 @@ pub fn commit(
             return Err(e);
         }
     }
+    // Every record is made before any is written: only an I/O error while writing them can
+    // leave some images of the archive named and not others.
+    let mut records = Vec::new();
+    for image in &images {
+        match record_of(store, image) {
+            Ok(r) => records.push(r),
+            Err(e) => {
+                added.undo(store);
+                return Err(e);
+            }
+        }
+    }
     let mut out = Vec::new();
-    for image in images {
-        let record = record_of(store, &image)?;
+    for (image, record) in images.into_iter().zip(records) {
         store.add_image(record, &image.names)?;
         out.push(Loaded {
             id: image.config.digest.clone(),
