@@ -668,6 +668,22 @@ fn exec_output_stdin_exit_codes_and_detach(mode: Mode) {
         &["exec", "-t", "box", "sh", "-c", "test -t 1 && echo tty"],
     );
     assert_eq!(tty.stdout.replace('\r', ""), "tty\n", "{tty:?}");
+    // -it under a terminal: its size at the start, and the CLI's resize when it changes,
+    // reach the command's terminal.
+    let mut c = s.user.command(Path::new("/usr/bin/script"));
+    let line = format!(
+        "stty rows 40 cols 100; (sleep 1; stty rows 30 cols 90 </dev/tty) & \
+         {DOCKER} exec -it box sh -c 'busybox stty size; sleep 2; busybox stty size'"
+    );
+    c.env("DOCKER_HOST", format!("unix://{}", srv.sock.display()))
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null());
+    let out = Out::from(c.output().unwrap());
+    assert!(
+        out.stdout.contains("40 100\r\n30 90"),
+        "{out:?}\n{}",
+        read(&srv.log)
+    );
     let (code, body) = srv.curl(&s, "GET", "/v1.50/exec/nosuch/json", &[]);
     assert_eq!(code, 404, "{body}");
     srv.ok(&s, &["rm", "-f", "box"]);

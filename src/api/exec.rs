@@ -14,6 +14,9 @@ use super::route::Query;
 use super::{Engine, attach, relay};
 use crate::container::State;
 
+/// How many exec instances are kept before the ended ones are forgotten.
+const MAX_KEPT: usize = 1024;
+
 /// What an exec create asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExecConfig {
@@ -27,6 +30,8 @@ pub struct ExecConfig {
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
+    /// The terminal's size at the start (rows, columns), as the CLI sends it.
+    pub console: Option<(u16, u16)>,
 }
 
 /// One exec instance.
@@ -80,6 +85,13 @@ fn strings(v: Option<&Value>) -> Vec<String> {
         .collect()
 }
 
+/// `ConsoleSize`: `[rows, columns]`, both set.
+fn console_size(v: Option<&Value>) -> Option<(u16, u16)> {
+    let a = v?.as_array()?;
+    let n = |i: usize| a.get(i)?.as_u64().and_then(|x| u16::try_from(x).ok());
+    Some((n(0)?, n(1)?)).filter(|(r, c)| *r > 0 && *c > 0)
+}
+
 /// An exec create body, read.
 pub fn config_of(container: &str, body: &Value) -> Result<ExecConfig, ApiError> {
     let cmd = strings(body.get("Cmd"));
@@ -108,6 +120,7 @@ pub fn config_of(container: &str, body: &Value) -> Result<ExecConfig, ApiError> 
         stdin: flag("AttachStdin"),
         stdout: flag("AttachStdout"),
         stderr: flag("AttachStderr"),
+        console: console_size(body.get("ConsoleSize")),
     })
 }
 
@@ -152,6 +165,10 @@ pub fn create(e: &Engine, id: &str, body: &Value) -> Result<Response, ApiError> 
         pty: None,
     };
     let mut map = e.execs.0.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() >= MAX_KEPT {
+        // Ended instances go first; their exit codes have been read, or never will be.
+        map.retain(|_, i| i.exit_code.is_none());
+    }
     map.insert(exec_id.clone(), inst);
     Ok(Response::json(201, &json!({ "Id": exec_id })))
 }
@@ -233,8 +250,10 @@ mod tests {
     #[test]
     fn an_exec_request_becomes_nook_exec_flags() {
         let body = json!({"Cmd": ["sh", "-c", "echo hi"], "Env": ["A=1"], "User": "nobody",
-            "WorkingDir": "/tmp", "Tty": true, "AttachStdin": true, "AttachStdout": true});
+            "WorkingDir": "/tmp", "Tty": true, "AttachStdin": true, "AttachStdout": true,
+            "ConsoleSize": [40, 100]});
         let c = config_of("abc", &body).unwrap();
+        assert_eq!(c.console, Some((40, 100)));
         assert_eq!(
             exec_args(&c, false),
             [

@@ -44,6 +44,10 @@ pub fn spawn(e: &Engine, args: &[String], config: &ExecConfig) -> Result<ExecChi
         cmd.stdin(dup(&slave)?)
             .stdout(dup(&slave)?)
             .stderr(Stdio::from(slave));
+        if let Some((rows, cols)) = config.console {
+            let size = crate::sys::process::WinSize { rows, cols };
+            let _ = crate::sys::process::set_window_size(std::os::fd::AsFd::as_fd(&master), size);
+        }
         crate::sys::process::own_terminal_in_child(&mut cmd);
         Some(Arc::new(master))
     } else {
