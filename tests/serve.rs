@@ -33,6 +33,8 @@ in_both_modes!(
     containers_through_both_doors,
     create_then_start_and_wait,
     run_flags_reach_the_container,
+    run_attached_streams_and_exit_codes,
+    exec_output_stdin_exit_codes_and_detach,
 );
 
 /// A running `nook serve` of the sandbox's user.
@@ -441,7 +443,7 @@ fn bad_input_is_refused() {
     let (code, body) = srv.curl(&s, "GET", "/v1.12/info", &[]);
     assert_eq!(code, 400, "{body}");
     let (code, body) = srv.curl(&s, "POST", "/v1.50/containers/x/attach", &[]);
-    assert_eq!(code, 501, "{body}");
+    assert_eq!(code, 404, "{body}");
     let (code, body) = srv.curl(&s, "GET", "/v1.50/containers/nosuch/json", &[]);
     assert_eq!(code, 404, "{body}");
     let body = r#"{"Image":"x","HostConfig":{"Privileged":true}}"#;
@@ -563,4 +565,128 @@ fn run_flags_reach_the_container(mode: Mode) {
     let refused = srv.docker(&s, &["run", "-d", "--privileged", &s.image, "true"]);
     assert!(refused.stderr.contains("Privileged"), "{refused:?}");
     assert!(srv.ok(&s, &["ps", "-aq"]).trim().is_empty(), "nothing made");
+}
+
+/// `docker run` without -d: attach (101, frames), wait and start; output on the right
+/// streams, the exit code (also of an AutoRemove container, removed before the wait ends).
+fn run_attached_streams_and_exit_codes(mode: Mode) {
+    let Some(s) = Sandbox::new(mode) else {
+        return;
+    };
+    let srv = Server::start(&s);
+    let script = format!("echo hi; : {}", s.tag);
+    let out = srv.docker(&s, &["run", "--rm", &s.image, "sh", "-c", &script]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "hi\n"), "{out:?}");
+    let script = format!("echo out; echo err >&2; exit 7; : {}", s.tag);
+    let out = srv.docker(&s, &["run", "--rm", &s.image, "sh", "-c", &script]);
+    assert_eq!(out.code, 7, "{out:?}\n{}", read(&srv.log));
+    assert_eq!(
+        (out.stdout.as_str(), out.stderr.as_str()),
+        ("out\n", "err\n")
+    );
+    assert!(
+        srv.ok(&s, &["ps", "-aq"]).trim().is_empty(),
+        "--rm removed them"
+    );
+    // Without --rm (wait next-exit), then docker start -a of the same container.
+    let script = format!("echo x; exit 2; : {}", s.tag);
+    let out = srv.docker(
+        &s,
+        &["run", "--name", "kept", &s.image, "sh", "-c", &script],
+    );
+    assert_eq!((out.code, out.stdout.as_str()), (2, "x\n"), "{out:?}");
+    let again = srv.docker(&s, &["start", "-a", "kept"]);
+    assert_eq!((again.code, again.stdout.as_str()), (2, "x\n"), "{again:?}");
+    assert_eq!(srv.docker(&s, &["logs", "kept"]).stdout, "x\nx\n");
+    srv.ok(&s, &["rm", "kept"]);
+    // A terminal: one raw stream.
+    let script = format!("echo tty; echo err >&2; : {}", s.tag);
+    let out = srv.docker(&s, &["run", "--rm", "-t", &s.image, "sh", "-c", &script]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.replace('\r', ""), "tty\nerr\n", "{out:?}");
+    // A request without the upgrade header gets the same stream on a plain 200.
+    let script = format!("sleep 1; echo plain; : {}", s.tag);
+    let id = srv.ok(&s, &["create", &s.image, "sh", "-c", &script]);
+    let id = id.trim();
+    let mut c = s.user.command(Path::new("/usr/bin/curl"));
+    c.args(["-s", "-i", "--unix-socket"])
+        .arg(&srv.sock)
+        .args(["-X", "POST"])
+        .arg(format!(
+            "http://nook/v1.50/containers/{id}/attach?stream=1&stdout=1"
+        ));
+    let curl = c.stdout(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    srv.ok(&s, &["start", id]);
+    let out = Out::from(curl.wait_with_output().unwrap());
+    assert!(out.stdout.starts_with("HTTP/1.1 200 OK\r\n"), "{out:?}");
+    assert!(
+        out.stdout.ends_with("\u{1}\0\0\0\0\0\0\u{6}plain\n"),
+        "{out:?}"
+    );
+    srv.ok(&s, &["rm", id]);
+}
+
+/// `docker exec`: output on its streams, the exit code from the exec's inspect, stdin
+/// through the hijacked connection (half-closed at its end), -d, and -t.
+fn exec_output_stdin_exit_codes_and_detach(mode: Mode) {
+    let Some(s) = Sandbox::new(mode) else {
+        return;
+    };
+    let srv = Server::start(&s);
+    let script = format!("sleep 60; : {}", s.tag);
+    srv.ok(
+        &s,
+        &["run", "-d", "--name", "box", &s.image, "sh", "-c", &script],
+    );
+    assert_eq!(srv.ok(&s, &["exec", "box", "echo", "hi"]), "hi\n");
+    let out = srv.docker(
+        &s,
+        &["exec", "box", "sh", "-c", "echo o; echo e >&2; exit 3"],
+    );
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (3, "o\n", "e\n")
+    );
+    let mut c = s.user.command(Path::new(DOCKER));
+    c.env("DOCKER_HOST", format!("unix://{}", srv.sock.display()))
+        .args(["exec", "-i", "box", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"piped\n").unwrap();
+    let out = Out::from(child.wait_with_output().unwrap());
+    assert_eq!((out.code, out.stdout.as_str()), (0, "piped\n"), "{out:?}");
+    srv.ok(&s, &["exec", "-d", "box", "sh", "-c", "echo done > /tmp/d"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while srv.docker(&s, &["exec", "box", "cat", "/tmp/d"]).stdout != "done\n" {
+        assert!(Instant::now() < deadline, "exec -d did not run");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let tty = srv.docker(
+        &s,
+        &["exec", "-t", "box", "sh", "-c", "test -t 1 && echo tty"],
+    );
+    assert_eq!(tty.stdout.replace('\r', ""), "tty\n", "{tty:?}");
+    // -it under a terminal: its size at the start, and the CLI's resize when it changes,
+    // reach the command's terminal.
+    let mut c = s.user.command(Path::new("/usr/bin/script"));
+    let line = format!(
+        "stty rows 40 cols 100; (sleep 1; stty rows 30 cols 90 </dev/tty) & \
+         {DOCKER} exec -it box sh -c 'busybox stty size; sleep 2; busybox stty size'"
+    );
+    c.env("DOCKER_HOST", format!("unix://{}", srv.sock.display()))
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null());
+    let out = Out::from(c.output().unwrap());
+    assert!(
+        out.stdout.contains("40 100\r\n30 90"),
+        "{out:?}\n{}",
+        read(&srv.log)
+    );
+    let (code, body) = srv.curl(&s, "GET", "/v1.50/exec/nosuch/json", &[]);
+    assert_eq!(code, 404, "{body}");
+    srv.ok(&s, &["rm", "-f", "box"]);
+    let stopped = srv.docker(&s, &["exec", "box", "true"]);
+    assert_ne!(stopped.code, 0);
 }

@@ -243,11 +243,38 @@ impl Chunked<'_> {
 
 type StreamFn = Box<dyn FnOnce(&mut Chunked<'_>) -> io::Result<()>>;
 
+/// A connection taken over by a handler after its response head (`attach`, exec start): the
+/// socket both ways, and the bytes the client sent after the request (its first stdin).
+pub struct Hijacked<'a> {
+    pub conn: &'a std::os::unix::net::UnixStream,
+    pub early: Vec<u8>,
+}
+
+impl Hijacked<'_> {
+    /// Whether the client has closed the connection.
+    pub fn client_gone(&self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.conn.as_fd(), PollFlags::empty())];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(n) if n > 0 => fds[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
+            _ => false,
+        }
+    }
+}
+
+type HijackFn = Box<dyn FnOnce(Hijacked<'_>) -> io::Result<()>>;
+
 pub enum Body {
     Empty,
     Bytes(Vec<u8>),
     /// Headers go out at once; the function sends the chunks.
     Stream(StreamFn),
+    /// The head goes out alone (no length, no chunks), then the function has the connection,
+    /// which closes when it returns.
+    Hijack(HijackFn),
 }
 
 /// An answer.
@@ -289,6 +316,26 @@ impl Response {
         }
     }
 
+    /// A hijacked stream: `101 Switching Protocols` with `Upgrade: tcp` when the client asked
+    /// for the upgrade, else docker's old plain 200.
+    pub fn hijack(
+        content_type: &'static str,
+        upgrade: bool,
+        f: impl FnOnce(Hijacked<'_>) -> io::Result<()> + 'static,
+    ) -> Response {
+        let headers = if upgrade {
+            vec![("Connection", "Upgrade".into()), ("Upgrade", "tcp".into())]
+        } else {
+            Vec::new()
+        };
+        Response {
+            status: if upgrade { 101 } else { 200 },
+            content_type,
+            headers,
+            body: Body::Hijack(Box::new(f)),
+        }
+    }
+
     pub fn error(e: &ApiError) -> Response {
         Response::json(e.status(), &e.body())
     }
@@ -296,6 +343,7 @@ impl Response {
 
 fn reason(status: u16) -> &'static str {
     match status {
+        101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
         204 => "No Content",
@@ -351,7 +399,8 @@ pub fn write_response(w: &mut dyn Write, r: Response, f: &Framing<'_>) -> io::Re
     for (k, v) in &r.headers {
         add(k, v);
     }
-    if close {
+    let hijacked = matches!(r.body, Body::Hijack(_));
+    if close && !hijacked {
         add("Connection", "close");
     }
     let no_body = r.status == 204 || r.status == 304;
@@ -365,6 +414,12 @@ pub fn write_response(w: &mut dyn Write, r: Response, f: &Framing<'_>) -> io::Re
             let mut c = Chunked { w, gone: f.gone };
             send(&mut c)?;
             w.write_all(b"0\r\n\r\n")?;
+            w.flush()
+        }
+        Body::Hijack(_) => {
+            add("Content-Type", r.content_type);
+            head.push_str("\r\n");
+            w.write_all(head.as_bytes())?;
             w.flush()
         }
         body => {
@@ -384,6 +439,34 @@ pub fn write_response(w: &mut dyn Write, r: Response, f: &Framing<'_>) -> io::Re
             w.flush()
         }
     }
+}
+
+/// Writes a hijacking response's head (flushed alone: docker-py reads the stream beneath its
+/// buffer, so stream bytes must not share a read with the head), then hands the connection
+/// over; `early` is what the client sent after its request.
+pub fn hijack(
+    conn: &std::os::unix::net::UnixStream,
+    r: Response,
+    early: Vec<u8>,
+) -> io::Result<()> {
+    let Response {
+        status,
+        content_type,
+        headers,
+        body,
+    } = r;
+    let Body::Hijack(f) = body else {
+        return Err(io::ErrorKind::InvalidInput.into());
+    };
+    let head = Response {
+        status,
+        content_type,
+        headers,
+        body: Body::Hijack(Box::new(|_| Ok(()))),
+    };
+    let mut w = conn;
+    write_response(&mut w, head, &Framing::closing())?;
+    f(Hijacked { conn, early })
 }
 
 #[cfg(test)]

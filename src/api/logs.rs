@@ -15,8 +15,8 @@ use crate::cli::format::parse_rfc3339;
 use crate::container::logs::{self, Entry};
 use crate::container::{Containers, State};
 
-/// What `logs` was asked to show.
-struct LogView {
+/// What `logs` (or `attach`) was asked to show.
+pub(super) struct LogView {
     stdout: bool,
     stderr: bool,
     timestamps: bool,
@@ -26,6 +26,18 @@ struct LogView {
 }
 
 impl LogView {
+    /// The live output of a container (`attach`): no timestamps, no time bounds.
+    pub(super) fn live(stdout: bool, stderr: bool, tty: bool) -> LogView {
+        LogView {
+            stdout,
+            stderr,
+            timestamps: false,
+            tty,
+            since: None,
+            until: None,
+        }
+    }
+
     fn wanted(&self, e: &Entry) -> bool {
         let stream_ok = if e.stream == "stderr" {
             self.stderr
@@ -57,12 +69,17 @@ impl LogView {
         out
     }
 
-    fn send_all(&self, c: &mut Chunked<'_>, entries: &[Entry]) -> std::io::Result<()> {
+    /// The frames of the wanted entries, one after the other.
+    pub(super) fn frames(&self, entries: &[Entry]) -> Vec<u8> {
         let mut batch = Vec::new();
         for e in entries.iter().filter(|e| self.wanted(e)) {
             batch.extend(self.frame(e));
         }
-        c.send(&batch)
+        batch
+    }
+
+    fn send_all(&self, c: &mut Chunked<'_>, entries: &[Entry]) -> std::io::Result<()> {
+        c.send(&self.frames(entries))
     }
 }
 
@@ -138,40 +155,80 @@ fn follow_log(
     view: &LogView,
     ch: &mut Chunked<'_>,
 ) -> std::io::Result<()> {
-    let mut file = std::fs::File::open(&path).ok();
-    let mut pos = match file.as_mut() {
-        Some(f) => f.seek(SeekFrom::End(0))?,
-        None => 0,
-    };
-    let mut pending = Vec::new();
+    let mut tail = Tail::at_end(path);
     loop {
         let running = c
             .load(id)
             .ok()
             .flatten()
             .is_some_and(|x| c.refresh(x).state == State::Running);
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() < pos) {
-            file = std::fs::File::open(&path).ok();
-            pos = 0;
-        }
-        match file.as_mut() {
-            Some(f) => {
-                let mut buf = Vec::new();
-                if f.read_to_end(&mut buf).is_ok() && !buf.is_empty() {
-                    pos += buf.len() as u64;
-                    pending.extend_from_slice(&buf);
-                    if let Some(end) = pending.iter().rposition(|b| *b == b'\n') {
-                        let done: Vec<u8> = pending.drain(..=end).collect();
-                        view.send_all(ch, &logs::parse(&done[..]))?;
-                    }
-                }
-            }
-            None => file = std::fs::File::open(&path).ok(),
-        }
+        view.send_all(ch, &tail.next())?;
         if !running || ch.client_gone() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A log being followed: the whole entries appended since the last look. The open file is
+/// kept, so a log removed with its container is still read to its end; a log that shrank
+/// (rotated) is opened again by its path.
+pub(super) struct Tail {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    pos: u64,
+    pending: Vec<u8>,
+}
+
+impl Tail {
+    /// Follows `file` (at `path`) from its current offset.
+    pub(super) fn new(path: PathBuf, mut file: std::fs::File) -> Tail {
+        let pos = file.stream_position().unwrap_or(0);
+        Tail {
+            path,
+            file: Some(file),
+            pos,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Follows the log at `path` from its end (from its start once it appears).
+    fn at_end(path: PathBuf) -> Tail {
+        let mut file = std::fs::File::open(&path).ok();
+        let pos = file
+            .as_mut()
+            .and_then(|f| f.seek(SeekFrom::End(0)).ok())
+            .unwrap_or(0);
+        Tail {
+            path,
+            file,
+            pos,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The entries completed since the last call.
+    pub(super) fn next(&mut self) -> Vec<Entry> {
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() < self.pos) || self.file.is_none() {
+            self.file = std::fs::File::open(&self.path).ok();
+            self.pos = 0;
+        }
+        let Some(f) = self.file.as_mut() else {
+            return Vec::new();
+        };
+        let mut buf = Vec::new();
+        if f.read_to_end(&mut buf).is_err() || buf.is_empty() {
+            return Vec::new();
+        }
+        self.pos += buf.len() as u64;
+        self.pending.extend_from_slice(&buf);
+        match self.pending.iter().rposition(|b| *b == b'\n') {
+            Some(end) => {
+                let done: Vec<u8> = self.pending.drain(..=end).collect();
+                logs::parse(&done[..])
+            }
+            None => Vec::new(),
+        }
     }
 }
 
@@ -200,7 +257,7 @@ pub fn wait(e: &Engine, id: &str, q: &Query) -> Result<Response, ApiError> {
     let r = c.get(id)?;
     let id = r.id.clone();
     Ok(Response::stream("application/json", move |ch| {
-        let code = wait_for(&c, &id, cond, r.started, &|| ch.client_gone());
+        let code = wait_for(&c, &id, cond, (r.started, r.monitor), &|| ch.client_gone());
         let line = match code {
             Ok(n) => json!({"StatusCode": n, "Error": null}),
             Err(m) => json!({"StatusCode": -1, "Error": {"Message": m}}),
@@ -209,25 +266,29 @@ pub fn wait(e: &Engine, id: &str, q: &Query) -> Result<Response, ApiError> {
     }))
 }
 
-/// Polls the record until `cond` holds; the exit code then.
+/// Polls the record until `cond` holds; the exit code then. `before`: the record's start time
+/// and monitor when the wait began.
 fn wait_for(
     c: &Containers,
     id: &str,
     cond: Condition,
-    started0: Option<u64>,
+    before: (Option<u64>, Option<(i32, u64)>),
     gone: &dyn Fn() -> bool,
 ) -> Result<i64, String> {
     let mut last: Option<i64> = None;
     let mut seen_run = false;
     loop {
         let Some(r) = c.load(id).ok().flatten().map(|x| c.refresh(x)) else {
+            // An AutoRemove container's monitor keeps its exit code before it removes it.
+            let last = c.exit_of(id).map(i64::from).or(last);
             return match cond {
                 Condition::Removed => Ok(last.unwrap_or(0)),
                 _ => last.ok_or_else(|| format!("container {id} was removed while waiting")),
             };
         };
         let running = r.state == State::Running;
-        seen_run |= running || r.started != started0;
+        // Each start has a new monitor: the start time alone has only seconds.
+        seen_run |= running || (r.started, r.monitor) != before;
         if !running {
             last = Some(r.exit_code.unwrap_or(0).into());
         }

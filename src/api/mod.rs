@@ -7,13 +7,16 @@
 //! ([`reexec`]), exactly the path `nook run -d` takes, each container with its own monitor.
 //! Killing the server loses nothing; a restarted one finds every container in the store.
 
+pub mod attach;
 pub mod containers;
 pub mod create;
 pub mod error;
+pub mod exec;
 pub mod http;
 pub mod images;
 pub mod logs;
 pub mod reexec;
+pub mod relay;
 pub mod route;
 pub mod server;
 pub mod system;
@@ -34,6 +37,8 @@ pub struct Engine {
     pub exe: PathBuf,
     /// `Mapping::describe()` of this host, for `/info`.
     pub single_id: bool,
+    /// exec instances, in memory (as docker's daemon keeps them).
+    pub execs: std::sync::Arc<exec::Execs>,
 }
 
 impl Engine {
@@ -73,6 +78,11 @@ fn dispatch(e: &Engine, route: Route, req: &Request) -> Result<Response, ApiErro
         R::ContainerKill(id) => containers::kill(e, &id, q),
         R::ContainerRestart(id) => containers::restart(e, &id, q),
         R::ContainerWait(id) => logs::wait(e, &id, q),
+        R::ContainerAttach(id) => attach::attach(e, &id, req),
+        R::ExecCreate(id) => exec::create(e, &id, &req.json()?),
+        R::ExecStart(id) => exec::start(e, &id, req),
+        R::ExecResize(id) => exec::resize(e, &id, q),
+        R::ExecInspect(id) => exec::inspect(e, &id),
         R::ContainerLogs(id) => logs::logs(e, &id, q),
         R::ContainerDelete(id) => containers::remove(e, &id, q),
         R::VolumeList => volumes::list(e),

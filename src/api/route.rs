@@ -30,6 +30,11 @@ pub enum Route {
     ContainerKill(String),
     ContainerRestart(String),
     ContainerWait(String),
+    ContainerAttach(String),
+    ExecCreate(String),
+    ExecStart(String),
+    ExecResize(String),
+    ExecInspect(String),
     ContainerLogs(String),
     ContainerDelete(String),
     VolumeList,
@@ -77,6 +82,7 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
         p if p.starts_with("images/") => image_route(m, &p["images/".len()..]),
         p if p.starts_with("containers/") => container_route(m, &p["containers/".len()..]),
         p if p == "volumes" || p.starts_with("volumes/") => volume_route(m, p),
+        p if p.starts_with("exec/") => exec_route(m, &p["exec/".len()..]),
         p => later(p),
     };
     found.ok_or(ApiError::PageNotFound)
@@ -123,12 +129,27 @@ fn container_route(m: &str, p: &str) -> Option<Route> {
         ("POST", "wait") => Route::ContainerWait(id),
         ("GET", "logs") => Route::ContainerLogs(id),
         ("DELETE", "") => Route::ContainerDelete(id),
-        (_, "attach" | "resize") => Route::NotYet("container attach"),
-        (_, "exec") => Route::NotYet("exec"),
+        ("POST", "attach") => Route::ContainerAttach(id),
+        (_, "resize") => Route::NotYet("container resize"),
+        ("POST", "exec") => Route::ExecCreate(id),
         (_, "archive" | "export") => Route::NotYet("container archive and export"),
         (_, "top" | "pause" | "unpause" | "rename" | "changes" | "stats" | "update") => {
             Route::NotYet("container top, pause, rename, changes, stats and update")
         }
+        _ => return None,
+    })
+}
+
+fn exec_route(m: &str, p: &str) -> Option<Route> {
+    let (id, action) = p.split_once('/')?;
+    if id.is_empty() {
+        return None;
+    }
+    let id = id.to_owned();
+    Some(match (m, action) {
+        ("POST", "start") => Route::ExecStart(id),
+        ("POST", "resize") => Route::ExecResize(id),
+        ("GET", "json") => Route::ExecInspect(id),
         _ => return None,
     })
 }
@@ -148,7 +169,6 @@ fn volume_route(m: &str, p: &str) -> Option<Route> {
 fn later(p: &str) -> Option<Route> {
     let first = p.split('/').next().unwrap_or("");
     Some(Route::NotYet(match first {
-        "exec" => "exec",
         "build" => "build",
         "events" => "events",
         "auth" => "auth",
@@ -318,11 +338,24 @@ mod tests {
             route("GET", "/volumes/v1").unwrap(),
             Route::VolumeInspect("v1".into())
         );
-        assert!(matches!(
-            route("POST", "/containers/abc/attach").unwrap(),
-            Route::NotYet(_)
-        ));
+        assert_eq!(
+            route("POST", "/v1.50/containers/abc/attach").unwrap(),
+            Route::ContainerAttach("abc".into())
+        );
         assert!(matches!(route("POST", "/build").unwrap(), Route::NotYet(_)));
+        assert_eq!(
+            route("POST", "/v1.50/containers/abc/exec").unwrap(),
+            Route::ExecCreate("abc".into())
+        );
+        assert_eq!(
+            route("POST", "/exec/e1/start").unwrap(),
+            Route::ExecStart("e1".into())
+        );
+        assert_eq!(
+            route("GET", "/v1.50/exec/e1/json").unwrap(),
+            Route::ExecInspect("e1".into())
+        );
+        assert_eq!(route("GET", "/exec/e1/start").unwrap_err().status(), 404);
     }
 
     #[test]

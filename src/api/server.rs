@@ -190,6 +190,20 @@ fn connection(engine: &Engine, mut s: UnixStream) {
         let started = Instant::now();
         let resp = super::handle(engine, &req);
         let status = resp.status;
+        if matches!(resp.body, Body::Hijack(_)) {
+            // The stream is the connection's last use: it closes when the handler returns.
+            let _ = s.set_read_timeout(None);
+            let early = std::mem::take(&mut buf);
+            let done = http::hijack(&s, resp, early);
+            tracing::info!(
+                "{} {} {status} {}ms (hijacked){}",
+                req.method,
+                req.target,
+                started.elapsed().as_millis(),
+                done.err().map(|e| format!(": {e}")).unwrap_or_default()
+            );
+            return;
+        }
         let streamed = matches!(resp.body, Body::Stream(_));
         let probe = s.try_clone();
         let gone = || probe.as_ref().map_or(true, hung_up);

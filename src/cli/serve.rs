@@ -49,6 +49,7 @@ pub fn serve(session: &Session, a: ServeArgs) -> Result<i32> {
         root: session.root.clone(),
         exe: PathBuf::from("/proc/self/exe"),
         single_id: matches!(session.mapping, crate::sys::idmap::Mapping::Single { .. }),
+        execs: Default::default(),
     };
     server::serve(engine, listeners, paths).context("nook serve")?;
     Ok(0)

@@ -235,7 +235,8 @@ struct Target<'a> {
     door: Option<std::os::unix::net::UnixStream>,
 }
 
-fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
+/// A new pty: (master, slave), both close-on-exec.
+pub fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
     use nix::fcntl::OFlag;
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
     nix::pty::grantpt(&master)?;

@@ -135,6 +135,33 @@ impl Containers {
         self.list().into_iter().map(|r| self.refresh(r)).collect()
     }
 
+    /// Keeps an auto-removed container's exit code after its directory goes (`.exit-<id>`),
+    /// so that a client waiting for the removal still learns it. Tombstones older than an
+    /// hour go at the same time.
+    pub fn save_exit(&self, id: &str, code: i32) {
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            let hour = Duration::from_secs(3600);
+            for e in entries.flatten() {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > hour);
+                if old && e.file_name().to_string_lossy().starts_with(".exit-") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let _ = std::fs::write(self.dir.join(format!(".exit-{id}")), code.to_string());
+    }
+
+    /// The exit code [`Containers::save_exit`] kept for a removed container.
+    pub fn exit_of(&self, id: &str) -> Option<i32> {
+        let text = std::fs::read_to_string(self.dir.join(format!(".exit-{id}"))).ok()?;
+        text.trim().parse().ok()
+    }
+
     /// The container `key` names, refreshed.
     pub fn get(&self, key: &str) -> Result<Record, ContainerError> {
         self.find(key).map(|r| self.refresh(r))
@@ -311,6 +338,19 @@ pub fn status(r: &Record, age: impl Fn(i64) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_auto_removed_containers_exit_code_outlives_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("containers")).unwrap();
+        let c = Containers::new(dir.path());
+        let id = "a".repeat(64);
+        assert_eq!(c.exit_of(&id), None);
+        c.save_exit(&id, 7);
+        assert_eq!(c.exit_of(&id), Some(7));
+        assert!(c.list().is_empty(), "a tombstone is no container");
+        assert!(c.ids().is_empty());
+    }
 
     #[test]
     fn own_start_time_and_monitor() {

@@ -241,6 +241,7 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
     record.exit_code = Some(code);
     record.finished = Some(now());
     if req.remove {
+        containers.save_exit(&id, code);
         remove_dir(host, &dir);
         // As docker's --rm: the anonymous volumes go with the container.
         let vols = super::volumes::Volumes::new(host.store.root());

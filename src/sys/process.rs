@@ -267,6 +267,22 @@ pub fn unblock_signals_in_child(cmd: &mut std::process::Command) {
     }
 }
 
+/// Has the child of `cmd` lead a new session whose controlling terminal is its standard input
+/// (a pty slave), so that resizing the pty's master signals it (SIGWINCH).
+pub fn own_terminal_in_child(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec; setsid and ioctl are async-signal safe
+    // system calls on the child's own fd 0, and nothing is allocated or locked.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
