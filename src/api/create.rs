@@ -141,7 +141,11 @@ fn config_flags(c: &Value, a: &mut Vec<String>) -> Result<(), ApiError> {
         a.push("--tty".into());
     }
     if set(c.get("OpenStdin")) {
-        a.push("--interactive".into());
+        // A detached container's monitor gives it /dev/null as stdin: taking the flag would
+        // drop what the client sends without a word.
+        return Err(ApiError::BadRequest(
+            "Config.OpenStdin: stdin to a container started through the API (docker run -i) is not supported yet; use `docker exec -i`, or `nook run -i` directly".into(),
+        ));
     }
     if let Some(vols) = c.get("Volumes").and_then(Value::as_object) {
         a.extend(vols.keys().map(|p| format!("--volume={p}")));
@@ -366,6 +370,10 @@ mod tests {
             (
                 json!({"Image": "bb", "HostConfig": {"Privileged": true}}),
                 "HostConfig.Privileged",
+            ),
+            (
+                json!({"Image": "bb", "OpenStdin": true}),
+                "Config.OpenStdin",
             ),
             (
                 json!({"Image": "bb", "Labels": {"a": "b"}}),
