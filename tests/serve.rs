@@ -690,3 +690,90 @@ fn exec_output_stdin_exit_codes_and_detach(mode: Mode) {
     let stopped = srv.docker(&s, &["exec", "box", "true"]);
     assert_ne!(stopped.code, 0);
 }
+
+/// Networks, `system df` and the prunes (issue 14's system slice).
+mod sysapi {
+    use super::*;
+
+    #[test]
+    fn networks_df_and_prune_range() {
+        networks_df_and_prune(Mode::Range)
+    }
+
+    #[test]
+    fn networks_df_and_prune_single() {
+        networks_df_and_prune(Mode::Single)
+    }
+
+    fn networks(srv: &Server, s: &Sandbox) {
+        let ls = srv.ok(s, &["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
+        assert_eq!(ls, "bridge bridge\nhost host\nnone null\n", "{ls}");
+        let b = json(&srv.ok(s, &["network", "inspect", "bridge"]));
+        assert_eq!(b[0]["Scope"], "local", "{b}");
+        let id = b[0]["Id"].as_str().unwrap().to_owned();
+        assert_eq!(id.len(), 64);
+        let again = json(&srv.ok(s, &["network", "inspect", &id[..12]]));
+        assert_eq!(again[0]["Name"], "bridge");
+        let made = srv.docker(s, &["network", "create", "mynet"]);
+        assert_ne!(made.code, 0);
+        assert!(made.stderr.contains("no user-defined networks"), "{made:?}");
+        let (code, body) = srv.curl(s, "DELETE", "/v1.50/networks/bridge", &[]);
+        assert_eq!(code, 501, "{body}");
+        assert!(json(&body)["message"].is_string());
+        let missing = srv.docker(s, &["network", "inspect", "nosuch"]);
+        assert_ne!(missing.code, 0);
+    }
+
+    fn networks_df_and_prune(mode: Mode) {
+        let Some(s) = Sandbox::new(mode) else {
+            return;
+        };
+        let srv = Server::start(&s);
+        networks(&srv, &s);
+        let script = format!(
+            "echo data > /v/f; head -c 3000 /dev/zero > /big; : {}",
+            s.tag
+        );
+        srv.ok(
+            &s,
+            &[
+                "run", "--name", "done", "-v", "/v", &s.image, "sh", "-c", &script,
+            ],
+        );
+        let df = srv.ok(&s, &["system", "df"]);
+        assert!(
+            df.contains("Images") && df.contains("Local Volumes"),
+            "{df}"
+        );
+        let v = json(&srv.ok(&s, &["system", "df", "-v", "--format", "{{json .}}"]));
+        assert_eq!(v["Images"].as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(v["Containers"].as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(v["Volumes"].as_array().unwrap().len(), 1, "{v}");
+        let (_, raw) = srv.curl(&s, "GET", "/v1.50/system/df", &[]);
+        let raw = json(&raw);
+        assert!(raw["LayersSize"].as_u64().unwrap() > 0, "{raw}");
+        assert!(
+            raw["Containers"][0]["SizeRw"].as_u64().unwrap() >= 3000,
+            "{raw}"
+        );
+        assert_eq!(raw["BuildCache"], serde_json::json!([]));
+        // prunes: the stopped container, then its anonymous volume, then images
+        let pruned = srv.ok(&s, &["container", "prune", "-f"]);
+        assert!(pruned.contains("Deleted Containers:"), "{pruned}");
+        assert!(srv.ok(&s, &["ps", "-aq"]).trim().is_empty());
+        srv.ok(&s, &["volume", "create", "named"]);
+        let vp = srv.ok(&s, &["volume", "prune", "-f"]);
+        assert!(vp.contains("Deleted Volumes:"), "{vp}");
+        assert_eq!(srv.ok(&s, &["volume", "ls", "-q"]), "named\n");
+        srv.ok(&s, &["volume", "prune", "-a", "-f"]);
+        assert!(srv.ok(&s, &["volume", "ls", "-q"]).trim().is_empty());
+        let ip = srv.ok(&s, &["image", "prune", "-f"]);
+        assert!(ip.contains("Total reclaimed space"), "{ip}");
+        assert_eq!(srv.ok(&s, &["images", "-q"]).lines().count(), 1);
+        srv.ok(&s, &["tag", &s.image, "extra:1"]);
+        let all = srv.ok(&s, &["image", "prune", "-a", "-f"]);
+        assert!(all.contains("untagged: extra:1"), "{all}");
+        assert!(all.contains("deleted: sha256:"), "{all}");
+        assert!(srv.ok(&s, &["images", "-q"]).trim().is_empty());
+    }
+}

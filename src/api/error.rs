@@ -15,6 +15,9 @@ pub enum ApiError {
     TooLarge(String),
     #[error("{0} is not supported by nook serve yet (issue 14)")]
     NotImplemented(&'static str),
+    /// Something nook does not have at all (user-defined networks), docker's 501.
+    #[error("{0}")]
+    NotSupported(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -26,7 +29,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::PageNotFound => 404,
             ApiError::Conflict(_) => 409,
             ApiError::TooLarge(_) => 413,
-            ApiError::NotImplemented(_) => 501,
+            ApiError::NotImplemented(_) | ApiError::NotSupported(_) => 501,
             ApiError::Internal(_) => 500,
         }
     }

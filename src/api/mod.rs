@@ -10,11 +10,13 @@
 pub mod attach;
 pub mod containers;
 pub mod create;
+pub mod df;
 pub mod error;
 pub mod exec;
 pub mod http;
 pub mod images;
 pub mod logs;
+pub mod networks;
 pub mod reexec;
 pub mod relay;
 pub mod route;
@@ -89,6 +91,14 @@ fn dispatch(e: &Engine, route: Route, req: &Request) -> Result<Response, ApiErro
         R::VolumeCreate => volumes::create(e, &req.json()?),
         R::VolumeInspect(n) => volumes::inspect(e, &n),
         R::VolumeDelete(n) => volumes::remove(e, &n, q),
+        R::NetworkList => networks::list(e, q),
+        R::NetworkInspect(n) => networks::inspect(e, &n),
+        R::NetworkPrune => Ok(networks::prune()),
+        R::NetworkChange(what) => Err(networks::unsupported(what)),
+        R::SystemDf => df::df(e, q),
+        R::ContainerPrune => df::prune_containers(e, q),
+        R::ImagePrune => df::prune_images(e, q),
+        R::VolumePrune => df::prune_volumes(e, q),
         R::NotYet(what) => Err(ApiError::NotImplemented(what)),
     }
 }

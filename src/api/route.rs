@@ -41,6 +41,15 @@ pub enum Route {
     VolumeCreate,
     VolumeInspect(String),
     VolumeDelete(String),
+    NetworkList,
+    NetworkInspect(String),
+    NetworkPrune,
+    /// create, connect, disconnect and remove: nook has no user-defined networks.
+    NetworkChange(&'static str),
+    SystemDf,
+    ContainerPrune,
+    ImagePrune,
+    VolumePrune,
     /// A docker endpoint a later slice brings (answered 501, naming it).
     NotYet(&'static str),
 }
@@ -83,6 +92,8 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
         p if p.starts_with("containers/") => container_route(m, &p["containers/".len()..]),
         p if p == "volumes" || p.starts_with("volumes/") => volume_route(m, p),
         p if p.starts_with("exec/") => exec_route(m, &p["exec/".len()..]),
+        p if p == "networks" || p.starts_with("networks/") => network_route(m, p),
+        "system/df" if m == "GET" => Some(Route::SystemDf),
         p => later(p),
     };
     found.ok_or(ApiError::PageNotFound)
@@ -93,9 +104,8 @@ fn image_route(m: &str, p: &str) -> Option<Route> {
     Some(match (m, p) {
         ("GET", "json") => Route::ImageList,
         ("POST", "create") => Route::ImageCreate,
-        (_, "load" | "get" | "search" | "prune") => {
-            Route::NotYet("image load, save, search and prune")
-        }
+        ("POST", "prune") => Route::ImagePrune,
+        (_, "load" | "get" | "search") => Route::NotYet("image load, save and search"),
         ("POST", p) if p.ends_with("/push") => Route::NotYet("image push"),
         ("GET", p) if p.ends_with("/get") => Route::NotYet("image save"),
         ("GET", p) if p.ends_with("/json") => Route::ImageInspect(owned(p.strip_suffix("/json")?)),
@@ -112,7 +122,7 @@ fn container_route(m: &str, p: &str) -> Option<Route> {
     match (m, p) {
         ("GET", "json") => return Some(Route::ContainerList),
         ("POST", "create") => return Some(Route::ContainerCreate),
-        ("POST", "prune") => return Some(Route::NotYet("container prune")),
+        ("POST", "prune") => return Some(Route::ContainerPrune),
         _ => {}
     }
     let (id, action) = p.split_once('/').unwrap_or((p, ""));
@@ -158,9 +168,25 @@ fn volume_route(m: &str, p: &str) -> Option<Route> {
     Some(match (m, p) {
         ("GET", "volumes") => Route::VolumeList,
         ("POST", "volumes/create") => Route::VolumeCreate,
-        ("POST", "volumes/prune") => Route::NotYet("volume prune"),
+        ("POST", "volumes/prune") => Route::VolumePrune,
         ("GET", p) => Route::VolumeInspect(p.strip_prefix("volumes/")?.to_owned()),
         ("DELETE", p) => Route::VolumeDelete(p.strip_prefix("volumes/")?.to_owned()),
+        _ => return None,
+    })
+}
+
+fn network_route(m: &str, p: &str) -> Option<Route> {
+    let rest = p.strip_prefix("networks/").unwrap_or("");
+    let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
+    Some(match (m, p, action) {
+        ("GET", "networks", _) => Route::NetworkList,
+        ("POST", "networks/create", _) => Route::NetworkChange("network create"),
+        ("POST", "networks/prune", _) => Route::NetworkPrune,
+        (_, _, _) if id.is_empty() => return None,
+        ("GET", _, "") => Route::NetworkInspect(id.to_owned()),
+        ("DELETE", _, "") => Route::NetworkChange("network rm"),
+        ("POST", _, "connect") => Route::NetworkChange("network connect"),
+        ("POST", _, "disconnect") => Route::NetworkChange("network disconnect"),
         _ => return None,
     })
 }
@@ -172,8 +198,6 @@ fn later(p: &str) -> Option<Route> {
         "build" => "build",
         "events" => "events",
         "auth" => "auth",
-        "system" => "system df",
-        "networks" => "networks",
         "commit" => "commit",
         "session" => "build sessions",
         "swarm" | "services" | "nodes" | "tasks" | "secrets" | "configs" | "plugins" => {
@@ -356,6 +380,34 @@ mod tests {
             Route::ExecInspect("e1".into())
         );
         assert_eq!(route("GET", "/exec/e1/start").unwrap_err().status(), 404);
+    }
+
+    #[test]
+    fn networks_df_and_prune_routes() {
+        assert_eq!(route("GET", "/v1.50/networks").unwrap(), Route::NetworkList);
+        assert_eq!(
+            route("GET", "/networks/bridge").unwrap(),
+            Route::NetworkInspect("bridge".into())
+        );
+        for (m, p) in [
+            ("POST", "/networks/create"),
+            ("DELETE", "/networks/n1"),
+            ("POST", "/networks/n1/connect"),
+            ("POST", "/networks/n1/disconnect"),
+        ] {
+            assert!(
+                matches!(route(m, p).unwrap(), Route::NetworkChange(_)),
+                "{p}"
+            );
+        }
+        assert_eq!(route("GET", "/system/df").unwrap(), Route::SystemDf);
+        assert_eq!(
+            route("POST", "/containers/prune").unwrap(),
+            Route::ContainerPrune
+        );
+        assert_eq!(route("POST", "/images/prune").unwrap(), Route::ImagePrune);
+        assert_eq!(route("POST", "/volumes/prune").unwrap(), Route::VolumePrune);
+        assert_eq!(route("GET", "/networks/a/b/c").unwrap_err().status(), 404);
     }
 
     #[test]
