@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod container;
 pub mod digest;
+pub mod events;
 pub mod fuse;
 pub mod net;
 pub mod pull;

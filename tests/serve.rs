@@ -724,6 +724,131 @@ mod sysapi {
         assert_ne!(missing.code, 0);
     }
 
+    #[test]
+    fn events_replayed_and_followed_range() {
+        events_replayed_and_followed(Mode::Range)
+    }
+
+    #[test]
+    fn events_replayed_and_followed_single() {
+        events_replayed_and_followed(Mode::Single)
+    }
+
+    fn unix_now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// `docker events ARGS` bounded by `--until`: it must end by itself.
+    fn bounded(srv: &Server, s: &Sandbox, args: &[&str]) -> String {
+        let mut all = vec![DOCKER, "events", "--until", "0s"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&[
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+        ]);
+        let mut c = s.user.command(Path::new("/usr/bin/timeout"));
+        c.env("DOCKER_HOST", format!("unix://{}", srv.sock.display()))
+            .arg("20")
+            .args(&all);
+        let out = Out::from(c.output().unwrap());
+        assert_eq!(out.code, 0, "{out:?}\n{}", read(&srv.log));
+        out.stdout
+    }
+
+    fn events_replayed_and_followed(mode: Mode) {
+        let Some(s) = Sandbox::new(mode) else {
+            return;
+        };
+        let srv = Server::start(&s);
+        // A follower started before the run sees it happen.
+        let since = (unix_now() - 1).to_string();
+        let mut c = s.user.command(Path::new(DOCKER));
+        c.env("DOCKER_HOST", format!("unix://{}", srv.sock.display()))
+            .args(["events", "--since", &since, "--filter", "container=evt"])
+            .args(["--format", "{{.Action}} {{.Actor.Attributes.name}}"])
+            .stdout(Stdio::piped());
+        let mut follower = ChildGuard(Some(c.spawn().unwrap()));
+        let stdout = follower.0.as_mut().unwrap().stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let mut r = std::io::BufReader::new(stdout);
+            while std::io::BufRead::read_line(&mut r, &mut text).unwrap_or(0) > 0 {
+                if tx.send(text.clone()).is_err() {
+                    return;
+                }
+            }
+        });
+        let script = format!("exit 3; : {}", s.tag);
+        let run = srv.docker(&s, &["run", "--name", "evt", &s.image, "sh", "-c", &script]);
+        assert_eq!(run.code, 3, "{run:?}");
+        srv.ok(&s, &["rm", "evt"]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = String::new();
+        while !seen.contains("destroy evt") {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(t) => seen = t,
+                Err(_) => panic!("followed: {seen}\n{}", read(&srv.log)),
+            }
+        }
+        assert_eq!(seen, "create evt\nstart evt\ndie evt\ndestroy evt\n");
+        drop(follower);
+        // Bounded replays: the API's container, one made by nook's own CLI, image changes.
+        let cli_script = format!("true; : {}", s.tag);
+        s.nook(&[
+            "run",
+            "--name",
+            "clidoor",
+            &s.image,
+            "sh",
+            "-c",
+            &cli_script,
+        ]);
+        srv.ok(&s, &["tag", &s.image, "ev:1"]);
+        srv.ok(&s, &["rmi", "ev:1"]);
+        // The CLI's `--until 0s` is now in whole seconds: let this second pass.
+        std::thread::sleep(Duration::from_millis(1100));
+        let all = bounded(&srv, &s, &["--since", "1m"]);
+        for want in [
+            "container die evt",
+            "container create clidoor",
+            "container die clidoor",
+            "image tag ev:1",
+            "image untag ev:1",
+        ] {
+            assert!(
+                all.contains(want),
+                "{want}: {all}\njournal:\n{}",
+                read(&s.user.store().join("events.log"))
+            );
+        }
+        let query = format!(
+            "/v1.50/events?since={since}&until={}&filters=%7B%22event%22%3A%5B%22die%22%5D%7D",
+            unix_now() + 1
+        );
+        let (code, body) = srv.curl(&s, "GET", &query, &[]);
+        assert_eq!(code, 200, "{body}");
+        let die = json(body.lines().next().unwrap());
+        assert_eq!(die["Actor"]["Attributes"]["exitCode"], "3", "{body}");
+        assert_eq!(die["Actor"]["Attributes"]["name"], "evt", "{body}");
+        assert!(die["timeNano"].as_u64().unwrap() > 0);
+        let images = bounded(&srv, &s, &["--since", "1m", "--filter", "type=image"]);
+        assert!(
+            images.ends_with("image tag ev:1\nimage untag ev:1\n"),
+            "{images}"
+        );
+        assert!(
+            images.starts_with("image pull "),
+            "the sandbox's pull: {images}"
+        );
+        let (code, body) = srv.curl(&s, "GET", "/v1.50/events?since=x", &[]);
+        assert_eq!(code, 400, "{body}");
+    }
+
     fn networks_df_and_prune(mode: Mode) {
         let Some(s) = Sandbox::new(mode) else {
             return;

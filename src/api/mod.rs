@@ -12,6 +12,7 @@ pub mod containers;
 pub mod create;
 pub mod df;
 pub mod error;
+pub mod events;
 pub mod exec;
 pub mod http;
 pub mod images;
@@ -99,6 +100,7 @@ fn dispatch(e: &Engine, route: Route, req: &Request) -> Result<Response, ApiErro
         R::ContainerPrune => df::prune_containers(e, q),
         R::ImagePrune => df::prune_images(e, q),
         R::VolumePrune => df::prune_volumes(e, q),
+        R::Events => events::events(e, q),
         R::NotYet(what) => Err(ApiError::NotImplemented(what)),
     }
 }

@@ -50,6 +50,7 @@ pub enum Route {
     ContainerPrune,
     ImagePrune,
     VolumePrune,
+    Events,
     /// A docker endpoint a later slice brings (answered 501, naming it).
     NotYet(&'static str),
 }
@@ -94,6 +95,7 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
         p if p.starts_with("exec/") => exec_route(m, &p["exec/".len()..]),
         p if p == "networks" || p.starts_with("networks/") => network_route(m, p),
         "system/df" if m == "GET" => Some(Route::SystemDf),
+        "events" if m == "GET" => Some(Route::Events),
         p => later(p),
     };
     found.ok_or(ApiError::PageNotFound)
@@ -196,7 +198,6 @@ fn later(p: &str) -> Option<Route> {
     let first = p.split('/').next().unwrap_or("");
     Some(Route::NotYet(match first {
         "build" => "build",
-        "events" => "events",
         "auth" => "auth",
         "commit" => "commit",
         "session" => "build sessions",
@@ -407,6 +408,7 @@ mod tests {
         );
         assert_eq!(route("POST", "/images/prune").unwrap(), Route::ImagePrune);
         assert_eq!(route("POST", "/volumes/prune").unwrap(), Route::VolumePrune);
+        assert_eq!(route("GET", "/v1.50/events").unwrap(), Route::Events);
         assert_eq!(route("GET", "/networks/a/b/c").unwrap_err().status(), 404);
     }
 

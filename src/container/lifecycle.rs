@@ -156,6 +156,16 @@ impl Containers {
         let _ = std::fs::write(self.dir.join(format!(".exit-{id}")), code.to_string());
     }
 
+    /// Writes a container event to the store's journal (best effort: see [`crate::events`]).
+    pub fn event(&self, action: &str, r: &Record, extra: &[(&str, &str)]) {
+        let Some(root) = self.dir.parent() else {
+            return;
+        };
+        let mut attrs = vec![("image", r.image.as_str()), ("name", r.name.as_str())];
+        attrs.extend_from_slice(extra);
+        crate::events::record(root, "container", action, &r.id, &attrs);
+    }
+
     /// The exit code [`Containers::save_exit`] kept for a removed container.
     pub fn exit_of(&self, id: &str) -> Option<i32> {
         let text = std::fs::read_to_string(self.dir.join(format!(".exit-{id}"))).ok()?;
@@ -261,6 +271,7 @@ pub fn remove(
         source,
     };
     remove_tree(&claimed, mapping).map_err(failed)?;
+    c.event("destroy", r, &[]);
     // A monitor that ends now removes this directory as well: one of the two finds it gone.
     match remove_tree(&runtime_dir_of(runtime, &r.id), mapping) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(failed(e)),

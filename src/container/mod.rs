@@ -297,6 +297,7 @@ impl Containers {
             fs::create_dir(&p).map_err(io_at(&p))?;
         }
         self.save(record)?;
+        self.event("create", record, &[]);
         Ok(dir)
     }
 

@@ -240,9 +240,13 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
     let code = result.as_ref().map_or_else(RunError::exit_code, |c| *c);
     record.exit_code = Some(code);
     record.finished = Some(now());
+    if record.started.is_some() {
+        containers.event("die", &record, &[("exitCode", &code.to_string())]);
+    }
     if req.remove {
         containers.save_exit(&id, code);
         remove_dir(host, &dir);
+        containers.event("destroy", &record, &[]);
         // As docker's --rm: the anonymous volumes go with the container.
         let vols = super::volumes::Volumes::new(host.store.root());
         for u in record.volumes.iter().filter(|u| u.anonymous) {
@@ -373,6 +377,7 @@ fn start_and_wait(
                 }
                 record.started = Some(now());
                 let _ = containers.save(record);
+                containers.event("start", record, &[]);
                 let outputs = match detach.take() {
                     Some(d) => Some(super::monitor::detached(d, dir, &record.id)?),
                     None => None,

@@ -187,7 +187,16 @@ impl Puller<'_> {
         let mut last = None;
         for ep in &endpoints {
             match self.pull_from(ep, reference) {
-                Ok(p) => return Ok(p),
+                Ok(p) => {
+                    let name = reference.familiar_repository();
+                    let id = match reference.tagged() {
+                        Some(t) => crate::events::familiar(&t),
+                        None => format!("{name}@{}", reference.manifest_reference()),
+                    };
+                    let attrs = [("name", name.as_str())];
+                    crate::events::record(self.store.root(), "image", "pull", &id, &attrs);
+                    return Ok(p);
+                }
                 Err(e) if ep.mirror => {
                     tracing::warn!(mirror = %ep.host, error = %e, "mirror failed; trying the next endpoint");
                     last = Some(e);

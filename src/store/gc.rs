@@ -90,7 +90,22 @@ impl Store {
             out.push(Removal::Deleted(rec.id.clone()));
         }
         self.write_tags(&tags)?;
+        self.removal_events(&rec.id, &out);
         Ok(out)
+    }
+
+    /// Journals what a removal did (after it is written).
+    fn removal_events(&self, id: &Digest, done: &[Removal]) {
+        for r in done {
+            match r {
+                Removal::Untagged(t) => {
+                    crate::events::image(&self.root, "untag", &id.to_string(), Some(t));
+                }
+                Removal::Deleted(d) => {
+                    crate::events::image(&self.root, "delete", &d.to_string(), None)
+                }
+            }
+        }
     }
 
     /// `nook image prune [-a]`: removes untagged images, or with `all` every image no
@@ -101,18 +116,25 @@ impl Store {
         let _lock = self.lock("store", true)?;
         let mut tags = self.read_tags()?;
         let mut out = Vec::new();
+        let mut done = Vec::new();
         for (rec, mine) in self.images()? {
             if in_use.contains_key(&rec.id) || (!all && !mine.is_empty()) {
                 continue;
             }
+            let mut these = Vec::new();
             for t in mine {
                 tags.remove(&t);
-                out.push(Removal::Untagged(t));
+                these.push(Removal::Untagged(t));
             }
             self.remove_record(&rec.id)?;
-            out.push(Removal::Deleted(rec.id));
+            these.push(Removal::Deleted(rec.id.clone()));
+            out.extend(these.iter().cloned());
+            done.push((rec.id, these));
         }
         self.write_tags(&tags)?;
+        for (id, these) in &done {
+            self.removal_events(id, these);
+        }
         Ok(out)
     }
 

@@ -206,8 +206,10 @@ impl Store {
             .ok_or_else(|| StoreError::BadTag(target.to_string()))?;
         let _lock = self.lock("store", true)?;
         let mut all = self.read_tags()?;
-        all.insert(tag, rec.id);
-        self.write_tags(&all)
+        all.insert(tag.clone(), rec.id.clone());
+        self.write_tags(&all)?;
+        crate::events::image(&self.root, "tag", &rec.id.to_string(), Some(&tag));
+        Ok(())
     }
 }
 
