@@ -29,9 +29,10 @@ fn id_of(name: &str) -> String {
         .to_owned()
 }
 
-/// When the store was made: the networks exist as long as it does.
+/// When the store was made (its `storage.json`, written once): the networks exist as long
+/// as it does. The directory's own time would move with every file made in it.
 fn created(e: &Engine) -> String {
-    let t = std::fs::metadata(&e.root)
+    let t = std::fs::metadata(e.root.join("storage.json"))
         .and_then(|m| m.modified())
         .unwrap_or(std::time::UNIX_EPOCH);
     crate::container::logs::rfc3339_nanos(t)
