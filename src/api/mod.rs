@@ -8,6 +8,7 @@
 //! Killing the server loses nothing; a restarted one finds every container in the store.
 
 pub mod attach;
+pub mod build;
 pub mod containers;
 pub mod create;
 pub mod error;
@@ -89,6 +90,7 @@ fn dispatch(e: &Engine, route: Route, req: &Request) -> Result<Response, ApiErro
         R::VolumeCreate => volumes::create(e, &req.json()?),
         R::VolumeInspect(n) => volumes::inspect(e, &n),
         R::VolumeDelete(n) => volumes::remove(e, &n, q),
+        R::Build => build::build(e, req),
         R::NotYet(what) => Err(ApiError::NotImplemented(what)),
     }
 }

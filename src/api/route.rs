@@ -41,6 +41,7 @@ pub enum Route {
     VolumeCreate,
     VolumeInspect(String),
     VolumeDelete(String),
+    Build,
     /// A docker endpoint a later slice brings (answered 501, naming it).
     NotYet(&'static str),
 }
@@ -83,6 +84,7 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
         p if p.starts_with("containers/") => container_route(m, &p["containers/".len()..]),
         p if p == "volumes" || p.starts_with("volumes/") => volume_route(m, p),
         p if p.starts_with("exec/") => exec_route(m, &p["exec/".len()..]),
+        "build" if m == "POST" => Some(Route::Build),
         p => later(p),
     };
     found.ok_or(ApiError::PageNotFound)
@@ -169,7 +171,7 @@ fn volume_route(m: &str, p: &str) -> Option<Route> {
 fn later(p: &str) -> Option<Route> {
     let first = p.split('/').next().unwrap_or("");
     Some(Route::NotYet(match first {
-        "build" => "build",
+        "build" => "build cache",
         "events" => "events",
         "auth" => "auth",
         "system" => "system df",
@@ -181,6 +183,21 @@ fn later(p: &str) -> Option<Route> {
         }
         _ => return None,
     }))
+}
+
+/// Whether a request's body is an archive to spool to a file rather than hold in memory: a
+/// build context, or the tar `docker cp` sends.
+pub fn spools_body(method: &str, raw_path: &str) -> bool {
+    let Ok(path) = strip_version(raw_path) else {
+        return false;
+    };
+    let path = percent_decode(path);
+    let path = path.trim_end_matches('/');
+    match method {
+        "POST" => path == "/build",
+        "PUT" => path.starts_with("/containers/") && path.ends_with("/archive"),
+        _ => false,
+    }
 }
 
 /// Decodes `%XX` escapes (and `+` as a space when `plus` is set); bad escapes stay as they are.
@@ -233,6 +250,15 @@ impl Query {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a repeated key (`t=a&t=b`).
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// docker's boolean: absent, empty, `0`, `no`, `false` and `none` are false.
@@ -342,7 +368,11 @@ mod tests {
             route("POST", "/v1.50/containers/abc/attach").unwrap(),
             Route::ContainerAttach("abc".into())
         );
-        assert!(matches!(route("POST", "/build").unwrap(), Route::NotYet(_)));
+        assert_eq!(route("POST", "/v1.50/build").unwrap(), Route::Build);
+        assert!(spools_body("POST", "/v1.50/build"));
+        assert!(spools_body("PUT", "/containers/abc/archive"));
+        assert!(!spools_body("POST", "/containers/create"));
+        assert_eq!(Query::parse("t=a&t=b&x=1").all("t"), vec!["a", "b"]);
         assert_eq!(
             route("POST", "/v1.50/containers/abc/exec").unwrap(),
             Route::ExecCreate("abc".into())
