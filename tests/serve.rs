@@ -698,7 +698,8 @@ mod build_and_cp {
 
     in_both_modes!(
         build_run_quiet_args_and_failures,
-        build_of_a_gzip_context_sent_chunked
+        build_of_a_gzip_context_sent_chunked,
+        cp_both_ways_and_hostile_archives
     );
 
     /// `docker build -t` of a directory, then `docker run` of the image; --build-arg,
@@ -827,5 +828,82 @@ mod build_and_cp {
         assert_eq!(v[0]["Id"], aux);
         let (code, body) = srv.curl(&s, "POST", "/v1.50/build?version=2", &[]);
         assert_eq!(code, 400, "{body}");
+    }
+
+    /// A tar holding one file under a raw name (escapes included, as a hostile client sends).
+    fn raw_tar(name: &str) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    /// `docker cp` out of and into a running container (HEAD, GET and PUT of its archive),
+    /// and PUTs whose entries try to leave the container's root.
+    fn cp_both_ways_and_hostile_archives(mode: Mode) {
+        let Some(s) = Sandbox::new(mode) else {
+            return;
+        };
+        let srv = Server::start(&s);
+        let script = format!("sleep 60; : {}", s.tag);
+        srv.ok(
+            &s,
+            &["run", "-d", "--name", "box", &s.image, "sh", "-c", &script],
+        );
+        let home = s.user.home();
+        let x = home.join("x");
+        srv.ok(&s, &["cp", "box:/etc/hostname", x.to_str().unwrap()]);
+        assert_eq!(
+            read(&x),
+            srv.ok(&s, &["exec", "box", "cat", "/etc/hostname"])
+        );
+        let ctx = Ctx::new(&s.user, "dir");
+        ctx.file("f", b"in a file\n").file("sub/g", b"deeper\n");
+        srv.ok(&s, &["cp", ctx.path(), "box:/tmp/"]);
+        let got = srv.ok(&s, &["exec", "box", "cat", "/tmp/dir/f", "/tmp/dir/sub/g"]);
+        assert_eq!(got, "in a file\ndeeper\n");
+        let back = home.join("back");
+        srv.ok(&s, &["cp", "box:/tmp/dir", back.to_str().unwrap()]);
+        assert_eq!(read(&back.join("sub/g")), "deeper\n");
+        let missing = srv.docker(&s, &["cp", "box:/nonexistent", x.to_str().unwrap()]);
+        assert_ne!(missing.code, 0, "{missing:?}");
+        let archive = "/v1.50/containers/box/archive?path=/nonexistent";
+        let (code, body) = srv.curl(&s, "GET", archive, &[]);
+        assert_eq!(code, 404, "{body}");
+        for (i, bad) in ["../../../../../../escape", "/abs", "a/../../../escape"]
+            .iter()
+            .enumerate()
+        {
+            let name = bad
+                .replace("escape", &format!("escape-{}", s.tag))
+                .replace("abs", &format!("abs-{}", s.tag));
+            let tar = s.user.write_home(&format!("bad{i}.tar"), &raw_tar(&name));
+            let (code, body) = srv.curl(
+                &s,
+                "PUT",
+                "/v1.50/containers/box/archive?path=/tmp",
+                &["--data-binary", &format!("@{}", tar.display())],
+            );
+            assert!(code >= 400, "{bad}: {code} {body}");
+        }
+        let escaped = format!("escape-{}", s.tag);
+        let listing = srv.ok(&s, &["exec", "box", "sh", "-c", "ls / /tmp"]);
+        assert!(
+            !listing.contains(&escaped) && !listing.contains("abs-"),
+            "{listing}"
+        );
+        for dir in [
+            home.clone(),
+            PathBuf::from("/tmp"),
+            home.join(".local/share"),
+        ] {
+            assert!(!dir.join(&escaped).exists(), "{}", dir.display());
+        }
+        srv.ok(&s, &["rm", "-f", "box"]);
     }
 }

@@ -7,6 +7,7 @@
 //! ([`reexec`]), exactly the path `nook run -d` takes, each container with its own monitor.
 //! Killing the server loses nothing; a restarted one finds every container in the store.
 
+pub mod archive;
 pub mod attach;
 pub mod build;
 pub mod containers;
@@ -91,6 +92,8 @@ fn dispatch(e: &Engine, route: Route, req: &Request) -> Result<Response, ApiErro
         R::VolumeInspect(n) => volumes::inspect(e, &n),
         R::VolumeDelete(n) => volumes::remove(e, &n, q),
         R::Build => build::build(e, req),
+        R::ArchiveGet(id) => archive::get(e, &id, req),
+        R::ArchivePut(id) => archive::put(e, &id, req),
         R::NotYet(what) => Err(ApiError::NotImplemented(what)),
     }
 }

@@ -42,6 +42,8 @@ pub enum Route {
     VolumeInspect(String),
     VolumeDelete(String),
     Build,
+    ArchiveGet(String),
+    ArchivePut(String),
     /// A docker endpoint a later slice brings (answered 501, naming it).
     NotYet(&'static str),
 }
@@ -134,7 +136,9 @@ fn container_route(m: &str, p: &str) -> Option<Route> {
         ("POST", "attach") => Route::ContainerAttach(id),
         (_, "resize") => Route::NotYet("container resize"),
         ("POST", "exec") => Route::ExecCreate(id),
-        (_, "archive" | "export") => Route::NotYet("container archive and export"),
+        ("GET", "archive") => Route::ArchiveGet(id),
+        ("PUT", "archive") => Route::ArchivePut(id),
+        (_, "export") => Route::NotYet("container export"),
         (_, "top" | "pause" | "unpause" | "rename" | "changes" | "stats" | "update") => {
             Route::NotYet("container top, pause, rename, changes, stats and update")
         }
@@ -373,6 +377,14 @@ mod tests {
         assert!(spools_body("PUT", "/containers/abc/archive"));
         assert!(!spools_body("POST", "/containers/create"));
         assert_eq!(Query::parse("t=a&t=b&x=1").all("t"), vec!["a", "b"]);
+        assert_eq!(
+            route("HEAD", "/v1.50/containers/c/archive").unwrap(),
+            Route::ArchiveGet("c".into())
+        );
+        assert_eq!(
+            route("PUT", "/containers/c/archive").unwrap(),
+            Route::ArchivePut("c".into())
+        );
         assert_eq!(
             route("POST", "/v1.50/containers/abc/exec").unwrap(),
             Route::ExecCreate("abc".into())
