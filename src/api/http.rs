@@ -1,6 +1,8 @@
 //! HTTP/1.1 on a stream: request heads parsed by `httparse` (at most [`HEAD_LIMIT`]), bodies
 //! by Content-Length or chunked (at most [`BODY_LIMIT`]), responses written by hand with a
-//! Content-Length or chunked for streams.
+//! Content-Length or chunked for streams. Routes that take archives (a build context, a tar
+//! for `docker cp`) have their body spooled to an unnamed temporary file instead, up to
+//! [`SPOOL_LIMIT`].
 
 use std::io::{self, Read, Write};
 
@@ -9,6 +11,7 @@ use super::route::{API_VERSION, Query};
 
 pub const HEAD_LIMIT: usize = 64 << 10;
 pub const BODY_LIMIT: usize = 16 << 20;
+pub const SPOOL_LIMIT: u64 = 8 << 30;
 const MAX_HEADERS: usize = 128;
 
 /// One parsed request.
@@ -21,6 +24,8 @@ pub struct Request {
     pub query: Query,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The body of a spooling route, in an unnamed temporary file (read from its start).
+    pub body_file: Option<std::fs::File>,
     /// The client asked to close after this answer (or spoke HTTP/1.0).
     pub close: bool,
 }
@@ -74,10 +79,30 @@ impl<R: Read> Read for Deadline<R> {
 
 /// Reads the next request; `buf` keeps bytes that arrived after it (pipelining).
 pub fn read_request(s: &mut impl Read, buf: &mut Vec<u8>) -> Result<Request, ReadError> {
+    read_request_spooling(s, buf, None)
+}
+
+/// [`read_request`], with the body of a spooling route (see [`super::route::spools_body`])
+/// written to an unnamed file in `spool` when it is given.
+pub fn read_request_spooling(
+    s: &mut impl Read,
+    buf: &mut Vec<u8>,
+    spool: Option<&std::path::Path>,
+) -> Result<Request, ReadError> {
     loop {
-        if let Some((req, used)) = parse_head(buf)? {
+        if let Some((mut req, used)) = parse_head(buf)? {
             buf.drain(..used);
-            return finish(s, buf, req);
+            if let Some(dir) = spool.filter(|_| super::route::spools_body(&req.method, &req.path)) {
+                let mut f = spool_file(dir)?;
+                read_body(s, buf, &req, &mut f, SPOOL_LIMIT)?;
+                io::Seek::rewind(&mut f).map_err(spool_error)?;
+                req.body_file = Some(f);
+                return Ok(req);
+            }
+            let mut body = Vec::new();
+            read_body(s, buf, &req, &mut body, BODY_LIMIT as u64)?;
+            req.body = body;
+            return Ok(req);
         }
         if buf.len() > HEAD_LIMIT {
             return Err(ReadError::Refuse(ApiError::TooLarge(format!(
@@ -130,37 +155,98 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, ReadError> {
         query: Query::parse(query),
         headers,
         body: Vec::new(),
+        body_file: None,
         close,
     };
     Ok(Some((req, used)))
 }
 
-fn finish(s: &mut impl Read, buf: &mut Vec<u8>, mut req: Request) -> Result<Request, ReadError> {
+fn spool_error(e: io::Error) -> ReadError {
+    ReadError::Refuse(ApiError::Internal(format!(
+        "cannot keep the request body: {e}"
+    )))
+}
+
+fn spool_file(dir: &std::path::Path) -> Result<std::fs::File, ReadError> {
+    std::fs::create_dir_all(dir).map_err(spool_error)?;
+    unnamed_file(dir).map_err(spool_error)
+}
+
+/// A file in `dir` with no name (O_TMPFILE, else made and unlinked at once): gone with its
+/// last descriptor, whatever way the request ends.
+pub fn unnamed_file(dir: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmpfile = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir);
+    if let Ok(f) = tmpfile {
+        return Ok(f);
+    }
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = dir.join(format!("spool-{}-{n}", std::process::id()));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&p)?;
+    std::fs::remove_file(&p)?;
+    Ok(f)
+}
+
+/// Reads the body `req` announces (Content-Length or chunked) into `out`, at most `limit`.
+fn read_body(
+    s: &mut impl Read,
+    buf: &mut Vec<u8>,
+    req: &Request,
+    out: &mut impl Write,
+    limit: u64,
+) -> Result<(), ReadError> {
     let chunked = req
         .header("transfer-encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     if chunked {
-        req.body = read_chunked(s, buf)?;
-        return Ok(req);
+        return read_chunked(s, buf, out, limit);
     }
-    let len: usize = match req.header("content-length") {
+    let len: u64 = match req.header("content-length") {
         None => 0,
         Some(v) => v.trim().parse().map_err(|_| {
             ReadError::Refuse(ApiError::BadRequest(format!("bad Content-Length {v:?}")))
         })?,
     };
-    if len > BODY_LIMIT {
-        return Err(too_large());
+    if len > limit {
+        return Err(too_large(limit));
     }
-    fill(s, buf, len)?;
-    req.body = buf.drain(..len).collect();
-    Ok(req)
+    copy_exact(s, buf, out, len)
 }
 
-fn too_large() -> ReadError {
+/// Moves `n` body bytes (those already in `buf` first) to `out`.
+fn copy_exact(
+    s: &mut impl Read,
+    buf: &mut Vec<u8>,
+    out: &mut impl Write,
+    mut n: u64,
+) -> Result<(), ReadError> {
+    while n > 0 {
+        if buf.is_empty() {
+            fill(s, buf, 1)?;
+        }
+        let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+        out.write_all(&buf[..take]).map_err(spool_error)?;
+        buf.drain(..take);
+        n -= take as u64;
+    }
+    Ok(())
+}
+
+fn too_large(limit: u64) -> ReadError {
     ReadError::Refuse(ApiError::TooLarge(format!(
         "request body over {} MiB",
-        BODY_LIMIT >> 20
+        limit >> 20
     )))
 }
 
@@ -194,24 +280,30 @@ fn line(s: &mut impl Read, buf: &mut Vec<u8>) -> Result<String, ReadError> {
     }
 }
 
-fn read_chunked(s: &mut impl Read, buf: &mut Vec<u8>) -> Result<Vec<u8>, ReadError> {
-    let mut body = Vec::new();
+fn read_chunked(
+    s: &mut impl Read,
+    buf: &mut Vec<u8>,
+    out: &mut impl Write,
+    limit: u64,
+) -> Result<(), ReadError> {
+    let mut total: u64 = 0;
     loop {
         let size_line = line(s, buf)?;
         let hex = size_line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(hex, 16).map_err(|_| {
+        let size = u64::from_str_radix(hex, 16).map_err(|_| {
             ReadError::Refuse(ApiError::BadRequest("malformed chunked body".into()))
         })?;
-        if body.len() + size > BODY_LIMIT {
-            return Err(too_large());
+        total = total.saturating_add(size);
+        if total > limit {
+            return Err(too_large(limit));
         }
         if size == 0 {
             // Trailers, up to the empty line.
             while !line(s, buf)?.is_empty() {}
-            return Ok(body);
+            return Ok(());
         }
-        fill(s, buf, size + 2)?;
-        body.extend(buf.drain(..size));
+        copy_exact(s, buf, out, size)?;
+        fill(s, buf, 2)?;
         buf.drain(..2);
     }
 }

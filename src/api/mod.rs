@@ -7,7 +7,9 @@
 //! ([`reexec`]), exactly the path `nook run -d` takes, each container with its own monitor.
 //! Killing the server loses nothing; a restarted one finds every container in the store.
 
+pub mod archive;
 pub mod attach;
+pub mod build;
 pub mod containers;
 pub mod create;
 pub mod df;
@@ -101,6 +103,9 @@ fn dispatch(e: &Engine, route: Route, req: &Request) -> Result<Response, ApiErro
         R::ImagePrune => df::prune_images(e, q),
         R::VolumePrune => df::prune_volumes(e, q),
         R::Events => events::events(e, q),
+        R::Build => build::build(e, req),
+        R::ArchiveGet(id) => archive::get(e, &id, req),
+        R::ArchivePut(id) => archive::put(e, &id, req),
         R::NotYet(what) => Err(ApiError::NotImplemented(what)),
     }
 }

@@ -51,6 +51,9 @@ pub enum Route {
     ImagePrune,
     VolumePrune,
     Events,
+    Build,
+    ArchiveGet(String),
+    ArchivePut(String),
     /// A docker endpoint a later slice brings (answered 501, naming it).
     NotYet(&'static str),
 }
@@ -96,6 +99,7 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
         p if p == "networks" || p.starts_with("networks/") => network_route(m, p),
         "system/df" if m == "GET" => Some(Route::SystemDf),
         "events" if m == "GET" => Some(Route::Events),
+        "build" if m == "POST" => Some(Route::Build),
         p => later(p),
     };
     found.ok_or(ApiError::PageNotFound)
@@ -144,7 +148,9 @@ fn container_route(m: &str, p: &str) -> Option<Route> {
         ("POST", "attach") => Route::ContainerAttach(id),
         (_, "resize") => Route::NotYet("container resize"),
         ("POST", "exec") => Route::ExecCreate(id),
-        (_, "archive" | "export") => Route::NotYet("container archive and export"),
+        ("GET", "archive") => Route::ArchiveGet(id),
+        ("PUT", "archive") => Route::ArchivePut(id),
+        (_, "export") => Route::NotYet("container export"),
         (_, "top" | "pause" | "unpause" | "rename" | "changes" | "stats" | "update") => {
             Route::NotYet("container top, pause, rename, changes, stats and update")
         }
@@ -197,7 +203,7 @@ fn network_route(m: &str, p: &str) -> Option<Route> {
 fn later(p: &str) -> Option<Route> {
     let first = p.split('/').next().unwrap_or("");
     Some(Route::NotYet(match first {
-        "build" => "build",
+        "build" => "build cache",
         "auth" => "auth",
         "commit" => "commit",
         "session" => "build sessions",
@@ -206,6 +212,21 @@ fn later(p: &str) -> Option<Route> {
         }
         _ => return None,
     }))
+}
+
+/// Whether a request's body is an archive to spool to a file rather than hold in memory: a
+/// build context, or the tar `docker cp` sends.
+pub fn spools_body(method: &str, raw_path: &str) -> bool {
+    let Ok(path) = strip_version(raw_path) else {
+        return false;
+    };
+    let path = percent_decode(path);
+    let path = path.trim_end_matches('/');
+    match method {
+        "POST" => path == "/build",
+        "PUT" => path.starts_with("/containers/") && path.ends_with("/archive"),
+        _ => false,
+    }
 }
 
 /// Decodes `%XX` escapes (and `+` as a space when `plus` is set); bad escapes stay as they are.
@@ -258,6 +279,15 @@ impl Query {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a repeated key (`t=a&t=b`).
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// docker's boolean: absent, empty, `0`, `no`, `false` and `none` are false.
@@ -367,7 +397,19 @@ mod tests {
             route("POST", "/v1.50/containers/abc/attach").unwrap(),
             Route::ContainerAttach("abc".into())
         );
-        assert!(matches!(route("POST", "/build").unwrap(), Route::NotYet(_)));
+        assert_eq!(route("POST", "/v1.50/build").unwrap(), Route::Build);
+        assert!(spools_body("POST", "/v1.50/build"));
+        assert!(spools_body("PUT", "/containers/abc/archive"));
+        assert!(!spools_body("POST", "/containers/create"));
+        assert_eq!(Query::parse("t=a&t=b&x=1").all("t"), vec!["a", "b"]);
+        assert_eq!(
+            route("HEAD", "/v1.50/containers/c/archive").unwrap(),
+            Route::ArchiveGet("c".into())
+        );
+        assert_eq!(
+            route("PUT", "/containers/c/archive").unwrap(),
+            Route::ArchivePut("c".into())
+        );
         assert_eq!(
             route("POST", "/v1.50/containers/abc/exec").unwrap(),
             Route::ExecCreate("abc".into())

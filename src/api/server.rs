@@ -173,12 +173,14 @@ fn refuse(s: &mut UnixStream, status: u16, msg: &str) {
 fn connection(engine: &Engine, mut s: UnixStream) {
     let _ = s.set_read_timeout(Some(READ_TIMEOUT));
     let mut buf = Vec::new();
+    // Archive bodies wait on the store's disk, not in memory.
+    let spool = engine.root.join("tmp");
     loop {
         let mut reader = http::Deadline {
             inner: &s,
             until: Instant::now() + REQUEST_DEADLINE,
         };
-        let req = match http::read_request(&mut reader, &mut buf) {
+        let req = match http::read_request_spooling(&mut reader, &mut buf, Some(&spool)) {
             Ok(r) => r,
             Err(ReadError::Closed) => return,
             Err(ReadError::Refuse(e)) => {

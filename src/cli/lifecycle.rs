@@ -780,9 +780,10 @@ pub fn volume(session: &Session, cmd: VolumeCommand) -> Result<i32> {
 
 #[derive(Debug, Args)]
 pub struct CpArgs {
-    /// CONTAINER:PATH or a host path.
+    /// CONTAINER:PATH, a host path, or `-` for a tar on standard input (unpacked into the
+    /// directory DEST).
     pub src: String,
-    /// CONTAINER:PATH or a host path.
+    /// CONTAINER:PATH, a host path, or `-` to write SRC as a tar to standard output.
     pub dest: String,
 }
 
@@ -807,7 +808,11 @@ pub fn cp(session: &Session, a: CpArgs) -> Result<i32> {
     } else {
         Some(stopped_root(session, &c, &r, &mountpoint)?)
     };
-    let result = if out {
+    let result = if out && a.dest == "-" {
+        crate::container::cp::copy_out_tar(&r, stopped.as_ref(), &absolute(path), std::io::stdout())
+    } else if !out && a.src == "-" {
+        crate::container::cp::copy_in_tar(&r, stopped.as_ref(), std::io::stdin(), &absolute(path))
+    } else if out {
         crate::container::cp::copy_out(
             &r,
             stopped.as_ref(),

@@ -277,6 +277,60 @@ pub fn copy_in(
     )
 }
 
+/// `nook cp CONTAINER:SRC -`: `src` as a tar stream (its top entry named for it) to `out`.
+pub fn copy_out_tar(
+    r: &Record,
+    stopped: Option<&Stopped>,
+    src: &str,
+    mut out: impl io::Write,
+) -> Result<(), CpError> {
+    let name = last_name(src).unwrap_or_else(|| ".".into());
+    let (pr, pw) = pipe()?;
+    let src = src.to_owned();
+    in_container(
+        r,
+        stopped,
+        (pw, move |w: File| {
+            archive(Path::new(&src), &name, w)
+                .map_err(|e| format!("cannot read {src} in the container: {e}"))
+        }),
+        (pr, move |mut rd: File| {
+            io::copy(&mut rd, &mut out)?;
+            out.flush()
+        }),
+    )
+}
+
+/// `nook cp - CONTAINER:DIR`: the tar stream `input` unpacked into the directory `dest`.
+/// Its entries are confined twice: the helper is chrooted into the container's root, and an
+/// absolute or `..` entry is refused by [`unpack`].
+pub fn copy_in_tar(
+    r: &Record,
+    stopped: Option<&Stopped>,
+    mut input: impl io::Read,
+    dest: &str,
+) -> Result<(), CpError> {
+    let (pr, pw) = pipe()?;
+    let dest = dest.to_owned();
+    in_container(
+        r,
+        stopped,
+        (pr, move |rd: File| {
+            if std::fs::symlink_metadata(&dest).is_err() {
+                return Err(format!("no such directory {dest} in the container"));
+            }
+            if !Path::new(&dest).is_dir() {
+                return Err(format!("{dest} is not a directory in the container"));
+            }
+            unpack(rd, Path::new(&dest))
+                .map_err(|e| format!("cannot write {dest} in the container: {e}"))
+        }),
+        (pw, move |mut w: File| {
+            io::copy(&mut input, &mut w).map(drop)
+        }),
+    )
+}
+
 fn pipe() -> Result<(OwnedFd, OwnedFd), CpError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| io_err("cannot create a pipe")(e.into()))
@@ -285,6 +339,27 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), CpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaping_entries_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        for bad in ["../out", "/abs", "a/../../b"] {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(1);
+            h.set_mode(0o644);
+            // The name is written raw, as a hostile client would, past the builder's checks.
+            let raw = &mut h.as_old_mut().name;
+            raw[..bad.len()].copy_from_slice(bad.as_bytes());
+            h.set_cksum();
+            b.append(&h, &b"x"[..]).unwrap();
+            let tar = b.into_inner().unwrap();
+            let err = unpack(&tar[..], d.path()).unwrap_err();
+            assert!(err.to_string().contains("refusing"), "{bad}: {err}");
+        }
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
 
     #[test]
     fn archives_keep_links_as_links() {
