@@ -304,6 +304,22 @@ fn containers_through_both_doors(mode: Mode) {
         s.nook(&["ps", "-a"]).stdout.contains("Exited"),
         "nook sees it stopped"
     );
+    // docker's status line: "Exited (137) 2 seconds ago".
+    let status = srv.ok(
+        &s,
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            "name=viadocker",
+            "--format",
+            "{{.Status}}",
+        ],
+    );
+    assert!(
+        status.starts_with("Exited (") && status.trim_end().ends_with(" ago"),
+        "{status:?}"
+    );
     srv.ok(&s, &["rm", "-f", "vianook", "viadocker"]);
     assert!(srv.ok(&s, &["ps", "-aq"]).trim().is_empty());
     assert!(!s.nook(&["ps", "-a"]).stdout.contains("via"));

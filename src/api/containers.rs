@@ -70,7 +70,7 @@ fn summary(r: &Record) -> Value {
         "Ports": ports(r),
         "Labels": {},
         "State": r.state.as_str(),
-        "Status": crate::container::lifecycle::status(r, super::human_age),
+        "Status": crate::container::lifecycle::status(r, crate::cli::format::human_age),
         "HostConfig": {"NetworkMode": network_mode(r)},
         "NetworkSettings": {"Networks": {}},
         "Mounts": r.config.get("Mounts").cloned().unwrap_or(json!([])),

@@ -89,7 +89,7 @@ fn containers(e: &Engine) -> (Vec<Value>, BTreeMap<String, u64>) {
             "ImageID": r.image_id.to_string(), "Command": r.command.join(" "),
             "Created": r.created, "Ports": [], "SizeRw": rw, "SizeRootFs": rw,
             "Labels": {}, "State": r.state.as_str(),
-            "Status": crate::container::lifecycle::status(&r, super::human_age),
+            "Status": crate::container::lifecycle::status(&r, crate::cli::format::human_age),
             "Mounts": [],
         }));
     }

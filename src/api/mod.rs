@@ -109,21 +109,3 @@ fn dispatch(e: &Engine, route: Route, req: &Request) -> Result<Response, ApiErro
         R::NotYet(what) => Err(ApiError::NotImplemented(what)),
     }
 }
-
-/// docker's short age: `5 seconds`, `About a minute`, `3 hours`.
-pub fn human_age(then_secs: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    match (now - then_secs).max(0) {
-        0 => "Less than a second".to_owned(),
-        1 => "1 second".to_owned(),
-        s if s < 60 => format!("{s} seconds"),
-        s if s < 120 => "About a minute".to_owned(),
-        s if s < 3600 => format!("{} minutes", s / 60),
-        s if s < 7200 => "About an hour".to_owned(),
-        s if s < 48 * 3600 => format!("{} hours", s / 3600),
-        s => format!("{} days", s / 86400),
-    }
-}
