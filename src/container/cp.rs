@@ -239,12 +239,17 @@ pub fn copy_out(
     in_container(
         r,
         stopped,
-        (pw, move |w: File| {
-            archive(Path::new(&src), &name, w)
-                .map_err(|e| format!("cannot read {src} in the container: {e}"))
-        }),
+        (pw, archive_of(src, name)),
         (pr, move |rd: File| unpack(rd, &dir)),
     )
+}
+
+/// The container side of a copy out: `src` archived as `name` into the pipe.
+fn archive_of(src: String, name: String) -> impl FnOnce(File) -> Result<(), String> {
+    move |w: File| {
+        archive(Path::new(&src), &name, w)
+            .map_err(|e| format!("cannot read {src} in the container: {e}"))
+    }
 }
 
 /// `nook cp SRC CONTAINER:DEST`.
@@ -290,10 +295,7 @@ pub fn copy_out_tar(
     in_container(
         r,
         stopped,
-        (pw, move |w: File| {
-            archive(Path::new(&src), &name, w)
-                .map_err(|e| format!("cannot read {src} in the container: {e}"))
-        }),
+        (pw, archive_of(src, name)),
         (pr, move |mut rd: File| {
             io::copy(&mut rd, &mut out)?;
             out.flush()
