@@ -256,8 +256,10 @@ pub fn wait(e: &Engine, id: &str, q: &Query) -> Result<Response, ApiError> {
     let c = e.containers();
     let r = c.get(id)?;
     let id = r.id.clone();
+    c.want_exit(&id);
     Ok(Response::stream("application/json", move |ch| {
         let code = wait_for(&c, &id, cond, (r.started, r.monitor), &|| ch.client_gone());
+        c.forget_exit(&id);
         let line = match code {
             Ok(n) => json!({"StatusCode": n, "Error": null}),
             Err(m) => json!({"StatusCode": -1, "Error": {"Message": m}}),

@@ -135,9 +135,16 @@ impl Containers {
         self.list().into_iter().map(|r| self.refresh(r)).collect()
     }
 
-    /// Keeps an auto-removed container's exit code after its directory goes (`.exit-<id>`),
-    /// so that a client waiting for the removal still learns it. Tombstones older than an
-    /// hour go at the same time.
+    /// Says that a client waits for `id`'s exit code (`.wait-<id>`): an auto-removed container's
+    /// monitor then keeps it after the directory goes. Nothing is kept for a container no one
+    /// waits for, so a removed container leaves no trace.
+    pub fn want_exit(&self, id: &str) {
+        let _ = std::fs::write(self.dir.join(format!(".wait-{id}")), b"");
+    }
+
+    /// Keeps an auto-removed container's exit code after its directory goes (`.exit-<id>`)
+    /// when a client said it waits for it. Markers and codes older than an hour (of waiters
+    /// that went away) go at the same time.
     pub fn save_exit(&self, id: &str, code: i32) {
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             let hour = Duration::from_secs(3600);
@@ -148,12 +155,21 @@ impl Containers {
                     .ok()
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|age| age > hour);
-                if old && e.file_name().to_string_lossy().starts_with(".exit-") {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if old && (name.starts_with(".exit-") || name.starts_with(".wait-")) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
         }
-        let _ = std::fs::write(self.dir.join(format!(".exit-{id}")), code.to_string());
+        if self.dir.join(format!(".wait-{id}")).exists() {
+            let _ = std::fs::write(self.dir.join(format!(".exit-{id}")), code.to_string());
+        }
+    }
+
+    /// The waiter is done with `id`: its marker and kept code go.
+    pub fn forget_exit(&self, id: &str) {
+        let _ = std::fs::remove_file(self.dir.join(format!(".wait-{id}")));
+        let _ = std::fs::remove_file(self.dir.join(format!(".exit-{id}")));
     }
 
     /// Writes a container event to the store's journal (best effort: see [`crate::events`]).
@@ -357,10 +373,22 @@ mod tests {
         let c = Containers::new(dir.path());
         let id = "a".repeat(64);
         assert_eq!(c.exit_of(&id), None);
+        // No one waits: nothing is kept.
+        c.save_exit(&id, 7);
+        assert_eq!(c.exit_of(&id), None);
+        c.want_exit(&id);
         c.save_exit(&id, 7);
         assert_eq!(c.exit_of(&id), Some(7));
         assert!(c.list().is_empty(), "a tombstone is no container");
         assert!(c.ids().is_empty());
+        c.forget_exit(&id);
+        assert_eq!(c.exit_of(&id), None);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("containers"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]
