@@ -144,8 +144,12 @@ impl Containers {
 
     /// Keeps an auto-removed container's exit code after its directory goes (`.exit-<id>`)
     /// when a client said it waits for it. Markers and codes older than an hour (of waiters
-    /// that went away) go at the same time.
+    /// that went away) go at the same time, so the directory is scanned only when one waits.
     pub fn save_exit(&self, id: &str, code: i32) {
+        // The common case, no client waiting, costs one lookup on `run --rm`'s way out.
+        if !self.dir.join(format!(".wait-{id}")).exists() {
+            return;
+        }
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             let hour = Duration::from_secs(3600);
             for e in entries.flatten() {
@@ -161,9 +165,7 @@ impl Containers {
                 }
             }
         }
-        if self.dir.join(format!(".wait-{id}")).exists() {
-            let _ = std::fs::write(self.dir.join(format!(".exit-{id}")), code.to_string());
-        }
+        let _ = std::fs::write(self.dir.join(format!(".exit-{id}")), code.to_string());
     }
 
     /// The waiter is done with `id`: its marker and kept code go.
