@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use support::env::{ChildGuard, Mode, Out};
 use support::sandbox::Sandbox;
-
-const DOCKER: &str = "/usr/local/bin/docker";
+use support::serve::{DOCKER, Server, json, read};
 
 /// Each named test once with a subordinate id range and once with a single id.
 macro_rules! in_both_modes {
@@ -36,78 +35,6 @@ in_both_modes!(
     run_attached_streams_and_exit_codes,
     exec_output_stdin_exit_codes_and_detach,
 );
-
-/// A running `nook serve` of the sandbox's user.
-struct Server {
-    child: ChildGuard,
-    sock: PathBuf,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(s: &Sandbox) -> Server {
-        let sock = s.user.home().join("nook.sock");
-        let log = s.user.home().join("serve.log");
-        let file = std::fs::File::create(&log).unwrap();
-        s.user.give(&log);
-        let mut c = s
-            .user
-            .nook(&["serve", "-H", &format!("unix://{}", sock.display())]);
-        c.env("NOOK_TEST_TAG", &s.tag)
-            .stdout(Stdio::null())
-            .stderr(file);
-        let child = ChildGuard(Some(c.spawn().unwrap()));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&sock).is_err() {
-            assert!(Instant::now() < deadline, "no socket: {}", read(&log));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Server { child, sock, log }
-    }
-
-    /// The real docker CLI as the user, pointed at this server.
-    fn docker(&self, s: &Sandbox, args: &[&str]) -> Out {
-        let mut c = s.user.command(Path::new(DOCKER));
-        c.env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
-            .args(args);
-        Out::from(c.output().unwrap())
-    }
-
-    /// `docker ARGS` that must succeed; its standard output.
-    fn ok(&self, s: &Sandbox, args: &[&str]) -> String {
-        let out = self.docker(s, args);
-        assert_eq!(
-            out.code,
-            0,
-            "docker {args:?}: {}\n{}\nserver log:\n{}",
-            out.stdout,
-            out.stderr,
-            read(&self.log)
-        );
-        out.stdout
-    }
-
-    /// A raw request by curl as the user: (status, body).
-    fn curl(&self, s: &Sandbox, method: &str, path: &str, extra: &[&str]) -> (u16, String) {
-        let mut c = s.user.command(Path::new("/usr/bin/curl"));
-        c.args(["-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket"])
-            .arg(&self.sock)
-            .args(["-X", method])
-            .args(extra)
-            .arg(format!("http://nook{path}"));
-        let out = Out::from(c.output().unwrap());
-        let (body, code) = out.stdout.rsplit_once('\n').unwrap();
-        (code.trim().parse().unwrap_or(0), body.to_owned())
-    }
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
 
 fn system_images_volumes_and_pull(mode: Mode) {
     let Some(s) = Sandbox::new(mode) else {

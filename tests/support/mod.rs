@@ -14,6 +14,7 @@ pub mod mock;
 pub mod push;
 pub mod registry;
 pub mod sandbox;
+pub mod serve;
 
 /// Reports a missing prerequisite: a failure under CI, a printed skip elsewhere.
 pub fn skip(reason: &str) {
