@@ -139,6 +139,10 @@ pub fn inspect_value(r: &Record) -> Value {
         .unwrap_or_else(|| json!({}));
     if let Some(h) = host.as_object_mut() {
         h.insert("NetworkMode".into(), json!(network_mode(r)));
+        // nook keeps every container's output in its own log, read by `logs` (docker-py reads
+        // the type to know whether logs can be read back).
+        h.entry("LogConfig")
+            .or_insert(json!({"Type": "json-file", "Config": {}}));
     }
     json!({
         "Id": r.id,
