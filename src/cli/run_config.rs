@@ -196,6 +196,19 @@ mod tests {
     }
 
     #[test]
+    fn labels_and_stop_signal_are_checked() {
+        let c = config(&["-l", "a=1", "--label", "b", "--label", "a=2=x", "img"]).unwrap();
+        let want: BTreeMap<String, String> =
+            [("a".into(), "2=x".into()), ("b".into(), String::new())].into();
+        assert_eq!(c.labels, want);
+        assert!(config(&["--label", "=v", "img"]).is_err());
+        let c = config(&["--stop-signal", "USR1", "img"]).unwrap();
+        assert_eq!(c.stop_signal.as_deref(), Some("USR1"));
+        let e = config(&["--stop-signal", "NOPE", "img"]).unwrap_err();
+        assert!(e.to_string().contains("--stop-signal"), "{e}");
+    }
+
+    #[test]
     fn value_enums_keep_their_spellings() {
         let c = config(&[
             "--pull",
