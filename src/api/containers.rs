@@ -44,7 +44,7 @@ fn filter_matches(r: &Record, key: &str, v: &str) -> bool {
                     .hex()
                     .starts_with(v.trim_start_matches("sha256:"))
         }
-        // nook keeps no labels yet: a label filter matches nothing.
+        "label" => r.has_label(v),
         _ => false,
     }
 }
@@ -68,7 +68,7 @@ fn summary(r: &Record) -> Value {
         "Command": r.command.join(" "),
         "Created": r.created,
         "Ports": ports(r),
-        "Labels": {},
+        "Labels": r.labels,
         "State": r.state.as_str(),
         "Status": crate::container::lifecycle::status(r, crate::cli::format::human_age),
         "HostConfig": {"NetworkMode": network_mode(r)},
@@ -129,7 +129,7 @@ pub fn inspect_value(r: &Record) -> Value {
         c.entry("Image").or_insert(json!(r.image));
         c.entry("Cmd").or_insert(json!(r.command));
         c.insert("Tty".into(), json!(has_tty(r)));
-        c.entry("Labels").or_insert(json!({}));
+        c.insert("Labels".into(), json!(r.labels));
         c.entry("AttachStdout").or_insert(json!(false));
     }
     let mut host = r
@@ -249,4 +249,110 @@ pub fn remove(e: &Engine, id: &str, q: &Query) -> Result<Response, ApiError> {
     args.push(r.id.clone());
     reexec::run(e, &args)?;
     Ok(Response::empty(204))
+}
+
+/// `GET /containers/{id}/export`: `nook export`'s tar of the container's filesystem, streamed.
+pub fn export(e: &Engine, id: &str) -> Result<Response, ApiError> {
+    let r = e.containers().get(id)?;
+    super::ship::stream_stdout(e, &reexec::strings(&["export", "--", &r.id]))
+}
+
+/// `nook top`'s table (`UID PID PPID CMD`, the command last and holding spaces) as docker's
+/// `{"Titles", "Processes"}`.
+pub fn top_value(table: &str) -> Value {
+    let mut lines = table.lines().filter(|l| !l.trim().is_empty());
+    let titles: Vec<&str> = lines
+        .next()
+        .map(|h| h.split_whitespace().collect())
+        .unwrap_or_default();
+    let processes: Vec<Vec<String>> = lines
+        .map(|l| {
+            let mut rest = l.trim_start();
+            let mut row = Vec::new();
+            for _ in 1..titles.len() {
+                let (cell, tail) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+                row.push(cell.to_owned());
+                rest = tail.trim_start();
+            }
+            row.push(rest.trim_end().to_owned());
+            row
+        })
+        .collect();
+    json!({"Titles": titles, "Processes": processes})
+}
+
+/// `GET /containers/{id}/top`: nook lists `UID PID PPID CMD` of the container's pid namespace
+/// (no `ps` runs); `ps_args` beyond docker's default `-ef` are refused rather than ignored.
+pub fn top(e: &Engine, id: &str, q: &Query) -> Result<Response, ApiError> {
+    if let Some(a) = q
+        .get("ps_args")
+        .filter(|a| !matches!(*a, "" | "-ef" | "-e" | "-f"))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "ps_args {a:?}: nook's top shows UID, PID, PPID and CMD and takes no ps options"
+        )));
+    }
+    let r = e.containers().get(id)?;
+    if r.state != State::Running {
+        return Err(ApiError::Conflict(format!(
+            "container {} is not running",
+            r.id
+        )));
+    }
+    let table = reexec::run(e, &reexec::strings(&["top", &r.id]))?;
+    Ok(Response::json(200, &top_value(&table)))
+}
+
+/// `POST /containers/{id}/pause` and `unpause`: `nook pause`, which needs the container's own
+/// cgroup (a delegated cgroup v2 subtree and a resource limit).
+pub fn pause(e: &Engine, id: &str, freeze: bool) -> Result<Response, ApiError> {
+    let r = e.containers().get(id)?;
+    if r.state != State::Running {
+        return Err(ApiError::Conflict(format!(
+            "container {} is not running",
+            r.id
+        )));
+    }
+    let verb = if freeze { "pause" } else { "unpause" };
+    match reexec::run(e, &reexec::strings(&[verb, &r.id])) {
+        Err(ApiError::Internal(m)) if m.contains("cgroup") => Err(ApiError::NotSupported(m)),
+        other => other.map(|_| Response::empty(204)),
+    }
+}
+
+/// `POST /containers/{id}/rename?name=`.
+pub fn rename(e: &Engine, id: &str, q: &Query) -> Result<Response, ApiError> {
+    let name = q
+        .get("name")
+        .map(|n| n.trim_start_matches('/'))
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("the new name (name=) is required".into()))?;
+    let r = e.containers().get(id)?;
+    reexec::run(e, &reexec::strings(&["rename", "--", &r.id, name]))?;
+    Ok(Response::empty(204))
+}
+
+/// `GET /containers/{id}/changes` (docker diff): reading a container's writable layer needs
+/// its user namespace, which the server never enters, and no nook verb lists it yet.
+pub fn changes(e: &Engine, id: &str) -> Result<Response, ApiError> {
+    e.containers().get(id)?;
+    Err(ApiError::NotSupported(
+        "nook does not list a container's changes (docker diff); `docker export` or `nook commit` show them".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_table_becomes_titles_and_processes() {
+        let table =
+            "UID   PID   PPID   CMD\n0     1     0      sleep 30\n1000  12    1      sh -c  x\n";
+        let v = top_value(table);
+        assert_eq!(v["Titles"], json!(["UID", "PID", "PPID", "CMD"]));
+        assert_eq!(v["Processes"][0], json!(["0", "1", "0", "sleep 30"]));
+        assert_eq!(v["Processes"][1], json!(["1000", "12", "1", "sh -c  x"]));
+        assert_eq!(top_value("")["Processes"], json!([]));
+    }
 }

@@ -115,17 +115,22 @@ pub fn create_args(
 }
 
 fn config_flags(c: &Value, a: &mut Vec<String>) -> Result<(), ApiError> {
-    if set(c.get("Labels")) {
-        return Err(bad("Config.Labels", "nook keeps no container labels yet"));
+    if let Some(labels) = c.get("Labels").filter(|l| !l.is_null()) {
+        let labels = labels
+            .as_object()
+            .ok_or_else(|| ApiError::BadRequest("Config.Labels: expected an object".into()))?;
+        for (k, v) in labels {
+            let v = v.as_str().ok_or_else(|| {
+                ApiError::BadRequest(format!("Config.Labels: {k}: expected a string"))
+            })?;
+            a.push(format!("--label={k}={v}"));
+        }
     }
     if set(c.get("Healthcheck")) {
         return Err(bad("Config.Healthcheck", "not yet"));
     }
-    if let Some(s) = text(c, "StopSignal").filter(|s| !matches!(*s, "SIGTERM" | "TERM" | "15")) {
-        return Err(bad(
-            "Config.StopSignal",
-            &format!("{s} cannot be set per container yet"),
-        ));
+    if let Some(s) = text(c, "StopSignal").filter(|s| !s.is_empty()) {
+        a.push(format!("--stop-signal={s}"));
     }
     a.extend(strs(c.get("Env")).map(|e| format!("--env={e}")));
     for (flag, key) in [
@@ -358,6 +363,18 @@ mod tests {
     }
 
     #[test]
+    fn labels_and_stop_signal_become_flags() {
+        let body = json!({"Image": "bb", "Labels": {"a": "1", "b.c": ""}, "StopSignal": "SIGUSR1"});
+        let a = create_args(None, None, &body).unwrap();
+        assert_eq!(
+            a[2..],
+            ["--label=a=1", "--label=b.c=", "--stop-signal=SIGUSR1", "bb"]
+        );
+        let bad = json!({"Image": "bb", "Labels": {"a": 1}});
+        assert_eq!(create_args(None, None, &bad).unwrap_err().status(), 400);
+    }
+
+    #[test]
     fn entrypoint_lists_split_into_flag_and_command() {
         let body = json!({"Image": "bb", "Entrypoint": ["sh", "-c"], "Cmd": ["echo hi"]});
         let a = create_args(None, None, &body).unwrap();
@@ -374,10 +391,6 @@ mod tests {
             (
                 json!({"Image": "bb", "OpenStdin": true}),
                 "Config.OpenStdin",
-            ),
-            (
-                json!({"Image": "bb", "Labels": {"a": "b"}}),
-                "Config.Labels",
             ),
             (
                 json!({"Image": "bb", "HostConfig": {"NetworkMode": "mynet"}}),

@@ -216,14 +216,17 @@ pub fn pull_reference(q: &Query) -> Result<String, ApiError> {
     })
 }
 
-pub fn pull(e: &Engine, q: &Query) -> Result<Response, ApiError> {
+/// `POST /images/create`: `nook pull`, with the client's `X-Registry-Auth` credentials.
+pub fn pull(e: &Engine, q: &Query, req: &super::http::Request) -> Result<Response, ApiError> {
     let image = pull_reference(q)?;
     let mut args = vec!["pull".to_owned()];
     if let Some(p) = q.get("platform").filter(|p| !p.is_empty()) {
         args.push(format!("--platform={p}"));
     }
     args.extend(["--".to_owned(), image.clone()]);
-    let mut child = reexec::spawn(e, &args)?;
+    let mut child = super::ship::with_auth(reexec::command(e, &args), req)
+        .spawn()
+        .map_err(|err| ApiError::Internal(format!("cannot run nook pull: {err}")))?;
     Ok(Response::stream("application/json", move |c| {
         let line = |v: Value| format!("{v}\r\n").into_bytes();
         c.send(&line(json!({"status": format!("Pulling {image}")})))?;

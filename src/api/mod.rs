@@ -24,6 +24,7 @@ pub mod reexec;
 pub mod relay;
 pub mod route;
 pub mod server;
+pub mod ship;
 pub mod system;
 pub mod volumes;
 
@@ -70,7 +71,7 @@ fn dispatch(e: &Engine, route: Route, req: &Request) -> Result<Response, ApiErro
         R::Version => Ok(system::version()),
         R::Info => system::info(e),
         R::ImageList => images::list(e, q),
-        R::ImageCreate => images::pull(e, q),
+        R::ImageCreate => images::pull(e, q, req),
         R::ImageInspect(n) => images::inspect(e, &n),
         R::ImageHistory(n) => images::history(e, &n),
         R::ImageTag(n) => images::tag(e, &n, q),
@@ -106,6 +107,17 @@ fn dispatch(e: &Engine, route: Route, req: &Request) -> Result<Response, ApiErro
         R::Build => build::build(e, req),
         R::ArchiveGet(id) => archive::get(e, &id, req),
         R::ArchivePut(id) => archive::put(e, &id, req),
+        R::ImagePush(n) => ship::push(e, &n, req),
+        R::ImageSave(n) => ship::save(e, n.as_deref(), q),
+        R::ImageLoad => ship::load(e, req),
+        R::ImageSearch => Err(ship::search()),
+        R::Auth => ship::auth(e, &req.json()?),
+        R::ContainerExport(id) => containers::export(e, &id),
+        R::ContainerTop(id) => containers::top(e, &id, q),
+        R::ContainerPause(id) => containers::pause(e, &id, true),
+        R::ContainerUnpause(id) => containers::pause(e, &id, false),
+        R::ContainerRename(id) => containers::rename(e, &id, q),
+        R::ContainerChanges(id) => containers::changes(e, &id),
         R::NotYet(what) => Err(ApiError::NotImplemented(what)),
     }
 }

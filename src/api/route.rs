@@ -54,6 +54,18 @@ pub enum Route {
     Build,
     ArchiveGet(String),
     ArchivePut(String),
+    ImagePush(String),
+    /// `GET /images/{name}/get` and `GET /images/get?names=`: the names are in the query.
+    ImageSave(Option<String>),
+    ImageLoad,
+    ImageSearch,
+    Auth,
+    ContainerExport(String),
+    ContainerTop(String),
+    ContainerPause(String),
+    ContainerUnpause(String),
+    ContainerRename(String),
+    ContainerChanges(String),
     /// A docker endpoint a later slice brings (answered 501, naming it).
     NotYet(&'static str),
 }
@@ -100,6 +112,7 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, ApiError> {
         "system/df" if m == "GET" => Some(Route::SystemDf),
         "events" if m == "GET" => Some(Route::Events),
         "build" if m == "POST" => Some(Route::Build),
+        "auth" if m == "POST" => Some(Route::Auth),
         p => later(p),
     };
     found.ok_or(ApiError::PageNotFound)
@@ -111,9 +124,11 @@ fn image_route(m: &str, p: &str) -> Option<Route> {
         ("GET", "json") => Route::ImageList,
         ("POST", "create") => Route::ImageCreate,
         ("POST", "prune") => Route::ImagePrune,
-        (_, "load" | "get" | "search") => Route::NotYet("image load, save and search"),
-        ("POST", p) if p.ends_with("/push") => Route::NotYet("image push"),
-        ("GET", p) if p.ends_with("/get") => Route::NotYet("image save"),
+        ("POST", "load") => Route::ImageLoad,
+        ("GET", "get") => Route::ImageSave(None),
+        ("GET", "search") => Route::ImageSearch,
+        ("POST", p) if p.ends_with("/push") => Route::ImagePush(owned(p.strip_suffix("/push")?)),
+        ("GET", p) if p.ends_with("/get") => Route::ImageSave(Some(owned(p.strip_suffix("/get")?))),
         ("GET", p) if p.ends_with("/json") => Route::ImageInspect(owned(p.strip_suffix("/json")?)),
         ("GET", p) if p.ends_with("/history") => {
             Route::ImageHistory(owned(p.strip_suffix("/history")?))
@@ -150,10 +165,13 @@ fn container_route(m: &str, p: &str) -> Option<Route> {
         ("POST", "exec") => Route::ExecCreate(id),
         ("GET", "archive") => Route::ArchiveGet(id),
         ("PUT", "archive") => Route::ArchivePut(id),
-        (_, "export") => Route::NotYet("container export"),
-        (_, "top" | "pause" | "unpause" | "rename" | "changes" | "stats" | "update") => {
-            Route::NotYet("container top, pause, rename, changes, stats and update")
-        }
+        ("GET", "export") => Route::ContainerExport(id),
+        ("GET", "top") => Route::ContainerTop(id),
+        ("POST", "pause") => Route::ContainerPause(id),
+        ("POST", "unpause") => Route::ContainerUnpause(id),
+        ("POST", "rename") => Route::ContainerRename(id),
+        ("GET", "changes") => Route::ContainerChanges(id),
+        (_, "stats" | "update") => Route::NotYet("container stats and update"),
         _ => return None,
     })
 }
@@ -204,7 +222,6 @@ fn later(p: &str) -> Option<Route> {
     let first = p.split('/').next().unwrap_or("");
     Some(Route::NotYet(match first {
         "build" => "build cache",
-        "auth" => "auth",
         "commit" => "commit",
         "session" => "build sessions",
         "swarm" | "services" | "nodes" | "tasks" | "secrets" | "configs" | "plugins" => {
@@ -215,7 +232,7 @@ fn later(p: &str) -> Option<Route> {
 }
 
 /// Whether a request's body is an archive to spool to a file rather than hold in memory: a
-/// build context, or the tar `docker cp` sends.
+/// build context, the tar `docker cp` sends, or an image archive (`docker load`).
 pub fn spools_body(method: &str, raw_path: &str) -> bool {
     let Ok(path) = strip_version(raw_path) else {
         return false;
@@ -223,7 +240,7 @@ pub fn spools_body(method: &str, raw_path: &str) -> bool {
     let path = percent_decode(path);
     let path = path.trim_end_matches('/');
     match method {
-        "POST" => path == "/build",
+        "POST" => path == "/build" || path == "/images/load",
         "PUT" => path.starts_with("/containers/") && path.ends_with("/archive"),
         _ => false,
     }
@@ -452,6 +469,33 @@ mod tests {
         assert_eq!(route("POST", "/volumes/prune").unwrap(), Route::VolumePrune);
         assert_eq!(route("GET", "/v1.50/events").unwrap(), Route::Events);
         assert_eq!(route("GET", "/networks/a/b/c").unwrap_err().status(), 404);
+    }
+
+    #[test]
+    fn image_transfer_and_container_object_routes() {
+        assert_eq!(
+            route("POST", "/v1.50/images/127.0.0.1:5000/bb/push").unwrap(),
+            Route::ImagePush("127.0.0.1:5000/bb".into())
+        );
+        assert_eq!(
+            route("GET", "/images/bb:1/get").unwrap(),
+            Route::ImageSave(Some("bb:1".into()))
+        );
+        assert_eq!(route("GET", "/images/get").unwrap(), Route::ImageSave(None));
+        assert_eq!(route("POST", "/images/load").unwrap(), Route::ImageLoad);
+        assert_eq!(route("GET", "/images/search").unwrap(), Route::ImageSearch);
+        assert_eq!(route("POST", "/v1.50/auth").unwrap(), Route::Auth);
+        assert!(spools_body("POST", "/v1.50/images/load"));
+        for (m, action, want) in [
+            ("GET", "export", Route::ContainerExport("c".into())),
+            ("GET", "top", Route::ContainerTop("c".into())),
+            ("POST", "pause", Route::ContainerPause("c".into())),
+            ("POST", "unpause", Route::ContainerUnpause("c".into())),
+            ("POST", "rename", Route::ContainerRename("c".into())),
+            ("GET", "changes", Route::ContainerChanges("c".into())),
+        ] {
+            assert_eq!(route(m, &format!("/containers/c/{action}")).unwrap(), want);
+        }
     }
 
     #[test]

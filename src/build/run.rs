@@ -356,6 +356,8 @@ fn run_in_container(
         detach: None,
         existing: None,
         args: vec![],
+        labels: Default::default(),
+        stop_signal: None,
     };
     let quiet = if o.quiet { Quiet::start(host) } else { None };
     let ran = job::in_child(|| {

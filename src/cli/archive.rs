@@ -58,6 +58,14 @@ pub fn save(session: &Session, a: SaveArgs) -> Result<i32> {
             w.flush().context("saving to stdout")?;
         }
     }
+    for i in &items {
+        crate::events::image(
+            store.root(),
+            "save",
+            &i.image.id.to_string(),
+            i.names.first().map(String::as_str),
+        );
+    }
     Ok(0)
 }
 
@@ -158,6 +166,13 @@ pub fn load(session: &mut Session, a: LoadArgs) -> Result<i32> {
     let loaded =
         archive::load(&store, owners, &mut input, &progress).context("loading the archive")?;
     for l in loaded {
+        let id = l.id.to_string();
+        crate::events::image(
+            store.root(),
+            "load",
+            &id,
+            l.names.first().map(String::as_str),
+        );
         if l.names.is_empty() {
             println!("Loaded image ID: {}", l.id);
         }

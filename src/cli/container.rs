@@ -120,6 +120,12 @@ pub struct RunArgs {
     /// JSON format; default: docker's default profile).
     #[arg(long)]
     pub security_opt: Vec<String>,
+    /// Set a label on the container: KEY=VALUE (KEY alone for an empty value).
+    #[arg(short, long = "label", value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Signal that stops the container (default: the image's STOPSIGNAL, else SIGTERM).
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
     /// The image.
     pub image: String,
     /// The command and its arguments.
@@ -279,6 +285,8 @@ fn run_as(
         remove: c.remove,
         options: c.options,
         limits: c.limits,
+        labels: c.labels,
+        stop_signal: c.stop_signal,
         detach: None,
         args: existing
             .as_ref()
@@ -372,6 +380,7 @@ pub fn create(session: &Session, a: RunArgs) -> Result<i32> {
         crate::container::State::Created,
     );
     record.name = a.name.clone().unwrap_or_default();
+    record.labels = config.labels;
     record.create_args = run_args();
     {
         let _lock = store.lock("containers", true)?;

@@ -90,6 +90,13 @@ pub fn import(session: &mut Session, a: ImportArgs) -> Result<i32> {
         tags,
     };
     let rec = import_tar(&host, &req).with_context(|| format!("importing {}", a.source))?;
+    let id = rec.id.to_string();
+    crate::events::image(
+        store.root(),
+        "import",
+        &id,
+        req.tags.first().map(String::as_str),
+    );
     println!("{}", rec.id);
     Ok(0)
 }

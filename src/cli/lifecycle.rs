@@ -28,7 +28,7 @@ pub struct PsArgs {
     /// Do not shorten ids and commands.
     #[arg(long)]
     pub no_trunc: bool,
-    /// status=running|exited|created, name=TEXT, ancestor=IMAGE, id=PREFIX.
+    /// status=running|exited|created, name=TEXT, ancestor=IMAGE, id=PREFIX, label=KEY[=VALUE].
     #[arg(short, long)]
     pub filter: Vec<String>,
     /// table or json.
@@ -49,6 +49,7 @@ fn matches(r: &Record, filters: &[(String, String)]) -> bool {
                 "status" => r.state.as_str() == v,
                 "name" => r.name.contains(v.as_str()),
                 "id" => r.id.starts_with(v.as_str()),
+                "label" => r.has_label(v),
                 "ancestor" => {
                     r.image == *v
                         || r.image.strip_suffix(":latest") == Some(v.as_str())
@@ -84,8 +85,8 @@ pub fn ps(session: &Session, a: PsArgs) -> Result<i32> {
         let (k, v) = f
             .split_once('=')
             .with_context(|| format!("invalid --filter {f:?}: expected KEY=VALUE"))?;
-        if !matches!(k, "status" | "name" | "ancestor" | "id") {
-            bail!("unsupported --filter key {k:?}: use status, name, ancestor or id");
+        if !matches!(k, "status" | "name" | "ancestor" | "id" | "label") {
+            bail!("unsupported --filter key {k:?}: use status, name, ancestor, id or label");
         }
         filters.push((k.to_owned(), v.to_owned()));
     }
@@ -109,7 +110,7 @@ pub fn ps(session: &Session, a: PsArgs) -> Result<i32> {
                 "Id": r.id, "Names": [r.name], "Image": r.image, "ImageID": r.image_id.to_string(),
                 "Command": r.command, "Created": r.created, "State": r.state,
                 "Status": lifecycle::status(r, age), "Ports": ports_column(r), "ExitCode": r.exit_code,
-                "Pid": r.pid, "Note": r.note,
+                "Pid": r.pid, "Note": r.note, "Labels": r.labels,
             });
             println!("{v}");
         }
@@ -354,7 +355,11 @@ pub fn stop(session: &Session, a: StopArgs) -> Result<i32> {
     Ok(each(&a.containers, |n| {
         let r = c.get(n)?;
         let sig = explicit.unwrap_or_else(|| stop_signal(&r));
+        let running = r.state == State::Running;
         lifecycle::stop(&c, &r, sig, Duration::from_secs(a.time))?;
+        if running {
+            c.event("stop", &r, &[]);
+        }
         Ok(())
     }))
 }
@@ -381,7 +386,9 @@ pub fn kill(session: &Session, a: KillArgs) -> Result<i32> {
     let c = containers(session);
     let sig = parse_signal(&a.signal)?;
     Ok(each(&a.containers, |n| {
-        lifecycle::signal(&c.get(n)?, sig)?;
+        let r = c.get(n)?;
+        lifecycle::signal(&r, sig)?;
+        c.event("kill", &r, &[("signal", &(sig as i32).to_string())]);
         Ok(())
     }))
 }
@@ -461,8 +468,10 @@ pub fn rename(session: &Session, a: RenameArgs) -> Result<i32> {
     {
         return Err(crate::container::ContainerError::NameInUse(a.new_name).into());
     }
+    let old = format!("/{}", r.name);
     r.name = a.new_name;
     c.save(&r)?;
+    c.event("rename", &r, &[("oldName", &old)]);
     Ok(0)
 }
 
@@ -569,6 +578,7 @@ pub fn pause(session: &Session, a: PauseArgs, freeze: bool) -> Result<i32> {
             return Err(LifecycleError::NotRunning(r.name).into());
         }
         crate::container::cgroup::freeze(&r.id, freeze)?;
+        c.event(if freeze { "pause" } else { "unpause" }, &r, &[]);
         Ok(())
     }))
 }

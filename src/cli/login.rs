@@ -26,6 +26,9 @@ pub struct LoginArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
           require_equals = true, default_missing_value = "true")]
     pub tls_verify: bool,
+    /// Check the credentials and save nothing (`nook serve`'s `POST /auth`).
+    #[arg(long, hide = true)]
+    pub verify_only: bool,
     /// Registry (default docker.io).
     pub server: Option<String>,
 }
@@ -99,8 +102,10 @@ pub fn login(session: &Session, a: LoginArgs) -> Result<i32> {
         }
         Err(e) => return Err(e).with_context(|| format!("cannot reach {host}")),
     }
-    let place = auth::save(&host, &username, &password)?;
-    tracing::debug!(%place, "credentials saved");
+    if !a.verify_only {
+        let place = auth::save(&host, &username, &password)?;
+        tracing::debug!(%place, "credentials saved");
+    }
     println!("Login Succeeded");
     Ok(0)
 }

@@ -213,6 +213,8 @@ pub fn push(session: &mut Session, a: PushArgs) -> Result<i32> {
         let pushed = pusher
             .push(rec, dest)
             .with_context(|| format!("pushing {dest}"))?;
+        let name = crate::events::familiar(&dest.to_string());
+        crate::events::record(store.root(), "image", "push", &name, &[("name", &name)]);
         if !a.quiet {
             let name = match (dest.tag(), dest.digest()) {
                 (Some(t), _) => t.to_owned(),

@@ -5,6 +5,8 @@
 //! ports, capabilities, ulimits) is checked here, before the image is looked at or a
 //! container recorded, so that `create` refuses what `start` would.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 
@@ -80,6 +82,10 @@ pub struct RunConfig {
     pub limits: Limits,
     /// `--log-opt`: used by detached runs, checked for every run.
     pub rotation: Rotation,
+    /// `--label`.
+    pub labels: BTreeMap<String, String>,
+    /// `--stop-signal`, checked.
+    pub stop_signal: Option<String>,
 }
 
 impl RunConfig {
@@ -94,8 +100,31 @@ impl RunConfig {
             options: options(a)?,
             limits: limits(a.memory.as_deref(), a.cpus, a.pids_limit)?,
             rotation: log_options(&a.log_opt)?,
+            labels: labels(&a.label)?,
+            stop_signal: a
+                .stop_signal
+                .as_deref()
+                .map(|s| {
+                    super::lifecycle::parse_signal(s)
+                        .map(|_| s.to_owned())
+                        .with_context(|| format!("invalid --stop-signal {s:?}"))
+                })
+                .transpose()?,
         })
     }
+}
+
+/// `--label KEY=VALUE` (or `KEY`, an empty value), as docker takes them.
+fn labels(raw: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for l in raw {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        if k.trim().is_empty() {
+            bail!("invalid --label {l:?}: expected KEY=VALUE");
+        }
+        out.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(out)
 }
 
 /// `--memory`, `--cpus`, `--pids-limit`.
@@ -164,6 +193,19 @@ mod tests {
         assert_eq!(c.options.driver, Driver::Auto);
         assert!(!c.limits.any());
         assert_eq!(c.rotation, Rotation::default());
+    }
+
+    #[test]
+    fn labels_and_stop_signal_are_checked() {
+        let c = config(&["-l", "a=1", "--label", "b", "--label", "a=2=x", "img"]).unwrap();
+        let want: BTreeMap<String, String> =
+            [("a".into(), "2=x".into()), ("b".into(), String::new())].into();
+        assert_eq!(c.labels, want);
+        assert!(config(&["--label", "=v", "img"]).is_err());
+        let c = config(&["--stop-signal", "USR1", "img"]).unwrap();
+        assert_eq!(c.stop_signal.as_deref(), Some("USR1"));
+        let e = config(&["--stop-signal", "NOPE", "img"]).unwrap_err();
+        assert!(e.to_string().contains("--stop-signal"), "{e}");
     }
 
     #[test]

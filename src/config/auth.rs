@@ -156,8 +156,36 @@ pub fn lookup_in(file: &Map<String, Value>, host: &str) -> Result<Option<Credent
         .and_then(|(_, v)| decode_entry(v)))
 }
 
-/// Credentials for `host` from the first file that has them.
+/// The variable through which `nook serve` hands a client's `X-Registry-Auth` to the nook it
+/// re-executes (never its arguments, never the user's files): docker's JSON, `{"username",
+/// "password", "serveraddress"}` or `{"identitytoken", "serveraddress"}`.
+pub const AUTH_ENV: &str = "NOOK_REGISTRY_AUTH";
+
+/// The credentials of [`AUTH_ENV`], when they are for `host` (or name no server).
+fn from_env(host: &str) -> Option<Credential> {
+    let raw = std::env::var(AUTH_ENV).ok()?;
+    from_auth_json(&raw, host)
+}
+
+/// docker's `X-Registry-Auth` JSON → the credentials it gives for `host`, if any.
+pub fn from_auth_json(raw: &str, host: &str) -> Option<Credential> {
+    let v: Value = serde_json::from_str(raw).ok()?;
+    let server = v.get("serveraddress").and_then(Value::as_str).unwrap_or("");
+    if !server.is_empty() && normalize_key(server) != normalize_key(host) {
+        return None;
+    }
+    decode_entry(&v).filter(|c| match c {
+        Credential::Basic { username, password } => !username.is_empty() || !password.is_empty(),
+        Credential::IdentityToken(t) => !t.is_empty(),
+    })
+}
+
+/// Credentials for `host`: a client's through `nook serve` ([`AUTH_ENV`]), else from the
+/// first file that has them.
 pub fn lookup(host: &str) -> Result<Option<Credential>, ConfigError> {
+    if let Some(c) = from_env(host) {
+        return Ok(Some(c));
+    }
     for path in auth_files() {
         let Some(file) = read_json(&path)? else {
             continue;

@@ -28,6 +28,7 @@ pub(super) fn inspect_config(
             "Tty": process.tty,
             "OpenStdin": process.stdin,
             "StopSignal": stop_signal,
+            "Labels": req.labels,
         },
         "HostConfig": {
             "AutoRemove": req.remove,

@@ -24,6 +24,7 @@ pub mod run;
 mod supervise;
 pub mod volumes;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -94,6 +95,9 @@ pub struct Record {
     /// The `run`/`create` arguments it was made with, for `nook start`.
     #[serde(default)]
     pub create_args: Vec<String>,
+    /// Its labels (`--label`, docker's `Config.Labels`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Where a container is in its life, as records store it (`created`, `running`, `exited`).
@@ -161,11 +165,20 @@ impl Record {
             exec: None,
             volumes: Vec::new(),
             create_args: Vec::new(),
+            labels: BTreeMap::new(),
         }
     }
 }
 
 impl Record {
+    /// docker's `label` filter: `KEY` (the label is set) or `KEY=VALUE`.
+    pub fn has_label(&self, filter: &str) -> bool {
+        match filter.split_once('=') {
+            Some((k, v)) => self.labels.get(k).is_some_and(|x| x == v),
+            None => self.labels.contains_key(filter),
+        }
+    }
+
     /// The process through which exec, cp and top reach a running container's namespaces
     /// and root. The `--init` reaper is a fork of nook that never execs; it is not dumpable
     /// (so that the container cannot reach nook's binary through `/proc/1/exe`), and that

@@ -84,6 +84,10 @@ pub struct RunRequest {
     pub existing: Option<super::Record>,
     /// The command line's `run` arguments (kept for `nook start`).
     pub args: Vec<String>,
+    /// `--label`s, kept in the record.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `--stop-signal`: the image's STOPSIGNAL otherwise.
+    pub stop_signal: Option<String>,
 }
 
 /// What a detached run's monitor holds: the read ends of the container's stdout and stderr
@@ -190,10 +194,13 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
     record.monitor = super::lifecycle::this_monitor();
     record.detached = req.detach.is_some();
     record.create_args = req.args.clone();
-    let stop_signal = config
-        .config()
-        .as_ref()
-        .and_then(|c| c.stop_signal().clone());
+    record.labels = req.labels.clone();
+    let stop_signal = req.stop_signal.clone().or_else(|| {
+        config
+            .config()
+            .as_ref()
+            .and_then(|c| c.stop_signal().clone())
+    });
     record.config = super::inspect::inspect_config(&req, &process, &hostname, stop_signal);
     let dir = containers.dir_of(&id);
     let rt = host.runtime.join("containers").join(&id);
@@ -238,6 +245,10 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
         return result;
     }
     let code = result.as_ref().map_or_else(RunError::exit_code, |c| *c);
+    // `nook rename` may have renamed the container while it ran: keep the name on disk.
+    if let Ok(Some(saved)) = containers.load(&id) {
+        record.name = saved.name;
+    }
     record.exit_code = Some(code);
     record.finished = Some(now());
     if record.started.is_some() {
