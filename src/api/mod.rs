@@ -25,7 +25,9 @@ pub mod relay;
 pub mod route;
 pub mod server;
 pub mod system;
+pub mod tcp;
 pub mod volumes;
+pub mod wire;
 
 use std::path::PathBuf;
 
