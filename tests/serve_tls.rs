@@ -392,7 +392,8 @@ fn insecure_tcp_only_on_loopback() {
         return;
     };
     let insecure = vec!["--insecure-tcp".to_string()];
-    let (srv, addr) = start(&user, "plain", "tcp://127.0.0.1:0", &insecure);
+    let tag = format!("nooktagplain{}", std::process::id());
+    let (srv, addr) = start(&user, &tag, "tcp://127.0.0.1:0", &insecure);
     let v = ok(
         run(
             docker_tcp(&user, &addr, None),
