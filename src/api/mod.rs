@@ -26,7 +26,9 @@ pub mod route;
 pub mod server;
 pub mod ship;
 pub mod system;
+pub mod tcp;
 pub mod volumes;
+pub mod wire;
 
 use std::path::PathBuf;
 

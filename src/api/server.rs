@@ -1,6 +1,7 @@
-//! The listener: UNIX sockets (0600, peers of other uids refused), one thread per connection
-//! up to [`MAX_CONNECTIONS`], HTTP/1.1 keep-alive, and a clean end on SIGTERM or SIGINT
-//! (stop accepting, remove the sockets, exit 0).
+//! The listener: UNIX sockets (0600, peers of other uids refused) and TCP doors
+//! ([`super::tcp`]), one thread per connection up to [`MAX_CONNECTIONS`], HTTP/1.1
+//! keep-alive, and a clean end on SIGTERM or SIGINT (stop accepting, remove the sockets,
+//! exit 0).
 
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -14,6 +15,7 @@ use nix::sys::signal::{SigSet, Signal};
 
 use super::Engine;
 use super::http::{self, Body, Framing, ReadError, Response};
+use super::tcp::{self, TcpDoor};
 
 /// Connections served at once; one more is answered 503 and closed.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -62,11 +64,17 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
-/// Serves `listeners` (bound at `paths`) until SIGTERM or SIGINT; then removes the sockets
-/// and exits the process with status 0.
+/// A bound door of the server.
+pub enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpDoor),
+}
+
+/// Serves `listeners` (the UNIX ones bound at `paths`) until SIGTERM or SIGINT; then removes
+/// the sockets and exits the process with status 0.
 pub fn serve(
     engine: Engine,
-    listeners: Vec<UnixListener>,
+    listeners: Vec<Listener>,
     paths: Vec<PathBuf>,
 ) -> Result<(), ServeError> {
     let mut set = SigSet::empty();
@@ -88,7 +96,10 @@ pub fn serve(
     let mut threads = Vec::new();
     for l in listeners {
         let (engine, slots) = (engine.clone(), slots.clone());
-        threads.push(std::thread::spawn(move || accept_loop(&l, &engine, &slots)));
+        threads.push(std::thread::spawn(move || match l {
+            Listener::Unix(l) => accept_loop(&l, &engine, &slots),
+            Listener::Tcp(d) => tcp::accept_loop(&d, &engine, &slots),
+        }));
     }
     for t in threads {
         let _ = t.join();
@@ -150,17 +161,24 @@ fn accept_loop(l: &UnixListener, engine: &Arc<Engine>, slots: &Arc<Slots>) {
             refuse(&mut s, 503, "too many connections: try again");
             continue;
         };
-        let engine = engine.clone();
-        let spawned = std::thread::Builder::new()
-            .name("api-conn".into())
-            .spawn(move || {
-                connection(&engine, s);
-                drop(slot);
-            });
-        if spawned.is_err() {
-            tracing::warn!("cannot start a connection thread");
-        }
+        start_connection(engine.clone(), s, Arc::new(slot));
     }
+}
+
+/// Serves `s` on a thread of its own, which holds `slot` until the connection ends; whether
+/// the thread started.
+pub fn start_connection(engine: Arc<Engine>, s: UnixStream, slot: Arc<Slot>) -> bool {
+    let _ = s.set_write_timeout(Some(WRITE_TIMEOUT));
+    let spawned = std::thread::Builder::new()
+        .name("api-conn".into())
+        .spawn(move || {
+            connection(&engine, s);
+            drop(slot);
+        });
+    if spawned.is_err() {
+        tracing::warn!("cannot start a connection thread");
+    }
+    spawned.is_ok()
 }
 
 fn refuse(s: &mut UnixStream, status: u16, msg: &str) {
@@ -228,17 +246,29 @@ fn connection(engine: &Engine, mut s: UnixStream) {
     }
 }
 
-/// Whether the peer of `s` has closed its end.
+/// Whether the client of a streaming answer has left: closed its end, or ended its side (as
+/// docker's daemon, whose request context ends at the client's EOF). A TCP client's EOF
+/// reaches here as the relay's half-close ([`super::wire`]).
 fn hung_up(s: &UnixStream) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use std::os::fd::AsFd;
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::{AsFd, AsRawFd};
     let mut fds = [PollFd::new(s.as_fd(), PollFlags::empty())];
-    match poll(&mut fds, PollTimeout::ZERO) {
+    let closed = match poll(&mut fds, PollTimeout::ZERO) {
         Ok(n) if n > 0 => fds[0]
             .revents()
             .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
         _ => false,
-    }
+    };
+    // A peek of nothing is the end of the client's side; bytes (a next request) are not.
+    let ended = || {
+        recv(
+            s.as_raw_fd(),
+            &mut [0u8; 1],
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        ) == Ok(0)
+    };
+    closed || ended()
 }
 
 #[cfg(test)]

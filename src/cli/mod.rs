@@ -130,7 +130,7 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(lifecycle::VolumeCommand),
-    /// Serve docker's Engine API on a UNIX socket, for the docker CLI and SDKs.
+    /// Serve docker's Engine API on UNIX sockets or TCP (mutual TLS), for the docker CLI and SDKs.
     Serve(serve::ServeArgs),
     /// Show what works on this host and which fallbacks nook will use.
     #[command(alias = "doctor")]
