@@ -10,13 +10,16 @@ cd "$(dirname "$0")/.."
 # the oracle `nook build`'s, `load`'s and `export`'s tests compare with, and runs podman's
 # containers with runc (crun refuses a hybrid cgroup v1/v2 hierarchy, as these VMs have).
 # python3-docker (docker's Python SDK) drives `nook serve` in tests/serve_py.rs; openssh-server
-# gives the client tests an sshd on loopback for `nook -H ssh://`.
+# gives the client tests an sshd on loopback for `nook -H ssh://`; docker.io's rootful dockerd
+# is the real Docker Engine nook's client is compared with (tests start it on a private
+# socket, without iptables or a bridge; its 20.10 CLI lands in /usr/bin, the tests use the
+# 28.x one in /usr/local/bin).
 # The other benchmark peers (bubblewrap, fuse-overlayfs, hyperfine, iperf3) are installed by scripts/bench/ when a
 # benchmark first needs them (scripts/lib/bench.sh `bench_need`).
 PACKAGES=(
   uidmap fuse3 slirp4netns passt docker-registry busybox-static skopeo attr ca-certificates
   iproute2 procps util-linux coreutils python3 gcc libc6-dev podman runc python3-docker
-  openssh-server
+  openssh-server docker.io
 )
 
 missing_packages() {

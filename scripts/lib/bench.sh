@@ -13,6 +13,7 @@ bench_need() {
     case $t in
       pasta) pkgs+=(passt) ;;
       bwrap) pkgs+=(bubblewrap) ;;
+      dockerd) pkgs+=(docker.io) ;;
       unshare) pkgs+=(util-linux) ;;
       *) pkgs+=("$t") ;;
     esac

@@ -66,6 +66,7 @@ pub fn attach(e: &Engine, id: &str, req: &Request) -> Result<Response, ApiError>
         move |h| {
             let mut out = h.conn;
             let mut watch = watch;
+            let changes = super::watch::DirWatch::new(&c.dir_of(&id));
             loop {
                 let ended = !stream || watch.ended(&c, &id);
                 let batch = view.frames(&tail.next());
@@ -75,7 +76,7 @@ pub fn attach(e: &Engine, id: &str, req: &Request) -> Result<Response, ApiError>
                 if ended || h.client_gone() {
                     return Ok(());
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                changes.wait(Duration::from_millis(50));
             }
         },
     ))

@@ -155,6 +155,7 @@ fn follow_log(
     view: &LogView,
     ch: &mut Chunked<'_>,
 ) -> std::io::Result<()> {
+    let watch = super::watch::DirWatch::new(&c.dir_of(id));
     let mut tail = Tail::at_end(path);
     loop {
         let running = c
@@ -166,7 +167,7 @@ fn follow_log(
         if !running || ch.client_gone() {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(100));
+        watch.wait(Duration::from_millis(100));
     }
 }
 
@@ -277,6 +278,7 @@ fn wait_for(
     before: (Option<u64>, Option<(i32, u64)>),
     gone: &dyn Fn() -> bool,
 ) -> Result<i64, String> {
+    let watch = super::watch::DirWatch::new(&c.dir_of(id));
     let mut last: Option<i64> = None;
     let mut seen_run = false;
     loop {
@@ -305,7 +307,7 @@ fn wait_for(
         if gone() {
             return Err("the client went away".into());
         }
-        std::thread::sleep(Duration::from_millis(50));
+        watch.wait(Duration::from_millis(50));
     }
 }
 

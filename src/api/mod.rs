@@ -28,6 +28,7 @@ pub mod ship;
 pub mod system;
 pub mod tcp;
 pub mod volumes;
+pub mod watch;
 pub mod wire;
 
 use std::path::PathBuf;
