@@ -754,6 +754,18 @@ mod sysapi {
             "-c",
             &cli_script,
         ]);
+        // exec through the API, commit through the CLI.
+        let sleeper = format!("sleep 60; : {}", s.tag);
+        srv.ok(
+            &s,
+            &["run", "-d", "--name", "evx", &s.image, "sh", "-c", &sleeper],
+        );
+        assert_eq!(
+            srv.docker(&s, &["exec", "evx", "sh", "-c", "exit 4"]).code,
+            4
+        );
+        s.nook(&["commit", "evx", "evc:1"]).ok();
+        srv.ok(&s, &["rm", "-f", "evx"]);
         srv.ok(&s, &["tag", &s.image, "ev:1"]);
         srv.ok(&s, &["rmi", "ev:1"]);
         // The CLI's `--until 0s` is now in whole seconds: let this second pass.
@@ -765,6 +777,10 @@ mod sysapi {
             "container die clidoor",
             "image tag ev:1",
             "image untag ev:1",
+            "container exec_start: sh -c exit 4 evx",
+            "container exec_die evx",
+            "container commit evx",
+            "image tag evc:1",
         ] {
             assert!(
                 all.contains(want),

@@ -61,7 +61,10 @@ impl Filters {
         };
         match key {
             "type" => kind == v,
-            "event" => ev["Action"].as_str().is_some_and(|a| a == v),
+            // docker matches "exec_start: CMD" by its part before the colon.
+            "event" => ev["Action"]
+                .as_str()
+                .is_some_and(|a| a == v || a.split_once(':').is_some_and(|(k, _)| k == v)),
             "scope" => v == "local",
             "container" => kind == "container" && (id.starts_with(v) || attr("name") == v),
             "image" => {
@@ -168,6 +171,9 @@ mod tests {
         assert!(f(&[("image", "bb")]).wants(&c) && f(&[("image", "bb")]).wants(&i));
         assert!(f(&[("event", "start"), ("event", "die")]).wants(&c));
         assert!(!f(&[("event", "start"), ("type", "image")]).wants(&c));
+        let x = crate::events::event("container", "exec_start: sh -c x", "abc123", &[]);
+        assert!(f(&[("event", "exec_start")]).wants(&x));
+        assert!(!f(&[("event", "exec")]).wants(&x));
         assert!(!f(&[("label", "a=b")]).wants(&json!({})));
         let bad = Query::parse("filters=%7B%22color%22%3A%5B%22red%22%5D%7D");
         assert_eq!(Filters::parse(&bad).unwrap_err().status(), 400);

@@ -400,6 +400,8 @@ pub fn commit(session: &Session, a: CommitArgs) -> Result<i32> {
         tags,
     };
     let rec = crate::build::commit_container::commit(&host, &record, &req)?;
+    let id = rec.id.to_string();
+    containers.event("commit", &record, &[("imageID", &id)]);
     println!("{}", rec.id);
     Ok(0)
 }

@@ -652,7 +652,12 @@ pub struct ExecArgs {
 }
 
 pub fn exec(session: &Session, a: ExecArgs) -> Result<i32> {
-    let r = containers(session).get(&a.container)?;
+    let c = containers(session);
+    let r = c.get(&a.container)?;
+    // docker's exec events name the command in the action.
+    let shown = a.command.join(" ");
+    c.event(&format!("exec_start: {shown}"), &r, &[]);
+    let detach = a.detach;
     let req = crate::container::exec::ExecRequest {
         args: a.command,
         env: a.env,
@@ -664,7 +669,12 @@ pub fn exec(session: &Session, a: ExecArgs) -> Result<i32> {
         runtime: crate::config::runtime_dir()?,
     };
     match crate::container::exec::exec(&r, &req) {
-        Ok(code) => Ok(code),
+        Ok(code) => {
+            if !detach {
+                c.event("exec_die", &r, &[("exitCode", &code.to_string())]);
+            }
+            Ok(code)
+        }
         Err(e) => {
             let code = e.exit_code();
             eprintln!("Error: {}", super::error_line(&anyhow::Error::new(e)));

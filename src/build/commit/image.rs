@@ -77,6 +77,10 @@ pub fn store_image(
             .unwrap_or(0),
     };
     store.add_image(record.clone(), tags)?;
+    // docker's daemon reports each name a build or commit gives.
+    for t in tags {
+        crate::events::image(store.root(), "tag", &record.id.to_string(), Some(t));
+    }
     Ok(record)
 }
 
