@@ -121,6 +121,23 @@ pub fn has_tty(r: &Record) -> bool {
         .any(|a| a == "--tty" || (a.starts_with('-') && !a.starts_with("--") && a.contains('t')))
 }
 
+/// Whether the container was made with open input (`-i`; docker's OpenStdin).
+pub fn has_stdin(r: &Record) -> bool {
+    if let Some(i) = r
+        .config
+        .pointer("/Config/OpenStdin")
+        .and_then(Value::as_bool)
+    {
+        return i;
+    }
+    r.create_args
+        .iter()
+        .take_while(|a| **a != r.image)
+        .any(|a| {
+            a == "--interactive" || (a.starts_with('-') && !a.starts_with("--") && a.contains('i'))
+        })
+}
+
 /// docker's ContainerInspect: the record's own Config/HostConfig/Mounts, completed.
 pub fn inspect_value(r: &Record) -> Value {
     let running = r.state == State::Running;
@@ -245,4 +262,34 @@ pub fn remove(e: &Engine, id: &str, q: &Query) -> Result<Response, ApiError> {
     args.push(r.id.clone());
     reexec::run(e, &args)?;
     Ok(Response::empty(204))
+}
+
+/// `POST /containers/{id}/resize?h=&w=`: the new size goes to the container's monitor, which
+/// holds its terminal. As docker: 409 when it is not running, 200 without a terminal.
+pub fn resize(e: &Engine, id: &str, q: &Query) -> Result<Response, ApiError> {
+    let c = e.containers();
+    let r = c.get(id)?;
+    let (Some(rows), Some(cols)) = (q.number::<u16>("h")?, q.number::<u16>("w")?) else {
+        return Err(ApiError::BadRequest("h and w are required".into()));
+    };
+    if r.state != State::Running {
+        return Err(ApiError::Conflict(format!(
+            "Container {} is not running",
+            r.id
+        )));
+    }
+    if !has_tty(&r) {
+        return Ok(Response::empty(200));
+    }
+    let size = crate::sys::process::WinSize { rows, cols };
+    let monitor = crate::container::attach::Client::connect(&c.dir_of(&r.id)).map_err(|_| {
+        ApiError::Conflict(format!(
+            "the terminal of {} is not held by a monitor (a foreground nook run owns it)",
+            r.name
+        ))
+    })?;
+    monitor
+        .send(&crate::container::attach::ToMonitor::Resize(size))
+        .map_err(|err| ApiError::Internal(format!("cannot resize the terminal: {err}")))?;
+    Ok(Response::empty(200))
 }

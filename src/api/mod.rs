@@ -106,6 +106,7 @@ fn dispatch(e: &Engine, route: Route, req: &Request) -> Result<Response, ApiErro
         R::Build => build::build(e, req),
         R::ArchiveGet(id) => archive::get(e, &id, req),
         R::ArchivePut(id) => archive::put(e, &id, req),
+        R::ContainerResize(id) => containers::resize(e, &id, q),
         R::NotYet(what) => Err(ApiError::NotImplemented(what)),
     }
 }
