@@ -60,6 +60,16 @@ fn run_i_reads_stdin_to_its_end(mode: Mode) {
         b"echo in; exit 3\n",
     );
     assert_eq!((out.code, out.stdout.as_str()), (3, "in\n"), "{out:?}");
+    // docker create -i, then start -ai: OpenStdin from the arguments before any run.
+    srv.ok(
+        &s,
+        &[
+            "create", "-i", "--name", "ci", &s.image, "sh", "-c", &script,
+        ],
+    );
+    let out = srv.docker_input(&s, &["start", "-ai", "ci"], b"started\n");
+    assert_eq!((out.code, out.stdout.as_str()), (0, "started\n"), "{out:?}");
+    srv.ok(&s, &["rm", "ci"]);
     // Under --init, nook's reaper (pid 1) holds none of the monitor's descriptors.
     let out = srv.docker_input(
         &s,

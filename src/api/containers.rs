@@ -146,6 +146,12 @@ pub fn inspect_value(r: &Record) -> Value {
         c.entry("Image").or_insert(json!(r.image));
         c.entry("Cmd").or_insert(json!(r.command));
         c.insert("Tty".into(), json!(has_tty(r)));
+        // Before the first start the record holds only its arguments (`docker start -ai`
+        // reads OpenStdin).
+        c.insert("OpenStdin".into(), json!(has_stdin(r)));
+        let mut own = r.create_args.iter().take_while(|a| **a != r.image);
+        let once = own.any(|a| a == "--stdin-once");
+        c.insert("StdinOnce".into(), json!(once));
         c.entry("Labels").or_insert(json!({}));
         c.entry("AttachStdout").or_insert(json!(false));
     }
