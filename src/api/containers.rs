@@ -121,6 +121,23 @@ pub fn has_tty(r: &Record) -> bool {
         .any(|a| a == "--tty" || (a.starts_with('-') && !a.starts_with("--") && a.contains('t')))
 }
 
+/// Whether the container was made with open input (`-i`; docker's OpenStdin).
+pub fn has_stdin(r: &Record) -> bool {
+    if let Some(i) = r
+        .config
+        .pointer("/Config/OpenStdin")
+        .and_then(Value::as_bool)
+    {
+        return i;
+    }
+    r.create_args
+        .iter()
+        .take_while(|a| **a != r.image)
+        .any(|a| {
+            a == "--interactive" || (a.starts_with('-') && !a.starts_with("--") && a.contains('i'))
+        })
+}
+
 /// docker's ContainerInspect: the record's own Config/HostConfig/Mounts, completed.
 pub fn inspect_value(r: &Record) -> Value {
     let running = r.state == State::Running;
@@ -130,6 +147,12 @@ pub fn inspect_value(r: &Record) -> Value {
         c.entry("Cmd").or_insert(json!(r.command));
         c.insert("Tty".into(), json!(has_tty(r)));
         c.insert("Labels".into(), json!(r.labels));
+        // Before the first start the record holds only its arguments (`docker start -ai`
+        // reads OpenStdin).
+        c.insert("OpenStdin".into(), json!(has_stdin(r)));
+        let mut own = r.create_args.iter().take_while(|a| **a != r.image);
+        let once = own.any(|a| a == "--stdin-once");
+        c.insert("StdinOnce".into(), json!(once));
         c.entry("AttachStdout").or_insert(json!(false));
     }
     let mut host = r
@@ -339,6 +362,36 @@ pub fn changes(e: &Engine, id: &str) -> Result<Response, ApiError> {
     Err(ApiError::NotSupported(
         "nook does not list a container's changes (docker diff); `docker export` or `nook commit` show them".into(),
     ))
+}
+
+/// `POST /containers/{id}/resize?h=&w=`: the new size goes to the container's monitor, which
+/// holds its terminal. As docker: 409 when it is not running, 200 without a terminal.
+pub fn resize(e: &Engine, id: &str, q: &Query) -> Result<Response, ApiError> {
+    let c = e.containers();
+    let r = c.get(id)?;
+    let (Some(rows), Some(cols)) = (q.number::<u16>("h")?, q.number::<u16>("w")?) else {
+        return Err(ApiError::BadRequest("h and w are required".into()));
+    };
+    if r.state != State::Running {
+        return Err(ApiError::Conflict(format!(
+            "Container {} is not running",
+            r.id
+        )));
+    }
+    if !has_tty(&r) {
+        return Ok(Response::empty(200));
+    }
+    let size = crate::sys::process::WinSize { rows, cols };
+    let monitor = crate::container::attach::Client::connect(&c.dir_of(&r.id)).map_err(|_| {
+        ApiError::Conflict(format!(
+            "the terminal of {} is not held by a monitor (a foreground nook run owns it)",
+            r.name
+        ))
+    })?;
+    monitor
+        .send(&crate::container::attach::ToMonitor::Resize(size))
+        .map_err(|err| ApiError::Internal(format!("cannot resize the terminal: {err}")))?;
+    Ok(Response::empty(200))
 }
 
 #[cfg(test)]

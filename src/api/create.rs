@@ -146,11 +146,11 @@ fn config_flags(c: &Value, a: &mut Vec<String>) -> Result<(), ApiError> {
         a.push("--tty".into());
     }
     if set(c.get("OpenStdin")) {
-        // A detached container's monitor gives it /dev/null as stdin: taking the flag would
-        // drop what the client sends without a word.
-        return Err(ApiError::BadRequest(
-            "Config.OpenStdin: stdin to a container started through the API (docker run -i) is not supported yet; use `docker exec -i`, or `nook run -i` directly".into(),
-        ));
+        // The monitor holds the input; attaches write to it through its socket.
+        a.push("--interactive".into());
+        if set(c.get("StdinOnce")) {
+            a.push("--stdin-once".into());
+        }
     }
     if let Some(vols) = c.get("Volumes").and_then(Value::as_object) {
         a.extend(vols.keys().map(|p| format!("--volume={p}")));
@@ -184,6 +184,9 @@ fn host_flags(h: &Value, a: &mut Vec<String>) -> Result<(), ApiError> {
             "HostConfig.LogConfig",
             &format!("the {t} driver; nook writes json-file logs"),
         ));
+    }
+    if let Some((rows, cols)) = console_size(h.get("ConsoleSize")) {
+        a.push(format!("--console-size={rows}x{cols}"));
     }
     a.extend(strs(h.get("Binds")).map(|b| format!("--volume={b}")));
     a.extend(strs(h.get("CapAdd")).map(|c| format!("--cap-add={c}")));
@@ -221,6 +224,13 @@ fn host_flags(h: &Value, a: &mut Vec<String>) -> Result<(), ApiError> {
     limit_flags(h, a)?;
     mount_flags(h, a)?;
     port_flags(h, a)
+}
+
+/// `ConsoleSize`: `[rows, columns]`, both set (the CLI sends `[0, 0]` without a terminal).
+fn console_size(v: Option<&Value>) -> Option<(u16, u16)> {
+    let a = v?.as_array()?;
+    let n = |i: usize| a.get(i)?.as_u64().and_then(|x| u16::try_from(x).ok());
+    Some((n(0)?, n(1)?)).filter(|(r, c)| *r > 0 && *c > 0)
 }
 
 /// PidMode/IpcMode: "" and "private" are nook's own behaviour.
@@ -382,6 +392,26 @@ mod tests {
     }
 
     #[test]
+    fn docker_run_it_keeps_its_input_and_console_size() {
+        let body = json!({"Image": "bb", "Tty": true, "OpenStdin": true, "StdinOnce": true,
+            "HostConfig": {"ConsoleSize": [40, 120]}});
+        let a = create_args(None, None, &body).unwrap();
+        assert_eq!(
+            a[2..],
+            [
+                "--tty",
+                "--interactive",
+                "--stdin-once",
+                "--console-size=40x120",
+                "bb"
+            ]
+        );
+        let body = json!({"Image": "bb", "OpenStdin": false, "StdinOnce": true,
+            "HostConfig": {"ConsoleSize": [0, 0]}});
+        assert_eq!(create_args(None, None, &body).unwrap()[2..], ["bb"]);
+    }
+
+    #[test]
     fn what_nook_cannot_honour_is_named() {
         for (body, field) in [
             (
@@ -389,8 +419,8 @@ mod tests {
                 "HostConfig.Privileged",
             ),
             (
-                json!({"Image": "bb", "OpenStdin": true}),
-                "Config.OpenStdin",
+                json!({"Image": "bb", "HostConfig": {"Dns": ["10.0.0.1"]}}),
+                "HostConfig.Dns",
             ),
             (
                 json!({"Image": "bb", "HostConfig": {"NetworkMode": "mynet"}}),

@@ -121,6 +121,7 @@ fn dispatch(e: &Engine, route: Route, req: &Request) -> Result<Response, ApiErro
         R::ContainerUnpause(id) => containers::pause(e, &id, false),
         R::ContainerRename(id) => containers::rename(e, &id, q),
         R::ContainerChanges(id) => containers::changes(e, &id),
+        R::ContainerResize(id) => containers::resize(e, &id, q),
         R::NotYet(what) => Err(ApiError::NotImplemented(what)),
     }
 }

@@ -66,6 +66,7 @@ pub enum Route {
     ContainerUnpause(String),
     ContainerRename(String),
     ContainerChanges(String),
+    ContainerResize(String),
     /// A docker endpoint a later slice brings (answered 501, naming it).
     NotYet(&'static str),
 }
@@ -161,7 +162,7 @@ fn container_route(m: &str, p: &str) -> Option<Route> {
         ("GET", "logs") => Route::ContainerLogs(id),
         ("DELETE", "") => Route::ContainerDelete(id),
         ("POST", "attach") => Route::ContainerAttach(id),
-        (_, "resize") => Route::NotYet("container resize"),
+        ("POST", "resize") => Route::ContainerResize(id),
         ("POST", "exec") => Route::ExecCreate(id),
         ("GET", "archive") => Route::ArchiveGet(id),
         ("PUT", "archive") => Route::ArchivePut(id),
@@ -415,6 +416,10 @@ mod tests {
             Route::ContainerAttach("abc".into())
         );
         assert_eq!(route("POST", "/v1.50/build").unwrap(), Route::Build);
+        assert_eq!(
+            route("POST", "/v1.50/containers/abc/resize").unwrap(),
+            Route::ContainerResize("abc".into())
+        );
         assert!(spools_body("POST", "/v1.50/build"));
         assert!(spools_body("PUT", "/containers/abc/archive"));
         assert!(!spools_body("POST", "/containers/create"));

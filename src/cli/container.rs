@@ -37,6 +37,13 @@ pub struct RunArgs {
     /// Allocate a terminal.
     #[arg(short, long)]
     pub tty: bool,
+    /// docker's StdinOnce: a detached container's input closes when its first attached
+    /// client's input ends (the API server sets it for `docker run -i`).
+    #[arg(long, hide = true)]
+    pub stdin_once: bool,
+    /// The terminal's first size, ROWSxCOLUMNS (docker's ConsoleSize, from the API server).
+    #[arg(long, hide = true, value_name = "ROWSxCOLUMNS")]
+    pub console_size: Option<String>,
     /// Name the container.
     #[arg(long)]
     pub name: Option<String>,
@@ -294,7 +301,12 @@ fn run_as(
         existing,
     };
     if c.detach {
-        return match crate::container::run::run_detached(&host, request, c.rotation) {
+        let options = crate::container::monitor::MonitorOptions {
+            rotation: c.rotation,
+            stdin_once: c.stdin_once,
+            console: c.console,
+        };
+        return match crate::container::run::run_detached(&host, request, options) {
             Ok(id) => {
                 if print_id {
                     println!("{id}");
@@ -427,7 +439,9 @@ pub fn start(session: &Session, a: StartArgs) -> Result<i32> {
         .with_context(|| format!("container {name} was made by a nook that kept no arguments"))?;
         let mut args = replay.run;
         args.name = None;
-        args.interactive = a.interactive;
+        // Detached, a container made with -i keeps its input open for `attach` (its monitor
+        // holds it); attached, input is this terminal's only with -i, as docker's start.
+        args.interactive = a.interactive || (args.interactive && !a.attach);
         args.detach = !a.attach;
         // Detached, start prints the name it was given (not the id, as run -d), as docker.
         let out = run_as(session, RunConfig::new(&args)?, Some(r), false)?;

@@ -14,6 +14,7 @@ use super::container::{RunArgs, options};
 use crate::container::cgroup::{Limits, parse_bytes};
 use crate::container::logs::Rotation;
 use crate::sandbox::spec::{Driver, RunOptions, UserNs};
+use crate::sys::process::WinSize;
 
 /// `--pull`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -86,6 +87,10 @@ pub struct RunConfig {
     pub labels: BTreeMap<String, String>,
     /// `--stop-signal`, checked.
     pub stop_signal: Option<String>,
+    /// docker's StdinOnce (detached runs with `-i`).
+    pub stdin_once: bool,
+    /// `--console-size`: the terminal's first size for a detached run with `-t`.
+    pub console: Option<WinSize>,
 }
 
 impl RunConfig {
@@ -110,6 +115,8 @@ impl RunConfig {
                         .with_context(|| format!("invalid --stop-signal {s:?}"))
                 })
                 .transpose()?,
+            stdin_once: a.stdin_once,
+            console: a.console_size.as_deref().map(console_size).transpose()?,
         })
     }
 }
@@ -125,6 +132,17 @@ fn labels(raw: &[String]) -> Result<BTreeMap<String, String>> {
         out.insert(k.to_owned(), v.to_owned());
     }
     Ok(out)
+}
+
+/// `--console-size 40x120`: rows and columns, both at least 1.
+fn console_size(s: &str) -> Result<WinSize> {
+    let size = s
+        .split_once('x')
+        .and_then(|(r, c)| Some((r.parse::<u16>().ok()?, c.parse::<u16>().ok()?)))
+        .filter(|(r, c)| *r > 0 && *c > 0);
+    let (rows, cols) = size
+        .with_context(|| format!("invalid --console-size {s:?}: ROWSxCOLUMNS, such as 40x120"))?;
+    Ok(WinSize { rows, cols })
 }
 
 /// `--memory`, `--cpus`, `--pids-limit`.
@@ -275,6 +293,25 @@ mod tests {
         for bad in ["max-size=bogus", "max-size=10", "max-file=0", "color=red"] {
             let e = config(&["--log-opt", bad, "img"]).unwrap_err().to_string();
             assert!(e.contains("--log-opt") && e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_api_s_console_size_and_stdin_once() {
+        let c = config(&["--stdin-once", "--console-size", "40x120", "img"]).unwrap();
+        assert!(c.stdin_once);
+        assert_eq!(
+            c.console,
+            Some(WinSize {
+                rows: 40,
+                cols: 120
+            })
+        );
+        for bad in ["40", "0x80", "40x", "ax1", "70000x1"] {
+            let e = config(&["--console-size", bad, "img"])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--console-size"), "{e}");
         }
     }
 

@@ -7,6 +7,7 @@
 //! `run` is the foreground lifecycle; detached containers and their monitor come with the
 //! lifecycle issue and build on the same records.
 
+pub mod attach;
 pub mod cgroup;
 pub mod cp;
 pub mod exec;

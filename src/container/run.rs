@@ -91,13 +91,16 @@ pub struct RunRequest {
 }
 
 /// What a detached run's monitor holds: the read ends of the container's stdout and stderr
-/// (their write ends are this process's fds 1 and 2 until the container runs), where to
-/// report the start, and the log's rotation.
+/// (their write ends are this process's fds 1 and 2 until the container runs), the write end
+/// of its input (with `-i` and no terminal; the read end is fd 0 until then), where to report
+/// the start, the monitor's options, and whether the container gets an attach socket.
 pub struct Detach {
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    pub stdin: Option<OwnedFd>,
     pub ready: std::fs::File,
-    pub rotation: super::logs::Rotation,
+    pub options: super::monitor::MonitorOptions,
+    pub attach: bool,
 }
 
 /// Where the run happens.
@@ -321,7 +324,8 @@ fn start_and_wait(
     }
     let mut rung = choice.rung;
     let tty_size = if process.tty {
-        window_size(std::io::stdin().as_fd())
+        let console = detach.as_ref().and_then(|d| d.options.console);
+        console.or_else(|| window_size(std::io::stdin().as_fd()))
     } else {
         None
     };
@@ -390,7 +394,10 @@ fn start_and_wait(
                 let _ = containers.save(record);
                 containers.event("start", record, &[]);
                 let outputs = match detach.take() {
-                    Some(d) => Some(super::monitor::detached(d, dir, &record.id)?),
+                    Some(d) => {
+                        let how = (process.tty, process.stdin);
+                        Some(super::monitor::detached(d, dir, &record.id, how)?)
+                    }
                     None => None,
                 };
                 let code = supervise(pid, &signals, pty, process.stdin, outputs)

@@ -98,11 +98,13 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
     }
 }
 
-/// A detached container's output: its stdout and stderr pipes, and the log they go to.
+/// A detached container's output: its stdout and stderr pipes, and the log they go to; its
+/// attach socket (input and resizes) when it has a terminal or open input.
 pub struct Outputs {
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     pub log: super::logs::LogWriter,
+    pub attach: Option<super::attach::AttachPort>,
 }
 
 /// Waits for `pid`, forwarding signals and, with `pty`, copying the terminal both ways (or,
@@ -205,11 +207,19 @@ fn supervise_detached(
         nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
     }
     let mut open: Vec<bool> = vec![true; sources.len()];
+    let master = pty.as_ref().map(|m| m.as_fd());
     loop {
         let mut fds = vec![PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN)];
         let live: Vec<usize> = (0..sources.len()).filter(|i| open[*i]).collect();
         for i in &live {
             fds.push(PollFd::new(sources[*i].0, PollFlags::POLLIN));
+        }
+        if let Some(a) = &o.attach {
+            fds.extend(
+                a.interests(master)
+                    .into_iter()
+                    .map(|(fd, f)| PollFd::new(fd, f)),
+            );
         }
         let Some(ready) = wait_ready(fds)? else {
             continue;
@@ -218,6 +228,9 @@ fn supervise_detached(
             if ready[k + 1] && !drain(sources[*i], &mut buf, &mut o.log) {
                 open[*i] = false;
             }
+        }
+        if let Some(a) = &mut o.attach {
+            a.ready(&ready[live.len() + 1..], master);
         }
         if ready[0]
             && let Some(code) = handle_signals(pid, signals, || {})

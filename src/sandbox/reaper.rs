@@ -39,6 +39,9 @@ pub fn run(sock: BorrowedFd<'_>, program: &CString, args: &[CString], env: &[CSt
         }
     };
     let _ = message::send(sock, &ToParent::Started, None);
+    // nook's descriptors (marked close-on-exec for the command) would stay open here for the
+    // container's life: the write end of a detached container's input would never close.
+    let _ = crate::sys::process::close_from(3);
     loop {
         let Ok(sig) = all.wait() else { continue };
         if sig != Signal::SIGCHLD {

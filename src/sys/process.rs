@@ -52,6 +52,26 @@ pub fn cloexec_from(first: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Closes every descriptor from `first` up (for nook's own code that stays in a container,
+/// such as `--init`'s reaper, which never execs).
+pub fn close_from(first: RawFd) -> io::Result<()> {
+    // SAFETY: close_range takes no memory; the caller owns no descriptor object in that
+    // range that it will use again (the reaper holds none after it reported the start).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Makes `tty` the controlling terminal of the calling session leader.
 pub fn set_controlling_tty(tty: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: TIOCSCTTY takes an int argument (0: do not steal); the fd is borrowed.

@@ -81,3 +81,67 @@ pub fn read(p: &Path) -> String {
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
+
+// Standard input and terminals through the API (issue 14, tests/serve_stdin.rs).
+
+impl Server {
+    /// `docker ARGS` as the user, pointed at this server, not started yet.
+    pub fn docker_command(&self, s: &Sandbox, args: &[&str]) -> std::process::Command {
+        let mut c = s.user.command(Path::new(DOCKER));
+        c.env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
+            .args(args);
+        c
+    }
+
+    /// `docker ARGS` with `input` on its standard input, closed after it.
+    pub fn docker_input(&self, s: &Sandbox, args: &[&str], input: &[u8]) -> Out {
+        use std::io::Write;
+        let mut c = self.docker_command(s, args);
+        let mut child = c.stdin(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        Out::from(child.wait_with_output().unwrap())
+    }
+
+    /// `docker ARGS` on a terminal of `rows` x `cols` (script(1) gives it one); `input` is
+    /// typed into it. `None` without script(1).
+    pub fn docker_tty(
+        &self,
+        s: &Sandbox,
+        size: (u16, u16),
+        args: &[&str],
+        input: &[u8],
+    ) -> Option<Out> {
+        use std::io::Write;
+        let mut child = self.docker_tty_spawn(s, size, args)?;
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        Some(Out::from(child.wait_with_output().unwrap()))
+    }
+
+    /// `docker ARGS` on a terminal of `rows` x `cols`, started: what is written to its
+    /// standard input is typed into the terminal. `None` without script(1).
+    pub fn docker_tty_spawn(
+        &self,
+        s: &Sandbox,
+        (rows, cols): (u16, u16),
+        args: &[&str],
+    ) -> Option<std::process::Child> {
+        let script = Path::new("/usr/bin/script");
+        if !script.exists() {
+            return None;
+        }
+        let quoted: Vec<String> = args
+            .iter()
+            .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+            .collect();
+        let line = format!(
+            "stty rows {rows} cols {cols}; exec {DOCKER} {}",
+            quoted.join(" ")
+        );
+        let mut c = s.user.command(script);
+        c.args(["-qec", &line, "/dev/null"])
+            .env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
+            .env("TERM", "vt100")
+            .stdin(Stdio::piped());
+        Some(c.spawn().unwrap())
+    }
+}
