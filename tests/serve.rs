@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::in_both_modes;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -14,18 +16,6 @@ use std::time::{Duration, Instant};
 use support::env::{ChildGuard, Mode, Out};
 use support::sandbox::Sandbox;
 use support::serve::{DOCKER, Server, json, read};
-
-/// Each named test once with a subordinate id range and once with a single id.
-macro_rules! in_both_modes {
-    ($($name:ident),* $(,)?) => {
-        mod range {
-            $(#[test] fn $name() { super::$name(super::Mode::Range) })*
-        }
-        mod single {
-            $(#[test] fn $name() { super::$name(super::Mode::Single) })*
-        }
-    };
-}
 
 in_both_modes!(
     system_images_volumes_and_pull,

@@ -6,24 +6,14 @@
 
 mod support;
 
+use support::in_both_modes;
+
 use std::path::Path;
 
 use support::env::{Mode, Out};
 use support::push::{HTPASSWD_PASSWORD, HTPASSWD_USER, htpasswd_registry, manifest};
 use support::sandbox::Sandbox;
 use support::serve::{DOCKER, Server, json, read};
-
-/// Each named test once with a subordinate id range and once with a single id.
-macro_rules! in_both_modes {
-    ($($name:ident),* $(,)?) => {
-        mod range {
-            $(#[test] fn $name() { super::$name(super::Mode::Range) })*
-        }
-        mod single {
-            $(#[test] fn $name() { super::$name(super::Mode::Single) })*
-        }
-    };
-}
 
 in_both_modes!(
     labels_top_rename_export_and_stop_signal,

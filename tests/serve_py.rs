@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::in_both_modes;
+
 use std::path::Path;
 
 use support::env::{Mode, Out};
@@ -89,18 +91,6 @@ with ThreadPoolExecutor(max_workers=20) as pool:
 left = docker.DockerClient(base_url="unix://" + sock, version="1.50").containers.list(all=True)
 print(json.dumps({"out": out, "left": [x.name for x in left]}))
 "#;
-
-/// Each named test once with a subordinate id range and once with a single id.
-macro_rules! in_both_modes {
-    ($($name:ident),* $(,)?) => {
-        mod range {
-            $(#[test] fn $name() { super::$name(super::Mode::Range) })*
-        }
-        mod single {
-            $(#[test] fn $name() { super::$name(super::Mode::Single) })*
-        }
-    };
-}
 
 in_both_modes!(sdk_containers_exec_logs_build_volumes);
 

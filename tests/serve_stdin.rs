@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::in_both_modes;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::sync::mpsc;
@@ -15,18 +17,6 @@ use std::time::{Duration, Instant};
 use support::env::{ChildGuard, Mode};
 use support::sandbox::Sandbox;
 use support::serve::{Server, read};
-
-/// Each named test once with a subordinate id range and once with a single id.
-macro_rules! in_both_modes {
-    ($($name:ident),* $(,)?) => {
-        mod range {
-            $(#[test] fn $name() { super::$name(super::Mode::Range) })*
-        }
-        mod single {
-            $(#[test] fn $name() { super::$name(super::Mode::Single) })*
-        }
-    };
-}
 
 in_both_modes!(
     run_i_reads_stdin_to_its_end,

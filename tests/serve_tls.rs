@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::in_both_modes;
+
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,18 +19,6 @@ use rcgen::{
 use support::env::{ChildGuard, Mode, Out, User};
 use support::sandbox::Sandbox;
 use support::serve::{DOCKER, Server, json, read};
-
-/// Each named test once with a subordinate id range and once with a single id.
-macro_rules! in_both_modes {
-    ($($name:ident),* $(,)?) => {
-        mod range {
-            $(#[test] fn $name() { super::$name(super::Mode::Range) })*
-        }
-        mod single {
-            $(#[test] fn $name() { super::$name(super::Mode::Single) })*
-        }
-    };
-}
 
 in_both_modes!(docker_over_mutual_tls);
 

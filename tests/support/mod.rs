@@ -16,6 +16,22 @@ pub mod registry;
 pub mod sandbox;
 pub mod serve;
 
+/// Each named test once with a subordinate id range and once with a single id (the test
+/// file must have `Mode` in scope). Not every test binary uses it.
+#[allow(unused_macros)]
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod range {
+            $(#[test] fn $name() { super::$name(super::Mode::Range) })*
+        }
+        mod single {
+            $(#[test] fn $name() { super::$name(super::Mode::Single) })*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use in_both_modes;
+
 /// Reports a missing prerequisite: a failure under CI, a printed skip elsewhere.
 pub fn skip(reason: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
