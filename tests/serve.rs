@@ -403,6 +403,50 @@ fn bad_input_is_refused() {
     );
 }
 
+/// docker's own contexts name the server: `docker context create` + `--context`, and
+/// `docker context use`.
+#[test]
+fn docker_contexts_name_the_server() {
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    let srv = Server::start(&s);
+    let docker = |args: &[&str]| {
+        let mut c = s.user.command(Path::new(DOCKER));
+        c.args(args);
+        let out = Out::from(c.output().unwrap());
+        assert_eq!(out.code, 0, "docker {args:?}: {out:?}\n{}", read(&srv.log));
+        out.stdout
+    };
+    let host = format!("host=unix://{}", srv.sock.display());
+    docker(&["context", "create", "nookctx", "--docker", &host]);
+    let v = docker(&[
+        "--context",
+        "nookctx",
+        "version",
+        "--format",
+        "{{.Server.Os}}",
+    ]);
+    assert_eq!(v.trim(), "linux");
+    let name = format!("ctx{}", s.tag);
+    docker(&[
+        "--context",
+        "nookctx",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        &s.image,
+        "sleep",
+        "60",
+    ]);
+    docker(&["context", "use", "nookctx"]);
+    let ps = docker(&["ps", "--format", "{{.Names}}"]);
+    assert_eq!(ps.trim(), name, "docker context use");
+    assert!(s.nook(&["ps", "-q"]).ok().stdout.trim().len() >= 12);
+    docker(&["rm", "-f", &name]);
+}
+
 #[test]
 fn sigterm_removes_the_socket_and_a_restart_sees_containers() {
     let Some(s) = Sandbox::new(Mode::Range) else {
