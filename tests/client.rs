@@ -417,6 +417,40 @@ fn contexts_environment_and_docker_contexts() {
         "context over env",
     );
     assert_eq!(vols(&[("DOCKER_HOST", &bad)], &["-H", &good]).code, 0);
+    // docker's TLS variables and flags: the CA file is read before any connection
+    let certs = s.user.write_home("certs/ca.pem", b"not a certificate");
+    let cert_dir = certs.parent().unwrap().to_str().unwrap().to_owned();
+    let tls_env = [
+        ("DOCKER_HOST", "tcp://127.0.0.1:9"),
+        ("DOCKER_TLS_VERIFY", "1"),
+        ("DOCKER_CERT_PATH", cert_dir.as_str()),
+    ];
+    let o = vols(&tls_env, &[]);
+    assert!(o.code == 125 && o.stderr.contains("ca.pem"), "{}", o.stderr);
+    let o = vols(
+        &[],
+        &[
+            "-H",
+            "tcp://127.0.0.1:9",
+            "--tlsverify",
+            "--tlscacert",
+            certs.to_str().unwrap(),
+        ],
+    );
+    assert!(o.code == 125 && o.stderr.contains("ca.pem"), "{}", o.stderr);
+    let spec = format!("host=tcp://127.0.0.1:9,ca={}", certs.display());
+    ok(
+        s.nook(&["context", "create", "tlsctx", "--docker", &spec]),
+        "create tls",
+        &srv,
+    );
+    let o = vols(&[], &["--context", "tlsctx"]);
+    assert!(
+        o.code == 125 && o.stderr.contains("nook/contexts/tls"),
+        "the copy is read: {}",
+        o.stderr
+    );
+    ok(s.nook(&["context", "rm", "tlsctx"]), "rm tls", &srv);
     ok(s.nook(&["context", "use", "default"]), "use default", &srv);
     assert_eq!(vols(&[], &[]).code, 0, "default: the local path");
     ok(s.nook(&["context", "rm", "srv", "gone"]), "rm", &srv);
@@ -626,4 +660,217 @@ fn ssh_runs_dial_stdio_on_the_daemons_host() {
         let l = s.nook(&["run", "--rm", &s.image, "sh", "-c", &script]);
         assert_eq!((r.code, &r.stdout), (code, &l.stdout), "{}", r.stderr);
     }
+}
+
+/// `nook ARGS…` (a shell command line) as the user under script(1)'s terminal.
+fn under_pty(s: &Sandbox, line: &str) -> Out {
+    let mut c = std::process::Command::new("/usr/bin/script");
+    c.args([
+        "-qec",
+        &format!("{} {line}", s.user.bin.display()),
+        "/dev/null",
+    ])
+    .env_clear();
+    for (k, v) in s.user.nook(&[]).get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    c.env("NOOK_TEST_TAG", &s.tag).env("TERM", "vt100");
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::process::CommandExt;
+        c.uid(s.user.uid).gid(s.user.gid);
+    }
+    c.current_dir(s.user.work.path())
+        .stdin(std::process::Stdio::null());
+    Out::from(c.output().unwrap())
+}
+
+#[test]
+fn terminal_run_and_exec_through_the_api() {
+    let Some(s) = Sandbox::new(Mode::Single) else {
+        return;
+    };
+    if !Path::new("/usr/bin/script").exists() {
+        support::skip("script(1) from util-linux is needed to give nook a terminal");
+        return;
+    }
+    let srv = Server::start(&s);
+    let host = format!("unix://{}", srv.sock.display());
+    // With -t the stream is raw (no frame headers) and the exit code still the container's.
+    let run = under_pty(
+        &s,
+        &format!(
+            "-H {host} run --rm -t {} sh -c 'test -t 1 && echo is-a-tty; exit 5; : {}'",
+            s.image, s.tag
+        ),
+    );
+    assert_eq!(
+        run.code,
+        5,
+        "{}\n{}\n{}",
+        run.stdout,
+        run.stderr,
+        read(&srv.log)
+    );
+    assert!(run.stdout.contains("is-a-tty"), "{}", run.stdout);
+    let script = format!("sleep 100; : {}", s.tag);
+    ok(
+        remote(
+            &s,
+            &srv,
+            &["run", "-d", "--name", "t1", &s.image, "sh", "-c", &script],
+        ),
+        "run -d",
+        &srv,
+    );
+    let exec = under_pty(
+        &s,
+        &format!("-H {host} exec -t t1 sh -c 'test -t 1 && echo exec-tty; exit 4'"),
+    );
+    assert_eq!(exec.code, 4, "{}\n{}", exec.stdout, exec.stderr);
+    assert!(exec.stdout.contains("exec-tty"), "{}", exec.stdout);
+    ok(remote(&s, &srv, &["rm", "-f", "t1"]), "rm -f", &srv);
+}
+
+/// A real Docker Engine (Debian's docker.io) on a private socket, for as long as it lives.
+struct Dockerd {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Dockerd {
+    /// SIGTERM, so dockerd stops its containerd and shims; SIGKILL after 20 s.
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dockerd {
+    fn start() -> Option<Dockerd> {
+        if !Path::new("/usr/sbin/dockerd").exists() || !nix::unistd::geteuid().is_root() {
+            support::skip("no /usr/sbin/dockerd (or not root to start it)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n).display().to_string();
+        let child = std::process::Command::new("/usr/sbin/dockerd")
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .args(["-H", &format!("unix://{}", p("docker.sock"))])
+            .args([
+                "--data-root",
+                &p("root"),
+                "--exec-root",
+                &p("exec"),
+                "--pidfile",
+                &p("pid"),
+            ])
+            .stdout(std::fs::File::create(p("log")).unwrap())
+            .stderr(std::fs::File::create(p("log2")).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Dockerd { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(d.dir.path().join("docker.sock")).is_err() {
+            if Instant::now() > deadline {
+                support::skip("dockerd did not start here");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(d)
+    }
+
+    /// nook's client (the test's binary, as root) against this engine.
+    fn nook(&self, bin: &Path, args: &[&str]) -> Out {
+        let host = format!("unix://{}", self.dir.path().join("docker.sock").display());
+        let out = std::process::Command::new(bin)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", self.dir.path())
+            .args(["-H", &host])
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        Out::from(out)
+    }
+}
+
+#[test]
+fn against_a_real_docker_engine() {
+    let Some(s) = Sandbox::new(Mode::Single) else {
+        return;
+    };
+    let Some(d) = Dockerd::start() else {
+        return;
+    };
+    let nook = |args: &[&str]| d.nook(&s.user.bin, args);
+    let must = |args: &[&str]| {
+        let o = nook(args);
+        let log = read(&d.dir.path().join("log2"));
+        assert_eq!(
+            o.code, 0,
+            "{args:?}: {}\n{}\ndockerd:\n{log}",
+            o.stdout, o.stderr
+        );
+        o.stdout
+    };
+    // The engine speaks 1.41 or so: nook's client follows it down.
+    let pulled = must(&["pull", &s.image]);
+    assert_eq!(pulled.trim(), format!("{}:latest", s.image));
+    assert!(must(&["images"]).contains(&s.image));
+    let run = nook(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &s.image,
+        "sh",
+        "-c",
+        "echo hi; exit 7",
+    ]);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (7, "hi\n"),
+        "{}",
+        run.stderr
+    );
+    must(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "dk1",
+        &s.image,
+        "sh",
+        "-c",
+        "echo up; sleep 100",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !must(&["logs", "dk1"]).contains("up") {
+        assert!(Instant::now() < deadline, "no output from dk1");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let e = nook(&["exec", "dk1", "sh", "-c", "echo in; exit 3"]);
+    assert_eq!((e.code, e.stdout.as_str()), (3, "in\n"), "{}", e.stderr);
+    let f = d.dir.path().join("f.txt");
+    std::fs::write(&f, "to docker\n").unwrap();
+    must(&["cp", f.to_str().unwrap(), "dk1:/tmp/f.txt"]);
+    let back = d.dir.path().join("back.txt");
+    must(&["cp", "dk1:/tmp/f.txt", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "to docker\n");
+    assert!(must(&["ps"]).contains("dk1"));
+    assert_eq!(must(&["rm", "-f", "dk1"]), "dk1\n");
+    assert_eq!(must(&["volume", "create", "dkv"]), "dkv\n");
+    assert!(must(&["volume", "ls"]).contains("dkv"));
+    must(&["volume", "rm", "dkv"]);
 }
