@@ -556,3 +556,47 @@ fn terminal_run_and_exec_through_the_api() {
     assert!(exec.stdout.contains("exec-tty"), "{}", exec.stdout);
     ok(remote(&s, &srv, &["rm", "-f", "t1"]), "rm -f", &srv);
 }
+
+#[test]
+fn a_server_whose_environment_names_a_daemon_stays_local() {
+    let Some(s) = Sandbox::new(Mode::Single) else {
+        return;
+    };
+    // The user's shell names the server (DOCKER_HOST) and a context elsewhere is current:
+    // the server's own re-executed commands (`nook --root DIR create ...`) stay local.
+    let sock = s.user.home().join("own.sock");
+    let host = format!("unix://{}", sock.display());
+    let gone = format!("host=unix://{}", s.user.home().join("gone.sock").display());
+    s.nook(&["context", "create", "gone", "--docker", &gone])
+        .ok();
+    s.nook(&["context", "use", "gone"]).ok();
+    let log = s.user.home().join("own.log");
+    let mut c = s.user.nook(&["serve", "-H", &host]);
+    c.env("DOCKER_HOST", &host)
+        .env("NOOK_TEST_TAG", &s.tag)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let _server = support::env::ChildGuard(Some(c.spawn().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(Instant::now() < deadline, "no socket: {}", read(&log));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let script = format!("echo local; : {}", s.tag);
+    let run = s.nook(&["-H", &host, "run", "--rm", &s.image, "sh", "-c", &script]);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "local\n"),
+        "{}\n{}",
+        run.stderr,
+        read(&log)
+    );
+    // --root and a daemon named on the command line exclude each other
+    let both = s.nook(&["--root", "/nonexistent", "-H", &host, "ps"]);
+    assert!(
+        both.code == 125 && both.stderr.contains("not both"),
+        "{}",
+        both.stderr
+    );
+    s.nook(&["context", "use", "default"]).ok();
+}

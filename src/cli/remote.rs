@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::format::{human_age, human_size, print_table};
 use super::image::split_tag;
 use super::lifecycle::{ContainerCommand, PsArgs, VolumeCommand, shell_words};
+use super::system::SystemCommand;
 use super::{Cli, Command};
 use crate::client::{Client, ClientError, enc, enc_path};
 
@@ -23,8 +24,20 @@ pub enum Diverted {
 pub fn divert(cli: Cli) -> Result<Diverted> {
     if matches!(
         cli.command,
-        Command::Context(_) | Command::Serve(_) | Command::System(_) | Command::Internal(_)
+        Command::Context(_)
+            | Command::Serve(_)
+            | Command::Internal(_)
+            | Command::System(SystemCommand::DialStdio(_))
     ) {
+        return Ok(Diverted::Local(Box::new(cli)));
+    }
+    if root_given(std::env::args()) {
+        if cli.target.host.is_some() || cli.target.context.is_some() {
+            bail!("--root names a local store: give it or -H/--context, not both");
+        }
+        // A local store asked for by name outranks a daemon named by the environment or
+        // the current context: that is also how `nook serve`'s own re-executed commands
+        // (`nook --root DIR create ...`) stay local when DOCKER_HOST names the server.
         return Ok(Diverted::Local(Box::new(cli)));
     }
     let Some(ep) = super::context::resolve(&cli.target)? else {
@@ -59,6 +72,34 @@ pub fn divert(cli: Cli) -> Result<Diverted> {
         ),
     };
     Ok(Diverted::Done(code))
+}
+
+/// Whether `--root` is among the global flags before the command's name.
+fn root_given(args: impl Iterator<Item = String>) -> bool {
+    const VALUED: [&str; 9] = [
+        "--root",
+        "--log-level",
+        "-H",
+        "--host",
+        "-c",
+        "--context",
+        "--tlscacert",
+        "--tlscert",
+        "--tlskey",
+    ];
+    let mut args = args.skip(1);
+    while let Some(a) = args.next() {
+        if a == "--root" || a.starts_with("--root=") {
+            return true;
+        }
+        if !a.starts_with('-') || a == "--" {
+            return false;
+        }
+        if VALUED.contains(&a.as_str()) {
+            args.next();
+        }
+    }
+    false
 }
 
 /// The command's name, as typed.
@@ -451,5 +492,23 @@ fn volume(client: &Client, cmd: VolumeCommand) -> Result<i32> {
         VolumeCommand::Prune { .. } => bail!(
             "nook volume prune does not go over the API yet: unset -H/--context to run it locally"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn given(line: &str) -> bool {
+        root_given(line.split(' ').map(str::to_owned))
+    }
+
+    #[test]
+    fn root_among_the_global_flags() {
+        assert!(given("nook --root /s create x"));
+        assert!(given("nook --log-level debug --root=/s ps"));
+        assert!(!given("nook ps"));
+        assert!(!given("nook run img --root /x"));
+        assert!(!given("nook -H --root ps"), "-H takes a value");
     }
 }
