@@ -152,10 +152,13 @@ pub fn under_pty(s: &Sandbox, line: &str) -> Out {
     Out::from(c.output().unwrap())
 }
 
-/// A real Docker Engine (Debian's docker.io) on a private socket, for as long as it lives.
+/// A real Docker Engine (Debian's docker.io) on a private socket and on TLS over TCP (a CA,
+/// its server certificate, a client certificate: `ca.pem`, `cert.pem`, `key.pem` in `dir`,
+/// as DOCKER_CERT_PATH wants them), for as long as it lives.
 struct Dockerd {
     child: std::process::Child,
     pub dir: tempfile::TempDir,
+    pub port: u16,
 }
 
 impl Drop for Dockerd {
@@ -172,6 +175,31 @@ impl Drop for Dockerd {
     }
 }
 
+/// Writes the CA, the server's pair (for 127.0.0.1) and the client's pair into `dir`.
+fn pki(dir: &Path) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for (names, cert, key) in [
+        (
+            vec!["127.0.0.1".to_owned()],
+            "server-cert.pem",
+            "server-key.pem",
+        ),
+        (vec!["client".to_owned()], "cert.pem", "key.pem"),
+    ] {
+        let k = rcgen::KeyPair::generate().unwrap();
+        let c = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&k, &ca)
+            .unwrap();
+        std::fs::write(dir.join(cert), c.pem()).unwrap();
+        std::fs::write(dir.join(key), k.serialize_pem()).unwrap();
+    }
+}
+
 impl Dockerd {
     pub fn start() -> Option<Dockerd> {
         if !Path::new("/usr/sbin/dockerd").exists() || !nix::unistd::geteuid().is_root() {
@@ -179,10 +207,24 @@ impl Dockerd {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
+        pki(dir.path());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let p = |n: &str| dir.path().join(n).display().to_string();
         let child = std::process::Command::new("/usr/sbin/dockerd")
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
             .args(["-H", &format!("unix://{}", p("docker.sock"))])
+            .args(["-H", &format!("tcp://127.0.0.1:{port}"), "--tlsverify"])
+            .args([
+                "--tlscacert",
+                &p("ca.pem"),
+                "--tlscert",
+                &p("server-cert.pem"),
+            ])
+            .args(["--tlskey", &p("server-key.pem")])
             .args([
                 "--data-root",
                 &p("root"),
@@ -195,9 +237,11 @@ impl Dockerd {
             .stderr(std::fs::File::create(p("log2")).unwrap())
             .spawn()
             .unwrap();
-        let d = Dockerd { child, dir };
+        let d = Dockerd { child, dir, port };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(d.dir.path().join("docker.sock")).is_err() {
+        while std::os::unix::net::UnixStream::connect(d.dir.path().join("docker.sock")).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        {
             if Instant::now() > deadline {
                 support::skip("dockerd did not start here");
                 return None;
@@ -207,19 +251,36 @@ impl Dockerd {
         Some(d)
     }
 
-    /// nook's client (the test's binary, as root) against this engine.
-    pub fn nook(&self, bin: &Path, args: &[&str]) -> Out {
+    /// nook's client (the test's binary, as root) with `env`, over the UNIX socket unless
+    /// `args` name another daemon.
+    pub fn nook_with(&self, bin: &Path, env: &[(&str, String)], args: &[&str]) -> Out {
         let host = format!("unix://{}", self.dir.path().join("docker.sock").display());
-        let out = std::process::Command::new(bin)
-            .env_clear()
+        let mut c = std::process::Command::new(bin);
+        c.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
             .env("HOME", self.dir.path())
-            .args(["-H", &host])
+            .env("DOCKER_HOST", host)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .args(args)
             .current_dir(self.dir.path())
-            .output()
-            .unwrap();
-        Out::from(out)
+            .stdin(std::process::Stdio::null());
+        Out::from(c.output().unwrap())
+    }
+
+    /// The flags that reach the TLS endpoint with the client certificate.
+    pub fn tls_flags(&self) -> Vec<String> {
+        let p = |n: &str| self.dir.path().join(n).display().to_string();
+        vec![
+            "-H".into(),
+            format!("tcp://127.0.0.1:{}", self.port),
+            "--tlsverify".into(),
+            "--tlscacert".into(),
+            p("ca.pem"),
+            "--tlscert".into(),
+            p("cert.pem"),
+            "--tlskey".into(),
+            p("key.pem"),
+        ]
     }
 }
 
@@ -269,7 +330,7 @@ fn against_a_real_docker_engine() {
     let Some(d) = Dockerd::start() else {
         return;
     };
-    let nook = |args: &[&str]| d.nook(&s.user.bin, args);
+    let nook = |args: &[&str]| d.nook_with(&s.user.bin, &[], args);
     let must = |args: &[&str]| {
         let o = nook(args);
         let log = read(&d.dir.path().join("log2"));
@@ -330,4 +391,57 @@ fn against_a_real_docker_engine() {
     assert_eq!(must(&["volume", "create", "dkv"]), "dkv\n");
     assert!(must(&["volume", "ls"]).contains("dkv"));
     must(&["volume", "rm", "dkv"]);
+    // TLS over TCP with a client certificate: the flags, then docker's variables
+    let tls = d.tls_flags();
+    let mut args: Vec<&str> = tls.iter().map(String::as_str).collect();
+    args.extend([
+        "run",
+        "--rm",
+        "-i",
+        "--network",
+        "none",
+        &s.image,
+        "sh",
+        "-c",
+        "cat; exit 5",
+    ]);
+    let mut c = std::process::Command::new(&s.user.bin);
+    c.env_clear()
+        .env("HOME", d.dir.path())
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"over tls\n")
+            .unwrap();
+    }
+    let run = Out::from(child.wait_with_output().unwrap());
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (5, "over tls\n"),
+        "{}",
+        run.stderr
+    );
+    let cert_path = d.dir.path().display().to_string();
+    let env = [
+        ("DOCKER_HOST", format!("tcp://127.0.0.1:{}", d.port)),
+        ("DOCKER_TLS_VERIFY", "1".to_owned()),
+        ("DOCKER_CERT_PATH", cert_path),
+    ];
+    let v = d.nook_with(&s.user.bin, &env, &["volume", "ls"]);
+    assert_eq!(v.code, 0, "{}", v.stderr);
+    // Without the client certificate the engine turns nook away.
+    let anonymous = d.nook_with(
+        &s.user.bin,
+        &[],
+        &[&tls[0], &tls[1], &tls[2], &tls[3], &tls[4], "ps"],
+    );
+    assert_eq!(anonymous.code, 125, "{}", anonymous.stdout);
 }
