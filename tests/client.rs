@@ -166,6 +166,26 @@ fn images_volumes_and_run_match_the_local_path(mode: Mode) {
     } else {
         assert_eq!(piped.stdout, "through stdin\n", "{}", piped.stderr);
     }
+    // ^C to an attached run without a terminal is the container's (docker's sig-proxy)
+    let script = format!(
+        "trap 'echo got-int; exit 9' INT; echo ready; while :; do sleep 0.1; done; : {tag}"
+    );
+    let mut c = s
+        .user
+        .nook(&["-H", &host, "run", "--rm", &s.image, "sh", "-c", &script]);
+    c.env("NOOK_TEST_TAG", tag);
+    let mut child = support::env::ChildGuard(Some(c.spawn().unwrap()));
+    let mut stdout = std::io::BufReader::new(child.0.as_mut().unwrap().stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = nix::unistd::Pid::from_raw(child.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "got-int\n");
+    let status = child.0.take().unwrap().wait().unwrap();
+    assert_eq!(status.code(), Some(9));
     // a verb the API path does not carry yet says so
     let hist = remote(&s, &srv, &["history", &s.image]);
     assert_eq!(hist.code, 125);

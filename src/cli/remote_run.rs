@@ -106,6 +106,9 @@ fn host_config(a: &RunArgs, bindings: Map<String, Value>) -> Result<Value> {
     if let Some(p) = a.pids_limit {
         host["PidsLimit"] = json!(p);
     }
+    if let Some(size) = console_size().filter(|_| a.tty) {
+        host["ConsoleSize"] = json!(size);
+    }
     Ok(host)
 }
 
@@ -206,7 +209,15 @@ fn attached(c: &Client, id: &str, stdin: bool, tty: bool, removed: bool) -> Resu
         &[],
         Body::Empty,
     )?;
+    // Without a terminal, the signals nook gets are the container's (docker's sig-proxy);
+    // with one, ^C travels as a byte.
+    if !tty {
+        proxy_signals(c.clone(), id.to_owned());
+    }
     c.json("POST", &format!("/containers/{id}/start"), None)?;
+    if tty {
+        resize(c, "containers", id);
+    }
     pump(h, stdin, tty);
     let bytes = wait.body.read_limited(1 << 20)?;
     let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -217,6 +228,33 @@ fn attached(c: &Client, id: &str, stdin: bool, tty: bool, removed: bool) -> Resu
         Some(code) => Ok(code as i32),
         None => bail!("the daemon did not tell the container's exit code"),
     }
+}
+
+/// Sends SIGINT, SIGTERM, SIGHUP and SIGQUIT, when nook gets them, to the container. They
+/// are blocked in this thread (and so in the threads it starts after) and taken by a waiter.
+fn proxy_signals(c: Client, id: String) {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        set.add(s);
+    }
+    if let Err(e) = set.thread_block() {
+        tracing::debug!("signals stay nook's own: {e}");
+        return;
+    }
+    std::thread::spawn(move || {
+        while let Ok(sig) = set.wait() {
+            let path = format!("/containers/{}/kill?signal={}", enc(&id), sig.as_str());
+            if let Err(e) = c.json("POST", &path, None) {
+                tracing::debug!("cannot pass {sig} on: {e}");
+            }
+        }
+    });
 }
 
 /// Relays a hijacked stream: standard input in (with -i), the output out until it ends.
@@ -274,6 +312,24 @@ impl Drop for RawMode {
     }
 }
 
+/// The terminal's size on standard output, as docker's `[height, width]`.
+fn console_size() -> Option<[u16; 2]> {
+    use std::os::fd::AsFd;
+    let ws = crate::sys::process::window_size(io::stdout().as_fd())?;
+    (ws.rows > 0 && ws.cols > 0).then_some([ws.rows, ws.cols])
+}
+
+/// Tells the daemon the terminal's size (`what`: `containers` or `exec`); a daemon that
+/// cannot resize is no reason to stop.
+fn resize(c: &Client, what: &str, id: &str) {
+    if let Some([h, w]) = console_size() {
+        let path = format!("/{what}/{}/resize?h={h}&w={w}", enc(id));
+        if let Err(e) = c.json("POST", &path, None) {
+            tracing::debug!("resize: {e}");
+        }
+    }
+}
+
 /// Whether a container has a terminal (its output is then raw, not framed).
 fn has_tty(c: &Client, name: &str) -> Result<bool> {
     let v = c.json("GET", &format!("/containers/{}/json", enc(name)), None)?;
@@ -305,6 +361,9 @@ pub fn exec(c: &Client, a: ExecArgs) -> Result<i32> {
     if let Some(w) = &a.workdir {
         body["WorkingDir"] = json!(w);
     }
+    if let Some(size) = console_size().filter(|_| a.tty) {
+        body["ConsoleSize"] = json!(size);
+    }
     let v = c.json(
         "POST",
         &format!("/containers/{}/exec", enc(&a.container)),
@@ -319,6 +378,9 @@ pub fn exec(c: &Client, a: ExecArgs) -> Result<i32> {
         return Ok(0);
     }
     let h = c.upgrade(&start, Some(&json!({"Detach": false, "Tty": a.tty})))?;
+    if a.tty {
+        resize(c, "exec", id);
+    }
     pump(h, a.interactive, a.tty);
     let info = c.json("GET", &format!("/exec/{}/json", enc(id)), None)?;
     Ok(info["ExitCode"].as_i64().unwrap_or(-1) as i32)

@@ -59,6 +59,7 @@ pub enum ClientError {
 }
 
 /// A daemon and the API version agreed with it.
+#[derive(Clone)]
 pub struct Client {
     endpoint: Endpoint,
     tls: Option<Arc<rustls::ClientConfig>>,
