@@ -101,6 +101,7 @@ fn tls_options(t: &TargetArgs) -> Option<TlsOptions> {
     })
 }
 
+/// `nook context`.
 #[derive(Debug, Subcommand)]
 pub enum ContextCommand {
     /// Create a context: a name for a daemon.
@@ -127,6 +128,7 @@ pub enum ContextCommand {
     },
 }
 
+/// `nook context create NAME --docker host=URL,...`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     pub name: String,
@@ -171,6 +173,7 @@ fn parse_docker_spec(name: &str, description: &str, spec: &str) -> Result<Contex
     Ok(c)
 }
 
+/// Runs a `nook context` command (always local: contexts are the client's).
 pub fn dispatch(cmd: ContextCommand) -> Result<i32> {
     let contexts = Contexts::of_user();
     match cmd {
@@ -244,6 +247,7 @@ fn inspect_json(contexts: &Contexts, name: &str) -> Result<serde_json::Value> {
     }))
 }
 
+/// `nook system dial-stdio [--socket unix:///PATH]`.
 #[derive(Debug, Args)]
 pub struct DialStdioArgs {
     /// The socket (default: `nook serve`'s, $XDG_RUNTIME_DIR/nook/nook.sock).

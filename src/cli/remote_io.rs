@@ -40,7 +40,7 @@ fn progress_line(v: &Value, out: &mut dyn Write) -> io::Result<()> {
 }
 
 /// Pulls `image` on the daemon, its progress on standard error.
-pub fn pull_image(c: &Client, image: &str, _to_stderr: bool) -> Result<Reference> {
+pub fn pull_image(c: &Client, image: &str) -> Result<Reference> {
     let r = Reference::parse(image)?;
     let tag = r
         .digest()
@@ -68,11 +68,12 @@ fn registry_auth() -> String {
     base64::engine::general_purpose::URL_SAFE.encode(b"{}")
 }
 
+/// `nook pull` over the API: progress on standard error, the reference on standard output.
 pub fn pull(c: &Client, a: PullArgs) -> Result<i32> {
     if a.all_tags || a.platform.is_some() || !a.tls_verify {
         bail!("pull --all-tags, --platform and --tls-verify do not go over the API yet");
     }
-    let r = pull_image(c, &a.image, true)?;
+    let r = pull_image(c, &a.image)?;
     if a.quiet {
         let v = c.json("GET", &format!("/images/{}/json", enc_path(&a.image)), None)?;
         println!("{}", v["Id"].as_str().unwrap_or_default());
@@ -85,6 +86,7 @@ pub fn pull(c: &Client, a: PullArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// `nook push` over the API: the daemon pushes what it has, with the credentials it has.
 pub fn push(c: &Client, a: PushArgs) -> Result<i32> {
     if a.format.is_some()
         || a.compression_format.is_some()
@@ -233,6 +235,7 @@ fn print_build(body: impl Read, quiet: bool) -> Result<Option<String>> {
     Ok(id)
 }
 
+/// `nook build` over the API: the context directory as a tar, the build's output as it comes.
 pub fn build(c: &Client, a: BuildArgs) -> Result<i32> {
     if !a.secrets.is_empty() || a.timestamp.is_some() {
         bail!("build --secret and --timestamp do not go over the API yet");
@@ -286,6 +289,7 @@ fn last_name(p: &str) -> String {
         .unwrap_or_else(|| ".".into())
 }
 
+/// `nook cp` over the API, both ways, as tar streams through `/containers/ID/archive`.
 pub fn cp(c: &Client, a: CpArgs) -> Result<i32> {
     match (container_path(&a.src), container_path(&a.dest)) {
         (Some((name, path)), None) => copy_out(c, name, path, &a.dest),

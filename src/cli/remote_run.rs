@@ -163,12 +163,12 @@ fn create_pulling(c: &Client, a: &RunArgs) -> Result<String> {
         path.push_str(&format!("?name={}", enc(n)));
     }
     if matches!(a.pull, PullPolicy::Always) {
-        super::remote_io::pull_image(c, &a.image, true)?;
+        super::remote_io::pull_image(c, &a.image)?;
     }
     let v = match c.json("POST", &path, Some(&body)) {
         Err(ClientError::Api { status: 404, .. }) if !matches!(a.pull, PullPolicy::Never) => {
             eprintln!("Unable to find image '{}' locally", a.image);
-            super::remote_io::pull_image(c, &a.image, true)?;
+            super::remote_io::pull_image(c, &a.image)?;
             c.json("POST", &path, Some(&body))?
         }
         other => other?,
@@ -179,12 +179,14 @@ fn create_pulling(c: &Client, a: &RunArgs) -> Result<String> {
     }
 }
 
+/// `nook create` over the API: the container's id.
 pub fn create(c: &Client, a: RunArgs) -> Result<i32> {
     let id = create_pulling(c, &a)?;
     println!("{id}");
     Ok(0)
 }
 
+/// `nook run` over the API: `-d` prints the id; attached, the output and the exit code.
 pub fn run(c: &Client, a: RunArgs) -> Result<i32> {
     let id = create_pulling(c, &a)?;
     if a.detach {
@@ -336,6 +338,7 @@ fn has_tty(c: &Client, name: &str) -> Result<bool> {
     Ok(v["Config"]["Tty"].as_bool().unwrap_or(false))
 }
 
+/// `nook start` over the API; `-a` attaches and ends with the container's exit code.
 pub fn start(c: &Client, a: StartArgs) -> Result<i32> {
     let mut code = 0;
     for name in &a.containers {
@@ -350,6 +353,7 @@ pub fn start(c: &Client, a: StartArgs) -> Result<i32> {
     Ok(code)
 }
 
+/// `nook exec` over the API: the command's output and exit code.
 pub fn exec(c: &Client, a: ExecArgs) -> Result<i32> {
     let mut body = json!({
         "AttachStdin": a.interactive, "AttachStdout": !a.detach, "AttachStderr": !a.detach,
@@ -386,6 +390,7 @@ pub fn exec(c: &Client, a: ExecArgs) -> Result<i32> {
     Ok(info["ExitCode"].as_i64().unwrap_or(-1) as i32)
 }
 
+/// `nook logs` over the API (`-f` follows until the container ends).
 pub fn logs(c: &Client, a: LogsArgs) -> Result<i32> {
     let tty = has_tty(c, &a.container)?;
     let mut path = format!(

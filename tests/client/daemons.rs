@@ -391,6 +391,28 @@ fn against_a_real_docker_engine() {
     assert_eq!(must(&["volume", "create", "dkv"]), "dkv\n");
     assert!(must(&["volume", "ls"]).contains("dkv"));
     must(&["volume", "rm", "dkv"]);
+    // run of an image the engine lacks: its 404 makes nook pull, then create again
+    assert!(must(&["rmi", &s.image]).contains("Untagged"));
+    let run = nook(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &s.image,
+        "echo",
+        "pulled",
+    ]);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "pulled\n"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Unable to find image"),
+        "{}",
+        run.stderr
+    );
     // TLS over TCP with a client certificate: the flags, then docker's variables
     let tls = d.tls_flags();
     let mut args: Vec<&str> = tls.iter().map(String::as_str).collect();
