@@ -303,6 +303,37 @@ fn detached_logs_exec_cp_through_the_api(mode: Mode) {
     assert!(w.trim().parse::<i32>().is_ok(), "{w}");
     assert_eq!(ok(remote(&s, &srv, &["rm", "c1"]), "rm", &srv), "c1\n");
     assert!(s.nook(&["ps", "-a", "-q"]).stdout.trim().is_empty());
+    // logs -f follows until the container ends; kill ends one
+    let script = format!("echo first; sleep 1; echo second; : {}", s.tag);
+    ok(
+        remote(
+            &s,
+            &srv,
+            &["run", "-d", "--name", "c3", &s.image, "sh", "-c", &script],
+        ),
+        "run -d",
+        &srv,
+    );
+    let f = remote(&s, &srv, &["logs", "-f", "c3"]);
+    assert_eq!(
+        (f.code, f.stdout.as_str()),
+        (0, "first\nsecond\n"),
+        "{}",
+        f.stderr
+    );
+    let script = format!("sleep 100; : {}", s.tag);
+    ok(
+        remote(
+            &s,
+            &srv,
+            &["run", "-d", "--name", "c4", &s.image, "sh", "-c", &script],
+        ),
+        "run -d",
+        &srv,
+    );
+    assert_eq!(ok(remote(&s, &srv, &["kill", "c4"]), "kill", &srv), "c4\n");
+    assert_eq!(ok(remote(&s, &srv, &["wait", "c4"]), "wait", &srv), "137\n");
+    ok(remote(&s, &srv, &["rm", "c3", "c4"]), "rm", &srv);
     // create, then start: the local record shows it ran
     let script = format!("exit 0; : {}", s.tag);
     ok(

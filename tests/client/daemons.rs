@@ -391,6 +391,13 @@ fn against_a_real_docker_engine() {
     assert_eq!(must(&["volume", "create", "dkv"]), "dkv\n");
     assert!(must(&["volume", "ls"]).contains("dkv"));
     must(&["volume", "rm", "dkv"]);
+    // push to the loopback registry, read back by the local path
+    let target = format!("{}/fromdocker:1", s.reg.host);
+    must(&["tag", &s.image, &target]);
+    let pushed = must(&["push", &target]);
+    assert!(pushed.contains("digest: sha256:"), "{pushed}");
+    let back = s.nook(&["pull", "-q", &target]);
+    assert_eq!(back.code, 0, "{}", back.stderr);
     // run of an image the engine lacks: its 404 makes nook pull, then create again
     assert!(must(&["rmi", &s.image]).contains("Untagged"));
     let run = nook(&[
