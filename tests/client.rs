@@ -336,6 +336,26 @@ fn detached_logs_exec_cp_through_the_api(mode: Mode) {
     assert_eq!(ok(remote(&s, &srv, &["kill", "c4"]), "kill", &srv), "c4\n");
     assert_eq!(ok(remote(&s, &srv, &["wait", "c4"]), "wait", &srv), "137\n");
     ok(remote(&s, &srv, &["rm", "c3", "c4"]), "rm", &srv);
+    // start -a: the output and the exit code of a created container
+    let script = format!("echo attached; exit 6; : {}", s.tag);
+    ok(
+        remote(
+            &s,
+            &srv,
+            &["create", "--name", "c5", &s.image, "sh", "-c", &script],
+        ),
+        "create",
+        &srv,
+    );
+    let sa = remote(&s, &srv, &["start", "-a", "c5"]);
+    assert_eq!(
+        (sa.code, sa.stdout.as_str()),
+        (6, "attached\n"),
+        "{}\n{}",
+        sa.stderr,
+        read(&srv.log)
+    );
+    ok(remote(&s, &srv, &["rm", "c5"]), "rm", &srv);
     // create, then start: the local record shows it ran
     let script = format!("exit 0; : {}", s.tag);
     ok(
