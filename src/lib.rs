@@ -10,6 +10,7 @@ pub mod api;
 pub mod archive;
 pub mod build;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod container;
 pub mod digest;

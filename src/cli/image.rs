@@ -193,7 +193,7 @@ fn image_rows(store: &Store) -> Result<Vec<(ImageRecord, String, String)>> {
     Ok(rows)
 }
 
-fn split_tag(tag: &str) -> (String, String) {
+pub(super) fn split_tag(tag: &str) -> (String, String) {
     match Reference::parse(tag) {
         Ok(r) => (r.familiar_repository(), r.tag_or_latest().to_owned()),
         Err(_) => (tag.to_owned(), String::new()),

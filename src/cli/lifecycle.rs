@@ -156,7 +156,7 @@ pub fn ps(session: &Session, a: PsArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn shell_words(args: &[String]) -> String {
+pub(super) fn shell_words(args: &[String]) -> String {
     args.iter()
         .map(|a| {
             if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '"') {
@@ -187,7 +187,7 @@ pub struct LogsArgs {
 }
 
 /// Seconds since the epoch for `--since`.
-fn since_secs(s: &str) -> Result<i64> {
+pub(super) fn since_secs(s: &str) -> Result<i64> {
     if let Some(t) = super::format::parse_rfc3339(s) {
         return Ok(t);
     }

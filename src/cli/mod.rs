@@ -7,6 +7,7 @@
 mod archive;
 mod build;
 mod container;
+mod context;
 mod export;
 pub(crate) mod format;
 mod history;
@@ -18,6 +19,9 @@ mod logging;
 mod login;
 mod progress;
 mod push;
+mod remote;
+mod remote_io;
+mod remote_run;
 mod run_config;
 mod serve;
 mod system;
@@ -50,6 +54,8 @@ pub struct Cli {
     /// Diagnostic log level: error, warn, info, debug, trace.
     #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
     pub log_level: String,
+    #[command(flatten)]
+    pub target: context::TargetArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -138,6 +144,9 @@ pub enum Command {
     /// Manage nook itself.
     #[command(subcommand)]
     System(system::SystemCommand),
+    /// Manage contexts: names for daemons (`nook serve` or a Docker Engine) to talk to.
+    #[command(subcommand)]
+    Context(context::ContextCommand),
     /// Tools for nook's benchmarks and debugging.
     #[command(subcommand, hide = true)]
     Internal(internal::InternalCommand),
@@ -306,6 +315,11 @@ fn run(cli: Cli) -> Result<i32> {
     if prints_only(&cli.command) {
         crate::sys::process::default_sigpipe();
     }
+    // A daemon named by -H, a context or the environment: the command goes over the API.
+    let cli = match remote::divert(cli)? {
+        remote::Diverted::Done(code) => return Ok(code),
+        remote::Diverted::Local(cli) => *cli,
+    };
     let mut session = Session::new(&cli)?;
     match cli.command {
         Command::Build(a) => build::build(&session, *a),
@@ -347,5 +361,6 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Serve(a) => serve::serve(&session, a),
         Command::System(c) => system::dispatch(&mut session, c),
         Command::Internal(c) => internal::dispatch(c),
+        Command::Context(c) => context::dispatch(c),
     }
 }

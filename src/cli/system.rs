@@ -11,6 +11,8 @@ use crate::sys::idmap::Mapping;
 pub enum SystemCommand {
     /// Remove every image, layer and container record: the store starts afresh.
     Reset(ResetArgs),
+    /// Connect standard input and output to the local `nook serve` socket (what ssh:// runs).
+    DialStdio(super::context::DialStdioArgs),
 }
 
 #[derive(Debug, Args)]
@@ -23,6 +25,7 @@ pub struct ResetArgs {
 pub fn dispatch(session: &mut Session, c: SystemCommand) -> Result<i32> {
     match c {
         SystemCommand::Reset(a) => reset(session, a),
+        SystemCommand::DialStdio(a) => super::context::dial_stdio(a),
     }
 }
 
