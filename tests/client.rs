@@ -16,19 +16,9 @@ use std::time::{Duration, Instant};
 
 use daemons::under_pty;
 use support::env::{Mode, Out};
+use support::in_both_modes;
 use support::sandbox::Sandbox;
 use support::serve::{Server, read};
-
-macro_rules! in_both_modes {
-    ($($name:ident),* $(,)?) => {
-        mod range {
-            $(#[test] fn $name() { super::$name(super::Mode::Range) })*
-        }
-        mod single {
-            $(#[test] fn $name() { super::$name(super::Mode::Single) })*
-        }
-    };
-}
 
 in_both_modes!(
     images_volumes_and_run_match_the_local_path,
