@@ -7,6 +7,7 @@
 mod archive;
 mod build;
 mod container;
+mod diff;
 mod export;
 pub(crate) mod format;
 mod history;
@@ -86,6 +87,8 @@ pub enum Command {
     Load(archive::LoadArgs),
     /// Write a container's filesystem as a tar archive.
     Export(export::ExportArgs),
+    /// List the files a container added (A), changed (C) and deleted (D).
+    Diff(diff::DiffArgs),
     /// Make an image of a filesystem tar archive.
     Import(export::ImportArgs),
     /// Save credentials for a registry.
@@ -254,6 +257,7 @@ fn prints_only(c: &Command) -> bool {
             | Command::Top(_)
             | Command::Port(_)
             | Command::Info(_)
+            | Command::Diff(_)
     )
 }
 
@@ -322,6 +326,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Save(a) => archive::save(&session, a),
         Command::Load(a) => archive::load(&mut session, a),
         Command::Export(a) => export::export(&session, a),
+        Command::Diff(a) => diff::diff(&session, a),
         Command::Import(a) => export::import(&mut session, a),
         Command::Login(a) => login::login(&session, a),
         Command::Logout(a) => login::logout(a),
