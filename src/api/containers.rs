@@ -355,13 +355,24 @@ pub fn rename(e: &Engine, id: &str, q: &Query) -> Result<Response, ApiError> {
     Ok(Response::empty(204))
 }
 
-/// `GET /containers/{id}/changes` (docker diff): reading a container's writable layer needs
-/// its user namespace, which the server never enters, and no nook verb lists it yet.
+/// `GET /containers/{id}/changes` (docker diff): `nook diff --format json`, re-executed
+/// because reading the writable layer needs the store's user namespace, which the server never
+/// enters. No changes is `null`, as docker writes it.
 pub fn changes(e: &Engine, id: &str) -> Result<Response, ApiError> {
-    e.containers().get(id)?;
-    Err(ApiError::NotSupported(
-        "nook does not list a container's changes (docker diff); `docker export` or `nook commit` show them".into(),
-    ))
+    let r = e.containers().get(id)?;
+    let out = reexec::run(
+        e,
+        &reexec::strings(&["diff", "--format", "json", "--", &r.id]),
+    )?;
+    let list: Vec<crate::build::layer::Change> = serde_json::from_str(out.trim())
+        .map_err(|err| ApiError::Internal(format!("nook diff gave no list: {err}")))?;
+    let body = if list.is_empty() {
+        Value::Null
+    } else {
+        serde_json::to_value(&list)
+            .map_err(|err| ApiError::Internal(format!("cannot write the changes: {err}")))?
+    };
+    Ok(Response::json(200, &body))
 }
 
 /// `POST /containers/{id}/resize?h=&w=`: the new size goes to the container's monitor, which

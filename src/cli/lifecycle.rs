@@ -484,6 +484,8 @@ pub enum ContainerCommand {
     Prune(PruneArgs),
     /// Write a container's filesystem as a tar archive.
     Export(super::export::ExportArgs),
+    /// List what a container changed in its filesystem.
+    Diff(super::diff::DiffArgs),
 }
 
 #[derive(Debug, Args)]
@@ -497,6 +499,7 @@ pub fn container(session: &Session, cmd: ContainerCommand) -> Result<i32> {
     match cmd {
         ContainerCommand::Ls(a) => ps(session, a),
         ContainerCommand::Export(a) => super::export::export(session, a),
+        ContainerCommand::Diff(a) => super::diff::diff(session, a),
         ContainerCommand::Prune(_) => {
             let c = containers(session);
             let runtime = crate::config::runtime_dir()?;

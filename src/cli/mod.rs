@@ -8,6 +8,7 @@ mod archive;
 mod build;
 mod container;
 mod context;
+mod diff;
 mod export;
 pub(crate) mod format;
 mod history;
@@ -92,6 +93,8 @@ pub enum Command {
     Load(archive::LoadArgs),
     /// Write a container's filesystem as a tar archive.
     Export(export::ExportArgs),
+    /// List the files a container added (A), changed (C) and deleted (D).
+    Diff(diff::DiffArgs),
     /// Make an image of a filesystem tar archive.
     Import(export::ImportArgs),
     /// Save credentials for a registry.
@@ -263,6 +266,7 @@ fn prints_only(c: &Command) -> bool {
             | Command::Top(_)
             | Command::Port(_)
             | Command::Info(_)
+            | Command::Diff(_)
     )
 }
 
@@ -336,6 +340,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Save(a) => archive::save(&session, a),
         Command::Load(a) => archive::load(&mut session, a),
         Command::Export(a) => export::export(&session, a),
+        Command::Diff(a) => diff::diff(&session, a),
         Command::Import(a) => export::import(&mut session, a),
         Command::Login(a) => login::login(&session, a),
         Command::Logout(a) => login::logout(a),

@@ -13,6 +13,7 @@
 //! Every lookup here is confined: one component at a time with `O_NOFOLLOW` below a directory
 //! descriptor, or `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` from a layer's root.
 
+mod changes;
 mod layered;
 mod snapshot;
 mod write;
@@ -25,6 +26,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, fstatat};
 
+pub use changes::{Change, ChangeKind, Top, container_changes, list_changes};
 pub use layered::Layered;
 pub use snapshot::{diff_tree, diff_upper};
 pub use write::{WriteOptions, write_tar};
@@ -193,6 +195,8 @@ pub(crate) fn marked_opaque(xattrs: &[(String, Vec<u8>)]) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_changes;
 #[cfg(test)]
 mod tests_diff;
 #[cfg(test)]
