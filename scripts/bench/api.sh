@@ -3,7 +3,9 @@
 # `nook serve` against the same container started by `nook run` directly, and against Debian's
 # rootful dockerd (docker.io) where it can be started here (as root, on a private socket and
 # data root, without iptables or a bridge). Medians from one run; `docker version` through
-# `nook serve` shows the CLI's own fixed cost (a Go binary starting, one or two round trips).
+# `nook serve` shows the CLI's own fixed cost (a Go binary starting, one or two round trips),
+# and `nook -H` (nook's own client, the same create/attach/wait/start calls) the API's cost
+# with a client that starts in a millisecond.
 # Not a test: nothing here asserts a time.
 #
 #   scripts/bench/api.sh [RUNS]     (default 20; run as root it benchmarks nook as user nooktest)
@@ -56,8 +58,9 @@ for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.05; done
 # hyperfine itself runs as the user, so no wrapper is timed with the commands.
 CMDS=("$NOOK run --rm --network none $IMAGE true"
       "$DOCKER -H unix://$SOCK run --rm --network none $IMAGE true"
-      "$DOCKER -H unix://$SOCK version")
-NAMES=(nook-run docker-to-nook-serve docker-version-to-serve)
+      "$DOCKER -H unix://$SOCK version"
+      "$NOOK -H unix://$SOCK run --rm --network none $IMAGE true")
+NAMES=(nook-run docker-to-nook-serve docker-version-to-serve nook-client-to-serve)
 as_user hyperfine -N --style none --warmup 3 --runs "$RUNS" --export-json "$WORK/api.json" "${CMDS[@]}" >/dev/null
 
 # The peer: rootful dockerd, when this machine has it and we are root.
@@ -94,8 +97,9 @@ if os.path.exists(sys.argv[2]):
 for n in names:
     print(f"{n:24} {med[n]:8.2f}ms")
 api = med["docker-to-nook-serve"]
-print(f"API path adds {api - med['nook-run']:+.2f}ms over nook run "
-      f"({api - med['nook-run'] - med['docker-version-to-serve']:+.2f}ms without the CLI's own start)")
+print(f"API path adds {api - med['nook-run']:+.2f}ms over nook run with the docker CLI "
+      f"({api - med['nook-run'] - med['docker-version-to-serve']:+.2f}ms without the CLI's own start and ping), "
+      f"{med['nook-client-to-serve'] - med['nook-run']:+.2f}ms with nook's own client")
 if "docker-to-dockerd" in med:
     print(f"nook serve is {med['docker-to-dockerd'] / api:.2f}x faster than rootful dockerd {sys.argv[3]}")
 EOF
