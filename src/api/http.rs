@@ -558,7 +558,22 @@ pub fn hijack(
     };
     let mut w = conn;
     write_response(&mut w, head, &Framing::closing())?;
+    head_read(conn);
     f(Hijacked { conn, early })
+}
+
+/// Waits (up to half a second) until the client has read the response head: a socket has no
+/// packet boundaries, and docker-py parses the head through a buffered reader, then reads the
+/// stream from the socket beneath it, so stream bytes that arrive before it read the head are
+/// lost in that buffer (an exec's quick output came back empty).
+fn head_read(conn: &std::os::unix::net::UnixStream) {
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    while crate::sys::socket::unread_sent(conn.as_fd()).is_ok_and(|n| n > 0)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
 }
 
 #[cfg(test)]

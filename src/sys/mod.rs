@@ -11,6 +11,7 @@ pub mod mount;
 pub mod netdev;
 pub mod process;
 pub mod seccomp;
+pub mod socket;
 pub mod stat;
 pub mod userns;
 pub mod xattr;
