@@ -253,6 +253,38 @@ devices:
         let out = s.sh(&["--gpus", gpus], ls);
         assert_eq!(out.ok().stdout.trim(), want, "--gpus {gpus}");
     }
+    // docker's CLI through nook serve: --gpus and CDI names arrive as DeviceRequests, host
+    // nodes as Devices.
+    let srv = support::serve::Server::start(&s);
+    let out = srv.ok(
+        &s,
+        &["run", "--rm", "--gpus", "all", &s.image, "sh", "-c", ls],
+    );
+    assert_eq!(out.trim(), "nvidia0 nvidia1 void");
+    let only = "ls /dev | grep -e nvidia -e myzero | tr '\\n' ' '";
+    let args = [
+        "run",
+        "--rm",
+        "--device",
+        "nvidia.com/gpu=1",
+        "--device",
+        "/dev/zero:/dev/myzero",
+        &s.image,
+        "sh",
+        "-c",
+        only,
+    ];
+    assert_eq!(srv.ok(&s, &args).trim(), "myzero nvidia1");
+    let out = srv.docker(
+        &s,
+        &["run", "--rm", "--device", "nvidia.com/gpu=7", &s.image],
+    );
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("unknown CDI device nvidia.com/gpu=7"),
+        "{}",
+        out.stderr
+    );
     s.sh(&["--gpus", "3"], "true")
         .fails_with(125, "more GPUs than");
     s.sh(&["--gpus", "device=7"], "true")
