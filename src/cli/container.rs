@@ -285,11 +285,10 @@ fn run_args() -> Vec<String> {
 /// A `run` of new container, or (`existing`) a `start` of one that `create` made.
 fn run_as(
     session: &Session,
-    c: RunConfig,
+    mut c: RunConfig,
     existing: Option<crate::container::Record>,
     print_id: bool,
 ) -> Result<i32> {
-    let mut c = c;
     c.resolve_devices(&session.config)?;
     let store = session.store_without_userns()?;
     let image = find_or_pull(&store, &c)?;

@@ -3,9 +3,10 @@
 //!
 //! Order: wait for the id maps; make every mount private; mount the root; apply the mount
 //! plan through [`RealSys`]; the devices' createContainer hooks; resolve the user in the
-//! container's own files; pivot_root and detach the old root; startContainer hooks; terminal, limits, the fakeroot's filter and the seccomp profile,
-//! capabilities, user; chdir and check the working directory is inside the root
-//! (CVE-2024-21626); mark every descriptor close-on-exec; exec.
+//! container's own files; pivot_root and detach the old root; startContainer hooks;
+//! terminal, limits, the fakeroot's filter and the seccomp profile, capabilities, user; chdir
+//! and check the working directory is inside the root (CVE-2024-21626); mark every
+//! descriptor close-on-exec; exec.
 //! Any failure is reported to nook as a [`ToParent::Failed`] with the exit status to use.
 
 use std::convert::Infallible;
@@ -213,6 +214,11 @@ fn setup_and_exec(
 
 /// The devices' hooks of `stage`; a failing one fails the start with its output.
 fn run_hooks(plan: &Plan, stage: HookStage) -> Result<(), Failure> {
+    if plan.hooks.list.is_empty() {
+        return Ok(());
+    }
+    // Nothing of the init's (its socket to nook, the FUSE connection) may reach a hook.
+    cloexec_from(3).map_err(fail(Stage::Process, "cannot close nook's descriptors"))?;
     plan.hooks.run(stage).map_err(|e| Failure {
         stage: Stage::Process,
         message: e.to_string(),

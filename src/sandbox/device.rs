@@ -92,7 +92,8 @@ pub enum HookError {
 const OUTPUT_KEPT: usize = 4096;
 
 impl Hooks {
-    /// Runs the hooks of `stage` in order; the first failure stops the start.
+    /// Runs the hooks of `stage` in order; the first failure stops the start. The caller
+    /// marks its own descriptors close-on-exec first (the init: its socket to nook).
     pub fn run(&self, stage: HookStage) -> Result<(), HookError> {
         for h in self.list.iter().filter(|h| h.stage == stage) {
             self.run_one(h, stage)?;
@@ -122,8 +123,6 @@ impl Hooks {
             path: path.clone(),
             source,
         };
-        // Nothing of the init's (its socket to nook) may reach the hook.
-        crate::sys::process::cloexec_from(3).map_err(spawn)?;
         let (out_r, out_w) = nix::unistd::pipe().map_err(|e| spawn(e.into()))?;
         nix::fcntl::fcntl(
             out_r.as_fd(),
