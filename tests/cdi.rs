@@ -85,6 +85,26 @@ devices:
     s.user.home().join("cdi").display().to_string()
 }
 
+/// A directory in the user's home holding copies of /dev/null and /dev/zero (`a`, `sub/b`),
+/// made by the suite (root); `None` where it cannot mknod.
+fn stand_in_nodes(s: &Sandbox) -> Option<String> {
+    use nix::sys::stat::{Mode as Perm, SFlag, makedev, mknod};
+    let dir = s.user.home().join("nodes");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let perm = Perm::from_bits_truncate(0o666);
+    mknod(&dir.join("a"), SFlag::S_IFCHR, perm, makedev(1, 3)).ok()?;
+    mknod(&dir.join("sub/b"), SFlag::S_IFCHR, perm, makedev(1, 5)).ok()?;
+    for p in [
+        dir.join("sub/b"),
+        dir.join("sub"),
+        dir.join("a"),
+        dir.clone(),
+    ] {
+        s.user.give(&p);
+    }
+    Some(dir.display().to_string())
+}
+
 fn cdi_devices_bring_nodes_mounts_env_and_hooks(mode: Mode) {
     let Some(s) = Sandbox::new(mode) else { return };
     let dir = fake_specs(&s);
@@ -147,6 +167,17 @@ fn cdi_devices_bring_nodes_mounts_env_and_hooks(mode: Mode) {
             "1:3\ncreated by-bundle\nstarted\n",
             "--rootfs-driver {rung}"
         );
+    }
+    // A directory brings the nodes below it (as --device /dev/dri does).
+    match stand_in_nodes(&s) {
+        Some(nodes) => {
+            let out = s.sh(
+                &["--device", &format!("{nodes}:/dev/stand")],
+                "stat -c '%n %t:%T' /dev/stand/a /dev/stand/sub/b",
+            );
+            assert_eq!(out.ok().stdout, "/dev/stand/a 1:3\n/dev/stand/sub/b 1:5\n");
+        }
+        None => support::skip("mknod needs the suite to run as root"),
     }
     // One device alone brings its node and the spec's edits, not the other device's.
     let out = s.sh(

@@ -61,6 +61,51 @@ pub fn check_node(device: &str, path: &Path, want: Option<&DeviceNode>) -> Resul
     Ok(())
 }
 
+/// The most device nodes a directory given to `--device` may bring.
+const MAX_DIR_NODES: usize = 1024;
+
+/// Every device node below the host directory `dir` (symbolic links not followed), bound at
+/// the same place below `path`: `--device /dev/dri` brings card0, renderD128, ...
+pub fn nodes_below(dir: &Path, path: &str, out: &mut Vec<MountOp>) -> Result<(), CdiError> {
+    let err = |why: String| CdiError::HostNode {
+        device: dir.display().to_string(),
+        path: dir.display().to_string(),
+        why,
+    };
+    let mut todo = vec![(dir.to_owned(), path.trim_end_matches('/').to_owned(), 0)];
+    let mut found = 0;
+    while let Some((host, inside, depth)) = todo.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&host)
+            .map_err(|e| err(format!("cannot be read: {e}")))?
+            .filter_map(Result::ok)
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let (Ok(ft), Some(name)) = (e.file_type(), e.file_name().to_str().map(str::to_owned))
+            else {
+                continue;
+            };
+            let to = format!("{inside}/{name}");
+            if ft.is_dir() && depth < 4 {
+                todo.push((e.path(), to, depth + 1));
+            } else if ft.is_char_device() || ft.is_block_device() {
+                found += 1;
+                if found > MAX_DIR_NODES {
+                    return Err(err(format!("holds more than {MAX_DIR_NODES} device nodes")));
+                }
+                out.push(MountOp::HostDevice {
+                    source: e.path(),
+                    path: to,
+                });
+            }
+        }
+    }
+    if found == 0 {
+        return Err(err("holds no device node".into()));
+    }
+    Ok(())
+}
+
 /// The edits of `chosen`, in order: each spec's own edits (once), then the device's.
 pub fn collect(chosen: &[Chosen<'_>]) -> Result<DeviceEdits, CdiError> {
     let mut out = DeviceEdits::default();
@@ -249,6 +294,19 @@ devices:
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_directory_brings_the_nodes_below_it() {
+        let mut out = Vec::new();
+        nodes_below(Path::new("/dev/pts"), "/dev/host/", &mut out).unwrap();
+        assert!(out.contains(&MountOp::HostDevice {
+            source: "/dev/pts/ptmx".into(),
+            path: "/dev/host/ptmx".into()
+        }));
+        let empty = tempfile::tempdir().unwrap();
+        let e = nodes_below(empty.path(), "/dev/x", &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("no device node"), "{e}");
     }
 
     #[test]

@@ -97,7 +97,8 @@ impl std::fmt::Display for QualifiedName {
 pub enum Request {
     Cdi(QualifiedName),
     /// A host node bound in (`/dev/X[:/dev/Y][:rwm]`; the permissions need a device cgroup,
-    /// which a rootless container has not: nodes are as usable as on the host).
+    /// which a rootless container has not: nodes are as usable as on the host), or every
+    /// node below a directory such as /dev/dri, as docker does.
     Host {
         source: PathBuf,
         path: String,
@@ -160,6 +161,9 @@ pub fn resolve(
     for r in requests {
         match r {
             Request::Cdi(n) => names.push(n.clone()),
+            Request::Host { source, path } if source.is_dir() => {
+                edits::nodes_below(source, path, &mut out.mounts)?;
+            }
             Request::Host { source, path } => {
                 let device = source.display().to_string();
                 edits::check_node(&device, source, None)?;
