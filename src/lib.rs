@@ -9,6 +9,7 @@
 pub mod api;
 pub mod archive;
 pub mod build;
+pub mod cdi;
 pub mod cli;
 pub mod client;
 pub mod config;

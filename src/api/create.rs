@@ -62,10 +62,6 @@ const HOST_UNSUPPORTED: &[(&str, &str)] = &[
         "Privileged",
         "rootless containers get no privileges beyond the user's",
     ),
-    (
-        "Devices",
-        "devices cannot be passed to a rootless container yet",
-    ),
     ("VolumesFrom", "use named volumes"),
     ("Links", "links are legacy; use a shared network mode"),
     ("ExtraHosts", "not yet"),
@@ -223,7 +219,51 @@ fn host_flags(h: &Value, a: &mut Vec<String>) -> Result<(), ApiError> {
     }
     limit_flags(h, a)?;
     mount_flags(h, a)?;
+    device_flags(h, a)?;
     port_flags(h, a)
+}
+
+/// `Devices` (host nodes) and `DeviceRequests`: docker's CLI sends `--device
+/// VENDOR/CLASS=NAME` as a request with driver "cdi", `--gpus` as one with the "gpu"
+/// capability, which nook maps onto NVIDIA's CDI kind as `nook run --gpus` does.
+fn device_flags(h: &Value, a: &mut Vec<String>) -> Result<(), ApiError> {
+    let list = |k: &str| h.get(k).and_then(Value::as_array).into_iter().flatten();
+    for d in list("Devices") {
+        let host = text(d, "PathOnHost")
+            .ok_or_else(|| ApiError::BadRequest("Devices: PathOnHost is required".into()))?;
+        let inside = text(d, "PathInContainer").unwrap_or(host);
+        match text(d, "CgroupPermissions") {
+            Some(p) => a.push(format!("--device={host}:{inside}:{p}")),
+            None => a.push(format!("--device={host}:{inside}")),
+        }
+    }
+    for r in list("DeviceRequests") {
+        let ids: Vec<&str> = strs(r.get("DeviceIDs")).collect();
+        let gpu = strs(r.get("Capabilities").and_then(|c| c.get(0))).any(|c| c == "gpu");
+        match text(r, "Driver") {
+            Some("cdi") => a.extend(ids.iter().map(|id| format!("--device={id}"))),
+            None | Some("nvidia") if gpu || text(r, "Driver").is_some() => {
+                let count = r.get("Count").and_then(Value::as_i64).unwrap_or(0);
+                if !ids.is_empty() {
+                    a.push(format!("--gpus=device={}", ids.join(",")));
+                } else if count < 0 {
+                    a.push("--gpus=all".into());
+                } else if count > 0 {
+                    a.push(format!("--gpus={count}"));
+                }
+            }
+            other => {
+                return Err(bad(
+                    "HostConfig.DeviceRequests",
+                    &format!(
+                        "driver {:?}: nook knows the cdi driver and GPUs (nvidia, or the gpu capability)",
+                        other.unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `ConsoleSize`: `[rows, columns]`, both set (the CLI sends `[0, 0]` without a terminal).
@@ -341,6 +381,47 @@ pub fn create(e: &Engine, q: &Query, body: &Value) -> Result<Response, ApiError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn devices_and_device_requests_become_device_and_gpus_flags() {
+        let body = |host: Value| json!({"Image": "bb", "HostConfig": host});
+        let a = create_args(
+            None,
+            None,
+            &body(json!({
+                "Devices": [{"PathOnHost": "/dev/null", "PathInContainer": "/dev/x",
+                             "CgroupPermissions": "rwm"}, {"PathOnHost": "/dev/zero"}],
+                "DeviceRequests": [
+                    {"Driver": "cdi", "DeviceIDs": ["example.com/gpu=0", "example.com/gpu=1"]},
+                    {"Driver": "", "Count": -1, "DeviceIDs": null, "Capabilities": [["gpu"]]}]
+            })),
+        )
+        .unwrap();
+        assert_eq!(
+            a[2..6],
+            [
+                "--device=/dev/null:/dev/x:rwm",
+                "--device=/dev/zero:/dev/zero",
+                "--device=example.com/gpu=0",
+                "--device=example.com/gpu=1",
+            ]
+        );
+        assert_eq!(a[6], "--gpus=all");
+        let gpus = |r: Value| {
+            create_args(None, None, &body(json!({"DeviceRequests": [r]})))
+                .map(|a| a[2..a.len() - 1].to_vec())
+        };
+        assert_eq!(
+            gpus(json!({"Count": 2, "Capabilities": [["gpu"]]})).unwrap(),
+            ["--gpus=2"]
+        );
+        assert_eq!(
+            gpus(json!({"Driver": "nvidia", "DeviceIDs": ["0", "GPU-1"]})).unwrap(),
+            ["--gpus=device=0,GPU-1"]
+        );
+        assert!(gpus(json!({"Driver": "amd", "Count": 1})).is_err());
+        assert!(gpus(json!({"Count": 1, "Capabilities": [["tpu"]]})).is_err());
+    }
 
     #[test]
     fn a_docker_run_request_becomes_create_flags() {

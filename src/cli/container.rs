@@ -133,6 +133,16 @@ pub struct RunArgs {
     /// Signal that stops the container (default: the image's STOPSIGNAL, else SIGTERM).
     #[arg(long, value_name = "SIGNAL")]
     pub stop_signal: Option<String>,
+    /// A device: VENDOR/CLASS=NAME from a CDI spec (NAME=all for every one), or a host node
+    /// /dev/HOST[:/dev/CONTAINER][:rwm].
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Vec<String>,
+    /// NVIDIA GPUs through CDI (nvidia.com/gpu): all, a count, or device=ID[,ID...].
+    #[arg(long, value_name = "GPUS")]
+    pub gpus: Option<String>,
+    /// Another directory of CDI specs (after /etc/cdi, /var/run/cdi and the config file's).
+    #[arg(long, value_name = "DIR")]
+    pub cdi_spec_dir: Vec<PathBuf>,
     /// The image.
     pub image: String,
     /// The command and its arguments.
@@ -214,6 +224,8 @@ pub(super) fn options(a: &RunArgs) -> Result<RunOptions> {
             .map(|u| parse_ulimit(u))
             .collect::<Result<_, _>>()?,
         command: a.command.clone(),
+        // Read from the CDI specs by RunConfig::resolve_devices.
+        devices: Default::default(),
     })
 }
 
@@ -273,10 +285,11 @@ fn run_args() -> Vec<String> {
 /// A `run` of new container, or (`existing`) a `start` of one that `create` made.
 fn run_as(
     session: &Session,
-    c: RunConfig,
+    mut c: RunConfig,
     existing: Option<crate::container::Record>,
     print_id: bool,
 ) -> Result<i32> {
+    c.resolve_devices(&session.config)?;
     let store = session.store_without_userns()?;
     let image = find_or_pull(&store, &c)?;
     let runtime = crate::config::runtime_dir()?;
@@ -375,7 +388,8 @@ pub fn port(session: &Session, a: PortArgs) -> Result<i32> {
 /// `nook create`: validates like `run`, pulls the image when missing, and records the
 /// container without starting it; prints its id.
 pub fn create(session: &Session, a: RunArgs) -> Result<i32> {
-    let config = RunConfig::new(&a)?;
+    let mut config = RunConfig::new(&a)?;
+    config.resolve_devices(&session.config)?;
     let store = session.store_without_userns()?;
     let image = find_or_pull(&store, &config)?;
     let containers = crate::container::Containers::new(&session.root);

@@ -91,6 +91,17 @@ pub struct RunConfig {
     pub stdin_once: bool,
     /// `--console-size`: the terminal's first size for a detached run with `-t`.
     pub console: Option<WinSize>,
+    /// `--device`, `--gpus` and `--cdi-spec-dir`, checked; [`RunConfig::resolve_devices`]
+    /// reads the specs.
+    pub devices: DeviceFlags,
+}
+
+/// The device flags of a run, checked but not yet resolved.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFlags {
+    pub requests: Vec<crate::cdi::Request>,
+    pub gpus: Option<String>,
+    pub spec_dirs: Vec<std::path::PathBuf>,
 }
 
 impl RunConfig {
@@ -117,7 +128,29 @@ impl RunConfig {
                 .transpose()?,
             stdin_once: a.stdin_once,
             console: a.console_size.as_deref().map(console_size).transpose()?,
+            devices: DeviceFlags {
+                requests: a
+                    .device
+                    .iter()
+                    .map(|d| crate::cdi::Request::parse(d))
+                    .collect::<Result<_, _>>()?,
+                gpus: a
+                    .gpus
+                    .as_deref()
+                    .map(|g| crate::cdi::registry::GpuRequest::parse(g).map(|_| g.to_owned()))
+                    .transpose()?,
+                spec_dirs: a.cdi_spec_dir.clone(),
+            },
         })
+    }
+
+    /// Reads the CDI specs that `--device` and `--gpus` need (from /etc/cdi, /var/run/cdi,
+    /// the config file's `[cdi] spec_dirs` and `--cdi-spec-dir`) into the options.
+    pub fn resolve_devices(&mut self, config: &crate::config::UserConfig) -> Result<()> {
+        let d = &self.devices;
+        let dirs = crate::cdi::spec_dirs(&config.cdi.spec_dirs, &d.spec_dirs);
+        self.options.devices = crate::cdi::resolve(&d.requests, d.gpus.as_deref(), &dirs)?;
+        Ok(())
     }
 }
 

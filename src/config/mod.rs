@@ -9,6 +9,8 @@
 //! "docker.io" = ["mirror.example.org", "http://10.0.0.5:5000"]
 //! [storage]
 //! root = "/scratch/me/nook"                            # instead of ~/.local/share/nook
+//! [cdi]
+//! spec_dirs = ["/opt/site/cdi"]                        # after /etc/cdi and /var/run/cdi
 //! ```
 
 pub mod auth;
@@ -58,6 +60,16 @@ pub struct UserConfig {
     pub mirrors: HashMap<String, Vec<String>>,
     #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub cdi: CdiConfig,
+}
+
+/// `[cdi]`: more directories of CDI specs, after /etc/cdi and /var/run/cdi (later wins).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CdiConfig {
+    #[serde(default)]
+    pub spec_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]

@@ -11,8 +11,9 @@ use super::supervise::{Signals, supervise};
 use super::{ContainerError, Containers, Record, new_id};
 use crate::net::{self, NetError, NetStart, etc};
 use crate::rootfs::{self, OverlayProbe, Rung};
+use crate::sandbox::device::Hooks;
 use crate::sandbox::message::Stage;
-use crate::sandbox::plan::{Namespaces, Plan, RootfsPlan, standard_mounts};
+use crate::sandbox::plan::{Namespaces, Plan, RootfsPlan, standard_mounts, with_devices};
 use crate::sandbox::spec::{self, Driver, ImageProcess, RunOptions, SpecError, UserNs};
 use crate::store::{ImageRecord, Store, StoreError};
 use crate::sys::idmap::Mapping;
@@ -340,10 +341,18 @@ fn start_and_wait(
             rootfs,
             mountpoint: rt.join("merged"),
             read_only: o.read_only,
-            mounts: standard_mounts(ns, tty_gid, &etc_files, &o.volumes),
+            mounts: with_devices(
+                standard_mounts(ns, tty_gid, &etc_files, &o.volumes),
+                &o.devices.mounts,
+            ),
             process: process.clone(),
             fakeroot: rung == Rung::Fuse && matches!(host.mapping, Mapping::Single { .. }),
             wait_network: net.helped(),
+            hooks: Hooks {
+                list: o.devices.hooks.clone(),
+                id: record.id.clone(),
+                bundle: rt.join("bundle"),
+            },
         };
         // The container's files are written while newuidmap/newgidmap run.
         let mode = net.mode.clone();
@@ -356,6 +365,10 @@ fn start_and_wait(
                 .map_err(io("cannot create the container's runtime directory"))?;
             etc::write(rt, hostname, &mode)
                 .map_err(io("cannot write the container's /etc files"))?;
+            if !plan.hooks.list.is_empty() {
+                write_bundle(&plan)
+                    .map_err(io("cannot write the bundle for the devices' hooks"))?;
+            }
             if let RootfsPlan::Copy { dest, .. } = &plan.rootfs {
                 std::fs::create_dir_all(dest).map_err(io("cannot create the copied root"))?;
             }
@@ -422,6 +435,25 @@ fn start_and_wait(
             }
         }
     }
+}
+
+/// The OCI bundle the devices' hooks are told of: a `config.json` whose root is the
+/// container's mount point (tools such as `nvidia-ctk hook update-ldcache` read it to find the
+/// root they change, before pivot_root).
+fn write_bundle(plan: &Plan) -> std::io::Result<()> {
+    let p = &plan.process;
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": { "path": plan.mountpoint, "readonly": plan.read_only },
+        "process": {
+            "args": p.args,
+            "env": p.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+            "cwd": p.cwd,
+        },
+        "hostname": plan.hostname,
+    });
+    std::fs::create_dir_all(&plan.hooks.bundle)?;
+    std::fs::write(plan.hooks.bundle.join("config.json"), config.to_string())
 }
 
 /// The user as `--userns keep-id` adds them to the container's passwd and group: the

@@ -2,10 +2,11 @@
 //! the [`Plan`], and becomes the container's process.
 //!
 //! Order: wait for the id maps; make every mount private; mount the root; apply the mount
-//! plan through [`RealSys`]; resolve the user in the container's own files; pivot_root and
-//! detach the old root; terminal, limits, the fakeroot's filter and the seccomp profile,
-//! capabilities, user; chdir and check the working directory is inside the root
-//! (CVE-2024-21626); mark every descriptor close-on-exec; exec.
+//! plan through [`RealSys`]; the devices' createContainer hooks; resolve the user in the
+//! container's own files; pivot_root and detach the old root; startContainer hooks;
+//! terminal, limits, the fakeroot's filter and the seccomp profile, capabilities, user; chdir
+//! and check the working directory is inside the root (CVE-2024-21626); mark every
+//! descriptor close-on-exec; exec.
 //! Any failure is reported to nook as a [`ToParent::Failed`] with the exit status to use.
 
 use std::convert::Infallible;
@@ -19,6 +20,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid, chdir, pivot_root};
 
+use super::device::HookStage;
 use super::message::{self, Stage, ToChild, ToParent};
 use super::plan::{Plan, RootfsPlan};
 use super::seam::{RealSys, apply};
@@ -103,6 +105,7 @@ fn setup_and_exec(
         message: format!("{e}: {}", e.source),
         exit: 125,
     })?;
+    run_hooks(plan, HookStage::CreateContainer)?;
     let p = &plan.process;
     let user = resolve(
         &p.user,
@@ -124,6 +127,7 @@ fn setup_and_exec(
     nix::unistd::sethostname(&plan.hostname)
         .map_err(fail(Stage::Process, "cannot set the hostname"))?;
     enter_root(&plan.mountpoint)?;
+    run_hooks(plan, HookStage::StartContainer)?;
     stdio(sock, p.tty, p.stdin, tty_size)?;
     for r in &p.rlimits {
         nix::sys::resource::setrlimit(r.resource, r.soft, r.hard)
@@ -206,6 +210,20 @@ fn setup_and_exec(
     reset_signals();
     let e = nix::unistd::execve(&program, &args, &env).unwrap_err();
     Err(exec_failure(&p.args[0], e))
+}
+
+/// The devices' hooks of `stage`; a failing one fails the start with its output.
+fn run_hooks(plan: &Plan, stage: HookStage) -> Result<(), Failure> {
+    if plan.hooks.list.is_empty() {
+        return Ok(());
+    }
+    // Nothing of the init's (its socket to nook, the FUSE connection) may reach a hook.
+    cloexec_from(3).map_err(fail(Stage::Process, "cannot close nook's descriptors"))?;
+    plan.hooks.run(stage).map_err(|e| Failure {
+        stage: Stage::Process,
+        message: e.to_string(),
+        exit: 125,
+    })
 }
 
 pub(crate) fn cstring(s: &str) -> Result<CString, Failure> {

@@ -8,6 +8,7 @@
 
 pub mod caps;
 pub mod child;
+pub mod device;
 pub mod env;
 pub mod fakeroot;
 pub mod message;

@@ -49,6 +49,12 @@ pub enum MountOp {
     Device {
         name: &'static str,
     },
+    /// A host device node (`--device`, CDI) bound onto `path` below the new /dev; the child
+    /// refuses a source that is not a character or block device.
+    HostDevice {
+        source: PathBuf,
+        path: String,
+    },
     Symlink {
         path: String,
         points_to: String,

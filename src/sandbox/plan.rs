@@ -85,6 +85,8 @@ pub struct Plan {
     pub fakeroot: bool,
     /// Wait for nook's word that the network helper has configured the namespace.
     pub wait_network: bool,
+    /// The devices' OCI hooks (CDI).
+    pub hooks: super::device::Hooks,
 }
 
 /// Docker's masked paths.
@@ -215,9 +217,43 @@ pub fn standard_mounts(
     m
 }
 
+/// `mounts` with the devices' operations put after the volumes and before the masks and
+/// read-only paths, so that no device spec can unmask /proc or /sys.
+pub fn with_devices(mut mounts: Vec<MountOp>, devices: &[MountOp]) -> Vec<MountOp> {
+    let at = mounts
+        .iter()
+        .position(|o| matches!(o, MountOp::Mask { .. } | MountOp::ReadOnly { .. }))
+        .unwrap_or(mounts.len());
+    mounts.splice(at..at, devices.iter().cloned());
+    mounts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn devices_go_before_the_masks() {
+        let dev = MountOp::HostDevice {
+            source: "/dev/null".into(),
+            path: "/dev/fake0".into(),
+        };
+        let m = with_devices(
+            standard_mounts(
+                Namespaces {
+                    net: true,
+                    cgroup: true,
+                },
+                true,
+                &etc(),
+                &[],
+            ),
+            std::slice::from_ref(&dev),
+        );
+        let at = m.iter().position(|o| *o == dev).unwrap();
+        assert!(m[..at].iter().all(|o| !matches!(o, MountOp::Mask { .. })));
+        assert!(matches!(m[at + 1], MountOp::Mask { .. }));
+    }
 
     fn etc() -> EtcFiles {
         EtcFiles {

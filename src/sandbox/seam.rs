@@ -28,6 +28,7 @@ pub trait Sys {
         flags: MsFlags,
     ) -> io::Result<()>;
     fn device(&mut self, name: &str) -> io::Result<()>;
+    fn host_device(&mut self, source: &Path, path: &str) -> io::Result<()>;
     fn symlink(&mut self, path: &str, points_to: &str) -> io::Result<()>;
     fn mask(&mut self, path: &str) -> io::Result<()>;
     fn read_only(&mut self, path: &str) -> io::Result<()>;
@@ -65,6 +66,10 @@ pub fn apply(sys: &mut dyn Sys, ops: &[MountOp]) -> Result<(), MountError> {
                 sys.bind(source, target, *recursive, *flags),
             ),
             MountOp::Device { name } => (format!("/dev/{name}"), sys.device(name)),
+            MountOp::HostDevice { source, path } => (
+                format!("device {} on {path}", source.display()),
+                sys.host_device(source, path),
+            ),
             MountOp::Symlink { path, points_to } => {
                 (format!("link {path}"), sys.symlink(path, points_to))
             }
@@ -155,6 +160,22 @@ impl Sys for RealSys<'_> {
         bind_fd(&host, &fd, false)
     }
 
+    fn host_device(&mut self, source: &Path, path: &str) -> io::Result<()> {
+        // O_PATH: opening a device for real can have effects (a GPU, a tape). The node is
+        // checked on the descriptor that gets bound, so a swap after the run's own check
+        // cannot put a regular file or directory there.
+        let host = nix::fcntl::open(source, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())?;
+        let kind = nix::sys::stat::fstat(&host)?.st_mode & libc::S_IFMT;
+        if kind != libc::S_IFCHR && kind != libc::S_IFBLK {
+            return Err(io::Error::other(format!(
+                "{} is not a device node",
+                source.display()
+            )));
+        }
+        let fd = self.mount_point(&Target::file(path))?;
+        bind_fd(&host, &fd, false)
+    }
+
     fn symlink(&mut self, path: &str, points_to: &str) -> io::Result<()> {
         let comps = components(path);
         let Some((name, parent)) = comps.split_last() else {
@@ -229,6 +250,11 @@ impl Sys for RecordingSys {
     }
     fn device(&mut self, name: &str) -> io::Result<()> {
         self.calls.push(format!("device {name}"));
+        Ok(())
+    }
+    fn host_device(&mut self, source: &Path, path: &str) -> io::Result<()> {
+        self.calls
+            .push(format!("host-device {} {path}", source.display()));
         Ok(())
     }
     fn symlink(&mut self, path: &str, points_to: &str) -> io::Result<()> {
@@ -311,6 +337,9 @@ mod tests {
                 Ok(())
             }
             fn device(&mut self, _: &str) -> io::Result<()> {
+                Ok(())
+            }
+            fn host_device(&mut self, _: &Path, _: &str) -> io::Result<()> {
                 Ok(())
             }
             fn symlink(&mut self, _: &str, _: &str) -> io::Result<()> {

@@ -57,6 +57,8 @@ pub struct RunOptions {
     pub security_opt: Vec<String>,
     pub ulimits: Vec<Rlimit>,
     pub command: Vec<String>,
+    /// `--device` and `--gpus`, resolved (CDI specs read) by the caller.
+    pub devices: super::device::DeviceEdits,
 }
 
 impl Default for RunOptions {
@@ -87,6 +89,7 @@ impl Default for RunOptions {
             security_opt: vec![],
             ulimits: vec![],
             command: vec![],
+            devices: Default::default(),
         }
     }
 }
@@ -186,6 +189,10 @@ pub fn process(
             .filter(|l| !l.is_empty() && !l.starts_with('#'));
         env::merge(&mut env, lines, host_env)?;
     }
+    // A device's environment (CDI) over the image's; -e still has the last word.
+    env::merge(&mut env, o.devices.env.iter().map(String::as_str), &|_| {
+        None
+    })?;
     env::merge(&mut env, o.env.iter().map(String::as_str), host_env)?;
     if o.tty && !env.iter().any(|(k, _)| k == "TERM") {
         env.push(("TERM".into(), "xterm".into()));
@@ -206,7 +213,12 @@ pub fn process(
         env,
         cwd,
         user: o.user.clone().unwrap_or_else(|| image.user.clone()),
-        group_add: o.group_add.clone(),
+        group_add: o
+            .group_add
+            .iter()
+            .chain(&o.devices.group_add)
+            .cloned()
+            .collect(),
         caps,
         no_new_privs: o.no_new_privs,
         seccomp,
