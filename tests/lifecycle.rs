@@ -691,9 +691,17 @@ fn exec_cp_top_enter_an_init_container(mode: Mode) {
         return;
     };
     detach(&s, "i1", "sleep 300");
-    let out = s.nook(&["exec", "i1", "ps"]);
-    out.ok();
-    assert!(out.stdout.contains("sleep 300"), "{}", out.stdout);
+    // The reaper starts the command after `run -d` returns: look until it shows.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = s.nook(&["exec", "i1", "ps"]);
+        out.ok();
+        if out.stdout.contains("sleep 300") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", out.stdout);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let copied = s.user.home().join("hostname");
     s.nook(&["cp", "i1:/etc/hostname", copied.to_str().unwrap()])
         .ok();
