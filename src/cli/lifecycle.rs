@@ -1,4 +1,4 @@
-//! Containers as objects: `ps`, `logs`, `stop`, `kill`, `rm`, `wait`, `top`, `rename`,
+//! Containers as objects: `ps`, `logs`, `stop`, `kill`, `rm`, `wait`, `top`, `rename`, `exec`,
 //! `container prune`, `pause`/`unpause`, and the container side of `inspect`.
 
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -335,7 +335,7 @@ pub struct StopArgs {
 }
 
 /// Each name, or an error line; returns the status (1 when any failed).
-fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> i32 {
+pub(super) fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> i32 {
     let mut code = 0;
     for n in names {
         match f(n) {
@@ -417,7 +417,7 @@ pub fn rm(session: &Session, a: RmArgs) -> Result<i32> {
         lifecycle::remove(&c, &r, a.force, (&runtime, &session.mapping))?;
         if a.volumes {
             let vols = crate::container::volumes::Volumes::new(&session.root);
-            let users = volume_users(&c);
+            let users = super::volume::volume_users(&c);
             for u in r.volumes.iter().filter(|u| u.anonymous) {
                 vols.remove(&u.name, &users, &session.mapping)?;
             }
@@ -683,203 +683,5 @@ pub fn exec(session: &Session, a: ExecArgs) -> Result<i32> {
             eprintln!("Error: {}", super::error_line(&anyhow::Error::new(e)));
             Ok(code)
         }
-    }
-}
-
-/// Every container's volumes, for the in-use check.
-fn volume_users(c: &Containers) -> Vec<(String, Vec<crate::container::volumes::VolumeUse>)> {
-    c.list().into_iter().map(|r| (r.name, r.volumes)).collect()
-}
-
-#[derive(Debug, Subcommand)]
-pub enum VolumeCommand {
-    /// Create a volume (a generated name without NAME).
-    Create { name: Option<String> },
-    /// List volumes.
-    #[command(alias = "list")]
-    Ls {
-        #[arg(short, long)]
-        quiet: bool,
-    },
-    /// Show volumes as JSON.
-    Inspect {
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
-    /// Remove volumes no container uses.
-    #[command(alias = "remove")]
-    Rm {
-        /// Accepted for docker's scripts: a volume in use is never removed.
-        #[arg(short, long)]
-        force: bool,
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
-    /// Remove every volume no container uses.
-    Prune {
-        #[arg(short, long)]
-        force: bool,
-        /// Named volumes too (default: anonymous ones only, as docker).
-        #[arg(short, long)]
-        all: bool,
-    },
-}
-
-fn volume_json(
-    vols: &crate::container::volumes::Volumes,
-    v: &crate::container::volumes::VolumeInfo,
-) -> serde_json::Value {
-    serde_json::json!({
-        "Name": v.name,
-        "Driver": "local",
-        "Mountpoint": vols.data(&v.name),
-        "CreatedAt": logs::rfc3339_nanos(std::time::UNIX_EPOCH + Duration::from_secs(v.created)),
-        "Scope": "local",
-        "Labels": {},
-        "Options": {},
-        "Anonymous": v.anonymous,
-    })
-}
-
-pub fn volume(session: &Session, cmd: VolumeCommand) -> Result<i32> {
-    use crate::container::volumes::Volumes;
-    let vols = Volumes::new(&session.root);
-    let c = containers(session);
-    match cmd {
-        VolumeCommand::Create { name } => {
-            let v = vols.create(name.as_deref().unwrap_or(""), false)?;
-            println!("{}", v.name);
-            Ok(0)
-        }
-        VolumeCommand::Ls { quiet } => {
-            let list = vols.list();
-            if quiet {
-                for v in &list {
-                    println!("{}", v.name);
-                }
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|v| vec!["local".to_owned(), v.name.clone()])
-                    .collect();
-                print_table(&["DRIVER", "VOLUME NAME"], &rows);
-            }
-            Ok(0)
-        }
-        VolumeCommand::Inspect { names } => {
-            let mut out = Vec::new();
-            let mut code = 0;
-            for n in &names {
-                match vols.get(n) {
-                    Ok(v) => out.push(volume_json(&vols, &v)),
-                    Err(e) => {
-                        eprintln!("Error: {e}");
-                        code = 1;
-                    }
-                }
-            }
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(code)
-        }
-        VolumeCommand::Rm { names, .. } => {
-            let users = volume_users(&c);
-            Ok(each(&names, |n| {
-                vols.remove(n, &users, &session.mapping)?;
-                Ok(())
-            }))
-        }
-        VolumeCommand::Prune { all, .. } => {
-            let users = volume_users(&c);
-            println!("Deleted Volumes:");
-            for v in vols.list() {
-                if (all || v.anonymous) && vols.remove(&v.name, &users, &session.mapping).is_ok() {
-                    println!("{}", v.name);
-                }
-            }
-            Ok(0)
-        }
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct CpArgs {
-    /// CONTAINER:PATH, a host path, or `-` for a tar on standard input (unpacked into the
-    /// directory DEST).
-    pub src: String,
-    /// CONTAINER:PATH, a host path, or `-` to write SRC as a tar to standard output.
-    pub dest: String,
-}
-
-/// `CONTAINER:PATH` → (container, path); a host path has no colon before its first slash.
-fn container_path(s: &str) -> Option<(&str, &str)> {
-    let (c, p) = s.split_once(':')?;
-    (!c.is_empty() && !c.contains('/')).then_some((c, p))
-}
-
-pub fn cp(session: &Session, a: CpArgs) -> Result<i32> {
-    let c = containers(session);
-    let (name, path, out) = match (container_path(&a.src), container_path(&a.dest)) {
-        (Some((name, path)), None) => (name, path, true),
-        (None, Some((name, path))) => (name, path, false),
-        _ => bail!("nook cp copies between a container and the host: one side is CONTAINER:PATH"),
-    };
-    let r = c.get(name)?;
-    let runtime = crate::config::runtime_dir()?;
-    let mountpoint = runtime.join(format!("cp-{}", std::process::id()));
-    let stopped = if r.state == State::Running {
-        None
-    } else {
-        Some(stopped_root(session, &c, &r, &mountpoint)?)
-    };
-    let result = if out && a.dest == "-" {
-        crate::container::cp::copy_out_tar(&r, stopped.as_ref(), &absolute(path), std::io::stdout())
-    } else if !out && a.src == "-" {
-        crate::container::cp::copy_in_tar(&r, stopped.as_ref(), std::io::stdin(), &absolute(path))
-    } else if out {
-        crate::container::cp::copy_out(
-            &r,
-            stopped.as_ref(),
-            &absolute(path),
-            std::path::Path::new(&a.dest),
-        )
-    } else {
-        crate::container::cp::copy_in(
-            &r,
-            stopped.as_ref(),
-            std::path::Path::new(&a.src),
-            &absolute(path),
-        )
-    };
-    let _ = std::fs::remove_dir(&mountpoint);
-    result?;
-    Ok(0)
-}
-
-/// What the copy needs to assemble a stopped container's root.
-fn stopped_root(
-    session: &Session,
-    c: &Containers,
-    r: &Record,
-    mountpoint: &std::path::Path,
-) -> Result<crate::container::cp::Stopped> {
-    let store = session.store_without_userns()?;
-    let image = store
-        .find_image(&r.image_id.to_string())
-        .with_context(|| format!("the image of container {} is gone", r.name))?;
-    std::fs::create_dir_all(mountpoint)?;
-    Ok(crate::container::cp::Stopped {
-        mapping: session.mapping.clone(),
-        layers_dir: store.root().join("layers"),
-        lowers: crate::rootfs::ladder::overlay_lowers(&image),
-        dir: c.dir_of(&r.id),
-        mountpoint: mountpoint.to_owned(),
-    })
-}
-
-fn absolute(p: &str) -> String {
-    if p.starts_with('/') {
-        p.to_owned()
-    } else {
-        format!("/{p}")
     }
 }

@@ -8,6 +8,7 @@ mod archive;
 mod build;
 mod container;
 mod context;
+mod cp;
 mod diff;
 mod export;
 pub(crate) mod format;
@@ -26,6 +27,7 @@ mod remote_run;
 mod run_config;
 mod serve;
 mod system;
+mod volume;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -114,7 +116,7 @@ pub enum Command {
     /// Run a command in a running container.
     Exec(lifecycle::ExecArgs),
     /// Copy files between a running container and the host.
-    Cp(lifecycle::CpArgs),
+    Cp(cp::CpArgs),
     /// Show a detached container's output.
     Logs(lifecycle::LogsArgs),
     /// Stop containers: their stop signal, then SIGKILL after a grace time.
@@ -138,7 +140,7 @@ pub enum Command {
     Container(lifecycle::ContainerCommand),
     /// Manage volumes.
     #[command(subcommand)]
-    Volume(lifecycle::VolumeCommand),
+    Volume(volume::VolumeCommand),
     /// Serve docker's Engine API on UNIX sockets or TCP (mutual TLS), for the docker CLI and SDKs.
     Serve(serve::ServeArgs),
     /// Show what works on this host and which fallbacks nook will use.
@@ -350,7 +352,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Start(a) => container::start(&session, a),
         Command::Ps(a) => lifecycle::ps(&session, a),
         Command::Exec(a) => lifecycle::exec(&session, a),
-        Command::Cp(a) => lifecycle::cp(&session, a),
+        Command::Cp(a) => cp::cp(&session, a),
         Command::Logs(a) => lifecycle::logs(&session, a),
         Command::Stop(a) => lifecycle::stop(&session, a),
         Command::Kill(a) => lifecycle::kill(&session, a),
@@ -361,7 +363,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Pause(a) => lifecycle::pause(&session, a, true),
         Command::Unpause(a) => lifecycle::pause(&session, a, false),
         Command::Container(c) => lifecycle::container(&session, c),
-        Command::Volume(c) => lifecycle::volume(&session, c),
+        Command::Volume(c) => volume::volume(&session, c),
         Command::Info(a) => info::info(&session, a),
         Command::Serve(a) => serve::serve(&session, a),
         Command::System(c) => system::dispatch(&mut session, c),

@@ -7,8 +7,9 @@ use serde_json::{Value, json};
 
 use super::format::{human_age, human_size, print_table};
 use super::image::split_tag;
-use super::lifecycle::{ContainerCommand, PsArgs, VolumeCommand, shell_words};
+use super::lifecycle::{ContainerCommand, PsArgs, shell_words};
 use super::system::SystemCommand;
+use super::volume::VolumeCommand;
 use super::{Cli, Command};
 use crate::client::{Client, ClientError, enc, enc_path};
 

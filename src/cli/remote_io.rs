@@ -10,8 +10,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::build::BuildArgs;
+use super::cp::CpArgs;
 use super::image::PullArgs;
-use super::lifecycle::CpArgs;
 use super::push::PushArgs;
 use crate::client::http::Body;
 use crate::client::stream::json_lines;
