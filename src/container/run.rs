@@ -33,6 +33,8 @@ pub enum RunError {
     Net(#[from] NetError),
     #[error(transparent)]
     Volume(#[from] super::volumes::VolumeStoreError),
+    #[error(transparent)]
+    Squash(#[from] crate::archive::squash::SquashError),
     #[error("cannot start the container")]
     User(#[source] crate::sandbox::user::UserError),
     #[error("the image config of {0} is not valid")]
@@ -88,6 +90,8 @@ pub struct RunRequest {
     pub labels: std::collections::BTreeMap<String, String>,
     /// `--stop-signal`: the image's STOPSIGNAL otherwise.
     pub stop_signal: Option<String>,
+    /// A squashfs or SIF file to run from (`image` then has no layers).
+    pub file: Option<crate::archive::squash::FileImage>,
 }
 
 /// What a detached run's monitor holds: the read ends of the container's stdout and stderr
@@ -293,7 +297,16 @@ fn start_and_wait(
         .iter()
         .map(|l| host.store.layer_root(&l.diff_id))
         .collect();
-    let layers = super::mapping::layers_top_first(&dir.join("upper"), &image_layers);
+    let mut layers = super::mapping::layers_top_first(&dir.join("upper"), &image_layers);
+    if let Some(f) = &req.file
+        && matches!(host.mapping, Mapping::Single { .. })
+        && !process.user.is_empty()
+    {
+        // A single mapping maps the image's USER: read its ids from the squashfs.
+        let accounts = rt.join("squash-accounts");
+        f.write_accounts(&accounts)?;
+        layers.push(accounts);
+    }
     let (uid_map, gid_map) =
         super::mapping::maps_for_run(host.mapping, o.userns, &process.user, &layers)
             .map_err(RunError::User)?;
@@ -316,13 +329,17 @@ fn start_and_wait(
         driver: o.driver,
         store_fs: rootfs::unsuitable_fs(host.store.root()),
         probe: probe.as_ref(),
-        single: matches!(host.mapping, Mapping::Single { .. }),
+        // A squashfs shows its owners as the container's ids without nook's FUSE overlay.
+        single: req.file.is_none() && matches!(host.mapping, Mapping::Single { .. }),
         fuse: rootfs::fuse_usable(),
     });
     if let Some(why) = &choice.why {
         tracing::debug!(why, "not using the kernel overlay");
     }
-    let mut rung = choice.rung;
+    let mut rung = match &req.file {
+        Some(_) => squash_rung(o.driver, choice.rung)?,
+        None => choice.rung,
+    };
     let tty_size = if process.tty {
         let console = detach.as_ref().and_then(|d| d.options.console);
         console.or_else(|| window_size(std::io::stdin().as_fd()))
@@ -331,7 +348,10 @@ fn start_and_wait(
     };
     let containers = Containers::new(host.store.root());
     loop {
-        let rootfs = rootfs::ladder::plan(host.store, &req.image, dir, rung);
+        let rootfs = match &req.file {
+            Some(f) => squash_plan(f, dir, rt, rung),
+            None => rootfs::ladder::plan(host.store, &req.image, dir, rung),
+        };
         let plan = Plan {
             namespaces: ns,
             uid_map: uid_map.clone(),
@@ -356,7 +376,16 @@ fn start_and_wait(
                 .map_err(io("cannot create the container's runtime directory"))?;
             etc::write(rt, hostname, &mode)
                 .map_err(io("cannot write the container's /etc files"))?;
-            if let RootfsPlan::Copy { dest, .. } = &plan.rootfs {
+            let mut rootfs = &plan.rootfs;
+            if let RootfsPlan::Squash {
+                lower, rootfs: r, ..
+            } = rootfs
+            {
+                std::fs::create_dir_all(lower)
+                    .map_err(io("cannot create the squashfs mount point"))?;
+                rootfs = r;
+            }
+            if let RootfsPlan::Copy { dest, .. } = rootfs {
                 std::fs::create_dir_all(dest).map_err(io("cannot create the copied root"))?;
             }
             Ok(())
@@ -369,6 +398,7 @@ fn start_and_wait(
                 pty,
                 driver,
                 server,
+                squash,
                 fakeroot,
                 helper,
             } => {
@@ -405,6 +435,7 @@ fn start_and_wait(
                 drop(helper);
                 drop(fakeroot);
                 drop(server);
+                drop(squash);
                 record.state = super::State::Exited;
                 return Ok(code);
             }
@@ -415,12 +446,58 @@ fn start_and_wait(
             } if o.driver == Driver::Auto && rung == Rung::Overlay => {
                 // The kernel said no: remember it, and take the next rung.
                 rootfs::record_probe(host.runtime, &OverlayProbe::Refused(message));
-                rung = Rung::Overlay.below(rootfs::fuse_usable());
+                rung = match &req.file {
+                    Some(_) => Rung::Copy,
+                    None => Rung::Overlay.below(rootfs::fuse_usable()),
+                };
             }
             super::launch::Launch::Failed { message, exit, .. } => {
                 return Err(RunError::Setup { message, exit });
             }
         }
+    }
+}
+
+/// The rung for a squashfs image: the kernel overlay over squashfuse, else the copy (nook's
+/// FUSE overlay reads layers from the host's view, where the squashfs is not mounted).
+fn squash_rung(driver: Driver, chosen: Rung) -> Result<Rung, RunError> {
+    match (driver, chosen) {
+        (Driver::Fuse, _) => Err(RunError::Setup {
+            message: "--rootfs-driver fuse does not run squashfs images: use overlay or copy"
+                .into(),
+            exit: 125,
+        }),
+        (_, Rung::Fuse) => Ok(Rung::Copy),
+        (_, r) => Ok(r),
+    }
+}
+
+/// What the init mounts for a squashfs image on `rung`: the squashfs on `rt/squash`, then
+/// the writable layer over it (or a copy of it).
+fn squash_plan(
+    file: &crate::archive::squash::FileImage,
+    dir: &Path,
+    rt: &Path,
+    rung: Rung,
+) -> RootfsPlan {
+    let lower = rt.join("squash");
+    let rootfs = match rung {
+        Rung::Overlay => RootfsPlan::Overlay {
+            layers_dir: rt.to_owned(),
+            lowers: vec!["squash".into()],
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+        },
+        _ => RootfsPlan::Copy {
+            layers: vec![lower.clone()],
+            dest: dir.join("rootfs"),
+        },
+    };
+    RootfsPlan::Squash {
+        file: file.path.clone(),
+        offset: file.offset,
+        lower,
+        rootfs: Box::new(rootfs),
     }
 }
 
