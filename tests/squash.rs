@@ -173,6 +173,31 @@ fn writes_land_in_the_writable_layer() {
     }
 }
 
+#[test]
+fn rungs_for_file_images() {
+    if !tools() {
+        return;
+    }
+    let Some(s) = Sandbox::new(Mode::Range) else {
+        return;
+    };
+    let image = squash_image(&s);
+    let file = save(&s, &image, "r.sqsh");
+    let f = file.to_str().unwrap();
+    let out = s.run(&["--rootfs-driver", "copy", f]);
+    out.ok();
+    assert_eq!(out.stdout, "hello from the config\n/work\nfrom the image\n");
+    let out = s.nook(&["run", "--name", "sqi", f]);
+    out.ok();
+    let inspect = s.nook(&["inspect", "sqi"]);
+    inspect.ok();
+    let v: serde_json::Value = serde_json::from_str(&inspect.stdout).unwrap();
+    assert_eq!(v[0]["Driver"], "overlay", "{}", inspect.stdout);
+    s.nook(&["rm", "sqi"]).ok();
+    s.run(&["--rootfs-driver", "fuse", f])
+        .fails_with(125, "--rootfs-driver fuse does not run squashfs images");
+}
+
 /// squashfuse processes serving `file`, by pid.
 fn squashfuse_of(file: &Path) -> Vec<String> {
     let needle = file.to_str().unwrap();

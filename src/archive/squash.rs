@@ -178,7 +178,9 @@ fn sqfstar(tar: &Path, out: &Path) -> Result<(), SquashError> {
     let _ = std::fs::remove_file(out);
     let input = File::open(tar).map_err(io_at(format!("cannot read {}", tar.display())))?;
     let done = Command::new("sqfstar")
-        .args(["-quiet", "-no-progress", "-exit-on-error"])
+        // zstd: a start reads what it runs through squashfuse, decompressing on every run; zstd
+        // starts busybox in ~2/3 of gzip's time (lz4 is faster still, but 45 % larger).
+        .args(["-quiet", "-no-progress", "-exit-on-error", "-comp", "zstd"])
         .args(["-root-uid", "0", "-root-gid", "0", "-root-mode", "755"])
         .arg(out)
         .stdin(input)
