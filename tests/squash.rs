@@ -196,6 +196,9 @@ fn rungs_for_file_images() {
     s.nook(&["rm", "sqi"]).ok();
     s.run(&["--rootfs-driver", "fuse", f])
         .fails_with(125, "--rootfs-driver fuse does not run squashfs images");
+    let out = s.nook(&["save", "--format", "squashfs", &image]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("needs -o FILE"), "{}", out.stderr);
 }
 
 /// squashfuse processes serving `file`, by pid.

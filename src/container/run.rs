@@ -523,3 +523,58 @@ fn keep_id_account() -> Option<crate::sandbox::user::Account> {
 fn remove_dir(host: &Host<'_>, dir: &Path) {
     let _ = super::lifecycle::remove_tree(dir, host.mapping);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_images_never_take_the_fuse_rung() {
+        assert_eq!(
+            squash_rung(Driver::Auto, Rung::Overlay).unwrap(),
+            Rung::Overlay
+        );
+        assert_eq!(squash_rung(Driver::Auto, Rung::Fuse).unwrap(), Rung::Copy);
+        assert_eq!(squash_rung(Driver::Copy, Rung::Copy).unwrap(), Rung::Copy);
+        assert!(squash_rung(Driver::Fuse, Rung::Fuse).is_err());
+    }
+
+    #[test]
+    fn the_squashfs_is_the_only_lower_layer() {
+        let f = crate::archive::squash::FileImage {
+            path: "/images/app.sif".into(),
+            offset: 32768,
+        };
+        let (dir, rt) = (Path::new("/store/c/1"), Path::new("/run/c/1"));
+        let RootfsPlan::Squash {
+            file,
+            offset,
+            lower,
+            rootfs,
+        } = squash_plan(&f, dir, rt, Rung::Overlay)
+        else {
+            panic!("not a squashfs plan");
+        };
+        assert_eq!((file, offset), (f.path.clone(), 32768));
+        assert_eq!(lower, rt.join("squash"));
+        assert_eq!(
+            *rootfs,
+            RootfsPlan::Overlay {
+                layers_dir: rt.to_owned(),
+                lowers: vec!["squash".into()],
+                upper: dir.join("upper"),
+                work: dir.join("work"),
+            }
+        );
+        let RootfsPlan::Squash { rootfs, .. } = squash_plan(&f, dir, rt, Rung::Copy) else {
+            panic!("not a squashfs plan");
+        };
+        assert_eq!(
+            *rootfs,
+            RootfsPlan::Copy {
+                layers: vec![rt.join("squash")],
+                dest: dir.join("rootfs"),
+            }
+        );
+    }
+}
