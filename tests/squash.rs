@@ -196,6 +196,25 @@ fn rungs_for_file_images() {
     s.nook(&["rm", "sqi"]).ok();
     s.run(&["--rootfs-driver", "fuse", f])
         .fails_with(125, "--rootfs-driver fuse does not run squashfs images");
+    // Without squashfuse the run fails with what to install, and leaves nothing waiting.
+    let bin = s.user.home().join("bin-without-squashfuse");
+    std::fs::create_dir_all(&bin).unwrap();
+    let unsquashfs = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join("unsquashfs"))
+        .find(|p| p.is_file())
+        .unwrap();
+    std::os::unix::fs::symlink(unsquashfs, bin.join("unsquashfs")).unwrap();
+    s.user.give(&bin);
+    let out = s.user.run_env(
+        &["run", "--rm", "--network", "none", f, "true"],
+        &[("PATH", bin.to_str().unwrap()), ("NOOK_TEST_TAG", &s.tag)],
+    );
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("install Debian's squashfuse"),
+        "{}",
+        out.stderr
+    );
     let out = s.nook(&["save", "--format", "squashfs", &image]);
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("needs -o FILE"), "{}", out.stderr);

@@ -111,7 +111,15 @@ pub(super) fn launch(
             Ok(Some((ToParent::Mounted { driver: d }, _))) => driver = Some(d),
             Ok(Some((ToParent::Pty, fd))) => pty = fd,
             Ok(Some((ToParent::Fuse, Some(fd)))) if squash.is_none() && req_squash(plan) => {
-                squash = Some(serve_squash(plan, fd)?);
+                match serve_squash(plan, fd) {
+                    Ok(s) => squash = Some(s),
+                    Err(e) => {
+                        // The init waits on a connection nobody serves: end it.
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                        let _ = nix::sys::wait::waitpid(pid, None);
+                        return Err(e);
+                    }
+                }
             }
             Ok(Some((ToParent::Fuse, Some(fd)))) => server = Some(serve_fuse(host, plan, pid, fd)?),
             Ok(Some((ToParent::Fakeroot, Some(fd)))) => {

@@ -325,9 +325,17 @@ fn start_and_wait(
     };
     let tty_gid = gid_map.to_host(5).is_some();
     let probe = rootfs::cached_probe(host.runtime);
+    let (upper_base, store_fs) = match &req.file {
+        Some(_) => squash_upper_base(
+            rootfs::unsuitable_fs(host.store.root()),
+            rootfs::unsuitable_fs(host.runtime),
+            (dir, rt),
+        ),
+        None => (dir, rootfs::unsuitable_fs(host.store.root())),
+    };
     let choice = rootfs::choose(rootfs::Inputs {
         driver: o.driver,
-        store_fs: rootfs::unsuitable_fs(host.store.root()),
+        store_fs,
         probe: probe.as_ref(),
         // A squashfs shows its owners as the container's ids without nook's FUSE overlay.
         single: req.file.is_none() && matches!(host.mapping, Mapping::Single { .. }),
@@ -349,7 +357,7 @@ fn start_and_wait(
     let containers = Containers::new(host.store.root());
     loop {
         let rootfs = match &req.file {
-            Some(f) => squash_plan(f, dir, rt, rung),
+            Some(f) => squash_plan(f, upper_base, rt, rung),
             None => rootfs::ladder::plan(host.store, &req.image, dir, rung),
         };
         let plan = Plan {
@@ -376,19 +384,7 @@ fn start_and_wait(
                 .map_err(io("cannot create the container's runtime directory"))?;
             etc::write(rt, hostname, &mode)
                 .map_err(io("cannot write the container's /etc files"))?;
-            let mut rootfs = &plan.rootfs;
-            if let RootfsPlan::Squash {
-                lower, rootfs: r, ..
-            } = rootfs
-            {
-                std::fs::create_dir_all(lower)
-                    .map_err(io("cannot create the squashfs mount point"))?;
-                rootfs = r;
-            }
-            if let RootfsPlan::Copy { dest, .. } = rootfs {
-                std::fs::create_dir_all(dest).map_err(io("cannot create the copied root"))?;
-            }
-            Ok(())
+            make_dirs(&plan.rootfs)
         };
         let signals = Signals::block().map_err(io("cannot block signals"))?;
         let launched = super::launch::launch(host, &plan, tty_size, &mut net, &mut prepare)?;
@@ -458,6 +454,27 @@ fn start_and_wait(
     }
 }
 
+/// The directories the init mounts on or copies into that the container's record did not
+/// make: a copied root, and for a file image its mount point (and its writable layer, when
+/// that is in the runtime directory).
+fn make_dirs(rootfs: &RootfsPlan) -> Result<(), RunError> {
+    match rootfs {
+        RootfsPlan::Copy { dest, .. } => {
+            std::fs::create_dir_all(dest).map_err(io("cannot create the copied root"))
+        }
+        RootfsPlan::Squash { lower, rootfs, .. } => {
+            std::fs::create_dir_all(lower).map_err(io("cannot create the squashfs mount point"))?;
+            if let RootfsPlan::Overlay { upper, work, .. } = &**rootfs {
+                std::fs::create_dir_all(upper)
+                    .and_then(|()| std::fs::create_dir_all(work))
+                    .map_err(io("cannot create the container's writable layer"))?;
+            }
+            make_dirs(rootfs)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The rung for a squashfs image: the kernel overlay over squashfuse, else the copy (nook's
 /// FUSE overlay reads layers from the host's view, where the squashfs is not mounted).
 fn squash_rung(driver: Driver, chosen: Rung) -> Result<Rung, RunError> {
@@ -472,11 +489,28 @@ fn squash_rung(driver: Driver, chosen: Rung) -> Result<Rung, RunError> {
     }
 }
 
+/// Where a file image's writable layer (or copy) goes, and the store filesystem the ladder is
+/// told about. With the store on a filesystem overlay cannot write to (an NFS or Lustre home)
+/// and the runtime directory on one it can, the layer goes to the runtime directory (`rt`),
+/// so the image is never copied: the files the container writes then live as long as that
+/// directory (until `nook rm`, or a reboot where it is a tmpfs).
+fn squash_upper_base<'a>(
+    store_fs: Option<&'static str>,
+    runtime_fs: Option<&'static str>,
+    (dir, rt): (&'a Path, &'a Path),
+) -> (&'a Path, Option<&'static str>) {
+    match (store_fs, runtime_fs) {
+        (Some(_), None) => (rt, None),
+        _ => (dir, store_fs),
+    }
+}
+
 /// What the init mounts for a squashfs image on `rung`: the squashfs on `rt/squash`, then
-/// the writable layer over it (or a copy of it).
+/// the writable layer (below `base`: the container's store directory, or `rt`) over it, or a
+/// copy of it.
 fn squash_plan(
     file: &crate::archive::squash::FileImage,
-    dir: &Path,
+    base: &Path,
     rt: &Path,
     rung: Rung,
 ) -> RootfsPlan {
@@ -485,12 +519,12 @@ fn squash_plan(
         Rung::Overlay => RootfsPlan::Overlay {
             layers_dir: rt.to_owned(),
             lowers: vec!["squash".into()],
-            upper: dir.join("upper"),
-            work: dir.join("work"),
+            upper: base.join("upper"),
+            work: base.join("work"),
         },
         _ => RootfsPlan::Copy {
             layers: vec![lower.clone()],
-            dest: dir.join("rootfs"),
+            dest: base.join("rootfs"),
         },
     };
     RootfsPlan::Squash {
@@ -537,6 +571,18 @@ mod tests {
         assert_eq!(squash_rung(Driver::Auto, Rung::Fuse).unwrap(), Rung::Copy);
         assert_eq!(squash_rung(Driver::Copy, Rung::Copy).unwrap(), Rung::Copy);
         assert!(squash_rung(Driver::Fuse, Rung::Fuse).is_err());
+    }
+
+    #[test]
+    fn a_file_image_writes_beside_a_network_store() {
+        let (dir, rt) = (Path::new("/nfs/store/c/1"), Path::new("/run/c/1"));
+        assert_eq!(squash_upper_base(None, None, (dir, rt)), (dir, None));
+        assert_eq!(squash_upper_base(Some("NFS"), None, (dir, rt)), (rt, None));
+        assert_eq!(
+            squash_upper_base(Some("NFS"), Some("Lustre"), (dir, rt)),
+            (dir, Some("NFS"))
+        );
+        assert_eq!(squash_upper_base(None, Some("NFS"), (dir, rt)), (dir, None));
     }
 
     #[test]
