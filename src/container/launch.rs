@@ -110,7 +110,7 @@ pub(super) fn launch(
         match message::recv::<ToParent>(ours.as_fd()) {
             Ok(Some((ToParent::Mounted { driver: d }, _))) => driver = Some(d),
             Ok(Some((ToParent::Pty, fd))) => pty = fd,
-            Ok(Some((ToParent::Fuse, Some(fd)))) if squash.is_none() && req_squash(plan) => {
+            Ok(Some((ToParent::Fuse, Some(fd)))) if squash.is_none() && mounts_squashfs(plan) => {
                 match serve_squash(plan, fd) {
                     Ok(s) => squash = Some(s),
                     Err(e) => {
@@ -193,7 +193,7 @@ pub(super) fn launch(
 }
 
 /// Whether the plan mounts a squashfs image (its first FUSE connection is squashfuse's).
-fn req_squash(plan: &Plan) -> bool {
+fn mounts_squashfs(plan: &Plan) -> bool {
     matches!(plan.rootfs, RootfsPlan::Squash { .. })
 }
 
