@@ -326,7 +326,7 @@ fn start_and_wait(
     let tty_gid = gid_map.to_host(5).is_some();
     let probe = rootfs::cached_probe(host.runtime);
     let (upper_base, store_fs) = match &req.file {
-        Some(_) => squash_upper_base(
+        Some(_) => rootfs::squash::upper_base(
             rootfs::unsuitable_fs(host.store.root()),
             rootfs::unsuitable_fs(host.runtime),
             (dir, rt),
@@ -345,7 +345,11 @@ fn start_and_wait(
         tracing::debug!(why, "not using the kernel overlay");
     }
     let mut rung = match &req.file {
-        Some(_) => squash_rung(o.driver, choice.rung)?,
+        Some(_) => rootfs::squash::rung(o.driver, choice.rung).ok_or_else(|| RunError::Setup {
+            message: "--rootfs-driver fuse does not run squashfs images: use overlay or copy"
+                .into(),
+            exit: 125,
+        })?,
         None => choice.rung,
     };
     let tty_size = if process.tty {
@@ -357,7 +361,7 @@ fn start_and_wait(
     let containers = Containers::new(host.store.root());
     loop {
         let rootfs = match &req.file {
-            Some(f) => squash_plan(f, upper_base, rt, rung),
+            Some(f) => rootfs::squash::plan(&f.path, f.offset, upper_base, rt, rung),
             None => rootfs::ladder::plan(host.store, &req.image, dir, rung),
         };
         let plan = Plan {
@@ -475,66 +479,6 @@ fn make_dirs(rootfs: &RootfsPlan) -> Result<(), RunError> {
     }
 }
 
-/// The rung for a squashfs image: the kernel overlay over squashfuse, else the copy (nook's
-/// FUSE overlay reads layers from the host's view, where the squashfs is not mounted).
-fn squash_rung(driver: Driver, chosen: Rung) -> Result<Rung, RunError> {
-    match (driver, chosen) {
-        (Driver::Fuse, _) => Err(RunError::Setup {
-            message: "--rootfs-driver fuse does not run squashfs images: use overlay or copy"
-                .into(),
-            exit: 125,
-        }),
-        (_, Rung::Fuse) => Ok(Rung::Copy),
-        (_, r) => Ok(r),
-    }
-}
-
-/// Where a file image's writable layer (or copy) goes, and the store filesystem the ladder is
-/// told about. With the store on a filesystem overlay cannot write to (an NFS or Lustre home)
-/// and the runtime directory on one it can, the layer goes to the runtime directory (`rt`),
-/// so the image is never copied: the files the container writes then live as long as that
-/// directory (until `nook rm`, or a reboot where it is a tmpfs).
-fn squash_upper_base<'a>(
-    store_fs: Option<&'static str>,
-    runtime_fs: Option<&'static str>,
-    (dir, rt): (&'a Path, &'a Path),
-) -> (&'a Path, Option<&'static str>) {
-    match (store_fs, runtime_fs) {
-        (Some(_), None) => (rt, None),
-        _ => (dir, store_fs),
-    }
-}
-
-/// What the init mounts for a squashfs image on `rung`: the squashfs on `rt/squash`, then
-/// the writable layer (below `base`: the container's store directory, or `rt`) over it, or a
-/// copy of it.
-fn squash_plan(
-    file: &crate::archive::squash::FileImage,
-    base: &Path,
-    rt: &Path,
-    rung: Rung,
-) -> RootfsPlan {
-    let lower = rt.join("squash");
-    let rootfs = match rung {
-        Rung::Overlay => RootfsPlan::Overlay {
-            layers_dir: rt.to_owned(),
-            lowers: vec!["squash".into()],
-            upper: base.join("upper"),
-            work: base.join("work"),
-        },
-        _ => RootfsPlan::Copy {
-            layers: vec![lower.clone()],
-            dest: base.join("rootfs"),
-        },
-    };
-    RootfsPlan::Squash {
-        file: file.path.clone(),
-        offset: file.offset,
-        lower,
-        rootfs: Box::new(rootfs),
-    }
-}
-
 /// The user as `--userns keep-id` adds them to the container's passwd and group: the
 /// host's names (the uid and gid as names where the host has none) and home path.
 fn keep_id_account() -> Option<crate::sandbox::user::Account> {
@@ -556,71 +500,4 @@ fn keep_id_account() -> Option<crate::sandbox::user::Account> {
 /// Removes a container directory (files owned by the subordinate range included).
 fn remove_dir(host: &Host<'_>, dir: &Path) {
     let _ = super::lifecycle::remove_tree(dir, host.mapping);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_images_never_take_the_fuse_rung() {
-        assert_eq!(
-            squash_rung(Driver::Auto, Rung::Overlay).unwrap(),
-            Rung::Overlay
-        );
-        assert_eq!(squash_rung(Driver::Auto, Rung::Fuse).unwrap(), Rung::Copy);
-        assert_eq!(squash_rung(Driver::Copy, Rung::Copy).unwrap(), Rung::Copy);
-        assert!(squash_rung(Driver::Fuse, Rung::Fuse).is_err());
-    }
-
-    #[test]
-    fn a_file_image_writes_beside_a_network_store() {
-        let (dir, rt) = (Path::new("/nfs/store/c/1"), Path::new("/run/c/1"));
-        assert_eq!(squash_upper_base(None, None, (dir, rt)), (dir, None));
-        assert_eq!(squash_upper_base(Some("NFS"), None, (dir, rt)), (rt, None));
-        assert_eq!(
-            squash_upper_base(Some("NFS"), Some("Lustre"), (dir, rt)),
-            (dir, Some("NFS"))
-        );
-        assert_eq!(squash_upper_base(None, Some("NFS"), (dir, rt)), (dir, None));
-    }
-
-    #[test]
-    fn the_squashfs_is_the_only_lower_layer() {
-        let f = crate::archive::squash::FileImage {
-            path: "/images/app.sif".into(),
-            offset: 32768,
-        };
-        let (dir, rt) = (Path::new("/store/c/1"), Path::new("/run/c/1"));
-        let RootfsPlan::Squash {
-            file,
-            offset,
-            lower,
-            rootfs,
-        } = squash_plan(&f, dir, rt, Rung::Overlay)
-        else {
-            panic!("not a squashfs plan");
-        };
-        assert_eq!((file, offset), (f.path.clone(), 32768));
-        assert_eq!(lower, rt.join("squash"));
-        assert_eq!(
-            *rootfs,
-            RootfsPlan::Overlay {
-                layers_dir: rt.to_owned(),
-                lowers: vec!["squash".into()],
-                upper: dir.join("upper"),
-                work: dir.join("work"),
-            }
-        );
-        let RootfsPlan::Squash { rootfs, .. } = squash_plan(&f, dir, rt, Rung::Copy) else {
-            panic!("not a squashfs plan");
-        };
-        assert_eq!(
-            *rootfs,
-            RootfsPlan::Copy {
-                layers: vec![rt.join("squash")],
-                dest: dir.join("rootfs"),
-            }
-        );
-    }
 }
