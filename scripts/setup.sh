@@ -20,6 +20,8 @@ PACKAGES=(
   uidmap fuse3 slirp4netns passt docker-registry busybox-static skopeo attr ca-certificates
   iproute2 procps util-linux coreutils python3 gcc libc6-dev podman runc python3-docker
   openssh-server docker.io
+  # Single-file images (issue 15): nook save --format squashfs, nook run FILE.sqsh / FILE.sif.
+  squashfuse squashfs-tools
 )
 
 missing_packages() {

@@ -17,6 +17,8 @@ mod out;
 mod read;
 mod save_docker;
 mod save_oci;
+pub mod sif;
+pub mod squash;
 mod stage;
 
 use std::io;

@@ -358,6 +358,7 @@ fn run_in_container(
         args: vec![],
         labels: Default::default(),
         stop_signal: None,
+        file: None,
     };
     let quiet = if o.quiet { Quiet::start(host) } else { None };
     let ran = job::in_child(|| {

@@ -17,7 +17,8 @@ pub struct SaveArgs {
     /// Write to this file (or directory, for oci-dir) instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// docker-archive (default), oci-archive or oci-dir.
+    /// docker-archive (default), oci-archive, oci-dir, or squashfs (one image flattened into
+    /// one squashfs file for `nook run FILE.sqsh`; needs -o).
     #[arg(long, default_value = "docker-archive")]
     pub format: String,
     /// Images to save (names, name:tag or ids): a name without a tag saves every tag of that
@@ -37,6 +38,9 @@ pub struct LoadArgs {
 }
 
 pub fn save(session: &Session, a: SaveArgs) -> Result<i32> {
+    if a.format == "squashfs" {
+        return save_squashfs(session, &a);
+    }
     let format: ArchiveFormat = a.format.parse().context("--format")?;
     let Some(store) = session.readable_store()? else {
         bail!("no such image: {} (the store is empty)", a.images[0]);
@@ -66,6 +70,24 @@ pub fn save(session: &Session, a: SaveArgs) -> Result<i32> {
             i.names.first().map(String::as_str),
         );
     }
+    Ok(0)
+}
+
+/// `nook save --format squashfs -o FILE IMAGE`.
+fn save_squashfs(session: &Session, a: &SaveArgs) -> Result<i32> {
+    let Some(out) = &a.output else {
+        bail!("--format squashfs needs -o FILE");
+    };
+    let [image] = a.images.as_slice() else {
+        bail!("--format squashfs saves one image: give one name");
+    };
+    let Some(store) = session.readable_store()? else {
+        bail!("no such image: {image} (the store is empty)");
+    };
+    let rec = store.find_image(image)?;
+    crate::archive::squash::save(&store, &session.mapping, &rec, out)
+        .with_context(|| format!("saving {image} to {}", out.display()))?;
+    crate::events::image(store.root(), "save", &rec.id.to_string(), Some(image));
     Ok(0)
 }
 

@@ -269,6 +269,22 @@ fn find_or_pull(store: &Store, c: &RunConfig) -> Result<ImageRecord> {
     Ok(store.find_image(&c.image)?)
 }
 
+/// The image to run: a squashfs or SIF file (its config kept in the store as a blob), or an
+/// image from the store, pulled when missing.
+fn image_of(
+    store: &Store,
+    c: &RunConfig,
+) -> Result<(ImageRecord, Option<crate::archive::squash::FileImage>)> {
+    if !crate::archive::squash::names_file(&c.image) {
+        return Ok((find_or_pull(store, c)?, None));
+    }
+    let file = crate::archive::squash::FileImage::open(std::path::Path::new(&c.image))?;
+    let record = file
+        .record(store)
+        .with_context(|| format!("reading the image config in {}", c.image))?;
+    Ok((record, Some(file)))
+}
+
 pub fn run(session: &Session, a: RunArgs) -> Result<i32> {
     run_as(session, RunConfig::new(&a)?, None, true)
 }
@@ -291,7 +307,7 @@ fn run_as(
 ) -> Result<i32> {
     c.resolve_devices(&session.config)?;
     let store = session.store_without_userns()?;
-    let image = find_or_pull(&store, &c)?;
+    let (image, file) = image_of(&store, &c)?;
     let runtime = crate::config::runtime_dir()?;
     let host = Host {
         store: &store,
@@ -308,6 +324,7 @@ fn run_as(
         labels: c.labels,
         stop_signal: c.stop_signal,
         detach: None,
+        file,
         args: existing
             .as_ref()
             .map_or_else(run_args, |r| r.create_args.clone()),
@@ -391,7 +408,7 @@ pub fn create(session: &Session, a: RunArgs) -> Result<i32> {
     let mut config = RunConfig::new(&a)?;
     config.resolve_devices(&session.config)?;
     let store = session.store_without_userns()?;
-    let image = find_or_pull(&store, &config)?;
+    let (image, _) = image_of(&store, &config)?;
     let containers = crate::container::Containers::new(&session.root);
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -25,6 +25,8 @@ pub(super) enum Launch {
         driver: Option<Rung>,
         /// nook's FUSE overlay serving the root, when that rung is used.
         server: Option<crate::fuse::Server>,
+        /// squashfuse serving a squashfs image's tree.
+        squash: Option<crate::rootfs::squash::Squashfuse>,
         /// The fakeroot supervising stat and chown, with one id mapped on the FUSE rung, and
         /// its door for `nook exec`.
         fakeroot: Option<Box<(super::fakeroot::Fakeroot, Option<super::fakeroot::Door>)>>,
@@ -102,11 +104,23 @@ pub(super) fn launch(
         let _ = message::send(ours.as_fd(), &ToChild::NetworkReady, None);
     }
     let (mut pty, mut driver, mut server, mut fakeroot) = (None, None, None, None);
+    let mut squash = None;
     let mut door = None;
     loop {
         match message::recv::<ToParent>(ours.as_fd()) {
             Ok(Some((ToParent::Mounted { driver: d }, _))) => driver = Some(d),
             Ok(Some((ToParent::Pty, fd))) => pty = fd,
+            Ok(Some((ToParent::Fuse, Some(fd)))) if squash.is_none() && mounts_squashfs(plan) => {
+                match serve_squash(plan, fd) {
+                    Ok(s) => squash = Some(s),
+                    Err(e) => {
+                        // The init waits on a connection nobody serves: end it.
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                        let _ = nix::sys::wait::waitpid(pid, None);
+                        return Err(e);
+                    }
+                }
+            }
             Ok(Some((ToParent::Fuse, Some(fd)))) => server = Some(serve_fuse(host, plan, pid, fd)?),
             Ok(Some((ToParent::Fakeroot, Some(fd)))) => {
                 let Some(s) = &server else {
@@ -152,6 +166,7 @@ pub(super) fn launch(
                     pty,
                     driver,
                     server,
+                    squash,
                     fakeroot: fakeroot.map(|f| Box::new((f, door))),
                     helper,
                 });
@@ -175,6 +190,22 @@ pub(super) fn launch(
             Err(e) => return Err(io("lost the container's init")(e.into())),
         }
     }
+}
+
+/// Whether the plan mounts a squashfs image (its first FUSE connection is squashfuse's).
+fn mounts_squashfs(plan: &Plan) -> bool {
+    matches!(plan.rootfs, RootfsPlan::Squash { .. })
+}
+
+/// Starts squashfuse on the connection the init mounted for the squashfs image.
+fn serve_squash(plan: &Plan, fd: OwnedFd) -> Result<crate::rootfs::squash::Squashfuse, RunError> {
+    let RootfsPlan::Squash { file, offset, .. } = &plan.rootfs else {
+        return Err(RunError::Protocol(
+            "the init mounted a squashfs nook did not ask for",
+        ));
+    };
+    crate::rootfs::squash::Squashfuse::start(fd, file, *offset)
+        .map_err(io("cannot start squashfuse (install Debian's squashfuse)"))
 }
 
 /// Serves the container's root with nook's FUSE overlay. The server joins the container's

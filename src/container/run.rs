@@ -34,6 +34,8 @@ pub enum RunError {
     Net(#[from] NetError),
     #[error(transparent)]
     Volume(#[from] super::volumes::VolumeStoreError),
+    #[error(transparent)]
+    Squash(#[from] crate::archive::squash::SquashError),
     #[error("cannot start the container")]
     User(#[source] crate::sandbox::user::UserError),
     #[error("the image config of {0} is not valid")]
@@ -89,6 +91,8 @@ pub struct RunRequest {
     pub labels: std::collections::BTreeMap<String, String>,
     /// `--stop-signal`: the image's STOPSIGNAL otherwise.
     pub stop_signal: Option<String>,
+    /// A squashfs or SIF file to run from (`image` then has no layers).
+    pub file: Option<crate::archive::squash::FileImage>,
 }
 
 /// What a detached run's monitor holds: the read ends of the container's stdout and stderr
@@ -294,7 +298,16 @@ fn start_and_wait(
         .iter()
         .map(|l| host.store.layer_root(&l.diff_id))
         .collect();
-    let layers = super::mapping::layers_top_first(&dir.join("upper"), &image_layers);
+    let mut layers = super::mapping::layers_top_first(&dir.join("upper"), &image_layers);
+    if let Some(f) = &req.file
+        && matches!(host.mapping, Mapping::Single { .. })
+        && !process.user.is_empty()
+    {
+        // A single mapping maps the image's USER: read its ids from the squashfs.
+        let accounts = rt.join("squash-accounts");
+        f.write_accounts(&accounts)?;
+        layers.push(accounts);
+    }
     let (uid_map, gid_map) =
         super::mapping::maps_for_run(host.mapping, o.userns, &process.user, &layers)
             .map_err(RunError::User)?;
@@ -313,17 +326,33 @@ fn start_and_wait(
     };
     let tty_gid = gid_map.to_host(5).is_some();
     let probe = rootfs::cached_probe(host.runtime);
+    let (upper_base, store_fs) = match &req.file {
+        Some(_) => rootfs::squash::upper_base(
+            rootfs::unsuitable_fs(host.store.root()),
+            rootfs::unsuitable_fs(host.runtime),
+            (dir, rt),
+        ),
+        None => (dir, rootfs::unsuitable_fs(host.store.root())),
+    };
     let choice = rootfs::choose(rootfs::Inputs {
         driver: o.driver,
-        store_fs: rootfs::unsuitable_fs(host.store.root()),
+        store_fs,
         probe: probe.as_ref(),
-        single: matches!(host.mapping, Mapping::Single { .. }),
+        // A squashfs shows its owners as the container's ids without nook's FUSE overlay.
+        single: req.file.is_none() && matches!(host.mapping, Mapping::Single { .. }),
         fuse: rootfs::fuse_usable(),
     });
     if let Some(why) = &choice.why {
         tracing::debug!(why, "not using the kernel overlay");
     }
-    let mut rung = choice.rung;
+    let mut rung = match &req.file {
+        Some(_) => rootfs::squash::rung(o.driver, choice.rung).ok_or_else(|| RunError::Setup {
+            message: "--rootfs-driver fuse does not run squashfs images: use overlay or copy"
+                .into(),
+            exit: 125,
+        })?,
+        None => choice.rung,
+    };
     let tty_size = if process.tty {
         let console = detach.as_ref().and_then(|d| d.options.console);
         console.or_else(|| window_size(std::io::stdin().as_fd()))
@@ -332,7 +361,10 @@ fn start_and_wait(
     };
     let containers = Containers::new(host.store.root());
     loop {
-        let rootfs = rootfs::ladder::plan(host.store, &req.image, dir, rung);
+        let rootfs = match &req.file {
+            Some(f) => rootfs::squash::plan(&f.path, f.offset, upper_base, rt, rung),
+            None => rootfs::ladder::plan(host.store, &req.image, dir, rung),
+        };
         let plan = Plan {
             namespaces: ns,
             uid_map: uid_map.clone(),
@@ -369,10 +401,7 @@ fn start_and_wait(
                 write_bundle(&plan)
                     .map_err(io("cannot write the bundle for the devices' hooks"))?;
             }
-            if let RootfsPlan::Copy { dest, .. } = &plan.rootfs {
-                std::fs::create_dir_all(dest).map_err(io("cannot create the copied root"))?;
-            }
-            Ok(())
+            make_dirs(&plan.rootfs)
         };
         let signals = Signals::block().map_err(io("cannot block signals"))?;
         let launched = super::launch::launch(host, &plan, tty_size, &mut net, &mut prepare)?;
@@ -382,6 +411,7 @@ fn start_and_wait(
                 pty,
                 driver,
                 server,
+                squash,
                 fakeroot,
                 helper,
             } => {
@@ -418,6 +448,7 @@ fn start_and_wait(
                 drop(helper);
                 drop(fakeroot);
                 drop(server);
+                drop(squash);
                 record.state = super::State::Exited;
                 return Ok(code);
             }
@@ -428,7 +459,10 @@ fn start_and_wait(
             } if o.driver == Driver::Auto && rung == Rung::Overlay => {
                 // The kernel said no: remember it, and take the next rung.
                 rootfs::record_probe(host.runtime, &OverlayProbe::Refused(message));
-                rung = Rung::Overlay.below(rootfs::fuse_usable());
+                rung = match &req.file {
+                    Some(_) => Rung::Copy,
+                    None => Rung::Overlay.below(rootfs::fuse_usable()),
+                };
             }
             super::launch::Launch::Failed { message, exit, .. } => {
                 return Err(RunError::Setup { message, exit });
@@ -454,6 +488,27 @@ fn write_bundle(plan: &Plan) -> std::io::Result<()> {
     });
     std::fs::create_dir_all(&plan.hooks.bundle)?;
     std::fs::write(plan.hooks.bundle.join("config.json"), config.to_string())
+}
+
+/// The directories the init mounts on or copies into that the container's record did not
+/// make: a copied root, and for a file image its mount point (and its writable layer, when
+/// that is in the runtime directory).
+fn make_dirs(rootfs: &RootfsPlan) -> Result<(), RunError> {
+    match rootfs {
+        RootfsPlan::Copy { dest, .. } => {
+            std::fs::create_dir_all(dest).map_err(io("cannot create the copied root"))
+        }
+        RootfsPlan::Squash { lower, rootfs, .. } => {
+            std::fs::create_dir_all(lower).map_err(io("cannot create the squashfs mount point"))?;
+            if let RootfsPlan::Overlay { upper, work, .. } = &**rootfs {
+                std::fs::create_dir_all(upper)
+                    .and_then(|()| std::fs::create_dir_all(work))
+                    .map_err(io("cannot create the container's writable layer"))?;
+            }
+            make_dirs(rootfs)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The user as `--userns keep-id` adds them to the container's passwd and group: the

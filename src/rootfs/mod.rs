@@ -9,6 +9,7 @@
 pub mod copy;
 pub mod ladder;
 pub mod overlay;
+pub mod squash;
 
 use std::path::{Path, PathBuf};
 

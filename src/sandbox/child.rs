@@ -90,7 +90,7 @@ fn setup_and_exec(
             "cannot bring up the loopback interface",
         ))?;
     }
-    let driver = mount_root(plan, sock)?;
+    let driver = mount_root(&plan.rootfs, &plan.mountpoint, sock)?;
     let _ = message::send(sock, &ToParent::Mounted { driver }, None);
     let root =
         RootDir::open(&plan.mountpoint).map_err(fail(Stage::Rootfs, "cannot open the root"))?;
@@ -235,24 +235,29 @@ pub(crate) fn cstring(s: &str) -> Result<CString, Failure> {
 }
 
 /// Mounts the container's root on the plan's mount point.
-fn mount_root(plan: &Plan, sock: BorrowedFd<'_>) -> Result<Rung, Failure> {
-    match &plan.rootfs {
+fn mount_root(
+    rootfs: &RootfsPlan,
+    mountpoint: &Path,
+    sock: BorrowedFd<'_>,
+) -> Result<Rung, Failure> {
+    match rootfs {
         RootfsPlan::Overlay {
             layers_dir,
             lowers,
             upper,
             work,
         } => {
-            crate::rootfs::mount_overlay(layers_dir, lowers, upper, work, &plan.mountpoint)
-                .map_err(|e| Failure {
+            crate::rootfs::mount_overlay(layers_dir, lowers, upper, work, mountpoint).map_err(
+                |e| Failure {
                     stage: Stage::Overlay,
                     message: format!("the kernel refused overlayfs: {e}"),
                     exit: 125,
-                })?;
+                },
+            )?;
             Ok(Rung::Overlay)
         }
         RootfsPlan::Fuse { .. } => {
-            let fuse = crate::rootfs::mount_fuse(&plan.mountpoint)
+            let fuse = crate::rootfs::mount_fuse(mountpoint)
                 .map_err(fail(Stage::Rootfs, "cannot mount nook's FUSE overlay"))?;
             message::send(sock, &ToParent::Fuse, Some(fuse.as_raw_fd())).map_err(fail(
                 Stage::Rootfs,
@@ -260,13 +265,23 @@ fn mount_root(plan: &Plan, sock: BorrowedFd<'_>) -> Result<Rung, Failure> {
             ))?;
             Ok(Rung::Fuse)
         }
+        RootfsPlan::Squash { lower, rootfs, .. } => {
+            let fuse = crate::rootfs::mount_fuse(lower)
+                .map_err(fail(Stage::Rootfs, "cannot mount the squashfs image"))?;
+            message::send(sock, &ToParent::Fuse, Some(fuse.as_raw_fd())).map_err(fail(
+                Stage::Rootfs,
+                "cannot hand the squashfs connection to nook",
+            ))?;
+            drop(fuse);
+            mount_root(rootfs, mountpoint, sock)
+        }
         RootfsPlan::Copy { layers, dest } => {
             crate::rootfs::copy_layers(layers, dest)
                 .map_err(fail(Stage::Rootfs, "cannot copy the image's layers"))?;
             // pivot_root needs a mount point.
             mount(
                 Some(dest.as_path()),
-                &plan.mountpoint,
+                mountpoint,
                 None::<&str>,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None::<&str>,

@@ -37,6 +37,15 @@ pub enum RootfsPlan {
     },
     /// The layers copied into a private directory (the last rung of the ladder).
     Copy { layers: Vec<PathBuf>, dest: PathBuf },
+    /// A squashfs (at `offset` in `file`) as the only lower layer: the init mounts a FUSE
+    /// connection on `lower` and hands it to nook, which serves it with squashfuse
+    /// (`rootfs::squash`); then the init mounts `rootfs` (whose lower is `lower`).
+    Squash {
+        file: PathBuf,
+        offset: u64,
+        lower: PathBuf,
+        rootfs: Box<RootfsPlan>,
+    },
 }
 
 /// Resource limits (`--ulimit`).
