@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::container::{RunArgs, StartArgs};
 use super::lifecycle::{ExecArgs, LogsArgs};
-use super::run_config::{DriverArg, PullPolicy, UsernsArg};
+use super::run_config::{DriverArg, IpcArg, PullPolicy, UsernsArg};
 use crate::client::http::Body;
 use crate::client::stream::{copy_raw, demux};
 use crate::client::{Client, ClientError, Hijacked, enc};
@@ -73,7 +73,10 @@ fn env_list(a: &RunArgs) -> Result<Vec<String>> {
                 .map(str::to_owned),
         );
     }
-    out.extend(a.env.iter().cloned());
+    out.extend(crate::sandbox::env::expand_prefixes(
+        &a.env,
+        std::env::vars(),
+    ));
     Ok(out
         .into_iter()
         .filter_map(|e| match e.split_once('=') {
@@ -119,6 +122,7 @@ fn create_body(a: &RunArgs) -> Result<Value> {
         (!a.ulimit.is_empty(), "--ulimit"),
         (!a.mount.is_empty(), "--mount"),
         (!matches!(a.userns, UsernsArg::Auto), "--userns"),
+        (a.ipc == IpcArg::Host, "--ipc"),
         (
             !matches!(a.rootfs_driver, DriverArg::Auto),
             "--rootfs-driver",

@@ -56,8 +56,10 @@ pub(super) fn launch(
     let mut flags = CloneFlags::CLONE_NEWUSER
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
+        | CloneFlags::CLONE_NEWUTS;
+    if plan.namespaces.ipc {
+        flags |= CloneFlags::CLONE_NEWIPC;
+    }
     if plan.namespaces.cgroup {
         flags |= CloneFlags::CLONE_NEWCGROUP;
     }

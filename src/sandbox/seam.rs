@@ -269,6 +269,7 @@ mod tests {
             Namespaces {
                 net: true,
                 cgroup: true,
+                ipc: true,
             },
             false,
             &etc,

@@ -11,6 +11,7 @@ pub mod env;
 pub mod hub;
 pub mod image;
 pub mod mock;
+pub mod mpi;
 pub mod push;
 pub mod registry;
 pub mod sandbox;
