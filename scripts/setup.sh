@@ -20,6 +20,8 @@ PACKAGES=(
   uidmap fuse3 slirp4netns passt docker-registry busybox-static skopeo attr ca-certificates
   iproute2 procps util-linux coreutils python3 gcc libc6-dev podman runc python3-docker
   openssh-server docker.io
+  # HPC: a single-node Slurm for the tests (tests/support/slurm.rs) and OpenMPI for MPI jobs
+  slurmctld slurmd slurm-client munge openmpi-bin libopenmpi-dev
 )
 
 missing_packages() {

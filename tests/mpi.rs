@@ -17,12 +17,7 @@ use support::env::{Mode, Out, User, assert_no_leftovers};
 use support::mpi::{BIND_VOLUMES, material};
 use support::slurm::Slurm;
 
-in_both_modes!(
-    mpirun_hybrid,
-    mpirun_bind,
-    srun_pmix_hybrid,
-    srun_pmix_bind,
-);
+in_both_modes!(mpirun_hybrid, mpirun_bind, srun_pmix_hybrid, srun_pmix_bind,);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Model {

@@ -31,12 +31,7 @@ fn srun_runs_a_container_as_the_job_user(mode: Mode) {
     let Some((s, slurm)) = setup(mode) else {
         return;
     };
-    let out = slurm.run(
-        &s.user,
-        "srun",
-        &["-n1", "sh", "-c", STEP],
-        &job_env(&s),
-    );
+    let out = slurm.run(&s.user, "srun", &["-n1", "sh", "-c", STEP], &job_env(&s));
     check_step(&s, &out.ok().stdout);
 }
 
@@ -96,7 +91,8 @@ fn job_env(s: &Sandbox) -> Vec<(&str, &str)> {
 
 /// The step ran the container as the image's root in the user's namespace, as the job's
 /// user, and nook kept its state in a runtime directory private to the job (mode 0700, the
-/// user's, empty of containers after `--rm`). Removes that directory.
+/// user's, empty of containers after `--rm`), which the cluster's epilog removes when the job
+/// ends.
 #[track_caller]
 fn check_step(s: &Sandbox, out: &str) {
     assert!(out.contains("container-uid=0\n"), "{out}");
@@ -112,5 +108,14 @@ fn check_step(s: &Sandbox, out: &str) {
         .and_then(|l| l.split(' ').next())
         .expect("job id");
     assert!(job.bytes().all(|b| b.is_ascii_digit()), "{out}");
-    std::fs::remove_dir_all(format!("/tmp/nook-{uid}/slurm-{job}")).unwrap();
+    let dir = std::path::PathBuf::from(format!("/tmp/nook-{uid}/slurm-{job}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while dir.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the epilog left {}",
+            dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -100,6 +100,9 @@ fn host_config(a: &RunArgs, bindings: Map<String, Value>) -> Result<Value> {
     if a.network != "default" {
         host["NetworkMode"] = json!(a.network);
     }
+    if a.ipc == IpcArg::Host {
+        host["IpcMode"] = json!("host");
+    }
     if let Some(m) = &a.memory {
         host["Memory"] = json!(parse_bytes(m)?);
     }
@@ -122,7 +125,6 @@ fn create_body(a: &RunArgs) -> Result<Value> {
         (!a.ulimit.is_empty(), "--ulimit"),
         (!a.mount.is_empty(), "--mount"),
         (!matches!(a.userns, UsernsArg::Auto), "--userns"),
-        (a.ipc == IpcArg::Host, "--ipc"),
         (
             !matches!(a.rootfs_driver, DriverArg::Auto),
             "--rootfs-driver",

@@ -400,9 +400,14 @@ mod tests {
             ipc: false,
         };
         let m = standard_mounts(ns, true, &etc(), &[]);
-        assert!(m.iter().any(|o| matches!(o, MountOp::Bind { source, target, .. }
-            if target.path == "/dev/shm" && source.as_path() == std::path::Path::new("/dev/shm"))));
-        assert!(!m.iter().any(|o| matches!(o, MountOp::Fs { fstype: "mqueue" | "tmpfs", target, .. }
-            if target.path.starts_with("/dev/shm") || target.path == "/dev/mqueue")));
+        assert!(
+            m.iter()
+                .any(|o| matches!(o, MountOp::Bind { source, target, .. }
+            if target.path == "/dev/shm" && source.as_path() == std::path::Path::new("/dev/shm")))
+        );
+        assert!(!m.iter().any(
+            |o| matches!(o, MountOp::Fs { fstype: "mqueue" | "tmpfs", target, .. }
+            if target.path.starts_with("/dev/shm") || target.path == "/dev/mqueue")
+        ));
     }
 }

@@ -40,6 +40,31 @@ pub struct Slurm {
     dir: tempfile::TempDir,
 }
 
+/// What a site adds to its Epilog for nook (README "Slurm and MPI"): the job's private runtime
+/// directory goes when the job ends. Run by slurmd as root: nothing is followed through a
+/// symbolic link the user could have planted.
+pub const EPILOG: &str = r#"#!/bin/sh
+case "$SLURM_JOB_ID$SLURM_JOB_UID" in '' | *[!0-9]*) exit 0 ;; esac
+base=/tmp/nook-$SLURM_JOB_UID
+[ -d "$base" ] && [ ! -L "$base" ] && [ "$(stat -c %u "$base")" = "$SLURM_JOB_UID" ] || exit 0
+rm -rf "$base/slurm-$SLURM_JOB_ID"
+"#;
+
+impl Drop for Slurm {
+    /// SIGTERM first, so that slurmctld ends its script helper; SIGKILL after 10 s.
+    fn drop(&mut self) {
+        for d in &mut self.daemons {
+            let Some(child) = d.0.as_mut() else { continue };
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 impl Slurm {
     /// The cluster every overlapping test of this process shares, started when none runs;
     /// `None` (after a skip) where it cannot run.
@@ -117,6 +142,9 @@ impl Slurm {
         let key_path = self.path("munge/munge.key");
         std::fs::write(&key_path, key).unwrap();
         mode(&key_path, 0o600).unwrap();
+        let epilog = self.path("epilog.sh");
+        std::fs::write(&epilog, EPILOG).unwrap();
+        mode(&epilog, 0o755).unwrap();
     }
 
     fn munged(&self) -> ChildGuard {
@@ -142,6 +170,9 @@ impl Slurm {
     fn write_conf(&self) {
         let p = |rel| self.path(rel).display().to_string();
         let (ctld, slurmd) = (free_port(), free_port());
+        // Job ids name runtime directories (/tmp/nook-UID/slurm-ID): clusters of parallel
+        // test processes count from different places.
+        let first_job = 1 + (super::sandbox::rand_suffix() % 60_000) * 1000;
         let conf = format!(
             "ClusterName=nooktest\n\
              SlurmctldHost=localhost(127.0.0.1)\n\
@@ -159,6 +190,8 @@ impl Slurm {
              SlurmctldLogFile={log}/slurmctld.log\n\
              SlurmdLogFile={log}/slurmd.log\n\
              MailProg=/bin/true\n\
+             Epilog={epilog}\n\
+             FirstJobId={first_job}\n\
              ProctrackType=proctrack/linuxproc\n\
              TaskPlugin=task/none\n\
              JobAcctGatherType=jobacct_gather/none\n\
@@ -177,6 +210,7 @@ impl Slurm {
             spool = p("spool"),
             run = p("run"),
             log = p("log"),
+            epilog = p("epilog.sh"),
         );
         std::fs::write(self.conf(), conf).unwrap();
     }
@@ -224,7 +258,11 @@ impl Slurm {
     /// The daemons' logs, for failure messages.
     pub fn logs(&self) -> String {
         let mut all = String::new();
-        for e in std::fs::read_dir(self.path("log")).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(self.path("log"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(30).collect();
             all.push_str(&format!("== {}\n", e.path().display()));
