@@ -6,8 +6,10 @@
 //! `localhost` at 127.0.0.1 whatever the machine's name (`slurmd -N localhost`), its ports are
 //! free loopback ports, and it claims more CPUs than the machine has
 //! (`SlurmdParameters=config_overrides`) so that parallel tests and 4-rank jobs never queue.
-//! Processes are tracked by `proctrack/linuxproc` with `task/none`: the cgroup plugins want a
-//! cgroup tree of their own, and this host's hybrid v1/v2 tree belongs to whatever runs it.
+//! Processes are tracked by `proctrack/linuxproc` with `task/none`. The cgroup plugins were not
+//! tried: they build a tree of their own at the top of the host's hierarchy, and this host's
+//! hybrid v1/v2 hierarchy (no systemd, the suite itself in a memory cgroup of its supervisor)
+//! is not the tests' to change.
 //!
 //! Jobs run as the submitting user, so the tests submit as the test users (the daemons run as
 //! root, as on a cluster). One Slurm is shared by the tests of a process that overlap
