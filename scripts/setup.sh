@@ -22,6 +22,8 @@ PACKAGES=(
   openssh-server docker.io
   # Single-file images (issue 15): nook save --format squashfs, nook run FILE.sqsh / FILE.sif.
   squashfuse squashfs-tools
+  # HPC: a single-node Slurm for the tests (tests/support/slurm.rs) and OpenMPI for MPI jobs
+  slurmctld slurmd slurm-client munge openmpi-bin libopenmpi-dev
 )
 
 missing_packages() {

@@ -73,7 +73,7 @@ const HOST_UNSUPPORTED: &[(&str, &str)] = &[
     ("ShmSize", "not yet"),
     ("Sysctls", "not yet"),
     ("PidMode", "each container has its own pid namespace"),
-    ("IpcMode", "each container has its own ipc namespace"),
+    ("IpcMode", "use private or host"),
 ];
 
 /// `nook create` arguments for a create request.
@@ -199,6 +199,9 @@ fn host_flags(h: &Value, a: &mut Vec<String>) -> Result<(), ApiError> {
             a.push(flag.into());
         }
     }
+    if text(h, "IpcMode") == Some("host") {
+        a.push("--ipc=host".into());
+    }
     match text(h, "NetworkMode") {
         None | Some("default" | "bridge") => {}
         Some(m @ ("host" | "none")) => a.push(format!("--network={m}")),
@@ -273,9 +276,13 @@ fn console_size(v: Option<&Value>) -> Option<(u16, u16)> {
     Some((n(0)?, n(1)?)).filter(|(r, c)| *r > 0 && *c > 0)
 }
 
-/// PidMode/IpcMode: "" and "private" are nook's own behaviour.
+/// PidMode/IpcMode: "" and "private" are nook's own behaviour ("shareable" is docker's
+/// private ipc that others may join), and an ipc mode of "host" is `--ipc host`.
 fn mode_set(h: &Value, k: &str) -> bool {
-    text(h, k).is_some_and(|m| m != "private")
+    text(h, k).is_some_and(|m| match k {
+        "IpcMode" => !matches!(m, "private" | "shareable" | "host"),
+        _ => m != "private",
+    })
 }
 
 fn limit_flags(h: &Value, a: &mut Vec<String>) -> Result<(), ApiError> {
@@ -511,6 +518,10 @@ mod tests {
                 json!({"Image": "bb", "HostConfig": {"RestartPolicy": {"Name": "always"}}}),
                 "HostConfig.RestartPolicy",
             ),
+            (
+                json!({"Image": "bb", "HostConfig": {"IpcMode": "container:x"}}),
+                "HostConfig.IpcMode",
+            ),
         ] {
             let e = create_args(None, None, &body).unwrap_err();
             assert_eq!(e.status(), 400);
@@ -520,5 +531,21 @@ mod tests {
             create_args(None, None, &json!({})).unwrap_err().status(),
             400
         );
+    }
+
+    #[test]
+    fn host_ipc_is_a_flag_and_private_modes_are_none() {
+        let args = |mode: &str| {
+            create_args(
+                None,
+                None,
+                &json!({"Image": "bb", "HostConfig": {"IpcMode": mode}}),
+            )
+            .unwrap()
+        };
+        assert!(args("host").contains(&"--ipc=host".to_owned()));
+        for private in ["", "private", "shareable"] {
+            assert!(!args(private).iter().any(|a| a.starts_with("--ipc")));
+        }
     }
 }

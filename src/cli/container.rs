@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::Session;
-use super::run_config::{DriverArg, PullPolicy, RunConfig, UsernsArg};
+use super::run_config::{DriverArg, IpcArg, PullPolicy, RunConfig, UsernsArg};
 use crate::container::run::{Host, RunRequest, run as run_container};
 use crate::reference::Reference;
 use crate::sandbox::seccomp::Seccomp;
@@ -47,7 +47,8 @@ pub struct RunArgs {
     /// Name the container.
     #[arg(long)]
     pub name: Option<String>,
-    /// Set an environment variable (K=V, or K to take it from nook's environment).
+    /// Set an environment variable (K=V, K to take it from nook's environment, or PREFIX* for
+    /// every variable of nook's environment whose name starts with PREFIX).
     #[arg(short, long = "env", value_name = "K[=V]")]
     pub env: Vec<String>,
     /// Read environment variables from a file.
@@ -84,6 +85,9 @@ pub struct RunArgs {
     /// slirp4netns, else none).
     #[arg(long, alias = "net", default_value = "default")]
     pub network: String,
+    /// IPC namespace: private, or host to share the host's and its /dev/shm.
+    #[arg(long, value_enum, default_value_t = IpcArg::Private)]
+    pub ipc: IpcArg,
     /// Publish a container's port: [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp].
     #[arg(short, long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
@@ -192,7 +196,7 @@ pub(super) fn options(a: &RunArgs) -> Result<RunOptions> {
     }
     let (no_new_privs, seccomp) = security_opts(&a.security_opt)?;
     Ok(RunOptions {
-        env: a.env.clone(),
+        env: crate::sandbox::env::expand_prefixes(&a.env, std::env::vars()),
         env_files: a.env_file.clone(),
         workdir: a.workdir.clone(),
         user: a.user.clone(),
@@ -202,6 +206,7 @@ pub(super) fn options(a: &RunArgs) -> Result<RunOptions> {
         volumes,
         read_only: a.read_only,
         network: crate::net::Mode::parse(&a.network)?,
+        host_ipc: a.ipc == IpcArg::Host,
         publish: a
             .publish
             .iter()

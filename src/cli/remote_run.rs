@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::container::{RunArgs, StartArgs};
 use super::lifecycle::{ExecArgs, LogsArgs};
-use super::run_config::{DriverArg, PullPolicy, UsernsArg};
+use super::run_config::{DriverArg, IpcArg, PullPolicy, UsernsArg};
 use crate::client::http::Body;
 use crate::client::stream::{copy_raw, demux};
 use crate::client::{Client, ClientError, Hijacked, enc};
@@ -73,7 +73,10 @@ fn env_list(a: &RunArgs) -> Result<Vec<String>> {
                 .map(str::to_owned),
         );
     }
-    out.extend(a.env.iter().cloned());
+    out.extend(crate::sandbox::env::expand_prefixes(
+        &a.env,
+        std::env::vars(),
+    ));
     Ok(out
         .into_iter()
         .filter_map(|e| match e.split_once('=') {
@@ -96,6 +99,9 @@ fn host_config(a: &RunArgs, bindings: Map<String, Value>) -> Result<Value> {
     });
     if a.network != "default" {
         host["NetworkMode"] = json!(a.network);
+    }
+    if a.ipc == IpcArg::Host {
+        host["IpcMode"] = json!("host");
     }
     if let Some(m) = &a.memory {
         host["Memory"] = json!(parse_bytes(m)?);

@@ -46,6 +46,16 @@ impl From<UsernsArg> for UserNs {
     }
 }
 
+/// `--ipc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IpcArg {
+    /// An ipc namespace and /dev/shm of the container's own.
+    #[value(alias = "", alias = "shareable")]
+    Private,
+    /// The host's ipc namespace and /dev/shm (MPI ranks in separate containers).
+    Host,
+}
+
 /// `--rootfs-driver`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DriverArg {

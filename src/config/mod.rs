@@ -140,7 +140,9 @@ pub fn store_root(given: Option<&Path>, config: &UserConfig) -> Result<PathBuf, 
 }
 
 /// The runtime directory: `$XDG_RUNTIME_DIR/nook`, else `/tmp/nook-<uid>` (batch jobs under
-/// Slurm often have no XDG_RUNTIME_DIR). Created 0700; an existing one must be ours.
+/// Slurm often have no XDG_RUNTIME_DIR), and inside a Slurm job without XDG_RUNTIME_DIR
+/// `/tmp/nook-<uid>/slurm-<job id>`, private to the job: jobs of one user that share a node
+/// never see each other's sockets and state. Created 0700; an existing one must be ours.
 pub fn runtime_dir() -> Result<PathBuf, ConfigError> {
     let uid = nix::unistd::getuid().as_raw();
     let dir = match std::env::var_os("XDG_RUNTIME_DIR")
@@ -148,10 +150,25 @@ pub fn runtime_dir() -> Result<PathBuf, ConfigError> {
         .map(PathBuf::from)
     {
         Some(base) if base.is_absolute() && base.is_dir() => base.join("nook"),
-        _ => PathBuf::from(format!("/tmp/nook-{uid}")),
+        _ => {
+            let base = PathBuf::from(format!("/tmp/nook-{uid}"));
+            match slurm_job(std::env::var("SLURM_JOB_ID").ok().as_deref()) {
+                Some(job) => {
+                    // The parent is checked first: nothing another user planted is entered.
+                    ensure_private_dir(&base, uid)?;
+                    base.join(format!("slurm-{job}"))
+                }
+                None => base,
+            }
+        }
     };
     ensure_private_dir(&dir, uid)?;
     Ok(dir)
+}
+
+/// A Slurm job id fit for a directory name: decimal digits only, nothing else.
+fn slurm_job(id: Option<&str>) -> Option<&str> {
+    id.filter(|j| !j.is_empty() && j.len() <= 20 && j.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Creates `dir` with mode 0700 or checks that the existing one belongs to `uid` and is no
@@ -234,5 +251,14 @@ mod tests {
             ensure_private_dir(&link, me).is_err(),
             "a symlink must not pass"
         );
+    }
+
+    #[test]
+    fn slurm_job_ids_name_directories_only_as_digits() {
+        assert_eq!(slurm_job(Some("4711")), Some("4711"));
+        for bad in ["", "../1", "12/3", "1 2", "x", "123456789012345678901"] {
+            assert_eq!(slurm_job(Some(bad)), None, "{bad:?}");
+        }
+        assert_eq!(slurm_job(None), None);
     }
 }

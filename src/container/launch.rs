@@ -58,8 +58,10 @@ pub(super) fn launch(
     let mut flags = CloneFlags::CLONE_NEWUSER
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
+        | CloneFlags::CLONE_NEWUTS;
+    if plan.namespaces.ipc {
+        flags |= CloneFlags::CLONE_NEWIPC;
+    }
     if plan.namespaces.cgroup {
         flags |= CloneFlags::CLONE_NEWCGROUP;
     }
@@ -106,6 +108,10 @@ pub(super) fn launch(
     let (mut pty, mut driver, mut server, mut fakeroot) = (None, None, None, None);
     let mut squash = None;
     let mut door = None;
+    // An init that ends with a message of ours unread resets the connection, and a waiting
+    // recvmsg can report that reset before the message the init sent last (its failure):
+    // the reset is reported once, so one more look finds the message.
+    let mut reset_seen = false;
     loop {
         match message::recv::<ToParent>(ours.as_fd()) {
             Ok(Some((ToParent::Mounted { driver: d }, _))) => driver = Some(d),
@@ -187,6 +193,7 @@ pub(super) fn launch(
                 });
             }
             Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::ECONNRESET) if !reset_seen => reset_seen = true,
             Err(e) => return Err(io("lost the container's init")(e.into())),
         }
     }

@@ -323,6 +323,7 @@ fn start_and_wait(
     let ns = Namespaces {
         net: net.mode.private(),
         cgroup: Path::new("/proc/self/ns/cgroup").exists(),
+        ipc: !o.host_ipc,
     };
     let tty_gid = gid_map.to_host(5).is_some();
     let probe = rootfs::cached_probe(host.runtime);

@@ -38,6 +38,33 @@ pub fn merge<'a>(
     Ok(())
 }
 
+/// Expands podman's `-e PREFIX*`: every variable of `host` whose name starts with PREFIX, as
+/// `NAME=VALUE` entries sorted by name, in the entry's place; other entries pass unchanged.
+/// MPI ranks started by a launcher take its environment this way
+/// (`-e 'SLURM_*' -e 'PMI*' -e 'OMPI_*'`).
+pub fn expand_prefixes(
+    entries: &[String],
+    host: impl IntoIterator<Item = (String, String)>,
+) -> Vec<String> {
+    let is_prefix = |e: &str| !e.contains('=') && e.ends_with('*');
+    if !entries.iter().any(|e| is_prefix(e)) {
+        return entries.to_vec();
+    }
+    let host: std::collections::BTreeMap<String, String> = host.into_iter().collect();
+    let mut out = Vec::new();
+    for e in entries {
+        match e.strip_suffix('*').filter(|_| is_prefix(e)) {
+            Some(prefix) => out.extend(
+                host.iter()
+                    .filter(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, v)| format!("{k}={v}")),
+            ),
+            None => out.push(e.clone()),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +117,33 @@ mod tests {
             let e = merge(&mut env, [bad], &host).unwrap_err();
             assert_eq!(e.0, bad);
         }
+    }
+
+    #[test]
+    fn a_prefix_entry_takes_every_matching_host_variable_in_its_place() {
+        let host = pairs(&[
+            ("SLURM_PROCID", "3"),
+            ("PMIX_RANK", "3"),
+            ("SLURM_JOB_ID", "7"),
+            ("PMI_FD", "5"),
+            ("HOME", "/h"),
+        ]);
+        let entries: Vec<String> = ["A=1", "SLURM_*", "B", "PMI*", "NONE_*"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            expand_prefixes(&entries, host),
+            [
+                "A=1",
+                "SLURM_JOB_ID=7",
+                "SLURM_PROCID=3",
+                "B",
+                "PMIX_RANK=3",
+                "PMI_FD=5"
+            ]
+        );
+        // A value that ends with '*' is a value.
+        let literal = vec!["A=b*".to_owned()];
+        assert_eq!(expand_prefixes(&literal, pairs(&[("A", "x")])), literal);
     }
 }

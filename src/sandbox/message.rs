@@ -84,3 +84,40 @@ pub fn recv<T: for<'de> Deserialize<'de>>(
     let msg = serde_json::from_slice(&buf[..len]).map_err(|_| nix::errno::Errno::EBADMSG)?;
     Ok(Some((msg, fd)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    use std::os::fd::AsFd;
+
+    /// What `launch` relies on: a peer that closes with a message of ours unread makes the next
+    /// receive fail with ECONNRESET even when its own last message is queued; that one comes
+    /// with the receive after.
+    #[test]
+    fn a_reset_comes_before_the_last_message() {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        send(ours.as_fd(), &ToChild::NetworkReady, None).unwrap();
+        let failed = ToParent::Failed {
+            stage: Stage::Process,
+            message: "hook failed".into(),
+            exit: 125,
+        };
+        send(theirs.as_fd(), &failed, None).unwrap();
+        drop(theirs);
+        let first = recv::<ToParent>(ours.as_fd());
+        assert_eq!(first.err(), Some(nix::errno::Errno::ECONNRESET));
+        match recv::<ToParent>(ours.as_fd()) {
+            Ok(Some((ToParent::Failed { message, .. }, None))) => {
+                assert_eq!(message, "hook failed")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -17,6 +17,8 @@ use crate::sys::idmap::IdMap;
 pub struct Namespaces {
     pub net: bool,
     pub cgroup: bool,
+    /// An ipc namespace of its own; `false`: the host's (`--ipc host`), with its /dev/shm.
+    pub ipc: bool,
 }
 
 /// How the container's root is made.
@@ -159,19 +161,8 @@ pub fn standard_mounts(
             }
             .into(),
         },
-        MountOp::Fs {
-            fstype: "tmpfs",
-            target: Target::dir("/dev/shm"),
-            flags: nosuid_noexec_nodev,
-            data: "mode=1777,size=65536k".into(),
-        },
-        MountOp::Fs {
-            fstype: "mqueue",
-            target: Target::dir("/dev/mqueue"),
-            flags: nosuid_noexec_nodev,
-            data: String::new(),
-        },
     ];
+    m.extend(ipc_mounts(ns));
     if ns.net {
         // sysfs can only be mounted by the owner of the network namespace.
         m.push(MountOp::Fs {
@@ -237,6 +228,35 @@ pub fn with_devices(mut mounts: Vec<MountOp>, devices: &[MountOp]) -> Vec<MountO
     mounts
 }
 
+/// /dev/shm and /dev/mqueue: the container's own, or with `--ipc host` the host's /dev/shm
+/// (shared memory between MPI ranks in separate containers). An mqueue filesystem can only be
+/// mounted by the owner of the ipc namespace, so a container in the host's has none.
+fn ipc_mounts(ns: Namespaces) -> Vec<MountOp> {
+    let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    if !ns.ipc {
+        return vec![MountOp::Bind {
+            source: "/dev/shm".into(),
+            target: Target::dir("/dev/shm"),
+            recursive: false,
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        }];
+    }
+    vec![
+        MountOp::Fs {
+            fstype: "tmpfs",
+            target: Target::dir("/dev/shm"),
+            flags: nosuid_noexec_nodev,
+            data: "mode=1777,size=65536k".into(),
+        },
+        MountOp::Fs {
+            fstype: "mqueue",
+            target: Target::dir("/dev/mqueue"),
+            flags: nosuid_noexec_nodev,
+            data: String::new(),
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +272,7 @@ mod tests {
                 Namespaces {
                     net: true,
                     cgroup: true,
+                    ipc: true,
                 },
                 true,
                 &etc(),
@@ -278,6 +299,7 @@ mod tests {
             Namespaces {
                 net: true,
                 cgroup: true,
+                ipc: true,
             },
             true,
             &etc(),
@@ -328,6 +350,7 @@ mod tests {
             Namespaces {
                 net: true,
                 cgroup: true,
+                ipc: true,
             },
             true,
             &etc(),
@@ -338,6 +361,7 @@ mod tests {
             Namespaces {
                 net: false,
                 cgroup: true,
+                ipc: true,
             },
             true,
             &etc(),
@@ -356,6 +380,7 @@ mod tests {
                 Namespaces {
                     net: true,
                     cgroup: true,
+                    ipc: true,
                 },
                 mapped,
                 &etc(),
@@ -383,6 +408,7 @@ mod tests {
             Namespaces {
                 net: true,
                 cgroup: true,
+                ipc: true,
             },
             true,
             &etc(),
@@ -410,5 +436,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn host_ipc_binds_the_hosts_shm_and_mounts_no_mqueue() {
+        let ns = Namespaces {
+            net: false,
+            cgroup: true,
+            ipc: false,
+        };
+        let m = standard_mounts(ns, true, &etc(), &[]);
+        assert!(
+            m.iter()
+                .any(|o| matches!(o, MountOp::Bind { source, target, .. }
+            if target.path == "/dev/shm" && source.as_path() == std::path::Path::new("/dev/shm")))
+        );
+        assert!(!m.iter().any(
+            |o| matches!(o, MountOp::Fs { fstype: "mqueue" | "tmpfs", target, .. }
+            if target.path.starts_with("/dev/shm") || target.path == "/dev/mqueue")
+        ));
     }
 }

@@ -295,6 +295,7 @@ mod tests {
             Namespaces {
                 net: true,
                 cgroup: true,
+                ipc: true,
             },
             false,
             &etc,

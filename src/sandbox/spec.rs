@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub volumes: Vec<Volume>,
     pub read_only: bool,
     pub network: crate::net::Mode,
+    /// `--ipc host`: the host's ipc namespace and /dev/shm instead of the container's own.
+    pub host_ipc: bool,
     /// `-p`, and `-P`'s ports added by the run from the image's EXPOSE.
     pub publish: Vec<crate::net::Publish>,
     pub publish_all: bool,
@@ -75,6 +77,7 @@ impl Default for RunOptions {
             volumes: vec![],
             read_only: false,
             network: crate::net::Mode::Default,
+            host_ipc: false,
             publish: Vec::new(),
             publish_all: false,
             userns: UserNs::Auto,

@@ -11,10 +11,12 @@ pub mod env;
 pub mod hub;
 pub mod image;
 pub mod mock;
+pub mod mpi;
 pub mod push;
 pub mod registry;
 pub mod sandbox;
 pub mod serve;
+pub mod slurm;
 
 /// Each named test once with a subordinate id range and once with a single id (the test
 /// file must have `Mode` in scope). Not every test binary uses it.
