@@ -44,6 +44,9 @@ pub struct Engine {
     pub root: PathBuf,
     /// The nook binary to re-execute.
     pub exe: PathBuf,
+    /// Read-only shared image stores (`--storage-opt additionalimagestore`, the config's),
+    /// passed to every re-executed nook.
+    pub shared: Vec<PathBuf>,
     /// `Mapping::describe()` of this host, for `/info`.
     pub single_id: bool,
     /// exec instances, in memory (as docker's daemon keeps them).
@@ -56,7 +59,7 @@ impl Engine {
     }
 
     pub fn store(&self) -> Result<Option<crate::store::Store>, ApiError> {
-        Ok(crate::store::Store::open_existing(&self.root)?)
+        Ok(crate::store::Store::open_existing(&self.root)?.map(|s| s.with_shared(&self.shared)))
     }
 }
 

@@ -8,12 +8,16 @@ use std::process::{Child, Command, Stdio};
 use super::Engine;
 use super::error::ApiError;
 
-/// `nook --root ROOT ARGS...` with piped output.
+/// `nook --root ROOT [--storage-opt additionalimagestore=DIR...] ARGS...` with piped output.
 pub fn command(e: &Engine, args: &[String]) -> Command {
     let mut c = Command::new(&e.exe);
-    c.arg("--root")
-        .arg(&e.root)
-        .args(args)
+    c.arg("--root").arg(&e.root);
+    for dir in &e.shared {
+        let mut opt = std::ffi::OsString::from("additionalimagestore=");
+        opt.push(dir);
+        c.arg("--storage-opt").arg(opt);
+    }
+    c.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -106,6 +106,7 @@ fn driver(e: &Engine) -> String {
         probe: probe.as_ref(),
         single: e.single_id,
         fuse: crate::rootfs::fuse_usable(),
+        shared: false,
     })
     .rung
     .to_string()

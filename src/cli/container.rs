@@ -94,9 +94,10 @@ pub struct RunArgs {
     /// Publish every port the image EXPOSEs, each on a free host port.
     #[arg(short = 'P', long)]
     pub publish_all: bool,
-    /// User namespace: auto, or keep-id to keep your uid and gid inside.
-    #[arg(long, value_enum, default_value_t = UsernsArg::Auto)]
-    pub userns: UsernsArg,
+    /// User namespace: auto, or keep-id to keep your uid and gid inside (default auto, or
+    /// the config's `[run] userns`).
+    #[arg(long, value_enum)]
+    pub userns: Option<UsernsArg>,
     /// Root filesystem: auto, overlay, fuse or copy.
     #[arg(long, value_enum, default_value_t = DriverArg::Auto)]
     pub rootfs_driver: DriverArg,
@@ -213,7 +214,7 @@ pub(super) fn options(a: &RunArgs) -> Result<RunOptions> {
             .map(|p| crate::net::ports::parse(p))
             .collect::<Result<_, _>>()?,
         publish_all: a.publish_all,
-        userns: a.userns.into(),
+        userns: a.userns.unwrap_or(UsernsArg::Auto).into(),
         driver: a.rootfs_driver.into(),
         init: a.init,
         tty: a.tty,
@@ -311,6 +312,7 @@ fn run_as(
     print_id: bool,
 ) -> Result<i32> {
     c.resolve_devices(&session.config)?;
+    c.site_defaults(&session.config.run)?;
     let store = session.store_without_userns()?;
     let (image, file) = image_of(&store, &c)?;
     let runtime = crate::config::runtime_dir()?;
@@ -412,6 +414,7 @@ pub fn port(session: &Session, a: PortArgs) -> Result<i32> {
 pub fn create(session: &Session, a: RunArgs) -> Result<i32> {
     let mut config = RunConfig::new(&a)?;
     config.resolve_devices(&session.config)?;
+    config.site_defaults(&session.config.run)?;
     let store = session.store_without_userns()?;
     let (image, _) = image_of(&store, &config)?;
     let containers = crate::container::Containers::new(&session.root);

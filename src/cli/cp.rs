@@ -79,7 +79,7 @@ fn stopped_root(
     Ok(crate::container::cp::Stopped {
         mapping: session.mapping.clone(),
         layers_dir: store.root().join("layers"),
-        lowers: crate::rootfs::ladder::overlay_lowers(&image),
+        lowers: crate::rootfs::ladder::overlay_lowers(&store, &image),
         dir: c.dir_of(&r.id),
         mountpoint: mountpoint.to_owned(),
     })

@@ -178,16 +178,21 @@ pub fn pull(session: &mut Session, a: PullArgs) -> Result<i32> {
 }
 
 /// Rows of `nook images`: one per tag, one `<none>` row for an untagged image.
-fn image_rows(store: &Store) -> Result<Vec<(ImageRecord, String, String)>> {
+/// One row per tag: the image, its repository and tag, and whether it is in a read-only
+/// shared store (after the own store's images).
+type Row = (ImageRecord, String, String, bool);
+
+fn image_rows(store: &Store) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for (rec, tags) in store.images()? {
+    let own = store.images()?.into_iter().map(|i| (i, false));
+    for ((rec, tags), ro) in own.chain(store.shared_images()?.into_iter().map(|i| (i, true))) {
         if tags.is_empty() {
-            rows.push((rec, "<none>".to_owned(), "<none>".to_owned()));
+            rows.push((rec, "<none>".to_owned(), "<none>".to_owned(), ro));
             continue;
         }
         for t in tags {
             let (repo, tag) = split_tag(&t);
-            rows.push((rec.clone(), repo, tag));
+            rows.push((rec.clone(), repo, tag, ro));
         }
     }
     Ok(rows)
@@ -208,7 +213,7 @@ pub fn images(session: &Session, a: ImagesArgs) -> Result<i32> {
     let created = |r: &ImageRecord| r.created.as_deref().and_then(parse_rfc3339);
     if a.quiet {
         let mut seen = std::collections::HashSet::new();
-        for (rec, _, _) in &rows {
+        for (rec, _, _, _) in &rows {
             if seen.insert(rec.id.clone()) {
                 println!(
                     "{}",
@@ -224,7 +229,7 @@ pub fn images(session: &Session, a: ImagesArgs) -> Result<i32> {
     }
     match a.format.as_str() {
         "json" => {
-            for (rec, repo, tag) in &rows {
+            for (rec, repo, tag, ro) in &rows {
                 let c = created(rec);
                 let line = json!({
                     "Repository": repo,
@@ -236,15 +241,18 @@ pub fn images(session: &Session, a: ImagesArgs) -> Result<i32> {
                     "Size": human_size(rec.size),
                     "VirtualSize": rec.size,
                     "Platform": rec.platform.to_string(),
+                    "ReadOnly": ro,
                 });
                 println!("{line}");
             }
         }
         "table" | "" => {
+            // podman's R/O column, where a shared store holds some of the images.
+            let any_ro = rows.iter().any(|r| r.3);
             let table: Vec<Vec<String>> = rows
                 .iter()
-                .map(|(rec, repo, tag)| {
-                    vec![
+                .map(|(rec, repo, tag, ro)| {
+                    let mut row = vec![
                         repo.clone(),
                         tag.clone(),
                         if a.no_trunc {
@@ -254,13 +262,18 @@ pub fn images(session: &Session, a: ImagesArgs) -> Result<i32> {
                         },
                         created(rec).map(human_age).unwrap_or_else(|| "N/A".into()),
                         human_size(rec.size),
-                    ]
+                    ];
+                    if any_ro {
+                        row.push(ro.to_string());
+                    }
+                    row
                 })
                 .collect();
-            print_table(
-                &["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
-                &table,
-            );
+            let mut head = vec!["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"];
+            if any_ro {
+                head.push("R/O");
+            }
+            print_table(&head, &table);
         }
         other => bail!("unknown --format {other:?}: use table or json"),
     }

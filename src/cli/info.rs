@@ -170,6 +170,7 @@ fn store_checks(session: &Session, runtime: Option<&Path>, out: &mut Vec<Check>)
         probe: Some(&probe),
         single,
         fuse: rootfs::fuse_usable(),
+        shared: false,
     })
     .describe()
 }
@@ -265,6 +266,7 @@ pub fn info(session: &Session, a: InfoArgs) -> Result<i32> {
                 "version": env!("CARGO_PKG_VERSION"),
                 "kernel": kernel,
                 "store": session.root,
+                "shared_stores": session.shared,
                 "runtime": runtime,
                 "seccomp": seccomp,
                 "rungs": {"ids": ids, "rootfs": rootfs, "network": network, "cgroups": if checks.iter().any(|c| c.name == "delegated cgroup v2" && c.ok) { "delegated" } else { "none" }},
@@ -275,6 +277,9 @@ pub fn info(session: &Session, a: InfoArgs) -> Result<i32> {
         "text" | "" => {
             println!("nook {} on Linux {kernel}", env!("CARGO_PKG_VERSION"));
             println!("store:    {}", session.root.display());
+            for dir in &session.shared {
+                println!("shared:   {} (read-only image store)", dir.display());
+            }
             println!("ids:      {ids}");
             println!("rootfs:   {rootfs}");
             println!("network:  {network}");

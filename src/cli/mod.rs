@@ -26,6 +26,7 @@ mod remote_io;
 mod remote_run;
 mod run_config;
 mod serve;
+mod storage;
 mod system;
 mod volume;
 
@@ -54,6 +55,10 @@ pub struct Cli {
     /// Store directory (default $XDG_DATA_HOME/nook, ~/.local/share/nook).
     #[arg(long, global = true, env = "NOOK_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Storage option, podman's spelling: additionalimagestore=DIR (a read-only shared image
+    /// store, looked in after your own; repeatable).
+    #[arg(long = "storage-opt", global = true, value_name = "KEY=VALUE")]
+    pub storage_opt: Vec<String>,
     /// Diagnostic log level: error, warn, info, debug, trace.
     #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
     pub log_level: String,
@@ -162,6 +167,8 @@ pub struct Session {
     pub config: UserConfig,
     pub root: PathBuf,
     pub mapping: Mapping,
+    /// Read-only shared image stores, after the own one.
+    pub shared: Vec<PathBuf>,
     entered: bool,
 }
 
@@ -169,10 +176,13 @@ impl Session {
     fn new(cli: &Cli) -> Result<Session> {
         let config = UserConfig::load()?;
         let root = config::store_root(cli.root.as_deref(), &config)?;
+        let mapping = Mapping::detect();
+        let shared = storage::shared_stores(&cli.storage_opt, &config, &root, &mapping)?;
         Ok(Session {
             config,
             root,
-            mapping: Mapping::detect(),
+            mapping,
+            shared,
             entered: false,
         })
     }
@@ -192,7 +202,7 @@ impl Session {
                 .context("cannot enter the user namespace that owns the store")?;
             self.entered = true;
         }
-        let store = Store::open(&self.root, &self.mapping.describe())?;
+        let store = Store::open(&self.root, &self.mapping.describe())?.with_shared(&self.shared);
         let owners = match self.mapping {
             Mapping::Single { .. } => Owners::Record,
             _ => Owners::Keep {
@@ -205,11 +215,15 @@ impl Session {
     /// Opens (creating) the store without entering a user namespace: containers get their
     /// own, made from outside.
     pub fn store_without_userns(&self) -> Result<Store> {
-        Ok(Store::open(&self.root, &self.mapping.describe())?)
+        Ok(Store::open(&self.root, &self.mapping.describe())?.with_shared(&self.shared))
     }
 
-    /// Opens the store for reading, if there is one.
+    /// Opens the store for reading, if there is one (created when shared stores stand behind
+    /// it, so that their images are found).
     pub fn readable_store(&self) -> Result<Option<Store>> {
+        if !self.shared.is_empty() {
+            return self.store_without_userns().map(Some);
+        }
         Ok(Store::open_existing(&self.root)?)
     }
 

@@ -77,8 +77,9 @@ pub fn divert(cli: Cli) -> Result<Diverted> {
 
 /// Whether `--root` is among the global flags before the command's name.
 fn root_given(args: impl Iterator<Item = String>) -> bool {
-    const VALUED: [&str; 9] = [
+    const VALUED: [&str; 10] = [
         "--root",
+        "--storage-opt",
         "--log-level",
         "-H",
         "--host",

@@ -124,7 +124,10 @@ fn create_body(a: &RunArgs) -> Result<Value> {
         (!a.log_opt.is_empty(), "--log-opt"),
         (!a.ulimit.is_empty(), "--ulimit"),
         (!a.mount.is_empty(), "--mount"),
-        (!matches!(a.userns, UsernsArg::Auto), "--userns"),
+        (
+            !matches!(a.userns, None | Some(UsernsArg::Auto)),
+            "--userns",
+        ),
         (
             !matches!(a.rootfs_driver, DriverArg::Auto),
             "--rootfs-driver",

@@ -104,6 +104,8 @@ pub struct RunConfig {
     /// `--device`, `--gpus` and `--cdi-spec-dir`, checked; [`RunConfig::resolve_devices`]
     /// reads the specs.
     pub devices: DeviceFlags,
+    /// Whether `--userns` was given (else the config's `[run] userns` applies).
+    pub userns_given: bool,
 }
 
 /// The device flags of a run, checked but not yet resolved.
@@ -151,7 +153,49 @@ impl RunConfig {
                     .transpose()?,
                 spec_dirs: a.cdi_spec_dir.clone(),
             },
+            userns_given: a.userns.is_some(),
         })
+    }
+
+    /// The config's `[run]` defaults: its `userns` where the command line gives none, and its
+    /// `binds` (`/path` for `/path:/path`) after the `-v`s, except where a `-v` or `--mount`
+    /// already uses the container path. A bind whose source is missing is skipped with a
+    /// warning: a site's list (home, scratch) need not exist on every node.
+    pub fn site_defaults(&mut self, run: &crate::config::RunDefaults) -> Result<()> {
+        if let (false, Some(u)) = (self.userns_given, run.userns.as_deref()) {
+            let arg = UsernsArg::from_str(u, true).map_err(|_| {
+                anyhow::anyhow!("invalid [run] userns {u:?} in the config: auto or keep-id")
+            })?;
+            self.options.userns = arg.into();
+        }
+        for b in &run.binds {
+            let spec = if b.contains(':') {
+                b.clone()
+            } else {
+                format!("{b}:{b}")
+            };
+            let source = spec.split(':').next().unwrap_or_default();
+            if !source.starts_with('/') {
+                bail!(
+                    "invalid [run] binds entry {b:?} in the config: the source must be an absolute path"
+                );
+            }
+            if std::fs::symlink_metadata(source).is_err() {
+                tracing::warn!("[run] binds: {source} does not exist here: not bound");
+                continue;
+            }
+            let v = crate::sandbox::volume::parse_volume(&spec)
+                .with_context(|| format!("invalid [run] binds entry {b:?} in the config"))?;
+            let taken = self
+                .options
+                .volumes
+                .iter()
+                .any(|o| o.target() == v.target());
+            if !taken {
+                self.options.volumes.push(v);
+            }
+        }
+        Ok(())
     }
 
     /// Reads the CDI specs that `--device` and `--gpus` need (from /etc/cdi, /var/run/cdi,

@@ -102,6 +102,7 @@ pub fn serve(session: &Session, a: ServeArgs) -> Result<i32> {
     let engine = Engine {
         root: session.root.clone(),
         exe: PathBuf::from("/proc/self/exe"),
+        shared: session.shared.clone(),
         single_id: matches!(session.mapping, crate::sys::idmap::Mapping::Single { .. }),
         execs: Default::default(),
     };

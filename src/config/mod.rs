@@ -9,9 +9,16 @@
 //! "docker.io" = ["mirror.example.org", "http://10.0.0.5:5000"]
 //! [storage]
 //! root = "/scratch/me/nook"                            # instead of ~/.local/share/nook
+//! additional_image_stores = ["/shared/nook"]           # read-only stores, after the own one
+//! [run]
+//! userns = "keep-id"                                   # when run has no --userns
+//! binds = ["/scratch", "/home/u:/home/u:ro"]           # as -v, in every container
 //! [cdi]
 //! spec_dirs = ["/opt/site/cdi"]                        # after /etc/cdi and /var/run/cdi
 //! ```
+//!
+//! A site's file, `/etc/nook/config.toml` (or `$NOOK_SYSTEM_CONFIG`), is read first: the
+//! user's values win, lists are joined (the site's first) and maps merged.
 
 pub mod auth;
 
@@ -62,6 +69,19 @@ pub struct UserConfig {
     pub storage: StorageConfig,
     #[serde(default)]
     pub cdi: CdiConfig,
+    #[serde(default)]
+    pub run: RunDefaults,
+}
+
+/// `[run]`: defaults for every `nook run` and `nook create`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RunDefaults {
+    /// `--userns` when the command line gives none (`keep-id`, `host`, ...).
+    pub userns: Option<String>,
+    /// `-v` bind mounts added to every container; missing sources are skipped with a warning.
+    #[serde(default)]
+    pub binds: Vec<String>,
 }
 
 /// `[cdi]`: more directories of CDI specs, after /etc/cdi and /var/run/cdi (later wins).
@@ -76,15 +96,51 @@ pub struct CdiConfig {
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     pub root: Option<PathBuf>,
+    /// Read-only stores images are also looked up in, after the own one.
+    #[serde(default)]
+    pub additional_image_stores: Vec<PathBuf>,
 }
 
+/// The site's configuration file, under the user's.
+pub const SYSTEM_CONFIG: &str = "/etc/nook/config.toml";
+
 impl UserConfig {
-    /// Reads the config file if it exists.
+    /// Reads the site's file (`$NOOK_SYSTEM_CONFIG`, else [`SYSTEM_CONFIG`]) and the user's
+    /// over it, where they exist.
     pub fn load() -> Result<UserConfig, ConfigError> {
+        let system = std::env::var_os("NOOK_SYSTEM_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from(SYSTEM_CONFIG), PathBuf::from);
+        let site = Self::load_from(&system)?;
         let Some(dir) = config_home() else {
-            return Ok(UserConfig::default());
+            return Ok(site);
         };
-        Self::load_from(&dir.join("nook").join("config.toml"))
+        Ok(site.under(Self::load_from(&dir.join("nook").join("config.toml"))?))
+    }
+
+    /// This (the site's) configuration with `user`'s over it: the user's values win, lists
+    /// are joined (the site's first, no repeats) and maps merged.
+    pub fn under(self, user: UserConfig) -> UserConfig {
+        let mut mirrors = self.mirrors;
+        mirrors.extend(user.mirrors);
+        UserConfig {
+            insecure_registries: joined(self.insecure_registries, user.insecure_registries),
+            mirrors,
+            storage: StorageConfig {
+                root: user.storage.root.or(self.storage.root),
+                additional_image_stores: joined(
+                    self.storage.additional_image_stores,
+                    user.storage.additional_image_stores,
+                ),
+            },
+            cdi: CdiConfig {
+                spec_dirs: joined(self.cdi.spec_dirs, user.cdi.spec_dirs),
+            },
+            run: RunDefaults {
+                userns: user.run.userns.or(self.run.userns),
+                binds: joined(self.run.binds, user.run.binds),
+            },
+        }
     }
 
     pub fn load_from(path: &Path) -> Result<UserConfig, ConfigError> {
@@ -100,6 +156,15 @@ impl UserConfig {
             }),
         }
     }
+}
+
+fn joined<T: PartialEq>(mut first: Vec<T>, then: Vec<T>) -> Vec<T> {
+    for t in then {
+        if !first.contains(&t) {
+            first.push(t);
+        }
+    }
+    first
 }
 
 /// `$HOME`, else the passwd entry's home.
@@ -230,6 +295,28 @@ mod tests {
         fs::write(&p, "unknown_key = 1\n").unwrap();
         let err = UserConfig::load_from(&p).unwrap_err();
         assert!(err.to_string().contains("config.toml"), "{err}");
+    }
+
+    #[test]
+    fn the_users_file_goes_over_the_sites() {
+        let site: UserConfig = toml::from_str(
+            "[storage]\nroot = \"/site\"\nadditional_image_stores = [\"/shared\"]\n[run]\nuserns = \"keep-id\"\nbinds = [\"/scratch\"]\n",
+        )
+        .unwrap();
+        let user: UserConfig = toml::from_str(
+            "[storage]\nadditional_image_stores = [\"/mine\", \"/shared\"]\n[run]\nbinds = [\"/data:/data:ro\"]\n",
+        )
+        .unwrap();
+        let c = site.clone().under(user);
+        assert_eq!(c.storage.root.as_deref(), Some(Path::new("/site")));
+        assert_eq!(
+            c.storage.additional_image_stores,
+            [PathBuf::from("/shared"), PathBuf::from("/mine")]
+        );
+        assert_eq!(c.run.userns.as_deref(), Some("keep-id"));
+        assert_eq!(c.run.binds, ["/scratch", "/data:/data:ro"]);
+        let over: UserConfig = toml::from_str("[run]\nuserns = \"host\"\n").unwrap();
+        assert_eq!(site.under(over).run.userns.as_deref(), Some("host"));
     }
 
     #[test]

@@ -342,6 +342,7 @@ fn start_and_wait(
         // A squashfs shows its owners as the container's ids without nook's FUSE overlay.
         single: req.file.is_none() && matches!(host.mapping, Mapping::Single { .. }),
         fuse: rootfs::fuse_usable(),
+        shared: host.store.foreign_layers(&req.image),
     });
     if let Some(why) = &choice.why {
         tracing::debug!(why, "not using the kernel overlay");

@@ -62,6 +62,9 @@ pub struct Inputs<'a> {
     pub single: bool,
     /// This user can open /dev/fuse ([`super::fuse_usable`]).
     pub fuse: bool,
+    /// Some of the image's layers are in a shared store and belong to another user
+    /// ([`Store::foreign_layers`]): the kernel overlay could not copy their files up.
+    pub shared: bool,
 }
 
 /// The rung to take, and why a higher one is not taken.
@@ -94,6 +97,11 @@ pub fn choose(i: Inputs<'_>) -> Choice {
                     format!("the store is on {fs}, where overlayfs cannot keep an upper layer");
                 return take(Rung::Overlay.below(i.fuse), Some(why));
             }
+            if i.shared {
+                let why = "the image is in a shared store of another user's, whose files the \
+                           kernel overlay cannot copy up";
+                return take(Rung::Overlay.below(i.fuse), Some(why.into()));
+            }
             match i.probe {
                 Some(OverlayProbe::Refused(why)) => take(
                     Rung::Overlay.below(i.fuse),
@@ -114,13 +122,20 @@ pub fn choose(i: Inputs<'_>) -> Choice {
     }
 }
 
-/// The image's layers as overlay lower directories: top first, relative to `layers/`.
-pub fn overlay_lowers(image: &ImageRecord) -> Vec<String> {
+/// The image's layers as overlay lower directories: top first, relative to `layers/` (a
+/// shared store's by their whole path).
+pub fn overlay_lowers(store: &Store, image: &ImageRecord) -> Vec<String> {
     image
         .layers
         .iter()
         .rev()
-        .map(|l| format!("{}/root", l.diff_id.hex()))
+        .map(|l| {
+            let root = store.layer_root(&l.diff_id);
+            match root.strip_prefix(store.root().join("layers")) {
+                Ok(rel) => rel.display().to_string(),
+                Err(_) => root.display().to_string(),
+            }
+        })
         .collect()
 }
 
@@ -129,7 +144,7 @@ pub fn plan(store: &Store, image: &ImageRecord, dir: &Path, rung: Rung) -> Rootf
     match rung {
         Rung::Overlay => RootfsPlan::Overlay {
             layers_dir: store.root().join("layers"),
-            lowers: overlay_lowers(image),
+            lowers: overlay_lowers(store, image),
             upper: dir.join("upper"),
             work: dir.join("work"),
         },
@@ -190,6 +205,7 @@ mod tests {
             probe: None,
             single: false,
             fuse: true,
+            shared: false,
         }
     }
 
@@ -207,6 +223,7 @@ mod tests {
                 probe: Some(&refused),
                 single: true,
                 fuse: false,
+                shared: true,
             });
             assert_eq!(c, Choice { rung, why: None });
         }
@@ -252,6 +269,14 @@ mod tests {
             ..auto()
         });
         assert!(c.describe().starts_with("fuse (one id mapped"));
+        let c = choose(Inputs {
+            shared: true,
+            ..auto()
+        });
+        assert!(
+            c.describe()
+                .starts_with("fuse (the image is in a shared store")
+        );
     }
 
     #[test]

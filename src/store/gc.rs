@@ -46,7 +46,15 @@ impl Store {
         in_use: &InUse,
     ) -> Result<Vec<Removal>, StoreError> {
         let _gc = self.lock("gc", true)?;
-        let rec = self.find_image(query)?;
+        let rec = self.find_own_image(query).map_err(|e| match e {
+            StoreError::NoSuchImage(q) if self.find_shared_image(&q).is_ok() => {
+                StoreError::Shared {
+                    path: q,
+                    why: "the image is in a read-only shared store".into(),
+                }
+            }
+            e => e,
+        })?;
         let _lock = self.lock("store", true)?;
         let mut tags = self.read_tags()?;
         let mine: Vec<String> = tags

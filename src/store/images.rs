@@ -79,7 +79,15 @@ impl Store {
         self.write_atomic(&self.tags_path(), &json_bytes(tags))
     }
 
+    /// An image's record: this store's, else a shared store's.
     pub fn image(&self, id: &Digest) -> Result<ImageRecord, StoreError> {
+        match self.own_image(id) {
+            Err(StoreError::NoSuchImage(_)) => self.shared_image(id),
+            found => found,
+        }
+    }
+
+    pub(super) fn own_image(&self, id: &Digest) -> Result<ImageRecord, StoreError> {
         let p = self.record_path(id);
         let b = fs::read(&p).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
@@ -105,7 +113,7 @@ impl Store {
     /// Records an image and points `tags` at it (moving them from any other image).
     pub fn add_image(&self, mut record: ImageRecord, tags: &[String]) -> Result<(), StoreError> {
         let _lock = self.lock("store", true)?;
-        if let Ok(old) = self.image(&record.id) {
+        if let Ok(old) = self.own_image(&record.id) {
             for d in old.repo_digests {
                 if !record.repo_digests.contains(&d) {
                     record.repo_digests.push(d);
@@ -134,7 +142,7 @@ impl Store {
             let Ok(id) = Digest::parse(&format!("sha256:{hex}")) else {
                 continue;
             };
-            let rec = match self.image(&id) {
+            let rec = match self.own_image(&id) {
                 Ok(r) => r,
                 Err(StoreError::NoSuchImage(_)) => continue,
                 Err(e) => return Err(e),
@@ -151,13 +159,20 @@ impl Store {
     }
 
     /// Finds an image as docker does: by `repository:tag`, by `repository@digest`, by full
-    /// id (`sha256:...`) or by a unique id prefix.
+    /// id (`sha256:...`) or by a unique id prefix; in this store, then in the shared ones.
     pub fn find_image(&self, query: &str) -> Result<ImageRecord, StoreError> {
+        match self.find_own_image(query) {
+            Err(StoreError::NoSuchImage(_)) => self.find_shared_image(query),
+            found => found,
+        }
+    }
+
+    pub(super) fn find_own_image(&self, query: &str) -> Result<ImageRecord, StoreError> {
         let tags = self.read_tags()?;
         if let Ok(r) = Reference::parse(query) {
             if r.digest().is_none() {
                 if let Some(id) = r.tagged().and_then(|t| tags.get(&t)) {
-                    return self.image(id);
+                    return self.own_image(id);
                 }
             } else {
                 let wanted = format!("{}@{}", r.repository(), r.manifest_reference());

@@ -11,6 +11,7 @@
 
 mod gc;
 mod images;
+mod shared;
 mod sources;
 
 use std::fs::{self, File, OpenOptions};
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use gc::{GcStats, InUse, Removal};
 pub use images::{ImageRecord, LayerRef};
+pub use shared::check_shared;
 pub use sources::Conversion;
 
 use crate::digest::Digest;
@@ -71,6 +73,8 @@ pub enum StoreError {
     InUse { image: String, container: String },
     #[error("invalid tag {0:?}")]
     BadTag(String),
+    #[error("cannot use the shared image store {path}: {why}")]
+    Shared { path: String, why: String },
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -92,6 +96,8 @@ pub struct StorageInfo {
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
+    /// Read-only stores images and layers are also found in, after this one (never written).
+    shared: Vec<PathBuf>,
 }
 
 /// A held `flock`, released on drop.
@@ -123,6 +129,7 @@ impl Store {
         fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(io_err(root))?;
         let store = Store {
             root: root.to_owned(),
+            shared: Vec::new(),
         };
         store.check_info(idmap)?;
         Ok(store)
@@ -135,6 +142,7 @@ impl Store {
         }
         Ok(Some(Store {
             root: root.to_owned(),
+            shared: Vec::new(),
         }))
     }
 
@@ -252,9 +260,10 @@ impl Store {
         fs::rename(from, &to).map_err(io_err(&to))
     }
 
-    /// Reads a blob of at most `limit` bytes, verifying it.
+    /// Reads a blob of at most `limit` bytes, verifying it; from a shared store where this
+    /// one has none.
     pub fn read_blob(&self, d: &Digest, limit: u64) -> Result<Vec<u8>, StoreError> {
-        let p = self.blob_path(d);
+        let p = self.readable_blob_path(d);
         let len = fs::metadata(&p).map_err(io_err(&p))?.len();
         if len > limit {
             return Err(io_err(&p)(io::Error::new(
@@ -277,9 +286,12 @@ impl Store {
         self.root.join("layers").join(diff_id.hex())
     }
 
-    /// The unpacked filesystem of a layer, as the overlay uses it.
+    /// The unpacked filesystem of a layer, as the overlay uses it: this store's, else the
+    /// first shared store's that has it.
     pub fn layer_root(&self, diff_id: &Digest) -> PathBuf {
-        self.layer_dir(diff_id).join("root")
+        self.shared_layer_dir(diff_id)
+            .unwrap_or_else(|| self.layer_dir(diff_id))
+            .join("root")
     }
 
     /// Whether the unpacked layer whose `root/` is `root` may carry owner records
