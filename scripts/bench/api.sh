@@ -38,15 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# shellcheck source=../lib/registry.sh
-. scripts/lib/registry.sh
-start_registry
-python3 scripts/lib/mkimage.py "$WORK/busybox" --busybox >/dev/null
-skopeo copy -q --dest-tls-verify=false "oci:$WORK/busybox:latest" "docker://127.0.0.1:$PORT/bench/busybox:latest"
-[ "$(id -u)" = 0 ] && chown -R nooktest: "$WORK"
-as_user mkdir -p "$WORK/run"
-IMAGE=127.0.0.1:$PORT/bench/busybox
-as_user "$NOOK" pull -q "$IMAGE" >/dev/null
+bench_busybox
 
 SOCK=$WORK/run/nook-api.sock
 # Not through as_user (a shell function): $! must be nook's own pid for the cleanup's kill.

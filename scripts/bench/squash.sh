@@ -23,15 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# shellcheck source=../lib/registry.sh
-. scripts/lib/registry.sh
-start_registry
-python3 scripts/lib/mkimage.py "$WORK/busybox" --busybox >/dev/null
-skopeo copy -q --dest-tls-verify=false "oci:$WORK/busybox:latest" "docker://127.0.0.1:$PORT/bench/busybox:latest"
-[ "$(id -u)" = 0 ] && chown -R nooktest: "$WORK"
-as_user mkdir -p "$WORK/run"
-IMAGE=127.0.0.1:$PORT/bench/busybox
-as_user "$NOOK" pull -q "$IMAGE" >/dev/null
+bench_busybox
 as_user "$NOOK" save --format squashfs -o "$WORK/busybox.sqsh" "$IMAGE"
 # A SIF by hand: header, one primary system partition descriptor, the squashfs at 32 KiB.
 as_user python3 - "$WORK/busybox.sqsh" "$WORK/busybox.sif" <<'EOF'

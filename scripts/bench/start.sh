@@ -31,15 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# shellcheck source=../lib/registry.sh
-. scripts/lib/registry.sh
-start_registry
-python3 scripts/lib/mkimage.py "$WORK/busybox" --busybox >/dev/null
-skopeo copy -q --dest-tls-verify=false "oci:$WORK/busybox:latest" "docker://127.0.0.1:$PORT/bench/busybox:latest"
-[ "$(id -u)" = 0 ] && chown -R nooktest: "$WORK"
-as_user mkdir -p "$WORK/run"
-IMAGE=127.0.0.1:$PORT/bench/busybox
-as_user "$NOOK" pull -q "$IMAGE" >/dev/null
+bench_busybox
 
 # bwrap gets the same layer, unpacked by nook, plus the mount points it needs.
 ROOTFS=$WORK/rootfs

@@ -50,6 +50,20 @@ bench_init() {
   fi
 }
 
+# `bench_busybox`: a loopback registry (REG_PID, PORT) holding busybox as bench/busybox, pulled
+# into the user's store as $IMAGE. Needs the calling script's `as_user`.
+bench_busybox() {
+  # shellcheck source=registry.sh
+  . scripts/lib/registry.sh
+  start_registry
+  python3 scripts/lib/mkimage.py "$WORK/busybox" --busybox >/dev/null
+  skopeo copy -q --dest-tls-verify=false "oci:$WORK/busybox:latest" "docker://127.0.0.1:$PORT/bench/busybox:latest"
+  if [ "$(id -u)" = 0 ]; then chown -R nooktest: "$WORK"; fi
+  as_user mkdir -p "$WORK/run"
+  IMAGE=127.0.0.1:$PORT/bench/busybox
+  as_user "$NOOK" pull -q "$IMAGE" >/dev/null
+}
+
 bench_podman_stop() {
   local pid
   pid=$(cat "$WORK/libpod/tmp/pause.pid" 2>/dev/null) || return 0
