@@ -22,6 +22,11 @@ in_both_modes!(
 const STEP: &str = r#"
 test -z "$XDG_RUNTIME_DIR" || { echo "XDG_RUNTIME_DIR is set"; exit 90; }
 "$NOOK" run --rm "$IMAGE" sh -c 'echo container-uid=$(id -u)' || exit 91
+id=$("$NOOK" run -d "$IMAGE" sleep 60) || exit 92
+pid=$("$NOOK" inspect "$id" | grep -o '"Pid": *[0-9]*' | grep -o '[0-9]*$')
+if [ "$(cat /proc/$pid/cgroup)" = "$(cat /proc/self/cgroup)" ]; then echo cgroup=job; else
+  echo "cgroup: container $(cat /proc/$pid/cgroup | tr '\n' ' ') step $(cat /proc/self/cgroup | tr '\n' ' ')"; fi
+"$NOOK" rm -f "$id" >/dev/null || exit 93
 d=/tmp/nook-$(id -u)/slurm-$SLURM_JOB_ID
 echo runtime=$(stat -c %a:%u "$d") containers-left=$(ls "$d/containers" | wc -l)
 echo job=$SLURM_JOB_ID user=$(id -u)
@@ -90,12 +95,14 @@ fn job_env(s: &Sandbox) -> Vec<(&str, &str)> {
 }
 
 /// The step ran the container as the image's root in the user's namespace, as the job's
-/// user, and nook kept its state in a runtime directory private to the job (mode 0700, the
+/// user, in the step's own cgroups (nook adds none of its own, so the job's limits hold), and
+/// nook kept its state in a runtime directory private to the job (mode 0700, the
 /// user's, empty of containers after `--rm`), which the cluster's epilog removes when the job
 /// ends.
 #[track_caller]
 fn check_step(s: &Sandbox, out: &str) {
     assert!(out.contains("container-uid=0\n"), "{out}");
+    assert!(out.contains("cgroup=job\n"), "{out}");
     let uid = s.user.uid;
     assert!(out.contains(&format!(" user={uid}\n")), "{out}");
     assert!(
