@@ -337,29 +337,7 @@ fn copy_out(c: &Client, name: &str, src: &str, dest: &str) -> Result<()> {
 
 /// Unpacks a tar from the daemon into `dir`; an entry that would land outside is refused.
 fn unpack(r: impl Read, dir: &Path) -> Result<()> {
-    let mut a = tar::Archive::new(r);
-    a.set_preserve_permissions(true);
-    a.set_overwrite(true);
-    for entry in a.entries()? {
-        let mut e = entry?;
-        let path = e.path()?.into_owned();
-        if path
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-        {
-            bail!(
-                "the daemon sent an archive entry outside the destination: {}",
-                path.display()
-            );
-        }
-        if !e.unpack_in(dir)? {
-            bail!(
-                "the daemon sent an archive entry outside the destination: {}",
-                path.display()
-            );
-        }
-    }
-    Ok(())
+    crate::container::cp::unpack(r, dir).context("the daemon's archive")
 }
 
 /// Whether `path` is a directory in the container (None: it does not exist).

@@ -55,8 +55,9 @@ fn archive(src: &Path, name: &str, w: impl io::Write) -> io::Result<()> {
     b.into_inner()?.flush()
 }
 
-/// Unpacks a tar stream into `dir` (every entry must stay below it).
-fn unpack(r: impl io::Read, dir: &Path) -> io::Result<()> {
+/// Unpacks a tar stream into `dir` (every entry must stay below it): a `docker cp` into a
+/// container, and the client side of a copy out of a daemon's container.
+pub fn unpack(r: impl io::Read, dir: &Path) -> io::Result<()> {
     let mut a = tar::Archive::new(r);
     a.set_preserve_permissions(true);
     a.set_overwrite(true);
@@ -72,7 +73,12 @@ fn unpack(r: impl io::Read, dir: &Path) -> io::Result<()> {
                 format!("refusing archive entry {}", path.display()),
             ));
         }
-        e.unpack_in(dir)?;
+        if !e.unpack_in(dir)? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("refusing archive entry {} (outside)", path.display()),
+            ));
+        }
     }
     Ok(())
 }
