@@ -204,17 +204,5 @@ pub fn dial_stdio(path: &std::path::Path) -> io::Result<()> {
         let _ = io::copy(&mut io::stdin().lock(), &mut to);
         let _ = to.shutdown(Shutdown::Write);
     });
-    let mut from = sock;
-    let mut out = io::stdout().lock();
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        out.write_all(&buf[..n])?;
-        out.flush()?;
-    }
+    super::stream::copy_raw(sock, &mut io::stdout().lock())
 }
