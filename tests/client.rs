@@ -14,10 +14,10 @@ mod daemons;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use daemons::under_pty;
 use support::env::{Mode, Out};
 use support::in_both_modes;
 use support::sandbox::Sandbox;
+use support::sandbox::under_pty;
 use support::serve::{Server, read};
 
 in_both_modes!(

@@ -673,26 +673,13 @@ fn tty_through_a_real_pty() {
         support::skip("script(1) from util-linux is needed to give nook a terminal");
         return;
     }
-    let cmd = format!(
-        "{} run --rm -t {} sh -c 'tty; test -t 0 && echo is-a-tty; echo $TERM'",
-        s.user.bin.display(),
-        s.image
+    let out = support::sandbox::under_pty(
+        &s,
+        &format!(
+            "run --rm -t {} sh -c 'tty; test -t 0 && echo is-a-tty; echo $TERM'",
+            s.image
+        ),
     );
-    let mut c = std::process::Command::new("/usr/bin/script");
-    c.args(["-qec", &cmd, "/dev/null"]).env_clear();
-    for (k, v) in s.user.nook(&[]).get_envs() {
-        if let Some(v) = v {
-            c.env(k, v);
-        }
-    }
-    c.env("NOOK_TEST_TAG", &s.tag).env("TERM", "vt100");
-    if nix::unistd::geteuid().is_root() {
-        use std::os::unix::process::CommandExt;
-        c.uid(s.user.uid).gid(s.user.gid);
-    }
-    c.current_dir(s.user.work.path())
-        .stdin(std::process::Stdio::null());
-    let out = Out::from(c.output().unwrap());
     out.ok();
     assert!(out.stdout.contains("/dev/pts/0"), "{}", out.stdout);
     assert!(out.stdout.contains("is-a-tty"), "{}", out.stdout);

@@ -128,30 +128,6 @@ fn start_sshd(s: &Sandbox, srv: &Server) -> Option<(Sshd, u16, String)> {
     Some((guard, port, path))
 }
 
-/// `nook ARGS…` (a shell command line) as the user under script(1)'s terminal.
-pub fn under_pty(s: &Sandbox, line: &str) -> Out {
-    let mut c = std::process::Command::new("/usr/bin/script");
-    c.args([
-        "-qec",
-        &format!("{} {line}", s.user.bin.display()),
-        "/dev/null",
-    ])
-    .env_clear();
-    for (k, v) in s.user.nook(&[]).get_envs() {
-        if let Some(v) = v {
-            c.env(k, v);
-        }
-    }
-    c.env("NOOK_TEST_TAG", &s.tag).env("TERM", "vt100");
-    if nix::unistd::geteuid().is_root() {
-        use std::os::unix::process::CommandExt;
-        c.uid(s.user.uid).gid(s.user.gid);
-    }
-    c.current_dir(s.user.work.path())
-        .stdin(std::process::Stdio::null());
-    Out::from(c.output().unwrap())
-}
-
 /// A real Docker Engine (Debian's docker.io) on a private socket and on TLS over TCP (a CA,
 /// its server certificate, a client certificate: `ca.pem`, `cert.pem`, `key.pem` in `dir`,
 /// as DOCKER_CERT_PATH wants them), for as long as it lives.

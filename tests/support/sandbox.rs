@@ -193,3 +193,27 @@ pub fn assert_posix_cases(out: &Out, what: &str) {
         out.stderr
     );
 }
+
+/// `nook ARGS…` (a shell command line) as the user under script(1)'s terminal.
+pub fn under_pty(s: &Sandbox, line: &str) -> Out {
+    let mut c = std::process::Command::new("/usr/bin/script");
+    c.args([
+        "-qec",
+        &format!("{} {line}", s.user.bin.display()),
+        "/dev/null",
+    ])
+    .env_clear();
+    for (k, v) in s.user.nook(&[]).get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    c.env("NOOK_TEST_TAG", &s.tag).env("TERM", "vt100");
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::process::CommandExt;
+        c.uid(s.user.uid).gid(s.user.gid);
+    }
+    c.current_dir(s.user.work.path())
+        .stdin(std::process::Stdio::null());
+    Out::from(c.output().unwrap())
+}
