@@ -69,7 +69,8 @@ impl Store {
 
     /// The directory of a layer this store lacks and a shared store has.
     pub(super) fn shared_layer_dir(&self, diff_id: &Digest) -> Option<PathBuf> {
-        if self.has_layer(diff_id) {
+        // No stat on `nook run`'s path unless shared stores are configured.
+        if self.shared.is_empty() || self.has_layer(diff_id) {
             return None;
         }
         self.shared_stores()
@@ -90,7 +91,7 @@ impl Store {
 
     /// Where a blob can be read: this store's, else the first shared store's that has it.
     pub(super) fn readable_blob_path(&self, d: &Digest) -> PathBuf {
-        if self.has_blob(d) {
+        if self.shared.is_empty() || self.has_blob(d) {
             return self.blob_path(d);
         }
         self.shared_stores()
