@@ -108,10 +108,6 @@ pub(super) fn launch(
     let (mut pty, mut driver, mut server, mut fakeroot) = (None, None, None, None);
     let mut squash = None;
     let mut door = None;
-    // An init that ends with a message of ours unread resets the connection, and a waiting
-    // recvmsg can report that reset before the message the init sent last (its failure):
-    // the reset is reported once, so one more look finds the message.
-    let mut reset_seen = false;
     loop {
         match message::recv::<ToParent>(ours.as_fd()) {
             Ok(Some((ToParent::Mounted { driver: d }, _))) => driver = Some(d),
@@ -193,7 +189,6 @@ pub(super) fn launch(
                 });
             }
             Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::ECONNRESET) if !reset_seen => reset_seen = true,
             Err(e) => return Err(io("lost the container's init")(e.into())),
         }
     }
