@@ -15,6 +15,7 @@ in_both_modes!(
     srun_runs_a_container_as_the_job_user,
     sbatch_wait_runs_a_job_script,
     salloc_then_srun_runs_a_container,
+    job_memory_limit_holds_in_the_container,
 );
 
 /// What each job step runs on the node: nook (from `$NOOK`) runs `$IMAGE` with the store
@@ -78,6 +79,42 @@ fn salloc_then_srun_runs_a_container(mode: Mode) {
         &job_env(&s),
     );
     check_step(&s, &out.ok().stdout);
+}
+
+/// A step of a job with `--mem=100M` on a cluster whose `task/cgroup` enforces it: the step's
+/// memory cgroup carries the limit; a container that stays under it runs; one that takes three
+/// times as much is killed by the kernel (137), because the container is inside the step's
+/// cgroup and nook adds no cgroup of its own that could escape it. Slurm sees the kill.
+fn job_memory_limit_holds_in_the_container(mode: Mode) {
+    const LIMITED: &str = r#"
+step=/sys/fs/cgroup/memory$(sed -n 's/^[0-9]*:memory://p' /proc/self/cgroup)
+echo step-limit=$(cat "$step/../memory.limit_in_bytes")
+"$NOOK" run --rm "$IMAGE" sh -c 'x=$(head -c 10000000 /dev/zero | tr "\0" a); echo small=${#x}'
+echo small-rc=$?
+"$NOOK" run --rm "$IMAGE" sh -c 'x=$(head -c 300000000 /dev/zero | tr "\0" a); echo big=${#x}'
+echo big-rc=$?
+"#;
+    let Some(slurm) = Slurm::with_cgroups() else {
+        return;
+    };
+    let Some(s) = Sandbox::new(mode) else {
+        return;
+    };
+    let out = slurm.run(
+        &s.user,
+        "srun",
+        &["-n1", "--mem=100M", "sh", "-c", LIMITED],
+        &job_env(&s),
+    );
+    let text = format!("{out:?}\n{}", slurm.logs());
+    assert!(out.stdout.contains("step-limit=104857600\n"), "{text}");
+    assert!(
+        out.stdout.contains("small=10000000\nsmall-rc=0\n"),
+        "{text}"
+    );
+    assert!(out.stdout.contains("big-rc=137\n"), "{text}");
+    assert!(!out.stdout.contains("big=300000000"), "{text}");
+    assert!(out.stderr.contains("oom-kill"), "{text}");
 }
 
 fn setup(mode: Mode) -> Option<(Sandbox, std::sync::Arc<Slurm>)> {

@@ -6,10 +6,13 @@
 //! `localhost` at 127.0.0.1 whatever the machine's name (`slurmd -N localhost`), its ports are
 //! free loopback ports, and it claims more CPUs than the machine has
 //! (`SlurmdParameters=config_overrides`) so that parallel tests and 4-rank jobs never queue.
-//! Processes are tracked by `proctrack/linuxproc` with `task/none`. The cgroup plugins were not
-//! tried: they build a tree of their own at the top of the host's hierarchy, and this host's
-//! hybrid v1/v2 hierarchy (no systemd, the suite itself in a memory cgroup of its supervisor)
-//! is not the tests' to change.
+//! The shared cluster tracks processes with `proctrack/linuxproc` and `task/none`. A cluster
+//! that enforces jobs' limits ([`Slurm::with_cgroups`]) runs `proctrack/cgroup` and
+//! `task/cgroup` on the cgroup v1 memory and freezer controllers, but never at the top of the
+//! host's hierarchies: slurmd starts in a cgroup of its own below the suite's
+//! (`nook-slurm-…`), in a cgroup namespace rooted there and a mount namespace whose
+//! /sys/fs/cgroup shows only those two controllers, so the tree Slurm builds
+//! (`slurm_localhost/uid_U/job_J/step_S`) lives, and is removed, inside the suite's own.
 //!
 //! Jobs run as the submitting user, so the tests submit as the test users (the daemons run as
 //! root, as on a cluster). One Slurm is shared by the tests of a process that overlap
@@ -40,7 +43,28 @@ pub struct Slurm {
     // Stopped in this order: slurmd, then the controller, then munge.
     daemons: Vec<ChildGuard>,
     dir: tempfile::TempDir,
+    /// The cgroups slurmd was started in ([`Slurm::with_cgroups`]), removed on drop.
+    cgroups: Vec<PathBuf>,
 }
+
+/// The cgroup v1 controllers a cluster with cgroups uses: memory for `--mem`, freezer for
+/// `proctrack/cgroup`.
+const CONTROLLERS: [&str; 2] = ["memory", "freezer"];
+
+/// How slurmd starts in its own cgroups: `$1`… are the cgroup directories to make and enter,
+/// the last argument slurm.conf. `unshare` execs (no fork), so the guard's pid stays slurmd's.
+const SLURMD_IN_CGROUPS: &str = r#"set -e
+conf=$1; shift
+for d in "$@"; do mkdir "$d"; echo $$ > "$d/cgroup.procs"; done
+exec unshare --cgroup --mount --propagation private sh -c '
+  set -e
+  mount -t tmpfs nook-cgroups /sys/fs/cgroup
+  for c in memory freezer; do
+    mkdir /sys/fs/cgroup/$c
+    mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c
+  done
+  exec /usr/sbin/slurmd -D -N localhost -f "$0"' "$conf"
+"#;
 
 /// What a site adds to its Epilog for nook (README "Slurm and MPI"): the job's private runtime
 /// directory goes when the job ends. Run by slurmd as root: nothing is followed through a
@@ -64,7 +88,47 @@ impl Drop for Slurm {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        for dir in &self.cgroups {
+            remove_cgroup_tree(dir);
+        }
     }
+}
+
+/// Removes a cgroup v1 directory and those below it, deepest first (a cgroup is removed with
+/// rmdir once it holds no process; the last of a job's may take a moment to go).
+fn remove_cgroup_tree(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut dirs = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    todo.push(e.path());
+                }
+            }
+            dirs.push(d);
+        }
+        let all = dirs.iter().rev().all(|d| std::fs::remove_dir(d).is_ok());
+        if all || !dir.exists() || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Where this process sits in a cgroup v1 controller's hierarchy, as a directory.
+fn own_cgroup(controller: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = text.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, names, path) = (f.next()?, f.next()?, f.next()?);
+        names.split(',').any(|n| n == controller).then_some(path)
+    })?;
+    let root = Path::new("/sys/fs/cgroup").join(controller);
+    root.join("cgroup.procs")
+        .exists()
+        .then(|| root.join(rel.trim_start_matches('/')))
 }
 
 impl Slurm {
@@ -76,12 +140,25 @@ impl Slurm {
         if let Some(s) = held.upgrade() {
             return Some(s);
         }
-        let s = Arc::new(Slurm::start()?);
+        let s = Arc::new(Slurm::start(false)?);
         *held = Arc::downgrade(&s);
         Some(s)
     }
 
-    fn start() -> Option<Slurm> {
+    /// A cluster of its own that puts every job step in cgroups and enforces `--mem` (see the
+    /// module's comment); `None` (after a skip) where the host has no cgroup v1 memory and
+    /// freezer controllers.
+    pub fn with_cgroups() -> Option<Slurm> {
+        if CONTROLLERS.iter().any(|c| own_cgroup(c).is_none()) {
+            skip(
+                "no cgroup v1 memory and freezer hierarchies under /sys/fs/cgroup for Slurm's task/cgroup",
+            );
+            return None;
+        }
+        Slurm::start(true)
+    }
+
+    fn start(cgroups: bool) -> Option<Slurm> {
         if !nix::unistd::geteuid().is_root() {
             skip("Slurm's daemons run as root: run the suite as root");
             return None;
@@ -99,17 +176,29 @@ impl Slurm {
         let mut s = Slurm {
             daemons: Vec::new(),
             dir,
+            cgroups: Vec::new(),
         };
         s.layout();
         s.daemons.push(s.munged());
-        s.write_conf();
+        s.write_conf(cgroups);
         let conf = s.conf();
+        let conf = conf.to_str().unwrap();
         s.daemons
-            .push(s.daemon("slurmctld", &["-D", "-i", "-f", conf.to_str().unwrap()]));
-        s.daemons.push(s.daemon(
-            "slurmd",
-            &["-D", "-N", "localhost", "-f", conf.to_str().unwrap()],
-        ));
+            .push(s.daemon("slurmctld", &["-D", "-i", "-f", conf]));
+        let slurmd = if cgroups {
+            let name = format!("nook-slurm-{}", super::sandbox::rand_suffix());
+            s.cgroups = CONTROLLERS
+                .iter()
+                .filter_map(|c| own_cgroup(c))
+                .map(|d| d.join(&name))
+                .collect();
+            let mut args = vec!["-c", SLURMD_IN_CGROUPS, "sh", conf];
+            args.extend(s.cgroups.iter().map(|d| d.to_str().unwrap()));
+            s.daemon_as("slurmd", "/bin/sh", &args)
+        } else {
+            s.daemon("slurmd", &["-D", "-N", "localhost", "-f", conf])
+        };
+        s.daemons.push(slurmd);
         s.wait_idle();
         // The order of drops: slurmd first.
         s.daemons.reverse();
@@ -169,7 +258,8 @@ impl Slurm {
         child
     }
 
-    fn write_conf(&self) {
+    /// slurm.conf, and with `cgroups` the cgroup.conf Slurm reads beside it.
+    fn write_conf(&self, cgroups: bool) {
         let p = |rel| self.path(rel).display().to_string();
         let (ctld, slurmd) = (free_port(), free_port());
         // Job ids name runtime directories (/tmp/nook-UID/slurm-ID): clusters of parallel
@@ -194,8 +284,8 @@ impl Slurm {
              MailProg=/bin/true\n\
              Epilog={epilog}\n\
              FirstJobId={first_job}\n\
-             ProctrackType=proctrack/linuxproc\n\
-             TaskPlugin=task/none\n\
+             ProctrackType=proctrack/{track}\n\
+             TaskPlugin=task/{task}\n\
              JobAcctGatherType=jobacct_gather/none\n\
              AccountingStorageType=accounting_storage/none\n\
              SwitchType=switch/none\n\
@@ -203,9 +293,9 @@ impl Slurm {
              ReturnToService=2\n\
              SchedulerType=sched/builtin\n\
              SelectType=select/cons_tres\n\
-             SelectTypeParameters=CR_Core\n\
+             SelectTypeParameters={select}\n\
              SlurmdParameters=config_overrides\n\
-             NodeName=localhost NodeAddr=127.0.0.1 CPUs=16 State=UNKNOWN\n\
+             NodeName=localhost NodeAddr=127.0.0.1 CPUs=16 RealMemory=4000 State=UNKNOWN\n\
              PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP\n",
             sock = p("run/munge.sock"),
             state = p("state"),
@@ -213,14 +303,30 @@ impl Slurm {
             run = p("run"),
             log = p("log"),
             epilog = p("epilog.sh"),
+            track = if cgroups { "cgroup" } else { "linuxproc" },
+            task = if cgroups { "cgroup" } else { "none" },
+            select = if cgroups { "CR_Core_Memory" } else { "CR_Core" },
         );
         std::fs::write(self.conf(), conf).unwrap();
+        if cgroups {
+            // Only memory is constrained: cores and devices would need the cpuset and
+            // devices controllers too, and no swap limit (the VM has no swap).
+            let cgroup_conf = "CgroupPlugin=cgroup/v1\nCgroupMountpoint=/sys/fs/cgroup\n\
+                 ConstrainRAMSpace=yes\nConstrainSwapSpace=no\nConstrainCores=no\n\
+                 ConstrainDevices=no\n";
+            std::fs::write(self.path("cgroup.conf"), cgroup_conf).unwrap();
+        }
     }
 
     fn daemon(&self, name: &str, args: &[&str]) -> ChildGuard {
+        self.daemon_as(name, &format!("/usr/sbin/{name}"), args)
+    }
+
+    /// A daemon `name` (its output in log/NAME.out) started by `program`.
+    fn daemon_as(&self, name: &str, program: &str, args: &[&str]) -> ChildGuard {
         let out = std::fs::File::create(self.path(&format!("log/{name}.out"))).unwrap();
         ChildGuard(Some(
-            Command::new(format!("/usr/sbin/{name}"))
+            Command::new(program)
                 .args(args)
                 .env("SLURM_CONF", self.conf())
                 .stdin(Stdio::null())
