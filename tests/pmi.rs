@@ -88,6 +88,17 @@ fn a_closed_descriptor_is_refused(mode: Mode) {
         );
     s.nook(&["run", "--rm", "--preserve-fd", "1", &s.image, "true"])
         .fails_with(125, "standard streams");
+    // PMI_FD passed on by -e names no open descriptor: the run goes on, with a warning.
+    let env = [("PMI_FD", "9"), ("NOOK_TEST_TAG", s.tag.as_str())];
+    let out = s
+        .user
+        .run_env(&["run", "--rm", "-e", "PMI_*", &s.image, "true"], &env);
+    assert!(
+        out.ok()
+            .stderr
+            .contains("PMI_FD=9 names no descriptor nook inherited"),
+        "{out:?}"
+    );
     // A detached container's monitor would hold it.
     let run_d = ["run", "-d", "--preserve-fds", "1", &s.image];
     Out::from(nook_with(&s, "3</dev/null", &run_d).output().unwrap()).fails_with(125, "foreground");
