@@ -104,6 +104,14 @@ pub struct RunArgs {
     /// Run a small reaper as pid 1.
     #[arg(long)]
     pub init: bool,
+    /// Pass descriptors 3 to 3+N-1, which nook inherited open, to the command at the same
+    /// numbers (foreground runs; `nook start -a` after `create`).
+    #[arg(long, value_name = "N")]
+    pub preserve_fds: Option<u32>,
+    /// Pass these inherited descriptors to the command at the same numbers. PMI_FD (Slurm's
+    /// `--mpi=pmi2`) is passed without this flag when -e passes nook's PMI_FD on (-e 'PMI_*').
+    #[arg(long, value_name = "FD[,FD...]", value_delimiter = ',')]
+    pub preserve_fd: Vec<i32>,
     /// Pull the image: missing, always or never.
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
     pub pull: PullPolicy,
@@ -232,6 +240,7 @@ pub(super) fn options(a: &RunArgs) -> Result<RunOptions> {
         command: a.command.clone(),
         // Read from the CDI specs by RunConfig::resolve_devices.
         devices: Default::default(),
+        preserve_fds: crate::sandbox::fds::requested(a.preserve_fds, &a.preserve_fd)?,
     })
 }
 
@@ -311,6 +320,8 @@ fn run_as(
     existing: Option<crate::container::Record>,
     print_id: bool,
 ) -> Result<i32> {
+    // Before nook opens anything: an inherited descriptor is open without close-on-exec.
+    crate::sandbox::fds::check_inherited(&c.options.preserve_fds)?;
     c.resolve_devices(&session.config)?;
     c.site_defaults(&session.config.run)?;
     let store = session.store_without_userns()?;

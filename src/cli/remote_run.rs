@@ -132,6 +132,10 @@ fn create_body(a: &RunArgs) -> Result<Value> {
             !matches!(a.rootfs_driver, DriverArg::Auto),
             "--rootfs-driver",
         ),
+        (
+            a.preserve_fds.is_some() || !a.preserve_fd.is_empty(),
+            "--preserve-fds",
+        ),
     ];
     if let Some((_, flag)) = local_only.iter().find(|(set, _)| *set) {
         bail!("{flag} does not go over the API yet: unset -H/--context to run locally");

@@ -118,6 +118,14 @@ pub struct DeviceFlags {
 
 impl RunConfig {
     pub fn new(a: &RunArgs) -> Result<RunConfig> {
+        let options = options(a)?;
+        if a.detach && !options.preserve_fds.is_empty() {
+            // The monitor would hold them, and the caller's peer would wait on it.
+            bail!(
+                "--preserve-fds and --preserve-fd need the container in the foreground: drop -d \
+                 (or start a created container with nook start -a)"
+            );
+        }
         Ok(RunConfig {
             image: a.image.clone(),
             name: a.name.clone(),
@@ -125,7 +133,7 @@ impl RunConfig {
             detach: a.detach,
             pull: a.pull,
             platform: a.platform.clone(),
-            options: options(a)?,
+            options,
             limits: limits(a.memory.as_deref(), a.cpus, a.pids_limit)?,
             rotation: log_options(&a.log_opt)?,
             labels: labels(&a.label)?,

@@ -319,6 +319,7 @@ fn command(t: &Target<'_>, report: &mut std::fs::File) -> ! {
             stdin: t.req.stdin,
             keep_id: None,
             init: false,
+            preserve_fds: Vec::new(),
         };
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
         let group = std::fs::read_to_string("/etc/group").unwrap_or_default();

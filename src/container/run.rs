@@ -183,6 +183,10 @@ pub fn run(host: &Host<'_>, req: RunRequest) -> Result<i32, RunError> {
     if o.userns == UserNs::KeepId {
         process.keep_id = keep_id_account();
     }
+    if req.detach.is_none() {
+        crate::sandbox::fds::settle(&mut process.preserve_fds, &process.env)
+            .map_err(io("cannot mark nook's descriptors close-on-exec"))?;
+    }
     let containers = Containers::new(host.store.root());
     let mut record = Record::new(
         id.clone(),
@@ -417,6 +421,9 @@ fn start_and_wait(
                 fakeroot,
                 helper,
             } => {
+                for &fd in &process.preserve_fds {
+                    crate::sys::process::close_inherited(fd);
+                }
                 if driver == Some(Rung::Overlay) && rootfs::cached_probe(host.runtime).is_none() {
                     rootfs::record_probe(host.runtime, &OverlayProbe::Works);
                 }

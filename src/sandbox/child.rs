@@ -28,7 +28,8 @@ use super::user::{User, read_confined, resolve};
 use crate::rootfs::Rung;
 use crate::sys::confined::{RootDir, components};
 use crate::sys::process::{
-    WinSize, cloexec_from, exit_now, reset_signals, set_controlling_tty, set_window_size,
+    WinSize, cloexec_from, exit_now, keep_on_exec, reset_signals, set_controlling_tty,
+    set_window_size,
 };
 
 pub(crate) struct Failure {
@@ -191,6 +192,13 @@ fn setup_and_exec(
     }
     let program = find_program(&p.args[0], &p.env)?;
     cloexec_from(3).map_err(fail(Stage::Process, "cannot close nook's descriptors"))?;
+    for &fd in &p.preserve_fds {
+        // The reaper forks the command with them open, then closes its own copies.
+        keep_on_exec(fd).map_err(fail(
+            Stage::Process,
+            &format!("cannot pass descriptor {fd} on"),
+        ))?;
+    }
     let args: Vec<CString> = p
         .args
         .iter()

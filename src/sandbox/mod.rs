@@ -2,7 +2,7 @@
 //! operations, the process), and the child side that executes it.
 //!
 //! Everything that decides is pure and tested without privileges (`plan`, `spec`, `env`,
-//! `volume`, `mount`, `user`, `caps`, `seccomp` (profiles and their BPF), and the mount order
+//! `volume`, `mount`, `user`, `fds`, `caps`, `seccomp` (profiles and their BPF), and the mount order
 //! through the `seam`); `child` and `reaper` run inside
 //! the new namespaces.
 
@@ -11,6 +11,7 @@ pub mod child;
 pub mod device;
 pub mod env;
 pub mod fakeroot;
+pub mod fds;
 pub mod message;
 pub mod mount;
 pub mod plan;

@@ -77,6 +77,8 @@ pub struct Process {
     pub init: bool,
     /// `--userns keep-id`: the user's entries, added to the image's passwd and group.
     pub keep_id: Option<super::user::Account>,
+    /// Descriptors beyond 0-2 the command gets at the same numbers (`sandbox::fds`).
+    pub preserve_fds: Vec<std::os::fd::RawFd>,
 }
 
 /// Everything the child does, in order.

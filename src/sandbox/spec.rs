@@ -61,6 +61,8 @@ pub struct RunOptions {
     pub command: Vec<String>,
     /// `--device` and `--gpus`, resolved (CDI specs read) by the caller.
     pub devices: super::device::DeviceEdits,
+    /// `--preserve-fds` and `--preserve-fd` (`sandbox::fds`), checked open by the caller.
+    pub preserve_fds: Vec<std::os::fd::RawFd>,
 }
 
 impl Default for RunOptions {
@@ -93,6 +95,7 @@ impl Default for RunOptions {
             ulimits: vec![],
             command: vec![],
             devices: Default::default(),
+            preserve_fds: vec![],
         }
     }
 }
@@ -230,6 +233,7 @@ pub fn process(
         stdin: o.stdin,
         keep_id: None,
         init: o.init,
+        preserve_fds: o.preserve_fds.clone(),
     })
 }
 

@@ -72,6 +72,32 @@ pub fn close_from(first: RawFd) -> io::Result<()> {
     }
 }
 
+/// Whether `fd` is open without close-on-exec: a descriptor nook inherited from its caller
+/// (every descriptor nook opens itself is close-on-exec), which `--preserve-fds` may pass on.
+pub fn inherited(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD takes no argument and only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    flags >= 0 && flags & libc::FD_CLOEXEC == 0
+}
+
+/// Clears close-on-exec on `fd`, so that the command nook execs keeps it at this number.
+pub fn keep_on_exec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_SETFD takes an int argument and changes only the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Closes an inherited descriptor that nook passed on and holds no object for (once the
+/// container has it, nook's copy would only keep the peer waiting).
+pub fn close_inherited(fd: RawFd) {
+    // SAFETY: the caller owns no `OwnedFd`/`File` for `fd` (it was inherited and only passed
+    // on by number), so nothing uses or closes it after this.
+    unsafe { libc::close(fd) };
+}
+
 /// Makes `tty` the controlling terminal of the calling session leader.
 pub fn set_controlling_tty(tty: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: TIOCSCTTY takes an int argument (0: do not steal); the fd is borrowed.
