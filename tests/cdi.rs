@@ -20,6 +20,7 @@ in_both_modes!(
     cdi_devices_bring_nodes_mounts_env_and_hooks,
     gpus_map_to_the_nvidia_spec,
     device_errors_are_clear,
+    gpu_check_script_with_stand_ins,
 );
 
 /// The hook that finds the container's root as nvidia-ctk's hooks do (state on stdin → the
@@ -372,4 +373,57 @@ fn device_errors_are_clear(mode: Mode) {
     out.fails_with(125, "ldconfig: cannot write cache");
     assert!(!out.stdout.contains("ran"), "{}", out.stdout);
     assert!(Path::new(&failing).exists());
+}
+
+/// scripts/gpu-check.sh (the device check for a machine with GPUs) where nvidia-ctk is absent:
+/// the spec it makes by hand from stand-ins for /dev/nvidia0, /dev/nvidia1, /dev/nvidiactl and
+/// nvidia-smi (a script that lists the GPU nodes it sees) gives `nook run --gpus all IMAGE
+/// nvidia-smi -L` both GPUs and the control node, run as the test user.
+fn gpu_check_script_with_stand_ins(mode: Mode) {
+    use nix::sys::stat::{Mode as Perm, SFlag, makedev, mknod};
+    let Some(s) = Sandbox::new(mode) else { return };
+    let dev = s.user.home().join("gpudev");
+    std::fs::create_dir_all(&dev).unwrap();
+    for (name, minor) in [("nvidia0", 3), ("nvidia1", 5), ("nvidiactl", 3)] {
+        let perm = Perm::from_bits_truncate(0o666);
+        if let Err(e) = mknod(&dev.join(name), SFlag::S_IFCHR, perm, makedev(1, minor)) {
+            support::skip(&format!("cannot make stand-in device nodes: {e}"));
+            return;
+        }
+    }
+    s.user.give(&dev);
+    let smi = s.user.write_home(
+        "nvidia-smi",
+        concat!(
+            "#!/bin/sh\nfor d in /dev/nvidia[0-9]*; do\n",
+            "  echo \"GPU ${d#/dev/nvidia}: stand-in $(stat -c %t:%T $d)\"\ndone\n",
+            "test -c /dev/nvidiactl && echo control\n"
+        )
+        .as_bytes(),
+    );
+    std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = s.user.write_home(
+        "gpu-check.sh",
+        include_str!("../scripts/gpu-check.sh").as_bytes(),
+    );
+    let out: support::env::Out = s
+        .user
+        .command(Path::new("/bin/sh"))
+        .arg(&script)
+        .arg(&s.user.bin)
+        .arg(&s.image)
+        .env("GPU_DEV", &dev)
+        .env("NVIDIA_SMI", &smi)
+        .env("NOOK_TEST_TAG", &s.tag)
+        .output()
+        .unwrap()
+        .into();
+    let text = format!("{out:?}");
+    assert!(out.stdout.contains(r#""kind":"nvidia.com/gpu""#), "{text}");
+    assert!(
+        out.stdout
+            .contains("GPU 0: stand-in 1:3\nGPU 1: stand-in 1:5\ncontrol\n"),
+        "{text}"
+    );
+    assert_eq!(out.code, 0, "{text}");
 }
