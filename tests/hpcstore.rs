@@ -159,6 +159,16 @@ fn a_read_only_shared_store_serves_both_users() {
                 .contains("read-only")
         );
     }
+    // Through `nook serve`, docker lists and runs the shared store's image too.
+    let srv = support::serve::Server::start_env(
+        &filler,
+        &[("NOOK_SYSTEM_CONFIG", site.to_str().unwrap())],
+    );
+    let listed = srv.ok(&filler, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(listed.contains("/shared:"), "{listed}");
+    let ran = srv.ok(&filler, &["run", "--rm", &image, "cat", "app"]);
+    assert_eq!(ran, "app's\n");
+    drop(srv);
     let info = other.run(&["--storage-opt", &opt, "info"]);
     assert!(
         info.ok().stdout.contains(&format!("shared:   {ro_s}")),

@@ -56,7 +56,8 @@ pub fn list(e: &Engine, q: &Query) -> Result<Response, ApiError> {
         return Ok(Response::json(200, &json!([])));
     };
     let mut out = Vec::new();
-    for (rec, tags) in store.images()? {
+    // The read-only shared stores' images after the own store's, as `nook images` lists them.
+    for (rec, tags) in store.images()?.into_iter().chain(store.shared_images()?) {
         let tags: Vec<String> = tags.iter().map(|t| familiar(t)).collect();
         let keep = filters.iter().all(|(k, v)| match k.as_str() {
             "reference" => reference_matches(v, &tags),

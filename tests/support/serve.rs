@@ -19,6 +19,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(s: &Sandbox) -> Server {
+        Server::start_env(s, &[])
+    }
+
+    /// [`Server::start`] with more environment for `nook serve`.
+    pub fn start_env(s: &Sandbox, env: &[(&str, &str)]) -> Server {
         let sock = s.user.home().join("nook.sock");
         let log = s.user.home().join("serve.log");
         let file = std::fs::File::create(&log).unwrap();
@@ -26,7 +31,8 @@ impl Server {
         let mut c = s
             .user
             .nook(&["serve", "-H", &format!("unix://{}", sock.display())]);
-        c.env("NOOK_TEST_TAG", &s.tag)
+        c.envs(env.iter().copied())
+            .env("NOOK_TEST_TAG", &s.tag)
             .stdout(Stdio::null())
             .stderr(file);
         let child = ChildGuard(Some(c.spawn().unwrap()));
