@@ -324,6 +324,7 @@ fn start_and_wait(
         net: net.mode.private(),
         cgroup: Path::new("/proc/self/ns/cgroup").exists(),
         ipc: !o.host_ipc,
+        pid: !o.host_pid,
     };
     let tty_gid = gid_map.to_host(5).is_some();
     let probe = rootfs::cached_probe(host.runtime);
@@ -416,6 +417,7 @@ fn start_and_wait(
                 squash,
                 fakeroot,
                 helper,
+                members,
             } => {
                 if driver == Some(Rung::Overlay) && rootfs::cached_probe(host.runtime).is_none() {
                     rootfs::record_probe(host.runtime, &OverlayProbe::Works);
@@ -445,8 +447,16 @@ fn start_and_wait(
                     }
                     None => None,
                 };
-                let code = supervise(pid, &signals, pty, process.stdin, outputs)
-                    .map_err(io("lost track of the container"))?;
+                let code = supervise(pid, &signals, pty, process.stdin, outputs);
+                if let Some(m) = members {
+                    // No pid namespace ends them with the init (see container::members).
+                    let n = m.end_all(Path::new("/proc"));
+                    tracing::debug!(
+                        n,
+                        "ended the container's processes left in the host's pid namespace"
+                    );
+                }
+                let code = code.map_err(io("lost track of the container"))?;
                 drop(helper);
                 drop(fakeroot);
                 drop(server);
