@@ -4,7 +4,9 @@
 #      against 64 x one start's median, and against 64 rootless `podman --runtime runc run` at once;
 #  (b) MPI allreduce latency, osu-style small messages (scripts/bench/allreduce.c, mpicc):
 #      `mpirun -np 4` on the host against 4 ranks in 4 containers (the host's MPI bound in,
-#      --network host --ipc host --userns keep-id), same transport settings (ob1, self,tcp);
+#      --network host --ipc host --userns keep-id), same transport settings: ob1 over self,tcp,
+#      and over self,vader (shared memory; the containers add --pid host; single copy off for
+#      both, as CMA is refused between the containers' user namespaces);
 #  (c) `nook run FILE.sqsh` against the store: scripts/bench/squash.sh.
 #
 #   scripts/bench/hpc.sh [RUNS]     (default 5; run as root it benchmarks as user nooktest)
@@ -71,12 +73,22 @@ done
 
 # (b) host and containers alternate, so drift on a shared machine hits both alike.
 MPI_ENV=(PMIX_MCA_gds=hash OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,tcp)
+SHM_ENV=(PMIX_MCA_gds=hash OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none)
 RANK=("$NOOK" run --rm --userns keep-id --network host --ipc host -e 'OMPI_*' -e 'PMIX_*' -e 'PMI_*'
       -v /usr:/usr:ro -v /etc/alternatives:/etc/alternatives:ro bench-mpi /allreduce)
+SHM_RANK=("${RANK[@]:0:3}" --pid host "${RANK[@]:3}")
+mpi() { # LABEL ENV... -- COMMAND...
+  local label=$1 env=(); shift
+  while [ "$1" != -- ]; do env+=("$1"); shift; done; shift
+  as_user "${env[@]}" timeout 300 mpirun -np "$RANKS" --oversubscribe "$@" |
+    grep -E '^[0-9]+ [0-9.]+$' | sed "s/^/$label /" >>"$WORK/mpi.txt"
+}
 : >"$WORK/mpi.txt"
 for r in $(seq 1 "$RUNS"); do
-  as_user "${MPI_ENV[@]}" timeout 300 mpirun -np "$RANKS" --oversubscribe "$WORK/mpi/allreduce" | grep -E '^[0-9]+ [0-9.]+$' | sed 's/^/host /' >>"$WORK/mpi.txt"
-  as_user "${MPI_ENV[@]}" timeout 300 mpirun -np "$RANKS" --oversubscribe "${RANK[@]}" | grep -E '^[0-9]+ [0-9.]+$' | sed 's/^/nook /' >>"$WORK/mpi.txt"
+  mpi host "${MPI_ENV[@]}" -- "$WORK/mpi/allreduce"
+  mpi nook "${MPI_ENV[@]}" -- "${RANK[@]}"
+  mpi host-shm "${SHM_ENV[@]}" -- "$WORK/mpi/allreduce"
+  mpi nook-shm "${SHM_ENV[@]}" -- "${SHM_RANK[@]}"
 done
 
 echo "HPC figures, $RUNS runs ($(nproc) cores, $(date +%F))"
@@ -99,10 +111,15 @@ for line in open(sys.argv[3]):
     where, size, us = line.split()
     lat.setdefault(int(size), {}).setdefault(where, []).append(float(us))
 print(f"(b) allreduce, {sys.argv[5]} ranks, mean latency (median of runs)")
-print(f"    {'bytes':>5} {'host':>9} {'nook':>9} {'nook/host':>9}")
+print(f"    {'':5} {'self,tcp':>29}   {'self,vader (nook: --pid host)':>29}")
+print(f"    {'bytes':>5} {'host':>9} {'nook':>9} {'nook/host':>9}   "
+      f"{'host':>9} {'nook':>9} {'nook/host':>9}")
 for size in sorted(lat):
-    h, c = st.median(lat[size]["host"]), st.median(lat[size]["nook"])
-    print(f"    {size:5} {h:7.1f}us {c:7.1f}us {c / h:9.3f}")
+    row = f"    {size:5}"
+    for h, c in (("host", "nook"), ("host-shm", "nook-shm")):
+        h, c = st.median(lat[size][h]), st.median(lat[size][c])
+        row += f" {h:7.2f}us {c:7.2f}us {c / h:9.3f}  "
+    print(row.rstrip())
 EOF
 echo "(c) single-file images (scripts/bench/squash.sh $((RUNS * 4)))"
 NOOK=$ORIG_NOOK scripts/bench/squash.sh $((RUNS * 4)) | sed 's/^/    /'

@@ -72,7 +72,7 @@ const HOST_UNSUPPORTED: &[(&str, &str)] = &[
     ("MemorySwap", "not yet"),
     ("ShmSize", "not yet"),
     ("Sysctls", "not yet"),
-    ("PidMode", "each container has its own pid namespace"),
+    ("PidMode", "use private or host"),
     ("IpcMode", "use private or host"),
 ];
 
@@ -199,8 +199,10 @@ fn host_flags(h: &Value, a: &mut Vec<String>) -> Result<(), ApiError> {
             a.push(flag.into());
         }
     }
-    if text(h, "IpcMode") == Some("host") {
-        a.push("--ipc=host".into());
+    for (flag, key) in [("--ipc=host", "IpcMode"), ("--pid=host", "PidMode")] {
+        if text(h, key) == Some("host") {
+            a.push(flag.into());
+        }
     }
     match text(h, "NetworkMode") {
         None | Some("default" | "bridge") => {}
@@ -277,11 +279,11 @@ fn console_size(v: Option<&Value>) -> Option<(u16, u16)> {
 }
 
 /// PidMode/IpcMode: "" and "private" are nook's own behaviour ("shareable" is docker's
-/// private ipc that others may join), and an ipc mode of "host" is `--ipc host`.
+/// private ipc that others may join), and a mode of "host" is `--ipc host` or `--pid host`.
 fn mode_set(h: &Value, k: &str) -> bool {
     text(h, k).is_some_and(|m| match k {
         "IpcMode" => !matches!(m, "private" | "shareable" | "host"),
-        _ => m != "private",
+        _ => !matches!(m, "private" | "host"),
     })
 }
 
@@ -547,5 +549,18 @@ mod tests {
         for private in ["", "private", "shareable"] {
             assert!(!args(private).iter().any(|a| a.starts_with("--ipc")));
         }
+    }
+
+    #[test]
+    fn host_pid_is_a_flag_and_another_containers_is_refused() {
+        let body = |mode: &str| json!({"Image": "bb", "HostConfig": {"PidMode": mode}});
+        let args = create_args(None, None, &body("host")).unwrap();
+        assert!(args.contains(&"--pid=host".to_owned()));
+        for private in ["", "private"] {
+            let args = create_args(None, None, &body(private)).unwrap();
+            assert!(!args.iter().any(|a| a.starts_with("--pid")));
+        }
+        let e = create_args(None, None, &body("container:x")).unwrap_err();
+        assert!(e.to_string().contains("HostConfig.PidMode"), "{e}");
     }
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::Session;
-use super::run_config::{DriverArg, IpcArg, PullPolicy, RunConfig, UsernsArg};
+use super::run_config::{DriverArg, IpcArg, PidArg, PullPolicy, RunConfig, UsernsArg, parse_pid};
 use crate::container::run::{Host, RunRequest, run as run_container};
 use crate::reference::Reference;
 use crate::sandbox::seccomp::Seccomp;
@@ -88,6 +88,9 @@ pub struct RunArgs {
     /// IPC namespace: private, or host to share the host's and its /dev/shm.
     #[arg(long, value_enum, default_value_t = IpcArg::Private)]
     pub ipc: IpcArg,
+    /// PID namespace: private, or host to run in the host's and see its /proc.
+    #[arg(long, value_parser = parse_pid, default_value = "private")]
+    pub pid: PidArg,
     /// Publish a container's port: [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp].
     #[arg(short, long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
@@ -216,6 +219,7 @@ pub(super) fn options(a: &RunArgs) -> Result<RunOptions> {
         read_only: a.read_only,
         network: crate::net::Mode::parse(&a.network)?,
         host_ipc: a.ipc == IpcArg::Host,
+        host_pid: a.pid == PidArg::Host,
         publish: a
             .publish
             .iter()

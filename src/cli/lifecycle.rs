@@ -521,14 +521,21 @@ pub struct TopArgs {
     pub container: String,
 }
 
-/// `nook top`: the processes in the container's pid namespace.
+/// `nook top`: the processes in the container's pid namespace (with `--pid host`, the
+/// host's: those in its user namespace instead, less the nook holding it).
 pub fn top(session: &Session, a: TopArgs) -> Result<i32> {
     let r = containers(session).get(&a.container)?;
     let Some(pid) = r.entry_pid() else {
         bail!("container {} is not running", r.name);
     };
-    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid"))
-        .with_context(|| format!("cannot read the pid namespace of container {}", r.name))?;
+    let read = |p: &str, kind: &str| std::fs::read_link(format!("/proc/{p}/ns/{kind}")).ok();
+    let kind = match read(&pid.to_string(), "pid") {
+        Some(ns) if Some(&ns) == read("self", "pid").as_ref() => "user",
+        _ => "pid",
+    };
+    let ns = read(&pid.to_string(), kind)
+        .with_context(|| format!("cannot read the namespaces of container {}", r.name))?;
+    let monitor = r.monitor.map(|(p, _)| p);
     let mut rows = Vec::new();
     for e in std::fs::read_dir("/proc")?.flatten() {
         let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
@@ -537,10 +544,7 @@ pub fn top(session: &Session, a: TopArgs) -> Result<i32> {
         // The `--init` reaper's namespaces are closed to us (it is not dumpable); it is the
         // container's pid 1 all the same.
         if Some(p) != r.pid
-            && std::fs::read_link(format!("/proc/{p}/ns/pid"))
-                .ok()
-                .as_ref()
-                != Some(&ns)
+            && (Some(p) == monitor || read(&p.to_string(), kind) != Some(ns.clone()))
         {
             continue;
         }

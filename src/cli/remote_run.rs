@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::container::{RunArgs, StartArgs};
 use super::lifecycle::{ExecArgs, LogsArgs};
-use super::run_config::{DriverArg, IpcArg, PullPolicy, UsernsArg};
+use super::run_config::{DriverArg, IpcArg, PidArg, PullPolicy, UsernsArg};
 use crate::client::http::Body;
 use crate::client::stream::{copy_raw, demux};
 use crate::client::{Client, ClientError, Hijacked, enc};
@@ -102,6 +102,9 @@ fn host_config(a: &RunArgs, bindings: Map<String, Value>) -> Result<Value> {
     }
     if a.ipc == IpcArg::Host {
         host["IpcMode"] = json!("host");
+    }
+    if a.pid == PidArg::Host {
+        host["PidMode"] = json!("host");
     }
     if let Some(m) = &a.memory {
         host["Memory"] = json!(parse_bytes(m)?);

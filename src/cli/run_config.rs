@@ -56,6 +56,28 @@ pub enum IpcArg {
     Host,
 }
 
+/// `--pid`: `private` (a pid namespace of the container's own) or `host`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PidArg {
+    Private,
+    /// The host's pid namespace and /proc (MPI ranks in separate containers, as Apptainer
+    /// and enroot run them).
+    Host,
+}
+
+/// Parses `--pid`; docker's `container:NAME` is refused with what to use instead.
+pub fn parse_pid(s: &str) -> Result<PidArg, String> {
+    match s {
+        "" | "private" => Ok(PidArg::Private),
+        "host" => Ok(PidArg::Host),
+        m if m.starts_with("container:") => Err(
+            "nook does not join another container's pid namespace: use --pid host (or nook exec)"
+                .into(),
+        ),
+        _ => Err("use private or host".into()),
+    }
+}
+
 /// `--rootfs-driver`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DriverArg {

@@ -32,6 +32,8 @@ pub(super) enum Launch {
         fakeroot: Option<Box<(super::fakeroot::Fakeroot, Option<super::fakeroot::Door>)>>,
         /// slirp4netns or pasta.
         helper: Option<net::Helper>,
+        /// With `--pid host`, the container's processes, for nook to end with the init.
+        members: Option<super::members::Members>,
     },
     Failed {
         stage: Stage,
@@ -55,10 +57,10 @@ pub(super) fn launch(
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| io("cannot create the setup socket")(e.into()))?;
-    let mut flags = CloneFlags::CLONE_NEWUSER
-        | CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS;
+    let mut flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS;
+    if plan.namespaces.pid {
+        flags |= CloneFlags::CLONE_NEWPID;
+    }
     if plan.namespaces.ipc {
         flags |= CloneFlags::CLONE_NEWIPC;
     }
@@ -89,6 +91,19 @@ pub(super) fn launch(
         let _ = nix::sys::wait::waitpid(pid, None);
         return Err(e);
     }
+    // Read while the init waits for its maps, before the command can have started anything.
+    let members = if plan.namespaces.pid {
+        None
+    } else {
+        match super::members::Members::of(std::path::Path::new("/proc"), pid) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+                return Err(io("cannot read the container's user namespace")(e));
+            }
+        }
+    };
     // If the init already gave up, its report is waiting below: read it rather than fail here.
     let _ = message::send(ours.as_fd(), &ToChild::MapsWritten, None);
     // The network comes up while the init mounts its root.
@@ -171,6 +186,7 @@ pub(super) fn launch(
                     squash,
                     fakeroot: fakeroot.map(|f| Box::new((f, door))),
                     helper,
+                    members,
                 });
             }
             Ok(Some((

@@ -18,6 +18,7 @@ mod launch;
 pub mod lifecycle;
 pub mod logs;
 mod mapping;
+mod members;
 
 pub mod monitor;
 mod report;

@@ -328,6 +328,7 @@ fn start_and_wait(
         net: net.mode.private(),
         cgroup: Path::new("/proc/self/ns/cgroup").exists(),
         ipc: !o.host_ipc,
+        pid: !o.host_pid,
     };
     let tty_gid = gid_map.to_host(5).is_some();
     let probe = rootfs::cached_probe(host.runtime);
@@ -420,6 +421,7 @@ fn start_and_wait(
                 squash,
                 fakeroot,
                 helper,
+                members,
             } => {
                 for &fd in &process.preserve_fds {
                     crate::sys::process::close_inherited(fd);
@@ -452,8 +454,16 @@ fn start_and_wait(
                     }
                     None => None,
                 };
-                let code = supervise(pid, &signals, pty, process.stdin, outputs)
-                    .map_err(io("lost track of the container"))?;
+                let code = supervise(pid, &signals, pty, process.stdin, outputs);
+                if let Some(m) = members {
+                    // No pid namespace ends them with the init (see container::members).
+                    let n = m.end_all(Path::new("/proc"));
+                    tracing::debug!(
+                        n,
+                        "ended the container's processes left in the host's pid namespace"
+                    );
+                }
+                let code = code.map_err(io("lost track of the container"))?;
                 drop(helper);
                 drop(fakeroot);
                 drop(server);

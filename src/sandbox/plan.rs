@@ -19,6 +19,8 @@ pub struct Namespaces {
     pub cgroup: bool,
     /// An ipc namespace of its own; `false`: the host's (`--ipc host`), with its /dev/shm.
     pub ipc: bool,
+    /// A pid namespace of its own; `false`: the host's (`--pid host`), with its /proc.
+    pub pid: bool,
 }
 
 /// How the container's root is made.
@@ -139,12 +141,7 @@ pub fn standard_mounts(
 ) -> Vec<MountOp> {
     let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
     let mut m = vec![
-        MountOp::Fs {
-            fstype: "proc",
-            target: Target::dir("/proc"),
-            flags: nosuid_noexec_nodev,
-            data: String::new(),
-        },
+        proc_mount(ns),
         MountOp::Fs {
             fstype: "tmpfs",
             target: Target::dir("/dev"),
@@ -230,6 +227,27 @@ pub fn with_devices(mut mounts: Vec<MountOp>, devices: &[MountOp]) -> Vec<MountO
     mounts
 }
 
+/// /proc: a fresh procfs of the container's pid namespace, or with `--pid host` the host's
+/// bound recursively (as Apptainer does): a procfs can only be mounted by the owner of the pid
+/// namespace, which the host's is not. The masks and read-only paths apply to either.
+fn proc_mount(ns: Namespaces) -> MountOp {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    if !ns.pid {
+        return MountOp::Bind {
+            source: "/proc".into(),
+            target: Target::dir("/proc"),
+            recursive: true,
+            flags,
+        };
+    }
+    MountOp::Fs {
+        fstype: "proc",
+        target: Target::dir("/proc"),
+        flags,
+        data: String::new(),
+    }
+}
+
 /// /dev/shm and /dev/mqueue: the container's own, or with `--ipc host` the host's /dev/shm
 /// (shared memory between MPI ranks in separate containers). An mqueue filesystem can only be
 /// mounted by the owner of the ipc namespace, so a container in the host's has none.
@@ -275,6 +293,7 @@ mod tests {
                     net: true,
                     cgroup: true,
                     ipc: true,
+                    pid: true,
                 },
                 true,
                 &etc(),
@@ -302,6 +321,7 @@ mod tests {
                 net: true,
                 cgroup: true,
                 ipc: true,
+                pid: true,
             },
             true,
             &etc(),
@@ -353,6 +373,7 @@ mod tests {
                 net: true,
                 cgroup: true,
                 ipc: true,
+                pid: true,
             },
             true,
             &etc(),
@@ -364,6 +385,7 @@ mod tests {
                 net: false,
                 cgroup: true,
                 ipc: true,
+                pid: true,
             },
             true,
             &etc(),
@@ -383,6 +405,7 @@ mod tests {
                     net: true,
                     cgroup: true,
                     ipc: true,
+                    pid: true,
                 },
                 mapped,
                 &etc(),
@@ -411,6 +434,7 @@ mod tests {
                 net: true,
                 cgroup: true,
                 ipc: true,
+                pid: true,
             },
             true,
             &etc(),
@@ -446,6 +470,7 @@ mod tests {
             net: false,
             cgroup: true,
             ipc: false,
+            pid: true,
         };
         let m = standard_mounts(ns, true, &etc(), &[]);
         assert!(
@@ -457,5 +482,35 @@ mod tests {
             |o| matches!(o, MountOp::Fs { fstype: "mqueue" | "tmpfs", target, .. }
             if target.path.starts_with("/dev/shm") || target.path == "/dev/mqueue")
         ));
+    }
+
+    #[test]
+    fn host_pid_binds_the_hosts_proc_and_keeps_it_masked() {
+        let ns = Namespaces {
+            net: true,
+            cgroup: true,
+            ipc: true,
+            pid: false,
+        };
+        let m = standard_mounts(ns, true, &etc(), &[]);
+        let proc = m.iter().position(|o| {
+            matches!(o, MountOp::Bind { source, target, recursive: true, flags }
+                if target.path == "/proc" && source.as_path() == std::path::Path::new("/proc")
+                    && flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV))
+        });
+        assert!(
+            !m.iter()
+                .any(|o| matches!(o, MountOp::Fs { fstype: "proc", .. }))
+        );
+        for p in MASKED.iter().filter(|p| p.starts_with("/proc")) {
+            let masked = m
+                .iter()
+                .position(|o| matches!(o, MountOp::Mask { path } if path == p));
+            assert!(masked > proc, "{p} is masked after /proc is bound");
+        }
+        assert!(
+            m.iter()
+                .any(|o| matches!(o, MountOp::ReadOnly { path } if path == "/proc/sys"))
+        );
     }
 }

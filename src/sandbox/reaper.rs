@@ -1,5 +1,6 @@
-//! `--init`: a small reaper as the container's pid 1. It forks the command, forwards every
-//! signal it receives to it, reaps orphans, and exits with the command's status.
+//! `--init`: a small reaper as the container's pid 1 (or, with `--pid host`, its first
+//! process and the subreaper of the rest). It forks the command, forwards every signal it
+//! receives to it, reaps orphans, and exits with the command's status.
 //!
 //! The reaper is nook's own code, so it makes itself non-dumpable: its `/proc/1/exe` (nook's
 //! binary) is then out of reach of the container (CVE-2019-5736); `--init` is refused with
@@ -18,6 +19,9 @@ use crate::sys::process::{clone_fork, exit_now, reset_signals};
 /// Becomes the reaper; never returns.
 pub fn run(sock: BorrowedFd<'_>, program: &CString, args: &[CString], env: &[CString]) -> ! {
     let _ = nix::sys::prctl::set_dumpable(false);
+    // Pid 1 of a pid namespace gets its orphans anyway; in the host's (`--pid host`) they
+    // would go to the host's init without this.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
     let all = SigSet::all();
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&all), None);
     let child = match clone_fork(nix::sched::CloneFlags::empty()) {

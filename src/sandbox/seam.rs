@@ -296,6 +296,7 @@ mod tests {
                 net: true,
                 cgroup: true,
                 ipc: true,
+                pid: true,
             },
             false,
             &etc,

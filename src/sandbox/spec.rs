@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub network: crate::net::Mode,
     /// `--ipc host`: the host's ipc namespace and /dev/shm instead of the container's own.
     pub host_ipc: bool,
+    /// `--pid host`: the host's pid namespace and /proc instead of the container's own.
+    pub host_pid: bool,
     /// `-p`, and `-P`'s ports added by the run from the image's EXPOSE.
     pub publish: Vec<crate::net::Publish>,
     pub publish_all: bool,
@@ -80,6 +82,7 @@ impl Default for RunOptions {
             read_only: false,
             network: crate::net::Mode::Default,
             host_ipc: false,
+            host_pid: false,
             publish: Vec::new(),
             publish_all: false,
             userns: UserNs::Auto,
@@ -127,6 +130,10 @@ pub enum SpecError {
         "--init cannot be combined with CAP_SYS_PTRACE: the container could then reach nook's binary through /proc/1/exe"
     )]
     InitWithPtrace,
+    #[error(
+        "--pid host cannot be combined with CAP_SYS_PTRACE: the container could then trace nook's own processes, which it sees"
+    )]
+    HostPidWithPtrace,
 }
 
 /// PATH when the image sets none (docker's).
@@ -213,6 +220,10 @@ pub fn process(
     let seccomp = o.seccomp.program(&caps)?;
     if o.init && caps.contains(&caps::Capability::CAP_SYS_PTRACE) {
         return Err(SpecError::InitWithPtrace);
+    }
+    // nook's FUSE server joins the container's user namespace, where CAP_SYS_PTRACE reaches it.
+    if o.host_pid && caps.contains(&caps::Capability::CAP_SYS_PTRACE) {
+        return Err(SpecError::HostPidWithPtrace);
     }
     Ok(Process {
         args,
@@ -446,6 +457,15 @@ mod tests {
         assert!(matches!(
             process(&image(), &bad, "h", &none),
             Err(SpecError::InitWithPtrace)
+        ));
+        let bad = RunOptions {
+            host_pid: true,
+            cap_add: vec!["SYS_PTRACE".into()],
+            ..opts()
+        };
+        assert!(matches!(
+            process(&image(), &bad, "h", &none),
+            Err(SpecError::HostPidWithPtrace)
         ));
     }
 
