@@ -38,6 +38,7 @@ with_and_without_init!(
     create_then_start_detached_and_attached,
     removed_containers_leave_no_trace,
     ps_shows_ports_only_while_running,
+    running_before_the_command_starts,
 );
 
 /// A sandbox whose `run` and `create` commands get `--init` in the `init::` variants.
@@ -681,6 +682,45 @@ fn ps_shows_ports_only_while_running(init: bool) {
     let v: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap();
     assert_eq!(v["Ports"], "", "{v}");
     s.nook(&["rm", "web"]).ok();
+}
+
+/// The record says running, with the init's pid, before anything of the command's runs
+/// (nook saves it before it lets the init start the command): its first action, reading the
+/// record through a bind of the store's containers directory, finds it so. Eight at once, so
+/// that a record saved only after the command started would be caught by the load.
+fn running_before_the_command_starts(init: bool) {
+    let Some(s) = Case::new(init) else {
+        return;
+    };
+    let records = s.user.store().join("containers");
+    let bind = format!("{}:/c:ro", records.display());
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..8)
+            .map(|i| {
+                let (s, bind) = (&s, &bind);
+                scope.spawn(move || {
+                    let name = format!("early{i}");
+                    let script = format!(
+                        "grep -l '\"name\": \"{name}\"' /c/*/config.json | \
+                         xargs grep -h -e '\"state\"' -e '\"pid\"'; : {}",
+                        s.tag
+                    );
+                    s.run(&["--name", &name, "-v", bind, &s.image, "sh", "-c", &script])
+                })
+            })
+            .collect();
+        for run in runs {
+            let out = run.join().unwrap();
+            out.ok();
+            assert!(
+                out.stdout.contains("\"state\": \"running\""),
+                "{}",
+                out.stdout
+            );
+            assert!(out.stdout.contains("\"pid\": "), "{}", out.stdout);
+            assert!(!out.stdout.contains("\"pid\": null"), "{}", out.stdout);
+        }
+    });
 }
 
 /// The commands of issue 11 on a container run with `--init` (whose pid 1, nook's reaper,

@@ -18,8 +18,11 @@ use crate::sys::process::{WinSize, clone_fork};
 use crate::sys::userns::map_child;
 
 pub(super) enum Launch {
-    Started {
+    /// Setup is done; the init waits for [`release`] to start the command.
+    Ready {
         pid: Pid,
+        /// The setup socket, for [`release`].
+        sock: OwnedFd,
         pty: Option<OwnedFd>,
         /// The rung the init mounted (none if it ended before it said).
         driver: Option<Rung>,
@@ -177,9 +180,11 @@ pub(super) fn launch(
             Ok(Some((ToParent::Fuse, None))) => {
                 return Err(RunError::Protocol("the init's FUSE connection got lost"));
             }
-            Ok(Some((ToParent::Started, _))) | Ok(None) => {
-                return Ok(Launch::Started {
+            // (end-of-file here: the init died; `release` finds it so.)
+            Ok(Some((ToParent::Ready | ToParent::Started, _))) | Ok(None) => {
+                return Ok(Launch::Ready {
                     pid,
+                    sock: ours,
                     pty,
                     driver,
                     server,
@@ -204,6 +209,33 @@ pub(super) fn launch(
                     exit,
                 });
             }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(io("lost the container's init")(e.into())),
+        }
+    }
+}
+
+/// Lets the init start the command (the caller has recorded the container as running) and
+/// waits until it has: `Ok(None)` once it runs, the init's report where it could not (the
+/// program could not be executed) after the init has been reaped.
+pub(super) fn release(sock: &OwnedFd, pid: Pid) -> Result<Option<(Stage, String, i32)>, RunError> {
+    // An init that already died finds no reader: its end shows below.
+    let _ = message::send(sock.as_fd(), &ToChild::Go, None);
+    loop {
+        match message::recv::<ToParent>(sock.as_fd()) {
+            Ok(Some((
+                ToParent::Failed {
+                    stage,
+                    message,
+                    exit,
+                },
+                _,
+            ))) => {
+                let _ = nix::sys::wait::waitpid(pid, None);
+                return Ok(Some((stage, message, exit)));
+            }
+            Ok(Some((ToParent::Started, _))) | Ok(None) => return Ok(None),
+            Ok(Some(_)) => return Err(RunError::Protocol("the init spoke out of turn")),
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(io("lost the container's init")(e.into())),
         }

@@ -413,8 +413,9 @@ fn start_and_wait(
         let signals = Signals::block().map_err(io("cannot block signals"))?;
         let launched = super::launch::launch(host, &plan, tty_size, &mut net, &mut prepare)?;
         match launched {
-            super::launch::Launch::Started {
+            super::launch::Launch::Ready {
                 pid,
+                sock,
                 pty,
                 driver,
                 server,
@@ -432,13 +433,10 @@ fn start_and_wait(
                 if req.limits.any() {
                     cgroup::apply(&record.id, &req.limits, pid)?;
                 }
+                // Running (and in its cgroup) before anything of the command's can run: a
+                // `nook port` or `exec` the command's first output prompts finds it so.
                 record.state = super::State::Running;
                 record.pid = Some(pid.as_raw());
-                // The reaper has forked the command before it reported the start.
-                record.entry = o
-                    .init
-                    .then(|| super::lifecycle::first_child(pid.as_raw()))
-                    .flatten();
                 record.driver = driver;
                 record.network = net.name().into();
                 if let Some(e) = record.exec.as_mut() {
@@ -446,6 +444,18 @@ fn start_and_wait(
                 }
                 record.started = Some(now());
                 let _ = containers.save(record);
+                if let Some((_, message, exit)) = super::launch::release(&sock, pid)? {
+                    // The program could not be executed: the container never ran.
+                    (record.state, record.pid, record.started) =
+                        (super::State::Created, None, None);
+                    return Err(RunError::Setup { message, exit });
+                }
+                drop(sock);
+                if o.init {
+                    // The reaper has forked the command before it reported the start.
+                    record.entry = super::lifecycle::first_child(pid.as_raw());
+                    let _ = containers.save(record);
+                }
                 containers.event("start", record, &[]);
                 let outputs = match detach.take() {
                     Some(d) => {

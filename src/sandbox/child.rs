@@ -212,6 +212,21 @@ fn setup_and_exec(
     if !p.env.iter().any(|(k, _)| k == "HOME") {
         env.push(cstring(&format!("HOME={}", user.home))?);
     }
+    // nook records the container as running before anything of the command's can run.
+    message::send(sock, &ToParent::Ready, None).map_err(fail(
+        Stage::Process,
+        "cannot tell nook the command is ready",
+    ))?;
+    match message::recv::<ToChild>(sock) {
+        Ok(Some((ToChild::Go, _))) => {}
+        _ => {
+            return Err(Failure {
+                stage: Stage::Process,
+                message: "nook went away before the command could start".into(),
+                exit: 125,
+            });
+        }
+    }
     if p.init {
         super::reaper::run(sock, &program, &args, &env)
     }

@@ -1,8 +1,8 @@
 //! The typed messages between nook and the container's init, over a SOCK_SEQPACKET pair.
 //!
 //! One JSON datagram per message; a terminal's master side travels as SCM_RIGHTS with
-//! [`ToParent::Pty`]. The init's end is close-on-exec, so end-of-file after `Mounted` means
-//! the command was executed.
+//! [`ToParent::Pty`]. The init's end is close-on-exec, so end-of-file after `Ready` and `Go`
+//! means the command was executed.
 
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -19,6 +19,9 @@ pub enum ToChild {
     NetworkReady,
     /// The fakeroot supervises, and nook's FUSE overlay applies the image's owners.
     FakerootReady,
+    /// nook has recorded the container as running (and put it in its cgroup): the command
+    /// may start.
+    Go,
 }
 
 /// init → nook.
@@ -33,6 +36,8 @@ pub enum ToParent {
     /// The listener of the fakeroot's seccomp filter (descriptor attached): nook supervises
     /// the container's stat and chown calls.
     Fakeroot,
+    /// Setup is done and the command is about to start: the init waits for [`ToChild::Go`].
+    Ready,
     /// `--init` forked the command (without `--init`, end-of-file says the same).
     Started,
     /// Setup failed; `exit` is the status nook should end with (125, 126 or 127).
