@@ -684,10 +684,11 @@ fn ps_shows_ports_only_while_running(init: bool) {
     s.nook(&["rm", "web"]).ok();
 }
 
-/// The record says running, with the init's pid, before anything of the command's runs
-/// (nook saves it before it lets the init start the command): its first action, reading the
-/// record through a bind of the store's containers directory, finds it so. Eight at once, so
-/// that a record saved only after the command started would be caught by the load.
+/// The record says running, with the init's pid (and under `--init` the command's, which
+/// `exec`, `cp` and `top` enter by), before anything of the command's runs (nook saves it
+/// before it lets the command start): its first action, reading the record through a bind of
+/// the store's containers directory, finds it so. Eight at once, so that a record saved only
+/// after the command started would be caught by the load.
 fn running_before_the_command_starts(init: bool) {
     let Some(s) = Case::new(init) else {
         return;
@@ -702,7 +703,7 @@ fn running_before_the_command_starts(init: bool) {
                     let name = format!("early{i}");
                     let script = format!(
                         "grep -l '\"name\": \"{name}\"' /c/*/config.json | \
-                         xargs grep -h -e '\"state\"' -e '\"pid\"'; : {}",
+                         xargs grep -h -e '\"state\"' -e '\"pid\"' -e '\"entry\"'; : {}",
                         s.tag
                     );
                     s.run(&["--name", &name, "-v", bind, &s.image, "sh", "-c", &script])
@@ -719,6 +720,10 @@ fn running_before_the_command_starts(init: bool) {
             );
             assert!(out.stdout.contains("\"pid\": "), "{}", out.stdout);
             assert!(!out.stdout.contains("\"pid\": null"), "{}", out.stdout);
+            if init {
+                assert!(out.stdout.contains("\"entry\": "), "{}", out.stdout);
+                assert!(!out.stdout.contains("\"entry\": null"), "{}", out.stdout);
+            }
         }
     });
 }

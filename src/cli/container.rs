@@ -88,7 +88,8 @@ pub struct RunArgs {
     /// IPC namespace: private, or host to share the host's and its /dev/shm.
     #[arg(long, value_enum, default_value_t = IpcArg::Private)]
     pub ipc: IpcArg,
-    /// PID namespace: private, or host to run in the host's and see its /proc.
+    /// PID namespace: private, or host to run in the host's and see its /proc (the container
+    /// can then signal every process of yours).
     #[arg(long, value_parser = parse_pid, default_value = "private")]
     pub pid: PidArg,
     /// Publish a container's port: [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp].

@@ -181,7 +181,7 @@ pub(super) fn launch(
                 return Err(RunError::Protocol("the init's FUSE connection got lost"));
             }
             // (end-of-file here: the init died; `release` finds it so.)
-            Ok(Some((ToParent::Ready | ToParent::Started, _))) | Ok(None) => {
+            Ok(Some((ToParent::Ready, _))) | Ok(None) => {
                 return Ok(Launch::Ready {
                     pid,
                     sock: ours,
@@ -234,7 +234,9 @@ pub(super) fn release(sock: &OwnedFd, pid: Pid) -> Result<Option<(Stage, String,
                 let _ = nix::sys::wait::waitpid(pid, None);
                 return Ok(Some((stage, message, exit)));
             }
-            Ok(Some((ToParent::Started, _))) | Ok(None) => return Ok(None),
+            // The command's copy of the socket closes with its exec (and the reaper's after
+            // its fork).
+            Ok(None) => return Ok(None),
             Ok(Some(_)) => return Err(RunError::Protocol("the init spoke out of turn")),
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(io("lost the container's init")(e.into())),

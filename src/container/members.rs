@@ -64,13 +64,39 @@ impl Members {
                 break;
             }
             for pid in left {
-                if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                if self.kill(proc, pid) {
                     killed.insert(pid);
                 }
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         killed.len()
+    }
+}
+
+impl Members {
+    /// SIGKILL to `pid` if it is still in the container: through a pidfd opened before the
+    /// namespace is checked again, so that a pid the kernel gave to another process after the
+    /// scan is never signalled (kill by number where the kernel has no pidfd).
+    fn kill(&self, proc: &Path, pid: i32) -> bool {
+        let ours = || {
+            std::fs::metadata(proc.join(pid.to_string()).join("ns/user"))
+                .is_ok_and(|m| (m.dev(), m.ino()) == self.ns)
+        };
+        match crate::sys::process::pidfd_open(pid) {
+            Ok(fd) => {
+                ours()
+                    && crate::sys::process::pidfd_kill(
+                        std::os::fd::AsFd::as_fd(&fd),
+                        Signal::SIGKILL,
+                    )
+                    .is_ok()
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                ours() && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+            }
+            Err(_) => false,
+        }
     }
 }
 

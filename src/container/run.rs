@@ -437,6 +437,11 @@ fn start_and_wait(
                 // `nook port` or `exec` the command's first output prompts finds it so.
                 record.state = super::State::Running;
                 record.pid = Some(pid.as_raw());
+                // Under `--init` the reaper has forked the command, which waits for the go.
+                record.entry = o
+                    .init
+                    .then(|| super::lifecycle::first_child(pid.as_raw()))
+                    .flatten();
                 record.driver = driver;
                 record.network = net.name().into();
                 if let Some(e) = record.exec.as_mut() {
@@ -451,11 +456,6 @@ fn start_and_wait(
                     return Err(RunError::Setup { message, exit });
                 }
                 drop(sock);
-                if o.init {
-                    // The reaper has forked the command before it reported the start.
-                    record.entry = super::lifecycle::first_child(pid.as_raw());
-                    let _ = containers.save(record);
-                }
                 containers.event("start", record, &[]);
                 let outputs = match detach.take() {
                     Some(d) => {

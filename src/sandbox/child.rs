@@ -212,27 +212,32 @@ fn setup_and_exec(
     if !p.env.iter().any(|(k, _)| k == "HOME") {
         env.push(cstring(&format!("HOME={}", user.home))?);
     }
-    // nook records the container as running before anything of the command's can run.
+    if p.init {
+        // The reaper forks the command, which asks nook to go (so nook sees the command's pid).
+        super::reaper::run(sock, &program, &args, &env)
+    }
+    ready_then_go(sock)?;
+    reset_signals();
+    let e = nix::unistd::execve(&program, &args, &env).unwrap_err();
+    Err(exec_failure(&p.args[0], e))
+}
+
+/// Tells nook the command is about to start and waits for its go: nook records the container
+/// as running (the command's pid, under `--init`, with it) before anything of the command's
+/// can run.
+pub(crate) fn ready_then_go(sock: BorrowedFd<'_>) -> Result<(), Failure> {
     message::send(sock, &ToParent::Ready, None).map_err(fail(
         Stage::Process,
         "cannot tell nook the command is ready",
     ))?;
     match message::recv::<ToChild>(sock) {
-        Ok(Some((ToChild::Go, _))) => {}
-        _ => {
-            return Err(Failure {
-                stage: Stage::Process,
-                message: "nook went away before the command could start".into(),
-                exit: 125,
-            });
-        }
+        Ok(Some((ToChild::Go, _))) => Ok(()),
+        _ => Err(Failure {
+            stage: Stage::Process,
+            message: "nook went away before the command could start".into(),
+            exit: 125,
+        }),
     }
-    if p.init {
-        super::reaper::run(sock, &program, &args, &env)
-    }
-    reset_signals();
-    let e = nix::unistd::execve(&program, &args, &env).unwrap_err();
-    Err(exec_failure(&p.args[0], e))
 }
 
 /// The devices' hooks of `stage`; a failing one fails the start with its output.

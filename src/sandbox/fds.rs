@@ -66,8 +66,9 @@ pub fn pmi_fd(env: &[(String, String)], host: Option<&str>) -> Option<RawFd> {
 }
 
 /// Adds `PMI_FD`'s descriptor to `keep` where [`pmi_fd`] names an inherited one (with a
-/// warning where it names none), then marks every descriptor from 3 up close-on-exec: the
-/// init opens `keep` again for the command alone.
+/// warning where it names none), then, where there are any to keep, marks every descriptor
+/// from 3 up close-on-exec: the init opens `keep` again for the command alone. (With none,
+/// a plain `nook run` makes no call here: the init closes nook's descriptors before the exec.)
 pub fn settle(keep: &mut Vec<RawFd>, env: &[(String, String)]) -> std::io::Result<()> {
     let host = std::env::var("PMI_FD").ok();
     if let Some(fd) = pmi_fd(env, host.as_deref()).filter(|fd| !keep.contains(fd)) {
@@ -76,6 +77,9 @@ pub fn settle(keep: &mut Vec<RawFd>, env: &[(String, String)]) -> std::io::Resul
         } else {
             eprintln!("warning: PMI_FD={fd} names no descriptor nook inherited: not passed on");
         }
+    }
+    if keep.is_empty() {
+        return Ok(());
     }
     crate::sys::process::cloexec_from(3)
 }

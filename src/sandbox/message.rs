@@ -36,10 +36,9 @@ pub enum ToParent {
     /// The listener of the fakeroot's seccomp filter (descriptor attached): nook supervises
     /// the container's stat and chown calls.
     Fakeroot,
-    /// Setup is done and the command is about to start: the init waits for [`ToChild::Go`].
+    /// Setup is done and the command is about to start (under `--init`, sent by the command
+    /// the reaper forked): it waits for [`ToChild::Go`].
     Ready,
-    /// `--init` forked the command (without `--init`, end-of-file says the same).
-    Started,
     /// Setup failed; `exit` is the status nook should end with (125, 126 or 127).
     Failed {
         stage: Stage,

@@ -1,6 +1,7 @@
 //! `--init`: a small reaper as the container's pid 1 (or, with `--pid host`, its first
-//! process and the subreaper of the rest). It forks the command, forwards every signal it
-//! receives to it, reaps orphans, and exits with the command's status.
+//! process and the subreaper of the rest). It forks the command (which tells nook it is
+//! ready and waits for nook's go before it execs), forwards every signal it receives to it,
+//! reaps orphans, and exits with the command's status.
 //!
 //! The reaper is nook's own code, so it makes itself non-dumpable: its `/proc/1/exe` (nook's
 //! binary) is then out of reach of the container (CVE-2019-5736); `--init` is refused with
@@ -13,7 +14,6 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::message::{self, ToParent};
 use crate::sys::process::{clone_fork, exit_now, reset_signals};
 
 /// Becomes the reaper; never returns.
@@ -27,6 +27,10 @@ pub fn run(sock: BorrowedFd<'_>, program: &CString, args: &[CString], env: &[CSt
     let child = match clone_fork(nix::sched::CloneFlags::empty()) {
         Ok(Some(pid)) => pid,
         Ok(None) => {
+            if let Err(f) = super::child::ready_then_go(sock) {
+                eprintln!("nook: {}", f.message);
+                exit_now(f.exit)
+            }
             reset_signals();
             let e = nix::unistd::execve(program, args, env).unwrap_err();
             eprintln!("nook: exec {:?}: {}", program, e.desc());
@@ -42,7 +46,6 @@ pub fn run(sock: BorrowedFd<'_>, program: &CString, args: &[CString], env: &[CSt
             exit_now(125)
         }
     };
-    let _ = message::send(sock, &ToParent::Started, None);
     // nook's descriptors (marked close-on-exec for the command) would stay open here for the
     // container's life: the write end of a detached container's input would never close.
     let _ = crate::sys::process::close_from(3);

@@ -98,6 +98,37 @@ pub fn close_inherited(fd: RawFd) {
     unsafe { libc::close(fd) };
 }
 
+/// A descriptor for process `pid` (pidfd_open, Linux 5.3): a signal sent through it reaches
+/// that process or none, never one that took its pid after it ended.
+pub fn pidfd_open(pid: i32) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends `sig` to the process `pidfd` refers to (pidfd_send_signal).
+pub fn pidfd_kill(pidfd: BorrowedFd<'_>, sig: nix::sys::signal::Signal) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal with a null siginfo and no flags; the descriptor is borrowed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Makes `tty` the controlling terminal of the calling session leader.
 pub fn set_controlling_tty(tty: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: TIOCSCTTY takes an int argument (0: do not steal); the fd is borrowed.
