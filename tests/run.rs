@@ -688,6 +688,26 @@ fn tty_through_a_real_pty() {
         "TERM inside is docker's default: {}",
         out.stdout
     );
+    // The terminal's size is the container's from its first instruction, for run and exec
+    // alike (exec once set it only after the command had started: `stty size` saw 0x0).
+    s.nook(&["run", "-d", "--name", "ttybox", &s.image, "sleep", "60"])
+        .ok();
+    let out = support::sandbox::under_pty_sh(
+        &s,
+        &format!(
+            "stty rows 33 cols 77; $NOOK run --rm -t {} busybox stty size; \
+             for i in $(seq 30); do $NOOK exec -t ttybox busybox stty size; done",
+            s.image
+        ),
+    );
+    out.ok();
+    let sizes: Vec<&str> = out
+        .stdout
+        .split(['\r', '\n'])
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(sizes, ["33 77"; 31], "{out:?}");
+    s.nook(&["rm", "-f", "ttybox"]).ok();
 }
 
 #[test]

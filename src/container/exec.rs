@@ -148,7 +148,12 @@ pub fn exec(r: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
     )
     .map_err(|e| io("cannot open the container's root")(e.into()))?;
     let pty = if req.tty && !req.detach {
-        Some(open_pty().map_err(io("cannot open a terminal"))?)
+        let (m, s) = open_pty().map_err(io("cannot open a terminal"))?;
+        // The size before the command starts: its first `stty size` must not see 0x0.
+        if let Some(size) = crate::sys::process::window_size(std::io::stdin().as_fd()) {
+            let _ = crate::sys::process::set_window_size(m.as_fd(), size);
+        }
+        Some((m, s))
     } else {
         None
     };
@@ -216,6 +221,7 @@ pub fn exec(r: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
         None => (None, None),
     };
     drop(slave);
+    // Again, for a resize while the command was being started.
     if let Some(m) = &master
         && let Some(size) = crate::sys::process::window_size(std::io::stdin().as_fd())
     {

@@ -196,13 +196,14 @@ pub fn assert_posix_cases(out: &Out, what: &str) {
 
 /// `nook ARGS…` (a shell command line) as the user under script(1)'s terminal.
 pub fn under_pty(s: &Sandbox, line: &str) -> Out {
+    under_pty_sh(s, &format!("{} {line}", s.user.bin.display()))
+}
+
+/// A shell command line as the user under script(1)'s terminal; `$NOOK` is nook.
+pub fn under_pty_sh(s: &Sandbox, line: &str) -> Out {
     let mut c = std::process::Command::new("/usr/bin/script");
-    c.args([
-        "-qec",
-        &format!("{} {line}", s.user.bin.display()),
-        "/dev/null",
-    ])
-    .env_clear();
+    c.args(["-qec", line, "/dev/null"]).env_clear();
+    c.env("NOOK", &s.user.bin);
     for (k, v) in s.user.nook(&[]).get_envs() {
         if let Some(v) = v {
             c.env(k, v);
