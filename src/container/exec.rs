@@ -147,6 +147,8 @@ pub fn exec(r: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
         nix::sys::stat::Mode::empty(),
     )
     .map_err(|e| io("cannot open the container's root")(e.into()))?;
+    // Blocked first: a resize from here on waits in the signalfd for `supervise`.
+    let signals = Signals::block().map_err(io("cannot block signals"))?;
     let pty = if req.tty && !req.detach {
         let (m, s) = open_pty().map_err(io("cannot open a terminal"))?;
         // The size before the command starts: its first `stty size` must not see 0x0.
@@ -176,7 +178,6 @@ pub fn exec(r: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
     };
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| io("cannot create a pipe")(e.into()))?;
-    let signals = Signals::block().map_err(io("cannot block signals"))?;
     let root_guard = root;
     let target = Target {
         joins,
@@ -221,12 +222,6 @@ pub fn exec(r: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
         None => (None, None),
     };
     drop(slave);
-    // Again, for a resize while the command was being started.
-    if let Some(m) = &master
-        && let Some(size) = crate::sys::process::window_size(std::io::stdin().as_fd())
-    {
-        let _ = crate::sys::process::set_window_size(m.as_fd(), size);
-    }
     supervise(child, &signals, master, req.stdin, None).map_err(io("lost track of the command"))
 }
 
